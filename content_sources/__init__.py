@@ -1,0 +1,71 @@
+"""Content sources: the names rules and templates can read, and how one open gathers them.
+
+Adding a source is one module with a class like those below and one line in
+`build_sources`; it must pass `tests/test_content_sources.py`, the suite every source passes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from redis.asyncio import Redis
+
+from content_sources.base import OpenRequest, Source
+from content_sources.client import ClientSource
+from content_sources.clock import ClockSource
+from content_sources.events import EventsSource
+from content_sources.geo import GeoSource
+from content_sources.inventory import InventorySource
+from content_sources.params import ParamsSource
+from content_sources.profile import ProfileSource
+
+# Always gathered: cheap, and other sources depend on them (`now` needs the profile's tz).
+_ALWAYS = frozenset({"profile", "now", "params", "client", "geo"})
+
+
+def build_sources(*, events_max_per_recipient: int) -> tuple[Source, ...]:
+    """Every source, in the order they are built (later ones may read earlier ones)."""
+    return (
+        ProfileSource(),
+        ClockSource(),
+        EventsSource(events_max_per_recipient),
+        InventorySource(),
+        ClientSource(),
+        GeoSource(),
+        ParamsSource(),
+    )
+
+
+async def gather_context(
+    redis: Redis, sources: Sequence[Source], request: OpenRequest, names: frozenset[str]
+) -> dict[str, object]:
+    """The rule context for one open: one pipelined Redis round trip, then each source's value."""
+    active = [s for s in sources if s.name in names or s.name in _ALWAYS]
+    commands = [s.commands(request) for s in active]
+    replies: list[object] = []
+    if any(commands):
+        async with redis.pipeline(transaction=False) as pipe:
+            for command in (c for batch in commands for c in batch):
+                pipe.execute_command(*command)
+            replies = await pipe.execute()
+    return build_context(active, commands, replies, request)
+
+
+def anonymous_context(sources: Sequence[Source], request: OpenRequest) -> dict[str, object]:
+    """The context of an open with no recipient data at all (no store access needed)."""
+    empty = OpenRequest(at=request.at, block_tz=request.block_tz, user_agent=request.user_agent)
+    return build_context(sources, [() for _ in sources], [], empty)
+
+
+def build_context(
+    sources: Sequence[Source],
+    commands: Sequence[Sequence[object]],
+    replies: Sequence[object],
+    request: OpenRequest,
+) -> dict[str, object]:
+    context: dict[str, object] = {}
+    offset = 0
+    for source, batch in zip(sources, commands, strict=True):
+        context[source.name] = source.build(request, replies[offset : offset + len(batch)], context)
+        offset += len(batch)
+    return context

@@ -1,0 +1,98 @@
+"""JSON documents in Redis (profiles, inventory items): put, merge-patch, get, delete.
+
+A document is one JSON object stored as one string. `null` never gets stored: in a PUT
+it is dropped, and in a PATCH it deletes the member (RFC 7396), so a template never
+sees `None` where it expects a value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+from redis.exceptions import WatchError
+
+JsonObject = dict[str, Any]
+
+
+def without_nulls(value: Any) -> Any:
+    """Drop `null` members at every depth (a stored null would print as a blank)."""
+    if isinstance(value, dict):
+        return {k: without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [without_nulls(v) for v in value]
+    return value
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7396 JSON merge patch."""
+    if not isinstance(patch, dict):
+        return patch
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result
+
+
+def decode_object(raw: object) -> JsonObject | None:
+    """A stored document, or None when absent or not a JSON object (never raises)."""
+    if not isinstance(raw, bytes | str):
+        return None
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+class DocumentStore:
+    """JSON objects under keys made by `key_of(id)`."""
+
+    def __init__(self, redis: Redis, key_of: Callable[[str], str]) -> None:
+        self._redis = redis
+        self._key_of = key_of
+
+    async def get(self, doc_id: str) -> JsonObject | None:
+        return decode_object(await self._redis.get(self._key_of(doc_id)))
+
+    async def put(self, doc_id: str, document: JsonObject) -> JsonObject:
+        stored: JsonObject = without_nulls(document)
+        await self._redis.set(self._key_of(doc_id), orjson.dumps(stored))
+        return stored
+
+    async def put_many(self, documents: dict[str, JsonObject]) -> None:
+        """Store all or nothing: one MULTI/EXEC transaction."""
+        async with self._redis.pipeline(transaction=True) as pipe:
+            for doc_id, document in documents.items():
+                pipe.set(self._key_of(doc_id), orjson.dumps(without_nulls(document)))
+            await pipe.execute()
+
+    async def patch(self, doc_id: str, patch: JsonObject, *, create: bool = True) -> JsonObject | None:
+        """Apply a merge patch atomically (optimistic WATCH, retried on a concurrent write).
+
+        Returns the patched document, or None when it does not exist and `create` is false.
+        """
+        key = self._key_of(doc_id)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(key)
+                    current = decode_object(await pipe.get(key))
+                    if current is None and not create:
+                        await pipe.unwatch()
+                        return None
+                    patched: JsonObject = merge_patch(current or {}, patch)
+                    pipe.multi()
+                    pipe.set(key, orjson.dumps(patched))
+                    await pipe.execute()
+                    return patched
+                except WatchError:
+                    continue
+
+    async def delete(self, doc_id: str) -> bool:
+        return bool(await self._redis.delete(self._key_of(doc_id)))

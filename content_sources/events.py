@@ -1,0 +1,147 @@
+"""`events`: the recipient's recent actions, and how they are stored.
+
+Events live in one sorted set per recipient, scored by time, capped to the newest
+`max_per_recipient` and to a retention window. An event's optional `id` is an
+idempotency key: the same id twice stores once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, tzinfo
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+
+from content_sources.base import OpenRequest, RedisCommand
+from content_sources.keys import event_ids_key, events_key
+from server.expressions import Missing
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    id: str
+    type: str
+    ts: datetime
+    props: Mapping[str, Any]
+
+    def encode(self) -> bytes:
+        return orjson.dumps(
+            {"id": self.id, "type": self.type, "ts": self.ts.isoformat(), "props": self.props}
+        )
+
+    @staticmethod
+    def decode(raw: object) -> Event | None:
+        """A stored event, or None when the member is not one we wrote (never raises)."""
+        try:
+            data = orjson.loads(raw)  # type: ignore[arg-type]
+            return Event(
+                id=str(data["id"]),
+                type=str(data["type"]),
+                ts=datetime.fromisoformat(data["ts"]).astimezone(UTC),
+                props=data.get("props") or {},
+            )
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            return None
+
+
+class Events:
+    """What `events` is in a rule: `last`, `within`, `count` over the recent events."""
+
+    __slots__ = ("_events", "_now", "_zone")
+
+    def __init__(self, events: Sequence[Event], now: datetime) -> None:
+        self._events = sorted(events, key=lambda e: e.ts, reverse=True)
+        self._now = now
+        self._zone: tzinfo | None = now.tzinfo
+
+    def last(self, type: str) -> object:  # noqa: A002 - `type` is the contract's word
+        """The newest event of that type as `{type, ts, props}`, or a missing value."""
+        for event in self._events:
+            if event.type == type:
+                return {"type": event.type, "ts": event.ts.astimezone(self._zone), "props": event.props}
+        return Missing(hint=f"no {type!r} event")
+
+    def within(
+        self, type: str, minutes: float = 0, hours: float = 0, days: float = 0  # noqa: A002
+    ) -> bool:
+        """Whether an event of that type happened in the window (any retained one if none given)."""
+        window = timedelta(minutes=minutes, hours=hours, days=days)
+        since = self._now - window if window else None
+        return any(e.type == type and (since is None or e.ts >= since) for e in self._events)
+
+    def count(self, type: str, days: float = 30) -> int:  # noqa: A002
+        since = self._now - timedelta(days=days)
+        return sum(1 for e in self._events if e.type == type and e.ts >= since)
+
+
+class EventsSource:
+    name = "events"
+
+    def __init__(self, max_per_recipient: int) -> None:
+        self._max = max_per_recipient
+
+    def commands(self, request: OpenRequest) -> Sequence[RedisCommand]:
+        if request.recipient is None:
+            return ()
+        return (("ZREVRANGE", events_key(request.recipient), 0, self._max - 1),)
+
+    def build(
+        self, request: OpenRequest, replies: Sequence[object], context: Mapping[str, object]
+    ) -> object:
+        members = replies[0] if replies and isinstance(replies[0], list) else []
+        decoded = (Event.decode(m) for m in members)
+        now = context.get("now")
+        return Events(
+            [e for e in decoded if e is not None],
+            now if isinstance(now, datetime) else request.at,
+        )
+
+
+# Adds one recipient's events atomically: idempotency check, insert, trim by age and count.
+# KEYS: events, event ids. ARGV: max count, retention ms, oldest score kept, then
+# (id, score, member) triples. Returns how many were stored.
+_STORE_SCRIPT = """
+local stored = 0
+for i = 4, #ARGV, 3 do
+  if redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[i + 1]) == 1 then
+    redis.call('ZADD', KEYS[1], ARGV[i + 1], ARGV[i + 2])
+    stored = stored + 1
+  end
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[3])
+redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -(tonumber(ARGV[1]) + 1))
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+return stored
+"""
+
+
+class EventLog:
+    """Writes events: all recipients of one batch in one transaction, all or nothing."""
+
+    def __init__(self, redis: Redis, *, max_per_recipient: int, retention: timedelta) -> None:
+        self._redis = redis
+        self._max = max_per_recipient
+        self._retention = retention
+        self._script = redis.register_script(_STORE_SCRIPT)
+
+    async def store(self, events: Sequence[tuple[str, Event]], now: datetime) -> int:
+        """Store (recipient, event) pairs; returns the number newly stored."""
+        by_recipient: dict[str, list[Event]] = {}
+        for recipient, event in events:
+            by_recipient.setdefault(recipient, []).append(event)
+        retention_ms = int(self._retention.total_seconds() * 1000)
+        oldest_kept = int(now.timestamp() * 1000) - retention_ms
+        async with self._redis.pipeline(transaction=True) as pipe:
+            for recipient, batch in by_recipient.items():
+                argv: list[str | int | bytes] = [self._max, retention_ms, oldest_kept]
+                for event in batch:
+                    argv += [event.id, int(event.ts.timestamp() * 1000), event.encode()]
+                await self._script(
+                    keys=[events_key(recipient), event_ids_key(recipient)], args=argv, client=pipe
+                )
+            counts = await pipe.execute()
+        return sum(int(c) for c in counts)

@@ -1,0 +1,37 @@
+"""Redis key names for recipient data and inventory, in one place.
+
+Every key a recipient owns carries the recipient id as a hash tag (`{rid}`), so all of
+them live in one Redis Cluster slot and one open can read them in one round trip.
+"""
+
+PREFIX = "atopen:"
+
+
+def profile_key(recipient: str) -> str:
+    return f"{PREFIX}profile:{{{recipient}}}"
+
+
+def events_key(recipient: str) -> str:
+    return f"{PREFIX}events:{{{recipient}}}"
+
+
+def event_ids_key(recipient: str) -> str:
+    return f"{PREFIX}event-ids:{{{recipient}}}"
+
+
+def remembered_key(recipient: str) -> str:
+    return f"{PREFIX}remembered:{{{recipient}}}"
+
+
+def inventory_key(sku: str) -> str:
+    return f"{PREFIX}inventory:{sku}"
+
+
+def recipient_keys(recipient: str) -> tuple[str, ...]:
+    """Everything stored about one recipient: what erasing a profile deletes."""
+    return (
+        profile_key(recipient),
+        events_key(recipient),
+        event_ids_key(recipient),
+        remembered_key(recipient),
+    )

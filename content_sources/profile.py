@@ -1,0 +1,23 @@
+"""`profile`: the recipient's current profile fields, read at open time."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from content_sources.base import OpenRequest, RedisCommand
+from content_sources.documents import decode_object
+from content_sources.keys import profile_key
+
+
+class ProfileSource:
+    name = "profile"
+
+    def commands(self, request: OpenRequest) -> Sequence[RedisCommand]:
+        if request.recipient is None:
+            return ()
+        return (("GET", profile_key(request.recipient)),)
+
+    def build(
+        self, request: OpenRequest, replies: Sequence[object], context: Mapping[str, object]
+    ) -> object:
+        return (decode_object(replies[0]) if replies else None) or {}

@@ -1,0 +1,158 @@
+"""Layer fields: how each value a marketer writes in a layer is checked and converted.
+
+A layer kind lists its fields; each field has a parser that turns the raw JSON value
+(after the server has resolved any template in it) into the immutable value the layer
+stores, or raises FieldError saying what is wrong with it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from PIL import ImageColor
+
+if TYPE_CHECKING:
+    from renderers.resources import Asset, FontFace
+
+Box = tuple[int, int, int, int]  # x, y, w, h in block pixels
+RGBA = tuple[int, int, int, int]
+
+# Block pixels. No email image comes near this; it bounds the work one layer can cause.
+MAX_SIDE = 4000
+
+
+class FieldError(ValueError):
+    """A layer field value is not acceptable.
+
+    The message says why, without the field name: the caller prefixes the path, e.g.
+    'variants[0].layers[1].color: not a colour: "#zz"'.
+    """
+
+
+class Resources(Protocol):
+    """Where named fonts and image assets come from (the server supplies one)."""
+
+    def font(self, name: str) -> FontFace:
+        """The font called `name`; raises FieldError if there is none."""
+        ...
+
+    def asset(self, name: str) -> Asset:
+        """The decoded asset called `name`; raises FieldError if unknown or unreadable."""
+        ...
+
+
+Parser = Callable[[object, Resources], object]
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    """One accepted layer field: its name, parser and default."""
+
+    name: str
+    parse: Parser
+    required: bool = False
+    default: object = None  # used when absent and not required, in parsed form
+    templated: bool = True  # string values may be Jinja templates the server resolves first
+
+
+def _string(value: object) -> str:
+    if not isinstance(value, str):
+        raise FieldError(f"not a string: {value!r}")
+    return value.strip()
+
+
+def _whole_number(value: object) -> int:
+    # JSON has one number type, so 12.0 is as good as 12; True is not a number here.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise FieldError(f"not a whole number: {value!r}")
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise FieldError(f"not a whole number: {value!r}")
+        return int(value)
+    return value
+
+
+def color(value: object, resources: Resources) -> RGBA:
+    """`#rgb`, `#rgba`, `#rrggbb`, `#rrggbbaa`, a CSS colour name or `rgb()`/`hsl()` forms."""
+    spec = _string(value)
+    if spec.lower() == "transparent":
+        return (0, 0, 0, 0)
+    try:
+        parsed = ImageColor.getcolor(spec, "RGBA")
+    except ValueError:
+        raise FieldError(f'not a colour: "{spec}"') from None
+    if not isinstance(parsed, tuple) or len(parsed) != 4:
+        raise FieldError(f'not a colour: "{spec}"')
+    r, g, b, a = parsed
+    return (r, g, b, a)
+
+
+def box(value: object, resources: Resources) -> Box:
+    """`[x, y, w, h]` in block pixels; w and h at least 1."""
+    if not isinstance(value, list | tuple) or len(value) != 4:
+        raise FieldError("must be a list [x, y, width, height]")
+    x, y, w, h = (_whole_number(v) for v in value)
+    if not (-MAX_SIDE <= x <= MAX_SIDE and -MAX_SIDE <= y <= MAX_SIDE):
+        raise FieldError(f"x and y must be between {-MAX_SIDE} and {MAX_SIDE}")
+    if not (1 <= w <= MAX_SIDE and 1 <= h <= MAX_SIDE):
+        raise FieldError(f"width and height must be between 1 and {MAX_SIDE}")
+    return (x, y, w, h)
+
+
+def int_range(lo: int, hi: int) -> Callable[[object, Resources], int]:
+    """A parser for whole numbers from `lo` to `hi` inclusive."""
+
+    def parse(value: object, resources: Resources) -> int:
+        number = _whole_number(value)
+        if not lo <= number <= hi:
+            raise FieldError(f"must be between {lo} and {hi}")
+        return number
+
+    return parse
+
+
+def number_range(lo: float, hi: float) -> Callable[[object, Resources], float]:
+    """A parser for numbers from `lo` to `hi` inclusive."""
+
+    def parse(value: object, resources: Resources) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise FieldError(f"not a number: {value!r}")
+        number = float(value)
+        if not math.isfinite(number) or not lo <= number <= hi:
+            raise FieldError(f"must be between {lo:g} and {hi:g}")
+        return number
+
+    return parse
+
+
+def choice(*options: str) -> Callable[[object, Resources], str]:
+    """A parser for one of a fixed set of words."""
+
+    def parse(value: object, resources: Resources) -> str:
+        word = _string(value)
+        if word not in options:
+            raise FieldError(f"must be one of: {', '.join(options)}")
+        return word
+
+    return parse
+
+
+def text(value: object, resources: Resources) -> str:
+    """A non-blank string, stripped; a blank must never be drawn."""
+    content = _string(value)
+    if not content:
+        raise FieldError("is empty")
+    return content
+
+
+def font(value: object, resources: Resources) -> FontFace:
+    """A font name, looked up in the resources."""
+    return resources.font(_string(value))
+
+
+def asset(value: object, resources: Resources) -> Asset:
+    """An asset name (a file name relative to an assets directory), loaded from the resources."""
+    return resources.asset(_string(value))

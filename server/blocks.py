@@ -1,0 +1,313 @@
+"""Blocks: validating a marketer's block definition and compiling it for open time.
+
+Everything that can be checked without a recipient is checked here, at `PUT`: the
+shape, every layer field, every expression and template. Problems are collected (not
+just the first) and each names its field, e.g. `variants[1].layers[0].color`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+from urllib.parse import urlsplit
+
+from renderers.fields import Field, FieldError, Resources
+from renderers.layers import LAYER_KINDS
+from renderers.layers.base import LayerKind
+from renderers.plan import ImageFormat
+from server.expressions import Expression, ExpressionError, Template, constant_subscripts, is_template
+
+MAX_SIDE_PX = 4000
+MAX_VARIANTS = 50
+MAX_LAYERS = 50
+BLOCK_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_VARIANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_URL_IN_TEXT = re.compile(r"https?://([A-Za-z0-9.-]+)", re.IGNORECASE)
+_BLOCK_KEYS = {"width", "height", "format", "public", "tz", "variants", "default", "link_hosts",
+               "description"}
+_FORMATS: tuple[ImageFormat, ...] = ("png", "jpg", "gif")
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    field: str
+    message: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"field": self.field, "message": self.message}
+
+
+class BlockError(ValueError):
+    """The definition does not validate; `problems` name each bad field."""
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        super().__init__("; ".join(f"{p.field}: {p.message}" for p in problems))
+        self.problems = tuple(problems)
+
+
+@dataclass(frozen=True, slots=True)
+class LayerTemplate:
+    """A layer whose literal fields are parsed already and whose templated fields are not."""
+
+    kind: LayerKind
+    fixed: Mapping[str, object]
+    templates: Mapping[str, tuple[Field, Template]]
+
+
+@dataclass(frozen=True, slots=True)
+class VariantTemplate:
+    name: str
+    when: Expression | None
+    layers: tuple[LayerTemplate, ...]
+    link: Template | str
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    id: str
+    version: int
+    width: int
+    height: int
+    format: ImageFormat
+    public: bool
+    tz: str | None
+    variants: tuple[VariantTemplate, ...]
+    default: VariantTemplate
+    hosts: frozenset[str]
+    names: frozenset[str]
+    skus: frozenset[str]
+    definition: Mapping[str, Any] = field(compare=False, repr=False)
+
+
+class _Collector:
+    def __init__(self) -> None:
+        self.problems: list[Problem] = []
+
+    def add(self, path: str, message: str) -> None:
+        self.problems.append(Problem(path, message))
+
+
+def compile_block(
+    block_id: str, definition: object, version: int, resources: Resources
+) -> Block:
+    """Validate and compile a definition; raises BlockError naming every bad field."""
+    errors = _Collector()
+    if not BLOCK_ID_PATTERN.match(block_id):
+        errors.add("id", "must be 1-128 letters, digits, '_', '.' or '-', starting with a letter or digit")
+    if not isinstance(definition, dict):
+        raise BlockError([*errors.problems, Problem("body", "must be a JSON object")])
+    for key in sorted(set(definition) - _BLOCK_KEYS):
+        errors.add(key, "unknown field")
+    width = _int_field(definition, "width", errors)
+    height = _int_field(definition, "height", errors)
+    fmt = definition.get("format", "png")
+    if fmt not in _FORMATS:
+        errors.add("format", f"must be one of {', '.join(_FORMATS)}")
+    public = definition.get("public", False)
+    if not isinstance(public, bool):
+        errors.add("public", "must be true or false")
+    tz = definition.get("tz")
+    if tz is not None and not _valid_zone(tz):
+        errors.add("tz", "must be an IANA time zone name, e.g. Europe/Warsaw")
+    hosts = _literal_hosts(definition, errors)
+
+    variants: list[VariantTemplate] = []
+    raw_variants = definition.get("variants", [])
+    if not isinstance(raw_variants, list) or len(raw_variants) > MAX_VARIANTS:
+        errors.add("variants", f"must be a list of at most {MAX_VARIANTS} variants")
+        raw_variants = []
+    seen: set[str] = set()
+    for i, raw in enumerate(raw_variants):
+        variant = _variant(raw, f"variants[{i}]", resources, errors, is_default=False)
+        if variant is None:
+            continue
+        if variant.name in seen:
+            errors.add(f"variants[{i}].name", f"duplicate variant name {variant.name!r}")
+        seen.add(variant.name)
+        variants.append(variant)
+    if "default" not in definition:
+        errors.add("default", "required: the variant served when no other applies")
+        default = None
+    else:
+        default = _variant(definition["default"], "default", resources, errors, is_default=True)
+
+    if errors.problems or default is None:
+        raise BlockError(errors.problems)
+    sources = [*_all_sources(default), *(s for v in variants for s in _all_sources(v))]
+    names: frozenset[str] = frozenset().union(*(s.names for s in sources))
+    skus = frozenset().union(*(constant_subscripts(s.source, "inventory") for s in sources))
+    return Block(
+        id=block_id,
+        version=version,
+        width=cast(int, width),
+        height=cast(int, height),
+        format=cast(ImageFormat, fmt),
+        public=cast(bool, public),
+        tz=cast(str | None, tz),
+        variants=tuple(variants),
+        default=default,
+        hosts=hosts,
+        names=names,
+        skus=skus,
+        definition=definition,
+    )
+
+
+def _all_sources(variant: VariantTemplate) -> Iterator[Expression | Template]:
+    if variant.when is not None:
+        yield variant.when
+    if isinstance(variant.link, Template):
+        yield variant.link
+    for layer in variant.layers:
+        yield from (template for _, template in layer.templates.values())
+
+
+def _int_field(definition: Mapping[str, Any], name: str, errors: _Collector) -> int | None:
+    value = definition.get(name)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_SIDE_PX:
+        errors.add(name, f"required: an integer from 1 to {MAX_SIDE_PX} (pixels)")
+        return None
+    return value
+
+
+def _valid_zone(name: object) -> bool:
+    from content_sources.clock import zone
+
+    return isinstance(name, str) and zone(name) is not None
+
+
+def _literal_hosts(definition: Mapping[str, Any], errors: _Collector) -> frozenset[str]:
+    """Hosts a click may go to: those named literally anywhere in the definition."""
+    hosts: set[str] = set()
+    extra = definition.get("link_hosts", [])
+    if not isinstance(extra, list) or not all(isinstance(h, str) and h for h in extra):
+        errors.add("link_hosts", "must be a list of host names")
+    else:
+        hosts.update(h.lower() for h in extra)
+    for text in _strings(definition):
+        hosts.update(m.group(1).lower().rstrip(".") for m in _URL_IN_TEXT.finditer(text))
+    return frozenset(hosts)
+
+
+def _strings(value: object) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+
+
+def _variant(
+    raw: object, path: str, resources: Resources, errors: _Collector, *, is_default: bool
+) -> VariantTemplate | None:
+    if not isinstance(raw, dict):
+        errors.add(path, "must be an object")
+        return None
+    allowed = {"layers", "link"} | (set() if is_default else {"name", "when"})
+    for key in sorted(set(raw) - allowed):
+        errors.add(f"{path}.{key}", "unknown field")
+    before = len(errors.problems)
+    name = "default"
+    when: Expression | None = None
+    if not is_default:
+        name = raw.get("name", "")
+        if not isinstance(name, str) or not _VARIANT_NAME.match(name) or name == "default":
+            errors.add(f"{path}.name", "required: 1-64 letters, digits, '_', '.' or '-', not 'default'")
+        when_source = raw.get("when")
+        if when_source is not None:
+            if not isinstance(when_source, str) or not when_source.strip():
+                errors.add(f"{path}.when", "must be an expression string")
+            else:
+                try:
+                    when = Expression(when_source)
+                except ExpressionError as exc:
+                    errors.add(f"{path}.when", str(exc))
+    link = _link(raw.get("link"), f"{path}.link", errors, required=is_default)
+    layers = _layers(raw.get("layers"), f"{path}.layers", resources, errors)
+    if len(errors.problems) > before:
+        return None
+    return VariantTemplate(name=name, when=when, layers=layers, link=link)
+
+
+def _link(raw: object, path: str, errors: _Collector, *, required: bool) -> Template | str:
+    if raw is None and not required:
+        return ""  # this variant's clicks go to the default's link
+    if not isinstance(raw, str) or not raw.strip():
+        errors.add(path, "required: an http(s) URL or a template of one")
+        return ""
+    if is_template(raw):
+        try:
+            return Template(raw)
+        except ExpressionError as exc:
+            errors.add(path, str(exc))
+            return ""
+    if not is_http_url(raw):
+        errors.add(path, "must be an absolute http or https URL")
+    return raw
+
+
+def is_http_url(url: str) -> bool:
+    parts = urlsplit(url.strip())
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+def _layers(
+    raw: object, path: str, resources: Resources, errors: _Collector
+) -> tuple[LayerTemplate, ...]:
+    if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_LAYERS:
+        errors.add(path, f"required: a list of 1 to {MAX_LAYERS} layers")
+        return ()
+    layers: list[LayerTemplate] = []
+    for i, layer in enumerate(raw):
+        compiled = _layer(layer, f"{path}[{i}]", resources, errors)
+        if compiled is not None:
+            layers.append(compiled)
+    return tuple(layers)
+
+
+def _layer(raw: object, path: str, resources: Resources, errors: _Collector) -> LayerTemplate | None:
+    if not isinstance(raw, dict):
+        errors.add(path, "must be an object")
+        return None
+    kind_name = raw.get("type")
+    kind = LAYER_KINDS.get(kind_name) if isinstance(kind_name, str) else None
+    if kind is None:
+        errors.add(f"{path}.type", f"must be one of {', '.join(sorted(LAYER_KINDS))}")
+        return None
+    known = {f.name: f for f in kind.fields}
+    for key in sorted(set(raw) - set(known) - {"type"}):
+        errors.add(f"{path}.{key}", f"unknown field for a {kind.name} layer")
+    fixed: dict[str, object] = {}
+    templates: dict[str, tuple[Field, Template]] = {}
+    for spec in kind.fields:
+        where = f"{path}.{spec.name}"
+        if spec.name not in raw:
+            if spec.required:
+                errors.add(where, "required")
+            else:
+                fixed[spec.name] = spec.default
+            continue
+        value = raw[spec.name]
+        if spec.templated and isinstance(value, str) and is_template(value):
+            try:
+                templates[spec.name] = (spec, Template(value))
+            except ExpressionError as exc:
+                errors.add(where, str(exc))
+            continue
+        try:
+            fixed[spec.name] = spec.parse(value, resources)
+        except FieldError as exc:
+            errors.add(where, str(exc))
+    return LayerTemplate(kind=kind, fixed=fixed, templates=templates)
+
+
+def literal_format(ext: str) -> ImageFormat | None:
+    """The image format a URL extension asks for (`jpeg` is accepted for `jpg`)."""
+    normal = "jpg" if ext == "jpeg" else ext
+    return cast(ImageFormat, normal) if normal in _FORMATS else None
+

@@ -1,0 +1,88 @@
+"""Choosing the variant for one open, and resolving it into layers and a link.
+
+Pure and synchronous: the recipient's data is already in `context`. Variants are tried
+in order; the first whose `when` holds and whose every template resolves is chosen.
+The trace says why each variant was or was not chosen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from renderers.fields import FieldError, Resources
+from renderers.plan import Layer
+from server.blocks import Block, LayerTemplate, VariantTemplate, is_http_url
+from server.expressions import MissingValueError, Template
+
+
+class DefaultUnavailableError(Exception):
+    """Even the default did not resolve (it needs no data, so this means bad data)."""
+
+
+@dataclass(frozen=True, slots=True)
+class VariantOutcome:
+    variant: str
+    chosen: bool
+    reason: str
+
+    def as_dict(self) -> dict[str, object]:
+        return {"variant": self.variant, "chosen": self.chosen, "reason": self.reason}
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    variant: str
+    layers: tuple[Layer, ...]
+    link: str
+    trace: tuple[VariantOutcome, ...]
+
+
+def choose_variant(
+    block: Block, context: Mapping[str, object], resources: Resources, *, default_only: bool = False
+) -> Choice:
+    """The first variant that applies and resolves, else the default."""
+    trace: list[VariantOutcome] = []
+    for variant in () if default_only else block.variants:
+        try:
+            if variant.when is not None and not variant.when.holds(context):
+                trace.append(VariantOutcome(variant.name, False, "`when` is false"))
+                continue
+            layers, link = resolve_variant(block, variant, context, resources)
+        except (MissingValueError, FieldError) as exc:
+            trace.append(VariantOutcome(variant.name, False, f"missing value: {exc}"))
+            continue
+        trace.append(VariantOutcome(variant.name, True, "`when` holds and every value resolved"))
+        return Choice(variant.name, layers, link, tuple(trace))
+    try:
+        layers, link = resolve_variant(block, block.default, context, resources)
+    except (MissingValueError, FieldError) as exc:
+        raise DefaultUnavailableError(str(exc)) from exc
+    trace.append(VariantOutcome("default", True, "no other variant applied"))
+    return Choice("default", layers, link, tuple(trace))
+
+
+def resolve_variant(
+    block: Block, variant: VariantTemplate, context: Mapping[str, object], resources: Resources
+) -> tuple[tuple[Layer, ...], str]:
+    layers = tuple(_resolve_layer(layer, context, resources) for layer in variant.layers)
+    link = variant.link.render(context) if isinstance(variant.link, Template) else variant.link
+    return layers, link.strip()
+
+
+def _resolve_layer(
+    layer: LayerTemplate, context: Mapping[str, object], resources: Resources
+) -> Layer:
+    values = dict(layer.fixed)
+    for name, (spec, template) in layer.templates.items():
+        values[name] = spec.parse(template.render(context), resources)
+    return layer.kind.make(values)
+
+
+def safe_link(block: Block, link: str) -> str | None:
+    """The link if a click may go there: http(s) to a host the block names literally."""
+    if not link or not is_http_url(link):
+        return None
+    host = (urlsplit(link.strip()).hostname or "").rstrip(".").lower()
+    return link.strip() if host in block.hosts else None

@@ -1,0 +1,128 @@
+"""Settings: every knob is an `ATOPEN_*` environment variable with a default.
+
+Values are read and validated once, at startup; a bad value stops the start with a
+message that names the variable, so nothing is discovered at open time.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    secrets: tuple[str, ...] = ()
+    api_tokens: tuple[str, ...] = ()
+    redis_url: str | None = None
+    data_dir: Path = Path(".atopen")
+    host: str = "127.0.0.1"
+    port: int = 8080
+    public_url: str = ""
+    render_deadline_ms: int = 250
+    events_max_per_recipient: int = 500
+    events_retention_days: int = 90
+    click_memory_days: int = 30
+    api_max_body_bytes: int = 8 * 1024 * 1024
+    log_level: str = "INFO"
+
+    @property
+    def base_url(self) -> str:
+        return self.public_url or f"http://{self.host}:{self.port}"
+
+    @property
+    def assets_dir(self) -> Path:
+        """Where marketers put image assets: `ATOPEN_DATA_DIR/assets`."""
+        return self.data_dir / "assets"
+
+
+def _csv(name: str, raw: str) -> tuple[str, ...]:
+    values = tuple(part.strip() for part in raw.split(","))
+    if any(not v for v in values):
+        raise SettingsError(f"{name}: empty entry in comma-separated list")
+    return values
+
+
+def _int(lo: int, hi: int) -> Callable[[str, str], int]:
+    def parse(name: str, raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise SettingsError(f"{name}: expected an integer, got {raw!r}") from None
+        if not lo <= value <= hi:
+            raise SettingsError(f"{name}: {value} is outside {lo}..{hi}")
+        return value
+
+    return parse
+
+
+def _redis_url(name: str, raw: str) -> str:
+    scheme = urlsplit(raw).scheme
+    if scheme not in ("redis", "rediss", "unix"):
+        raise SettingsError(f"{name}: expected a redis://, rediss:// or unix:// URL, got {raw!r}")
+    return raw
+
+
+def _public_url(name: str, raw: str) -> str:
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise SettingsError(f"{name}: expected an absolute http(s) URL, got {raw!r}")
+    return raw.rstrip("/")
+
+
+def _log_level(name: str, raw: str) -> str:
+    level = raw.upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise SettingsError(f"{name}: expected DEBUG, INFO, WARNING or ERROR, got {raw!r}")
+    return level
+
+
+def _text(name: str, raw: str) -> str:
+    if not raw.strip():
+        raise SettingsError(f"{name}: must not be empty")
+    return raw.strip()
+
+
+# variable name -> (Settings field, parser). The README's settings table lists these.
+_VARIABLES: dict[str, tuple[str, Callable[[str, str], object]]] = {
+    "ATOPEN_SECRET": ("secrets", _csv),
+    "ATOPEN_API_TOKEN": ("api_tokens", _csv),
+    "ATOPEN_REDIS_URL": ("redis_url", _redis_url),
+    "ATOPEN_DATA_DIR": ("data_dir", lambda _n, raw: Path(raw)),
+    "ATOPEN_HOST": ("host", _text),
+    "ATOPEN_PORT": ("port", _int(0, 65535)),
+    "ATOPEN_PUBLIC_URL": ("public_url", _public_url),
+    "ATOPEN_RENDER_DEADLINE_MS": ("render_deadline_ms", _int(10, 60_000)),
+    "ATOPEN_EVENTS_MAX_PER_RECIPIENT": ("events_max_per_recipient", _int(1, 100_000)),
+    "ATOPEN_EVENTS_RETENTION_DAYS": ("events_retention_days", _int(1, 3650)),
+    "ATOPEN_CLICK_MEMORY_DAYS": ("click_memory_days", _int(1, 3650)),
+    "ATOPEN_API_MAX_BODY_BYTES": ("api_max_body_bytes", _int(1024, 1 << 30)),
+    "ATOPEN_LOG_LEVEL": ("log_level", _log_level),
+}
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read every `ATOPEN_*` variable; unset or empty means the default."""
+    env = os.environ if environ is None else environ
+    values: dict[str, object] = {}
+    for name, (attr, parse) in _VARIABLES.items():
+        raw = env.get(name, "")
+        if raw.strip():
+            values[attr] = parse(name, raw)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+def require_secret(settings: Settings) -> None:
+    """`serve` refuses to start without a signing key (contract 1)."""
+    if not settings.secrets:
+        raise SettingsError(
+            "ATOPEN_SECRET: not set; give one or more URL-signing keys, comma-separated "
+            "(the first signs, all verify)"
+        )

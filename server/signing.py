@@ -1,0 +1,111 @@
+"""Sign and verify atopen image URLs with HMAC-SHA256.
+
+This module's one job is the URL signature contract, which senders reimplement in
+their own languages, so it must stay exactly as written here:
+
+    canonical = PATH + "?" + "&".join(quote(k) + "=" + quote(v)
+                                      for k, v in sorted(query pairs without "sig"))
+    sig = base64url_without_padding(HMAC_SHA256(key, canonical.encode("utf-8")))
+
+``PATH`` is the URL path as it appears in the request line (not percent-decoded),
+the pairs are the *decoded* query pairs sorted by key, then value (keys may repeat),
+and ``quote`` is ``urllib.parse.quote(s, safe="-_.~")``.
+
+Several keys may be configured so a secret can be rotated: the first key signs,
+every key verifies.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from collections.abc import Iterable, Sequence
+from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
+
+SIG_PARAM = "sig"
+
+# Only the RFC 3986 unreserved characters stay literal, so every sender that follows
+# the contract produces byte-identical canonical strings whatever its URL library does.
+_SAFE = "-_.~"
+
+
+def _quote(text: str) -> str:
+    return quote(text, safe=_SAFE)
+
+
+def _canonical_query(pairs: Iterable[tuple[str, str]]) -> str:
+    return "&".join(
+        _quote(key) + "=" + _quote(value)
+        for key, value in sorted(pair for pair in pairs if pair[0] != SIG_PARAM)
+    )
+
+
+def canonical_string(path: str, pairs: Iterable[tuple[str, str]]) -> str:
+    """Return the string that is signed for ``path`` and the decoded query ``pairs``.
+
+    Any ``sig`` pair is left out, so the same call works on a signed request.
+    """
+    return path + "?" + _canonical_query(pairs)
+
+
+def _mac(key: bytes, canonical: bytes) -> bytes:
+    digest = hmac.new(key, canonical, hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=")
+
+
+class Signer:
+    """Signs with the first of its keys and accepts a signature made with any of them."""
+
+    __slots__ = ("_keys",)
+
+    def __init__(self, keys: Sequence[str]) -> None:
+        # A bare string is a Sequence[str] too; accepting it would turn "secret" into
+        # six one-letter keys, so the comma-separated setting must be split by the caller.
+        if isinstance(keys, str):
+            raise TypeError("keys must be a sequence of strings, not a single string")
+        if not keys:
+            raise ValueError("at least one signing key is required")
+        if any(not key for key in keys):
+            raise ValueError("signing keys must not be empty")
+        self._keys = tuple(key.encode("utf-8") for key in keys)
+
+    def signature(self, path: str, pairs: Iterable[tuple[str, str]]) -> str:
+        """Return the signature of ``path`` and ``pairs`` made with the first key."""
+        canonical = canonical_string(path, pairs).encode("utf-8")
+        return _mac(self._keys[0], canonical).decode("ascii")
+
+    def verify(self, path: str, pairs: Iterable[tuple[str, str]]) -> bool:
+        """Return True when ``pairs`` hold exactly one ``sig`` that any key produced."""
+        pairs = list(pairs)
+        given = [value for key, value in pairs if key == SIG_PARAM]
+        if len(given) != 1:
+            return False
+        # compare_digest only takes ASCII str, and the value is attacker-controlled.
+        candidate = given[0].encode("utf-8")
+        canonical = canonical_string(path, pairs).encode("utf-8")
+        matched = False
+        # Every key is tried even after a match, so the response time does not reveal
+        # which key, old or new, signed the URL.
+        for key in self._keys:
+            matched |= hmac.compare_digest(_mac(key, canonical), candidate)
+        return matched
+
+    def sign_url(self, url: str) -> str:
+        """Return ``url`` with its query in canonical order and a fresh ``sig`` appended.
+
+        ``url`` is either ``PATH?QUERY`` or an absolute ``http(s)://host/PATH?QUERY``;
+        scheme, host and fragment are kept, and any existing ``sig`` is replaced.
+        """
+        parts = urlsplit(url)
+        if parts.scheme not in ("", "http", "https"):
+            raise ValueError(f"cannot sign a {parts.scheme!r} URL: {url!r}")
+        if bool(parts.scheme) != bool(parts.netloc):
+            raise ValueError(f"an absolute URL needs both a scheme and a host: {url!r}")
+        if not parts.path.startswith("/"):
+            raise ValueError(f"URL path must start with '/': {url!r}")
+        pairs = parse_qsl(parts.query, keep_blank_values=True)
+        query = _canonical_query(pairs)
+        sig = SIG_PARAM + "=" + self.signature(parts.path, pairs)
+        query = query + "&" + sig if query else sig
+        return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
