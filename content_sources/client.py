@@ -138,3 +138,8 @@ class ClientSource:
         self, request: OpenRequest, replies: Sequence[object], context: Mapping[str, object]
     ) -> object:
         return classify_client(request.user_agent).as_dict()
+
+
+def client_of_kind(kind: ClientKind) -> ClientInfo:
+    """The client info for a kind named directly (a preview as a Gmail open, say)."""
+    return _INFO[kind]

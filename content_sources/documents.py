@@ -72,9 +72,17 @@ class DocumentStore:
                 pipe.set(self._key_of(doc_id), orjson.dumps(without_nulls(document)))
             await pipe.execute()
 
-    async def patch(self, doc_id: str, patch: JsonObject, *, create: bool = True) -> JsonObject | None:
+    async def patch(
+        self,
+        doc_id: str,
+        patch: JsonObject,
+        *,
+        create: bool = True,
+        check: Callable[[JsonObject], object] | None = None,
+    ) -> JsonObject | None:
         """Apply a merge patch atomically (optimistic WATCH, retried on a concurrent write).
 
+        `check` sees the patched document before it is written and may raise to refuse it.
         Returns the patched document, or None when it does not exist and `create` is false.
         """
         key = self._key_of(doc_id)
@@ -87,6 +95,8 @@ class DocumentStore:
                         await pipe.unwatch()
                         return None
                     patched: JsonObject = merge_patch(current or {}, patch)
+                    if check is not None:
+                        check(patched)
                     pipe.multi()
                     pipe.set(key, orjson.dumps(patched))
                     await pipe.execute()

@@ -137,7 +137,13 @@ class EmbeddedRedis:
         if self._process is not None:
             raise RuntimeError("the embedded store is already started")
         binary = find_redis_server()
-        self._data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise EmbeddedStoreError(
+                f"Cannot create the data dir {self._data_dir} ({error}); set "
+                "ATOPEN_DATA_DIR to a writable directory."
+            ) from error
         # The lock closes the window between "nobody serves this dir" and "our server
         # listens", in which a second atopen process would otherwise start a rival
         # server on the same append-only file.

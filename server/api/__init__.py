@@ -1,0 +1,1 @@
+"""The management API (`/api/v1`): blocks, profiles, events, inventory, signing, preview."""

@@ -1,0 +1,143 @@
+"""`/api/v1/blocks`: register, read, list and delete blocks, and preview them as anyone."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import get_args
+
+from aiohttp import web
+
+from content_sources.base import OpenRequest
+from content_sources.clock import zone
+from content_sources.client import ClientKind, classify_client, client_of_kind
+from renderers.encode import CONTENT_TYPES
+from server.api.errors import invalid, invalid_fields, json_response, not_found, read_json, read_object
+from server.api.ids import recipient_id
+from server.block_store import PreparedBlock
+from server.blocks import BLOCK_ID_PATTERN, BlockError, literal_format
+from server.keys import BLOCKS, OPENS
+
+routes = web.RouteTableDef()
+PATH = "/api/v1/blocks/{id}"
+
+
+def _prepared(request: web.Request) -> PreparedBlock:
+    block_id = request.match_info["id"]
+    prepared = request.app[BLOCKS].get(block_id)
+    if prepared is None:
+        raise not_found(f"block {block_id!r}")
+    return prepared
+
+
+@routes.put(PATH)
+async def put_block(request: web.Request) -> web.Response:
+    block_id = request.match_info["id"]
+    if not BLOCK_ID_PATTERN.match(block_id):
+        raise invalid("id", "must be 1-128 letters, digits, '_', '.' or '-'")
+    definition = await read_json(request)
+    existed = request.app[BLOCKS].get(block_id) is not None
+    try:
+        prepared = await request.app[BLOCKS].put(block_id, definition)
+    except BlockError as exc:
+        raise invalid_fields([p.as_dict() for p in exc.problems]) from None
+    return json_response(prepared.as_dict(), status=200 if existed else 201)
+
+
+@routes.get(PATH)
+async def get_block(request: web.Request) -> web.Response:
+    return json_response(_prepared(request).as_dict())
+
+
+@routes.get("/api/v1/blocks")
+async def list_blocks(request: web.Request) -> web.Response:
+    return json_response({"blocks": [p.as_dict() for p in request.app[BLOCKS].all()]})
+
+
+@routes.delete(PATH)
+async def delete_block(request: web.Request) -> web.Response:
+    if not await request.app[BLOCKS].delete(request.match_info["id"]):
+        raise not_found(f"block {request.match_info['id']!r}")
+    return web.Response(status=204)
+
+
+@routes.post("/api/v1/blocks/{id}/preview")
+async def preview_block(request: web.Request) -> web.Response:
+    """The image a recipient would get (or, with `Accept: application/json`, why)."""
+    prepared = _prepared(request)
+    body = await read_object(request)
+    unknown = sorted(set(body) - {"recipient", "params", "at", "tz", "client", "format", "dpr"})
+    if unknown:
+        raise invalid_fields([{"field": k, "message": "unknown field"} for k in unknown])
+    recipient = body.get("recipient")
+    if recipient is not None:
+        recipient = recipient_id(recipient)
+    params = body.get("params", {})
+    if not isinstance(params, dict) or not all(isinstance(v, str) for v in params.values()):
+        raise invalid("params", "must be an object of strings (merge fields)")
+    at = _instant(body.get("at"))
+    fmt = literal_format(str(body.get("format", prepared.block.format)))
+    if fmt is None:
+        raise invalid("format", "must be png, jpg or gif")
+    dpr = body.get("dpr", 1)
+    if dpr not in (1, 2, 3) or isinstance(dpr, bool):
+        raise invalid("dpr", "must be 1, 2 or 3")
+    client, user_agent = _client(body.get("client"))
+    open_request = OpenRequest(
+        at=at,
+        recipient=recipient,
+        params=params,
+        tz=_zone_name(body.get("tz")),
+        block_tz=prepared.block.tz,
+        user_agent=user_agent,
+        skus=prepared.block.skus,
+    )
+    opens = request.app[OPENS]
+    choice, image = await opens.preview(prepared, open_request, fmt, dpr, client)
+    if "application/json" in request.headers.get("Accept", ""):
+        return json_response(
+            {
+                "variant": choice.variant,
+                "link": opens.link_of(prepared, choice),
+                "trace": [outcome.as_dict() for outcome in choice.trace],
+            }
+        )
+    return web.Response(
+        body=image,
+        content_type=CONTENT_TYPES[fmt],
+        headers={"X-Atopen-Variant": choice.variant, "Cache-Control": "no-store"},
+    )
+
+
+def _zone_name(value: object) -> str | None:
+    if value is not None and (not isinstance(value, str) or zone(value) is None):
+        raise invalid("tz", "must be an IANA time zone name, e.g. Europe/Warsaw")
+    return value
+
+
+def _instant(value: object) -> datetime:
+    if value is None:
+        return datetime.now(UTC)
+    if not isinstance(value, str):
+        raise invalid("at", "must be an ISO 8601 date-time string")
+    try:
+        at = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise invalid("at", "must be an ISO 8601 date-time, e.g. 2026-05-01T12:00:00Z") from None
+    return (at if at.tzinfo else at.replace(tzinfo=UTC)).astimezone(UTC)
+
+
+def _client(value: object) -> tuple[dict[str, object] | None, str | None]:
+    """`{"kind": ...}` sets the client kind; `{"user_agent": ...}` classifies one."""
+    if value is None:
+        return None, None
+    if not isinstance(value, dict) or set(value) - {"kind", "user_agent"}:
+        raise invalid("client", 'must be {"kind": KIND} or {"user_agent": UA}')
+    if "kind" in value:
+        kind = value["kind"]
+        if kind not in get_args(ClientKind):
+            raise invalid("client.kind", f"must be one of {', '.join(get_args(ClientKind))}")
+        return client_of_kind(kind).as_dict(), None
+    user_agent = value.get("user_agent")
+    if not isinstance(user_agent, str):
+        raise invalid("client.user_agent", "must be a string")
+    return classify_client(user_agent).as_dict(), user_agent

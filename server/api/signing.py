@@ -1,0 +1,29 @@
+"""`POST /api/v1/sign`: sign email-facing URLs with the current key."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from server.api.errors import invalid, json_response, read_object
+from server.keys import SIGNER
+
+routes = web.RouteTableDef()
+MAX_URLS = 10_000
+
+
+@routes.post("/api/v1/sign")
+async def sign_urls(request: web.Request) -> web.Response:
+    body = await read_object(request)
+    urls = body.get("urls")
+    if not isinstance(urls, list) or not 1 <= len(urls) <= MAX_URLS:
+        raise invalid("urls", f"required: a list of 1 to {MAX_URLS} URLs")
+    signer = request.app[SIGNER]
+    signed: list[str] = []
+    for i, url in enumerate(urls):
+        if not isinstance(url, str):
+            raise invalid(f"urls[{i}]", "must be a string")
+        try:
+            signed.append(signer.sign_url(url))
+        except ValueError as exc:
+            raise invalid(f"urls[{i}]", str(exc)) from None
+    return json_response({"urls": signed})

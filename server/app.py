@@ -1,0 +1,114 @@
+"""The application factory: routes, middlewares, and every resource as a cleanup context."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from functools import partial
+from pathlib import Path
+
+from aiohttp import web
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from content_sources import build_sources
+from content_sources.documents import DocumentStore
+from content_sources.events import EventLog
+from content_sources.keys import inventory_key, profile_key
+from renderers.resources import LocalResources, builtin_fonts
+from server import email_routes, health
+from server.api import blocks as blocks_api
+from server.api import events as events_api
+from server.api import inventory as inventory_api
+from server.api import profiles as profiles_api
+from server.api import signing as signing_api
+from server.block_store import BlockStore, prepare_block, stop_task
+from server.keys import BLOCKS, EVENTS, INVENTORY, OPENS, PROFILES, REDIS, SETTINGS, SIGNER
+from server.middlewares import api_middleware, request_id_middleware
+from server.openapi import routes as openapi_routes
+from server.opens import Opens
+from server.settings import Settings
+from server.signing import Signer
+
+log = logging.getLogger("atopen")
+
+TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
+# Store commands on the open path must fail fast: the render deadline is a few hundred ms.
+STORE_TIMEOUT_S = 2.0
+
+
+def create_app(settings: Settings, *, redis_url: str) -> web.Application:
+    """Build the app; nothing connects until it starts."""
+    app = web.Application(
+        middlewares=[request_id_middleware, api_middleware],
+        client_max_size=settings.api_max_body_bytes,
+    )
+    app[SETTINGS] = settings
+    app[SIGNER] = Signer(settings.secrets)
+    for table in (
+        email_routes.routes,
+        health.routes,
+        blocks_api.routes,
+        profiles_api.routes,
+        events_api.routes,
+        inventory_api.routes,
+        signing_api.routes,
+        openapi_routes,
+    ):
+        app.router.add_routes(table)
+    app.cleanup_ctx.append(partial(_services, redis_url=redis_url))
+    return app
+
+
+async def _services(app: web.Application, *, redis_url: str) -> AsyncIterator[None]:
+    """Start the store client, render pool, block snapshot and its change feed; stop in reverse."""
+    settings = app[SETTINGS]
+    redis = Redis.from_url(
+        redis_url, socket_timeout=STORE_TIMEOUT_S, socket_connect_timeout=STORE_TIMEOUT_S
+    )
+    executor = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="render")
+    resources = LocalResources(
+        [settings.assets_dir, TEMPLATES_DIR / "assets"], builtin_fonts()
+    )
+    sources = build_sources(events_max_per_recipient=settings.events_max_per_recipient)
+    blocks = BlockStore(
+        redis,
+        lambda block_id, definition, version, updated_at: prepare_block(
+            block_id, definition, version, updated_at, resources, sources
+        ),
+    )
+    opens = Opens(
+        redis=redis,
+        signer=app[SIGNER],
+        sources=sources,
+        resources=resources,
+        executor=executor,
+        deadline_ms=settings.render_deadline_ms,
+        click_memory_s=settings.click_memory_days * 86_400,
+    )
+    app[REDIS] = redis
+    app[BLOCKS] = blocks
+    app[OPENS] = opens
+    app[PROFILES] = DocumentStore(redis, profile_key)
+    app[INVENTORY] = DocumentStore(redis, inventory_key)
+    app[EVENTS] = EventLog(
+        redis,
+        max_per_recipient=settings.events_max_per_recipient,
+        retention=timedelta(days=settings.events_retention_days),
+    )
+    try:
+        await blocks.sync_all()
+    except (RedisError, OSError) as exc:
+        log.error("store unreachable at startup (%s); /readyz stays 503 until it answers", exc)
+    feed = asyncio.create_task(blocks.follow_changes(), name="block-changes")
+    try:
+        yield
+    finally:
+        await stop_task(feed)
+        await opens.drain()
+        executor.shutdown(wait=True, cancel_futures=True)
+        await redis.aclose()

@@ -1,0 +1,212 @@
+"""Blocks in Redis, and every process's in-memory snapshot of them.
+
+The image path never reads a block from the store: each process keeps a snapshot,
+loaded at startup and refreshed by pub/sub within a second of any change (with a
+periodic full resync in case a message was missed while disconnected). A block is
+prepared when it enters the snapshot: compiled, its default resolved with no data, and
+the default pre-rendered in every format and scale, so serving a fallback needs no store
+and no CPU.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+import orjson
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from content_sources import anonymous_context
+from content_sources.base import OpenRequest, Source
+from renderers.fields import Resources
+from renderers.plan import ImageFormat, RenderPlan
+from renderers.render import render
+from server.blocks import Block, BlockError, Problem, compile_block
+from server.selection import DefaultUnavailableError, choose_variant, safe_link
+
+log = logging.getLogger("atopen.blocks")
+
+BLOCKS_KEY = "atopen:blocks"
+VERSIONS_KEY = "atopen:block-versions"
+CHANNEL = "atopen:blocks:changed"
+FORMATS: tuple[ImageFormat, ...] = ("png", "jpg", "gif")
+SCALES = (1, 2, 3)
+RESYNC_INTERVAL_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedBlock:
+    """A compiled block plus what serving its default needs, computed once."""
+
+    block: Block
+    default_link: str
+    fallbacks: Mapping[tuple[ImageFormat, int], bytes]
+    updated_at: str
+
+    @property
+    def default_is_static(self) -> bool:
+        """A default without templates looks the same for everyone: serve the pre-render."""
+        return not any(layer.templates for layer in self.block.default.layers)
+
+    def fallback(self, fmt: ImageFormat, dpr: int) -> bytes:
+        return self.fallbacks[(fmt, dpr)]
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "id": self.block.id,
+            "version": self.block.version,
+            "updated_at": self.updated_at,
+            "definition": self.block.definition,
+        }
+
+
+def prepare_block(
+    block_id: str,
+    definition: object,
+    version: int,
+    updated_at: str,
+    resources: Resources,
+    sources: Sequence[Source],
+) -> PreparedBlock:
+    """Compile, check the default renders with no data, and pre-render it. CPU-bound."""
+    block = compile_block(block_id, definition, version, resources)
+    request = OpenRequest(at=datetime.now(UTC), block_tz=block.tz)
+    try:
+        choice = choose_variant(
+            block, anonymous_context(sources, request), resources, default_only=True
+        )
+    except DefaultUnavailableError as exc:
+        raise BlockError(
+            [Problem("default", f"must render with no recipient data at all: {exc}")]
+        ) from None
+    default_link = safe_link(block, choice.link)
+    if default_link is None:
+        raise BlockError(
+            [Problem("default.link", "must resolve to an http(s) URL whose host the block names")]
+        )
+    fallbacks = {
+        (fmt, dpr): render(RenderPlan(block.width, block.height, dpr, fmt, choice.layers))
+        for fmt in FORMATS
+        for dpr in SCALES
+    }
+    return PreparedBlock(block, default_link, fallbacks, updated_at)
+
+
+class BlockStore:
+    """Persistence, change notification and the local snapshot of blocks."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        prepare: Callable[[str, object, int, str], PreparedBlock],
+    ) -> None:
+        self._redis = redis
+        self._prepare = prepare
+        self._snapshot: dict[str, PreparedBlock] = {}
+        self.loaded = False
+
+    def get(self, block_id: str) -> PreparedBlock | None:
+        """The hot path's lookup: memory only."""
+        return self._snapshot.get(block_id)
+
+    def all(self) -> list[PreparedBlock]:
+        return [self._snapshot[k] for k in sorted(self._snapshot)]
+
+    async def validate(self, block_id: str, definition: object) -> None:
+        """Raise BlockError unless the definition would be accepted (nothing is stored)."""
+        await asyncio.to_thread(self._prepare, block_id, definition, 0, "")
+
+    async def put(self, block_id: str, definition: object) -> PreparedBlock:
+        """Validate, store with the next version, tell every process, update this one."""
+        prepared = await asyncio.to_thread(self._prepare, block_id, definition, 0, "")
+        version = int(await self._redis.hincrby(VERSIONS_KEY, block_id, 1))
+        updated_at = datetime.now(UTC).isoformat(timespec="seconds")
+        record = {"version": version, "updated_at": updated_at, "definition": definition}
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(BLOCKS_KEY, block_id, orjson.dumps(record))
+            pipe.publish(CHANNEL, block_id)
+            await pipe.execute()
+        prepared = replace(
+            prepared, block=replace(prepared.block, version=version), updated_at=updated_at
+        )
+        self._snapshot[block_id] = prepared
+        return prepared
+
+    async def delete(self, block_id: str) -> bool:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hdel(BLOCKS_KEY, block_id)
+            pipe.publish(CHANNEL, block_id)
+            removed, _ = await pipe.execute()
+        self._snapshot.pop(block_id, None)
+        return bool(removed)
+
+    async def sync_all(self) -> None:
+        """Load every stored block whose version differs from the snapshot's."""
+        stored = await self._redis.hgetall(BLOCKS_KEY)
+        ids = {k.decode() if isinstance(k, bytes) else str(k) for k in stored}
+        for block_id in set(self._snapshot) - ids:
+            del self._snapshot[block_id]
+        for raw_id, raw in stored.items():
+            block_id = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
+            await self._load(block_id, raw)
+        self.loaded = True
+
+    async def sync_one(self, block_id: str) -> None:
+        raw = await self._redis.hget(BLOCKS_KEY, block_id)
+        if raw is None:
+            self._snapshot.pop(block_id, None)
+        else:
+            await self._load(block_id, raw)
+
+    async def _load(self, block_id: str, raw: bytes) -> None:
+        try:
+            record = orjson.loads(raw)
+            version = int(record["version"])
+            current = self._snapshot.get(block_id)
+            if current is not None and current.block.version == version:
+                return
+            self._snapshot[block_id] = await asyncio.to_thread(
+                self._prepare, block_id, record["definition"], version, record["updated_at"]
+            )
+        except (BlockError, orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            # A stored block that no longer compiles (an asset was removed, say) keeps
+            # serving its last good snapshot, if any; the log says why.
+            log.error("block %s could not be loaded: %s", block_id, exc)
+
+    async def follow_changes(self) -> None:
+        """Run until cancelled: apply published changes, resync periodically and on reconnect."""
+        backoff = 0.1
+        while True:
+            try:
+                async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+                    await pubsub.subscribe(CHANNEL)
+                    await self.sync_all()  # anything missed while not subscribed
+                    backoff = 0.1
+                    await self._listen(pubsub)
+            except (RedisError, OSError) as exc:
+                log.warning("block change feed interrupted (%s); retrying", exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def _listen(self, pubsub: object) -> None:
+        loop = asyncio.get_running_loop()
+        next_resync = loop.time() + RESYNC_INTERVAL_S
+        while True:
+            message = await pubsub.get_message(timeout=1.0)  # type: ignore[attr-defined]
+            if message is not None and message.get("type") == "message":
+                data = message["data"]
+                await self.sync_one(data.decode() if isinstance(data, bytes) else str(data))
+            if loop.time() >= next_resync:
+                await self.sync_all()
+                next_resync = loop.time() + RESYNC_INTERVAL_S
+
+
+async def stop_task(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

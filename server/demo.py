@@ -1,0 +1,120 @@
+"""`atopen demo`: the service on the embedded store, with demo blocks and data loaded.
+
+The demo keeps a generated signing key and API token under the data dir (so the
+printed URLs keep working across restarts), loads the starter blocks from
+`templates/blocks/` and the sample recipients from `templates/demo/data.json`, and
+writes an HTML page that embeds the signed URLs the way an email would.
+"""
+
+from __future__ import annotations
+
+import html
+import secrets
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from server.api.events import parse_event
+from server.app import TEMPLATES_DIR
+from server.keys import BLOCKS, EVENTS, INVENTORY, PROFILES, SETTINGS, SIGNER
+from server.settings import Settings
+
+DEMO_DATA = TEMPLATES_DIR / "demo" / "data.json"
+BLOCKS_DIR = TEMPLATES_DIR / "blocks"
+
+
+def demo_settings(settings: Settings) -> Settings:
+    """Settings from the environment, with a signing key and API token made up if unset."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if not settings.secrets:
+        settings = replace(settings, secrets=(_kept_secret(settings.data_dir / "demo-secret"),))
+    if not settings.api_tokens:
+        settings = replace(settings, api_tokens=(_kept_secret(settings.data_dir / "demo-token"),))
+    return settings
+
+
+def _kept_secret(path: Path) -> str:
+    if path.exists() and path.read_text().strip():
+        return path.read_text().strip()
+    value = secrets.token_urlsafe(32)
+    path.write_text(value + "\n")
+    path.chmod(0o600)
+    return value
+
+
+def install_demo(app: web.Application) -> None:
+    app.on_startup.append(_load_demo)
+
+
+async def _load_demo(app: web.Application) -> None:
+    settings = app[SETTINGS]
+    data = orjson.loads(DEMO_DATA.read_bytes())
+    for path in sorted(BLOCKS_DIR.glob("*.json")):
+        await app[BLOCKS].put(path.stem, orjson.loads(path.read_bytes()))
+    for rid, profile in data["profiles"].items():
+        await app[PROFILES].put(rid, profile)
+    await app[INVENTORY].put_many({item.pop("sku"): item for item in data["inventory"]})
+    now = datetime.now(UTC)
+    events = []
+    for raw in data["events"]:
+        # Demo events are given relative to now, so the scenario is always fresh.
+        event = dict(raw)
+        ago = timedelta(minutes=float(event.pop("minutes_ago", 0)))
+        event["ts"] = (now - ago).isoformat()
+        events.append(parse_event(event, "", now))
+    await app[EVENTS].store(events, now)
+    page = write_demo_page(app, data["recipients_to_show"])
+    print(_banner(settings, page), flush=True)
+
+
+def signed_urls(app: web.Application, block_id: str, recipient: str) -> tuple[str, str]:
+    settings = app[SETTINGS]
+    signer = app[SIGNER]
+    prepared = app[BLOCKS].get(block_id)
+    ext = prepared.block.format if prepared else "png"
+    query = f"?r={recipient}"
+    image = settings.base_url + signer.sign_url(f"/i/{block_id}.{ext}{query}")
+    click = settings.base_url + signer.sign_url(f"/c/{block_id}{query}")
+    return image, click
+
+
+def write_demo_page(app: web.Application, recipients: list[str]) -> Path:
+    """An HTML page that embeds every demo block for each recipient, as an email would."""
+    rows: list[str] = []
+    for prepared in app[BLOCKS].all():
+        block = prepared.block
+        for rid in recipients:
+            image, click = signed_urls(app, block.id, rid)
+            rows.append(
+                f"<h3>{html.escape(block.id)} &middot; recipient {html.escape(rid)}</h3>\n"
+                f'<a href="{html.escape(click)}"><img src="{html.escape(image)}" '
+                f'width="{block.width}" height="{block.height}" alt="{html.escape(block.id)}" '
+                f'style="display:block;border:0"></a>'
+            )
+    page = app[SETTINGS].data_dir / "demo-email.html"
+    page.write_text(
+        "<!doctype html>\n<html><head><meta charset='utf-8'><title>atopen demo email</title>"
+        "</head><body style='font-family:sans-serif;max-width:640px;margin:auto'>\n"
+        "<h1>atopen demo email</h1><p>Each image is rendered when this page loads; "
+        "reload to open the email again.</p>\n" + "\n".join(rows) + "\n</body></html>\n"
+    )
+    return page.resolve()
+
+
+def _banner(settings: Settings, page: Path) -> str:
+    lines: list[Any] = [
+        "",
+        f"atopen demo is serving on {settings.base_url}",
+        f"  demo email page: file://{page}",
+        f"  API token:       {settings.api_tokens[0]}",
+        f"  signing key:     {settings.secrets[0]}",
+        "  try:",
+        f"    curl -H 'Authorization: Bearer {settings.api_tokens[0]}' {settings.base_url}/api/v1/blocks",
+        f"    ATOPEN_SECRET={settings.secrets[0]} atopen sign '/i/cart-reminder.png?r=ann'",
+        "",
+    ]
+    return "\n".join(str(line) for line in lines)

@@ -1,0 +1,65 @@
+"""The email-facing URLs: `GET /i/{block}.{ext}` (the image) and `GET /c/{block}` (the click).
+
+These answer mail clients and their proxies, which cache errors: an image URL always
+answers 200 with an image (404 with a transparent pixel only for an unknown block), and
+never with validators that would let a proxy keep a stale render.
+"""
+
+from __future__ import annotations
+
+
+from aiohttp import web
+
+from renderers.encode import CONTENT_TYPES, TRANSPARENT_GIF
+from server.blocks import literal_format
+from server.keys import BLOCKS, OPENS
+from server.opens import OpenQuery
+
+routes = web.RouteTableDef()
+
+NO_CACHE = {
+    "Cache-Control": "no-store, no-cache, must-revalidate, max-age=0",
+    "Pragma": "no-cache",
+    "Expires": "0",
+}
+
+
+@routes.get(r"/i/{block}.{ext:png|jpg|jpeg|gif}")
+async def image(request: web.Request) -> web.Response:
+    fmt = literal_format(request.match_info["ext"])
+    prepared = request.app[BLOCKS].get(request.match_info["block"])
+    if prepared is None or fmt is None:
+        return web.Response(
+            status=404, body=TRANSPARENT_GIF, content_type="image/gif", headers=NO_CACHE
+        )
+    pairs = list(request.rel_url.query.items())
+    opens = request.app[OPENS]
+    answer = await opens.image(
+        prepared,
+        fmt,
+        OpenQuery.parse(pairs),
+        verified=opens.verified(prepared, request.rel_url.raw_path, pairs),
+        user_agent=request.headers.get("User-Agent"),
+    )
+    request["outcome"] = answer.outcome
+    return web.Response(
+        body=answer.body,
+        content_type=CONTENT_TYPES[fmt],
+        headers={**NO_CACHE, "X-Atopen-Variant": answer.variant},
+    )
+
+
+@routes.get("/c/{block}")
+async def click(request: web.Request) -> web.Response:
+    prepared = request.app[BLOCKS].get(request.match_info["block"])
+    if prepared is None:
+        return web.Response(status=404, text="unknown block\n", headers=NO_CACHE)
+    pairs = list(request.rel_url.query.items())
+    opens = request.app[OPENS]
+    location = await opens.click(
+        prepared,
+        OpenQuery.parse(pairs),
+        verified=opens.verified(prepared, request.rel_url.raw_path, pairs),
+        user_agent=request.headers.get("User-Agent"),
+    )
+    return web.Response(status=302, headers={**NO_CACHE, "Location": location})

@@ -1,0 +1,22 @@
+"""Typed application state: every `web.AppKey` in one place."""
+
+from __future__ import annotations
+
+from redis.asyncio import Redis
+
+from aiohttp import web
+from content_sources.documents import DocumentStore
+from content_sources.events import EventLog
+from server.block_store import BlockStore
+from server.opens import Opens
+from server.settings import Settings
+from server.signing import Signer
+
+SETTINGS = web.AppKey("settings", Settings)
+REDIS = web.AppKey("redis", Redis)
+SIGNER = web.AppKey("signer", Signer)
+BLOCKS = web.AppKey("blocks", BlockStore)
+OPENS = web.AppKey("opens", Opens)
+PROFILES = web.AppKey("profiles", DocumentStore)
+INVENTORY = web.AppKey("inventory", DocumentStore)
+EVENTS = web.AppKey("events", EventLog)

@@ -1,0 +1,68 @@
+"""Request ids, API authentication, and JSON errors for the API."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from server.api.errors import ApiError
+from server.keys import SETTINGS
+from server.logs import REQUEST_ID
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+log = logging.getLogger("atopen.api")
+API_PREFIX = "/api/v1/"
+PUBLIC_API_PATHS = frozenset({"/api/v1/openapi.json"})
+
+
+@web.middleware
+async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Give every request an id (or keep a sane one from the caller) and echo it back."""
+    incoming = request.headers.get("X-Request-Id", "")
+    request_id = incoming if 0 < len(incoming) <= 64 and incoming.isprintable() else uuid.uuid4().hex
+    request["request_id"] = request_id
+    token = REQUEST_ID.set(request_id)
+    try:
+        response = await handler(request)
+    finally:
+        REQUEST_ID.reset(token)
+    response.headers["X-Request-Id"] = request_id
+    return response
+
+
+@web.middleware
+async def api_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Bearer-token check and JSON error bodies for `/api/v1`; other paths pass through."""
+    if not request.path.startswith(API_PREFIX):
+        return await handler(request)
+    try:
+        if request.path not in PUBLIC_API_PATHS:
+            _authenticate(request)
+        return await handler(request)
+    except ApiError as exc:
+        return exc.response()
+    except web.HTTPRequestEntityTooLarge as exc:
+        return ApiError(413, "too_large", f"body larger than {exc.max_size} bytes").response()
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return ApiError(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason).response()
+    except Exception:
+        log.exception("API request failed")
+        return ApiError(500, "internal", "internal error; see the server log").response()
+
+
+def _authenticate(request: web.Request) -> None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    tokens = request.app[SETTINGS].api_tokens
+    if scheme.lower() != "bearer" or not token:
+        raise ApiError(401, "unauthorized", "missing bearer token (Authorization: Bearer TOKEN)")
+    # Compare against every token, so timing does not tell which one is close.
+    matches = [hmac.compare_digest(token.encode(), t.encode()) for t in tokens]
+    if not any(matches):
+        raise ApiError(401, "unauthorized", "invalid bearer token")

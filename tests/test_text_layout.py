@@ -1,0 +1,126 @@
+"""Text fitting: wrapping, shrink-to-fit, ellipsis, measured with the real font."""
+
+from __future__ import annotations
+
+import pytest
+
+from renderers.resources import DEFAULT_FONT, FontFace, builtin_fonts, load_font
+from renderers.text_layout import ELLIPSIS, TextLayout, layout_text
+
+FACE = FontFace(DEFAULT_FONT, str(builtin_fonts()[DEFAULT_FONT]))
+LONG = "Your order of three pairs of running shoes has shipped and will arrive on Tuesday"
+
+
+def lay(
+    text: str,
+    width: int,
+    height: int,
+    *,
+    size: int = 32,
+    min_size: int = 8,
+    max_lines: int | None = None,
+    shrink: bool = True,
+    scale: int = 1,
+) -> TextLayout:
+    return layout_text(
+        text,
+        FACE,
+        width,
+        height,
+        size=size,
+        min_size=min_size,
+        max_lines=max_lines,
+        shrink=shrink,
+        scale=scale,
+    )
+
+
+def assert_inside(layout: TextLayout, width: int, height: int, scale: int = 1) -> None:
+    assert all(w <= width * scale for w in layout.widths)
+    assert layout.height <= height * scale
+
+
+def test_short_text_keeps_the_largest_size() -> None:
+    layout = lay("Hi Ann", 300, 60)
+    assert layout.size == 32
+    assert layout.lines == ("Hi Ann",)
+    assert not layout.truncated
+
+
+def test_long_text_shrinks_and_still_fits() -> None:
+    short, long = lay("Hi Ann", 300, 60), lay(LONG, 300, 60)
+    assert long.size < short.size
+    assert not long.truncated
+    assert " ".join(long.lines) == LONG
+    assert_inside(long, 300, 60)
+
+
+@pytest.mark.parametrize("scale", [1, 2, 3])
+def test_shrink_picks_the_largest_size_that_fits(scale: int) -> None:
+    layout = lay(LONG, 300, 80, scale=scale)
+    assert_inside(layout, 300, 80, scale)
+    one_larger = lay(LONG, 300, 80, size=layout.size + 1, min_size=layout.size + 1, scale=scale)
+    assert one_larger.truncated
+
+
+def test_ellipsis_when_even_the_smallest_size_does_not_fit() -> None:
+    layout = lay(LONG * 3, 200, 40, min_size=14)
+    assert layout.size == 14
+    assert layout.truncated
+    assert layout.lines[-1].endswith(ELLIPSIS)
+    assert_inside(layout, 200, 40)
+
+
+def test_fit_none_keeps_the_size_and_truncates() -> None:
+    layout = lay(LONG, 200, 80, shrink=False)
+    assert layout.size == 32
+    assert layout.truncated
+    assert len(layout.lines) == 2  # 80 px hold two 32 px lines at 1.2
+    assert layout.lines[-1].endswith(ELLIPSIS)
+    assert_inside(layout, 200, 80)
+
+
+def test_max_lines_caps_the_lines() -> None:
+    layout = lay(LONG, 200, 400, max_lines=2, shrink=False)
+    assert len(layout.lines) == 2
+    assert layout.truncated
+    assert layout.lines[1].endswith(ELLIPSIS)
+
+
+def test_max_lines_makes_shrink_go_smaller() -> None:
+    free, capped = lay(LONG, 300, 400), lay(LONG, 300, 400, max_lines=2)
+    assert capped.size < free.size
+    assert len(capped.lines) <= 2
+    assert not capped.truncated
+
+
+def test_explicit_newlines_break_lines() -> None:
+    layout = lay("Hello\nAnn", 400, 200)
+    assert layout.lines == ("Hello", "Ann")
+
+
+def test_blank_line_between_paragraphs_is_kept() -> None:
+    assert lay("One\n\nTwo", 400, 200).lines == ("One", "", "Two")
+
+
+def test_a_word_wider_than_the_box_is_broken_by_characters() -> None:
+    word = "Supercalifragilisticexpialidocious"
+    layout = lay(word, 120, 400, shrink=False, size=24)
+    assert len(layout.lines) > 1
+    assert "".join(layout.lines) == word
+    assert_inside(layout, 120, 400)
+
+
+def test_ellipsis_trims_whole_words_first() -> None:
+    layout = lay("alpha beta gamma delta epsilon", 150, 30, shrink=False, size=20)
+    assert layout.truncated
+    kept = layout.lines[0].removesuffix(ELLIPSIS)
+    assert "alpha beta gamma delta epsilon".startswith(kept)
+    assert kept.split()[-1] in {"alpha", "beta", "gamma", "delta"}  # no half word
+    font = load_font(FACE, 20)
+    assert font.getlength(layout.lines[0]) <= 150
+
+
+def test_box_lower_than_one_line_still_gets_one_line() -> None:
+    layout = lay("Hello", 300, 10, shrink=False)
+    assert layout.lines == ("Hello",)
