@@ -92,12 +92,12 @@ class DocumentStore:
                     await pipe.watch(key)
                     current = decode_object(await pipe.get(key))
                     if current is None and not create:
-                        await pipe.unwatch()
+                        await pipe.unwatch()  # type: ignore[no-untyped-call]
                         return None
                     patched: JsonObject = merge_patch(current or {}, patch)
                     if check is not None:
                         check(patched)
-                    pipe.multi()
+                    pipe.multi()  # type: ignore[no-untyped-call]
                     pipe.set(key, orjson.dumps(patched))
                     await pipe.execute()
                     return patched

@@ -57,22 +57,30 @@ class Events:
         self._now = now
         self._zone: tzinfo | None = now.tzinfo
 
-    def last(self, type: str) -> object:  # noqa: A002 - `type` is the contract's word
+    def last(self, type: str) -> object:
         """The newest event of that type as `{type, ts, props}`, or a missing value."""
         for event in self._events:
             if event.type == type:
-                return {"type": event.type, "ts": event.ts.astimezone(self._zone), "props": event.props}
+                return {
+                    "type": event.type,
+                    "ts": event.ts.astimezone(self._zone),
+                    "props": event.props,
+                }
         return Missing(hint=f"no {type!r} event")
 
     def within(
-        self, type: str, minutes: float = 0, hours: float = 0, days: float = 0  # noqa: A002
+        self,
+        type: str,
+        minutes: float = 0,
+        hours: float = 0,
+        days: float = 0,
     ) -> bool:
         """Whether an event of that type happened in the window (any retained one if none given)."""
         window = timedelta(minutes=minutes, hours=hours, days=days)
         since = self._now - window if window else None
         return any(e.type == type and (since is None or e.ts >= since) for e in self._events)
 
-    def count(self, type: str, days: float = 30) -> int:  # noqa: A002
+    def count(self, type: str, days: float = 30) -> int:
         since = self._now - timedelta(days=days)
         return sum(1 for e in self._events if e.type == type and e.ts >= since)
 

@@ -1,11 +1,15 @@
 """Fitting text into a box: word wrapping, shrink-to-fit and ellipsis truncation.
 
 Pure measurement with the font's real metrics, at the pixel size the text will be drawn
-(block size * scale), so what is measured here is exactly what gets drawn. Nothing is
-drawn here.
+(block size * scale). Nothing is drawn here.
 
 A block of n lines is (n - 1) * pitch + (ascent + descent) tall: the first line's
 ascender touches the top of the block and the last line's descender its bottom.
+
+Speed: shaping a string with RAQM costs about the same whatever its length, so the
+number of measurements is what counts. Each word is measured once per layout (RAQM
+advances scale linearly with the size, so one measurement serves every size tried),
+lines are wrapped by adding word widths, and the size is found by bisection.
 """
 
 from __future__ import annotations
@@ -18,6 +22,10 @@ from PIL import ImageFont
 from renderers.resources import FontFace, load_font
 
 ELLIPSIS = "…"
+# More than any box shows legibly; bounds the work runaway template data can cause.
+MAX_CHARS = 5000
+# Wrapping adds up word widths; leave room for rounding and kerning around spaces.
+_WIDTH_SLACK = 0.99
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,15 +40,38 @@ class TextLayout:
     truncated: bool  # some text did not fit and the last line ends with an ellipsis
 
 
+class _Ruler:
+    """Advance widths of strings at any pixel size of one face, each string shaped once."""
+
+    def __init__(self, face: FontFace, reference_px: int) -> None:
+        self._face = face
+        self._reference_px = reference_px
+        # RAQM advances are unhinted, so they scale linearly with the size; BASIC ones
+        # are hinted per size and must be measured at each size.
+        engine = load_font(face, reference_px).layout_engine
+        self._linear = engine == ImageFont.Layout.RAQM
+        self._widths: dict[tuple[str, int], float] = {}
+
+    def width(self, text: str, px: int) -> float:
+        measured_px = self._reference_px if self._linear else px
+        key = (text, measured_px)
+        width = self._widths.get(key)
+        if width is None:
+            width = load_font(self._face, measured_px).getlength(text)
+            self._widths[key] = width
+        return width * px / measured_px
+
+
 @dataclass(frozen=True, slots=True)
 class _Attempt:
-    font: ImageFont.FreeTypeFont
+    px: int  # font size, canvas pixels
     lines: list[str]  # at most capacity + 1: one more than fits says "does not fit"
     capacity: int  # lines that fit in the box height (and max_lines)
+    complete: bool  # the whole text was wrapped (it was not cut at MAX_CHARS)
 
     @property
     def fits(self) -> bool:
-        return 0 < len(self.lines) <= self.capacity
+        return self.complete and 0 < len(self.lines) <= self.capacity
 
 
 def layout_text(
@@ -62,15 +93,18 @@ def layout_text(
     otherwise (or if nothing fits even at `min_size`) the lines that fit, the last one
     ending in an ellipsis. `max_lines` caps the number of lines.
     """
-    paragraphs = [paragraph.split() for paragraph in text.split("\n")]
+    complete = len(text) <= MAX_CHARS
+    paragraphs = [paragraph.split() for paragraph in text[:MAX_CHARS].split("\n")]
+    ruler = _Ruler(face, size * scale)
     attempts: dict[int, _Attempt] = {}
 
     def attempt(block_size: int) -> _Attempt:
         if block_size not in attempts:
-            font = load_font(face, block_size * scale)
-            capacity = _capacity(font, block_size * scale * line_height, height * scale, max_lines)
-            lines = _wrap(paragraphs, font, width * scale, limit=max(capacity, 1) + 1)
-            attempts[block_size] = _Attempt(font, lines, capacity)
+            px = block_size * scale
+            capacity = _capacity(load_font(face, px), px * line_height, height * scale, max_lines)
+            budget = width * scale * _WIDTH_SLACK
+            lines = _wrap(paragraphs, ruler, px, budget, limit=max(capacity, 1) + 1)
+            attempts[block_size] = _Attempt(px, lines, capacity, complete)
         return attempts[block_size]
 
     low, high = min(min_size, size), size
@@ -85,7 +119,7 @@ def layout_text(
                 else:
                     high = middle
         chosen = low
-    return _finish(attempt(chosen), chosen, width * scale, chosen * scale * line_height)
+    return _finish(attempt(chosen), face, chosen, width * scale, line_height)
 
 
 def _capacity(
@@ -98,38 +132,49 @@ def _capacity(
 
 
 def _wrap(
-    paragraphs: list[list[str]], font: ImageFont.FreeTypeFont, width_px: int, *, limit: int
+    paragraphs: list[list[str]], ruler: _Ruler, px: int, budget: float, *, limit: int
 ) -> list[str]:
-    """Greedy word wrap to `width_px`; stops once it has `limit` lines."""
+    """Greedy word wrap to `budget` pixels; stops once it has `limit` lines."""
+    space = ruler.width(" ", px)
     lines: list[str] = []
     for words in paragraphs:
-        line = ""
+        line: list[str] = []
+        used = 0.0
         for word in words:
-            candidate = f"{line} {word}" if line else word
-            if font.getlength(candidate) <= width_px:
-                line = candidate
+            word_width = ruler.width(word, px)
+            if line and used + space + word_width <= budget:
+                line.append(word)
+                used += space + word_width
                 continue
             if line:
-                lines.append(line)
-            pieces = _break_word(word, font, width_px)
-            lines.extend(pieces[:-1])
-            line = pieces[-1]
+                lines.append(" ".join(line))
+            if word_width <= budget:
+                line, used = [word], word_width
+            else:
+                *whole, rest = _break_word(word, ruler, px, budget)
+                lines.extend(whole)
+                line, used = [rest], ruler.width(rest, px)
             if len(lines) >= limit:
                 return lines[:limit]
-        lines.append(line)  # an empty paragraph is an empty line: "\n\n" keeps its gap
+        lines.append(" ".join(line))  # an empty paragraph is an empty line: "\n\n" keeps its gap
         if len(lines) >= limit:
             return lines[:limit]
     return lines
 
 
-def _break_word(word: str, font: ImageFont.FreeTypeFont, width_px: int) -> list[str]:
-    """`word` cut into pieces that each fit `width_px` (at least one character each)."""
+def _break_word(word: str, ruler: _Ruler, px: int, budget: float) -> list[str]:
+    """`word` cut into pieces that each fit `budget` (at least one character each)."""
+    # Adding up character widths ignores kerning inside the word; a word too long for
+    # its box is a rare and already degraded case, and the box clips anyway.
     pieces: list[str] = []
-    while font.getlength(word) > width_px:
-        cut = _longest_prefix(word, lambda prefix: font.getlength(prefix) <= width_px)
-        pieces.append(word[:cut])
-        word = word[cut:]
-    pieces.append(word)
+    start, used = 0, 0.0
+    for index, char in enumerate(word):
+        char_width = ruler.width(char, px)
+        if index > start and used + char_width > budget:
+            pieces.append(word[start:index])
+            start, used = index, 0.0
+        used += char_width
+    pieces.append(word[start:])
     return pieces
 
 
@@ -159,17 +204,21 @@ def _longest_prefix(word: str, fits: Callable[[str], bool]) -> int:
     return low
 
 
-def _finish(attempt: _Attempt, size: int, width_px: int, pitch: float) -> TextLayout:
+def _finish(
+    attempt: _Attempt, face: FontFace, size: int, width_px: int, line_height: float
+) -> TextLayout:
+    font = load_font(face, attempt.px)
     keep = max(attempt.capacity, 1)  # a box lower than one line still shows (clipped) text
     lines = attempt.lines[:keep]
-    truncated = len(attempt.lines) > keep
+    truncated = len(attempt.lines) > keep or not attempt.complete
     if truncated:
-        lines[-1] = _ellipsize(lines[-1], attempt.font, width_px)
-    ascent, descent = attempt.font.getmetrics()
+        lines[-1] = _ellipsize(lines[-1], font, width_px)
+    ascent, descent = font.getmetrics()
+    pitch = attempt.px * line_height
     return TextLayout(
         size=size,
         lines=tuple(lines),
-        widths=tuple(attempt.font.getlength(line) for line in lines),
+        widths=tuple(font.getlength(line) for line in lines),
         pitch=pitch,
         height=(len(lines) - 1) * pitch + ascent + descent,
         truncated=truncated,

@@ -71,9 +71,7 @@ async def _services(app: web.Application, *, redis_url: str) -> AsyncIterator[No
         redis_url, socket_timeout=STORE_TIMEOUT_S, socket_connect_timeout=STORE_TIMEOUT_S
     )
     executor = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="render")
-    resources = LocalResources(
-        [settings.assets_dir, TEMPLATES_DIR / "assets"], builtin_fonts()
-    )
+    resources = LocalResources([settings.assets_dir, TEMPLATES_DIR / "assets"], builtin_fonts())
     sources = build_sources(events_max_per_recipient=settings.events_max_per_recipient)
     blocks = BlockStore(
         redis,

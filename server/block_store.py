@@ -26,7 +26,7 @@ from content_sources.base import OpenRequest, Source
 from renderers.fields import Resources
 from renderers.plan import ImageFormat, RenderPlan
 from renderers.render import render
-from server.blocks import Block, BlockError, Problem, compile_block
+from server.blocks import SCALES, Block, BlockError, Problem, compile_block
 from server.selection import DefaultUnavailableError, choose_variant, safe_link
 
 log = logging.getLogger("atopen.blocks")
@@ -35,7 +35,6 @@ BLOCKS_KEY = "atopen:blocks"
 VERSIONS_KEY = "atopen:block-versions"
 CHANNEL = "atopen:blocks:changed"
 FORMATS: tuple[ImageFormat, ...] = ("png", "jpg", "gif")
-SCALES = (1, 2, 3)
 RESYNC_INTERVAL_S = 30.0
 
 
@@ -163,7 +162,7 @@ class BlockStore:
         else:
             await self._load(block_id, raw)
 
-    async def _load(self, block_id: str, raw: bytes) -> None:
+    async def _load(self, block_id: str, raw: bytes | str) -> None:
         try:
             record = orjson.loads(raw)
             version = int(record["version"])
@@ -207,6 +206,10 @@ class BlockStore:
 
 
 async def stop_task(task: asyncio.Task[None]) -> None:
-    task.cancel()
+    """Cancel and wait. redis-py's pub/sub read can swallow a cancellation that races its
+    own timeout, so cancel again until the task is really done."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.1)
     with contextlib.suppress(asyncio.CancelledError):
-        await task
+        task.result()

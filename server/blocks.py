@@ -16,18 +16,34 @@ from urllib.parse import urlsplit
 from renderers.fields import Field, FieldError, Resources
 from renderers.layers import LAYER_KINDS
 from renderers.layers.base import LayerKind
-from renderers.plan import ImageFormat
-from server.expressions import Expression, ExpressionError, Template, constant_subscripts, is_template
+from renderers.plan import MAX_OUTPUT_PIXELS, ImageFormat
+from server.expressions import (
+    Expression,
+    ExpressionError,
+    Template,
+    constant_subscripts,
+    is_template,
+)
 
-MAX_SIDE_PX = 4000
+MAX_SIDE_PX = 2000
 MAX_VARIANTS = 50
 MAX_LAYERS = 50
 BLOCK_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _VARIANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _URL_IN_TEXT = re.compile(r"https?://([A-Za-z0-9.-]+)", re.IGNORECASE)
-_BLOCK_KEYS = {"width", "height", "format", "public", "tz", "variants", "default", "link_hosts",
-               "description"}
+_BLOCK_KEYS = {
+    "width",
+    "height",
+    "format",
+    "public",
+    "tz",
+    "variants",
+    "default",
+    "link_hosts",
+    "description",
+}
 _FORMATS: tuple[ImageFormat, ...] = ("png", "jpg", "gif")
+SCALES = (1, 2, 3)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,19 +105,21 @@ class _Collector:
         self.problems.append(Problem(path, message))
 
 
-def compile_block(
-    block_id: str, definition: object, version: int, resources: Resources
-) -> Block:
+def compile_block(block_id: str, definition: object, version: int, resources: Resources) -> Block:
     """Validate and compile a definition; raises BlockError naming every bad field."""
     errors = _Collector()
     if not BLOCK_ID_PATTERN.match(block_id):
-        errors.add("id", "must be 1-128 letters, digits, '_', '.' or '-', starting with a letter or digit")
+        errors.add(
+            "id", "must be 1-128 letters, digits, '_', '.' or '-', starting with a letter or digit"
+        )
     if not isinstance(definition, dict):
         raise BlockError([*errors.problems, Problem("body", "must be a JSON object")])
     for key in sorted(set(definition) - _BLOCK_KEYS):
         errors.add(key, "unknown field")
     width = _int_field(definition, "width", errors)
     height = _int_field(definition, "height", errors)
+    if width and height and width * height * max(SCALES) ** 2 > MAX_OUTPUT_PIXELS:
+        errors.add("height", f"the block is too large to render at dpr={max(SCALES)}")
     fmt = definition.get("format", "png")
     if fmt not in _FORMATS:
         errors.add("format", f"must be one of {', '.join(_FORMATS)}")
@@ -217,7 +235,9 @@ def _variant(
     if not is_default:
         name = raw.get("name", "")
         if not isinstance(name, str) or not _VARIANT_NAME.match(name) or name == "default":
-            errors.add(f"{path}.name", "required: 1-64 letters, digits, '_', '.' or '-', not 'default'")
+            errors.add(
+                f"{path}.name", "required: 1-64 letters, digits, '_', '.' or '-', not 'default'"
+            )
         when_source = raw.get("when")
         if when_source is not None:
             if not isinstance(when_source, str) or not when_source.strip():
@@ -270,7 +290,9 @@ def _layers(
     return tuple(layers)
 
 
-def _layer(raw: object, path: str, resources: Resources, errors: _Collector) -> LayerTemplate | None:
+def _layer(
+    raw: object, path: str, resources: Resources, errors: _Collector
+) -> LayerTemplate | None:
     if not isinstance(raw, dict):
         errors.add(path, "must be an object")
         return None
@@ -309,5 +331,7 @@ def _layer(raw: object, path: str, resources: Resources, errors: _Collector) -> 
 def literal_format(ext: str) -> ImageFormat | None:
     """The image format a URL extension asks for (`jpeg` is accepted for `jpg`)."""
     normal = "jpg" if ext == "jpeg" else ext
-    return cast(ImageFormat, normal) if normal in _FORMATS else None
-
+    for fmt in _FORMATS:
+        if fmt == normal:
+            return fmt
+    return None

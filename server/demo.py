@@ -113,7 +113,8 @@ def _banner(settings: Settings, page: Path) -> str:
         f"  API token:       {settings.api_tokens[0]}",
         f"  signing key:     {settings.secrets[0]}",
         "  try:",
-        f"    curl -H 'Authorization: Bearer {settings.api_tokens[0]}' {settings.base_url}/api/v1/blocks",
+        f"    curl -H 'Authorization: Bearer {settings.api_tokens[0]}' "
+        f"{settings.base_url}/api/v1/blocks",
         f"    ATOPEN_SECRET={settings.secrets[0]} atopen sign '/i/cart-reminder.png?r=ann'",
         "",
     ]

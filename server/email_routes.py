@@ -7,12 +7,11 @@ never with validators that would let a proxy keep a stale render.
 
 from __future__ import annotations
 
-
 from aiohttp import web
 
 from renderers.encode import CONTENT_TYPES, TRANSPARENT_GIF
 from server.blocks import literal_format
-from server.keys import BLOCKS, OPENS
+from server.keys import BLOCKS, OPENS, OUTCOME
 from server.opens import OpenQuery
 
 routes = web.RouteTableDef()
@@ -41,7 +40,7 @@ async def image(request: web.Request) -> web.Response:
         verified=opens.verified(prepared, request.rel_url.raw_path, pairs),
         user_agent=request.headers.get("User-Agent"),
     )
-    request["outcome"] = answer.outcome
+    request[OUTCOME] = answer.outcome
     return web.Response(
         body=answer.body,
         content_type=CONTENT_TYPES[fmt],

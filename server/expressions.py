@@ -62,9 +62,9 @@ class _BoundedSandbox(SandboxedEnvironment):
                 raise UndefinedError("exponent too large")
             return operator.pow(left, right)
         for seq, count in ((left, right), (right, left)):
-            if isinstance(seq, str | list | tuple) and isinstance(count, int):
-                if len(seq) * count > _MAX_PRODUCT_LEN:
-                    raise UndefinedError("sequence product too large")
+            sized = isinstance(seq, str | list | tuple) and isinstance(count, int)
+            if sized and len(seq) * count > _MAX_PRODUCT_LEN:
+                raise UndefinedError("sequence product too large")
         return operator.mul(left, right)
 
 
@@ -152,9 +152,12 @@ def constant_subscripts(source: str, name: str) -> frozenset[str]:
     ast = ENVIRONMENT.parse(source if is_template(source) else "{{ " + source + " }}")
     keys: set[str] = set()
     for node in ast.find_all((nodes.Getitem, nodes.Getattr)):
-        if isinstance(node.node, nodes.Name) and node.node.name == name:
-            if isinstance(node, nodes.Getattr):
-                keys.add(node.attr)
-            elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
-                keys.add(node.arg.value)
+        if not isinstance(node, nodes.Getitem | nodes.Getattr):
+            continue
+        if not (isinstance(node.node, nodes.Name) and node.node.name == name):
+            continue
+        if isinstance(node, nodes.Getattr):
+            keys.add(node.attr)
+        elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
+            keys.add(node.arg.value)
     return frozenset(keys)

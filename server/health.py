@@ -30,5 +30,6 @@ async def readyz(request: web.Request) -> web.Response:
         checks["store"] = f"unreachable: {type(exc).__name__}"
     checks["blocks"] = "ok" if request.app[BLOCKS].loaded else "not loaded yet"
     ready = all(v == "ok" for v in checks.values())
-    return json_response({"status": "ok" if ready else "unavailable", "checks": checks},
-                         status=200 if ready else 503)
+    return json_response(
+        {"status": "ok" if ready else "unavailable", "checks": checks}, status=200 if ready else 503
+    )

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from aiohttp import web
 from redis.asyncio import Redis
 
-from aiohttp import web
 from content_sources.documents import DocumentStore
 from content_sources.events import EventLog
 from server.block_store import BlockStore
@@ -20,3 +20,7 @@ OPENS = web.AppKey("opens", Opens)
 PROFILES = web.AppKey("profiles", DocumentStore)
 INVENTORY = web.AppKey("inventory", DocumentStore)
 EVENTS = web.AppKey("events", EventLog)
+
+# Per-request values, for the access log.
+REQUEST_ID = web.RequestKey("request_id", str)
+OUTCOME = web.RequestKey("outcome", str)

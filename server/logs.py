@@ -11,7 +11,11 @@ import orjson
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+from server.keys import OUTCOME, REQUEST_ID
+
+CURRENT_REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "request_id", default=None
+)
 
 
 class JsonFormatter(logging.Formatter):
@@ -22,7 +26,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        request_id = REQUEST_ID.get()
+        request_id = CURRENT_REQUEST_ID.get()
         if request_id is not None:
             entry["request_id"] = request_id
         fields = getattr(record, "fields", None)
@@ -50,9 +54,9 @@ class JsonAccessLogger(AbstractAccessLogger):
             "path": request.path,
             "status": response.status,
             "duration_ms": round(time * 1000, 2),
-            "request_id": request.get("request_id"),
+            "request_id": request.get(REQUEST_ID),
         }
-        outcome = request.get("outcome")
+        outcome = request.get(OUTCOME)
         if outcome is not None:
             fields["outcome"] = outcome
             fields["variant"] = response.headers.get("X-Atopen-Variant")

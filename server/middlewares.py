@@ -10,8 +10,8 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from server.api.errors import ApiError
-from server.keys import SETTINGS
-from server.logs import REQUEST_ID
+from server.keys import REQUEST_ID, SETTINGS
+from server.logs import CURRENT_REQUEST_ID
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 log = logging.getLogger("atopen.api")
@@ -23,13 +23,15 @@ PUBLIC_API_PATHS = frozenset({"/api/v1/openapi.json"})
 async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Give every request an id (or keep a sane one from the caller) and echo it back."""
     incoming = request.headers.get("X-Request-Id", "")
-    request_id = incoming if 0 < len(incoming) <= 64 and incoming.isprintable() else uuid.uuid4().hex
-    request["request_id"] = request_id
-    token = REQUEST_ID.set(request_id)
+    request_id = (
+        incoming if 0 < len(incoming) <= 64 and incoming.isprintable() else uuid.uuid4().hex
+    )
+    request[REQUEST_ID] = request_id
+    token = CURRENT_REQUEST_ID.set(request_id)
     try:
         response = await handler(request)
     finally:
-        REQUEST_ID.reset(token)
+        CURRENT_REQUEST_ID.reset(token)
     response.headers["X-Request-Id"] = request_id
     return response
 
@@ -45,8 +47,9 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
         return await handler(request)
     except ApiError as exc:
         return exc.response()
-    except web.HTTPRequestEntityTooLarge as exc:
-        return ApiError(413, "too_large", f"body larger than {exc.max_size} bytes").response()
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app[SETTINGS].api_max_body_bytes
+        return ApiError(413, "too_large", f"body larger than {limit} bytes").response()
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -99,7 +99,9 @@ class Opens:
         self._click_memory_s = click_memory_s
         self._background: set[asyncio.Task[None]] = set()
 
-    def verified(self, prepared: PreparedBlock, path: str, pairs: Sequence[tuple[str, str]]) -> bool:
+    def verified(
+        self, prepared: PreparedBlock, path: str, pairs: Sequence[tuple[str, str]]
+    ) -> bool:
         return prepared.block.public or self._signer.verify(path, pairs)
 
     async def image(
@@ -262,4 +264,3 @@ class Opens:
         """Let the pending background writes finish (at shutdown)."""
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
-

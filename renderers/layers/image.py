@@ -27,8 +27,8 @@ class ImageLayer:
     kind: ClassVar[str] = "image"
     box: Box
     src: Asset
-    fit: ImageFit = "contain"
-    radius: int = 0
+    fit: ImageFit
+    radius: int
 
 
 class ImageKind:

@@ -22,7 +22,7 @@ class RectLayer:
     kind: ClassVar[str] = "rect"
     box: Box
     color: RGBA
-    radius: int = 0
+    radius: int
 
 
 class RectKind:

@@ -30,18 +30,18 @@ class TextLayer:
     kind: ClassVar[str] = "text"
     box: Box
     text: str
-    size: int = 32  # the largest size, block pixels
-    min_size: int = 16  # the smallest size shrinking may choose
-    color: RGBA = (0, 0, 0, 255)
-    font: FontFace = DEFAULT_FACE
-    align: Align = "left"
-    valign: VAlign = "top"
-    fit: Fit = "shrink"
-    line_height: float = 1.2  # baseline to baseline, in multiples of the size
-    max_lines: int | None = None  # None: as many as fit
+    size: int  # the largest size, block pixels
+    min_size: int  # the smallest size shrinking may choose
+    color: RGBA
+    font: FontFace
+    align: Align
+    valign: VAlign
+    fit: Fit
+    line_height: float  # baseline to baseline, in multiples of the size
+    max_lines: int | None  # None: as many as fit
 
 
-def default_min_size(size: int) -> int:
+def _default_min_size(size: int) -> int:
     """The smallest size shrinking goes to when the layer does not say: half, but legible."""
     return min(size, max(8, size // 2))
 
@@ -70,7 +70,7 @@ class TextKind:
             text=cast(str, values["text"]),
             size=size,
             # A min_size above size would mean "grow"; shrinking never does that.
-            min_size=default_min_size(size) if min_size is None else min(min_size, size),
+            min_size=_default_min_size(size) if min_size is None else min(min_size, size),
             color=cast(RGBA, values["color"]),
             font=cast(FontFace, values["font"]),
             align=cast(Align, values["align"]),

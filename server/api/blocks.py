@@ -8,10 +8,17 @@ from typing import get_args
 from aiohttp import web
 
 from content_sources.base import OpenRequest
-from content_sources.clock import zone
 from content_sources.client import ClientKind, classify_client, client_of_kind
+from content_sources.clock import zone
 from renderers.encode import CONTENT_TYPES
-from server.api.errors import invalid, invalid_fields, json_response, not_found, read_json, read_object
+from server.api.errors import (
+    invalid,
+    invalid_fields,
+    json_response,
+    not_found,
+    read_json,
+    read_object,
+)
 from server.api.ids import recipient_id
 from server.block_store import PreparedBlock
 from server.blocks import BLOCK_ID_PATTERN, BlockError, literal_format

@@ -25,4 +25,3 @@ def sku(value: object, field: str = "sku") -> str:
     ):
         raise invalid(field, f"required: a string of at most {MAX_ID_LEN} characters, no spaces")
     return value
-

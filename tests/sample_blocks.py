@@ -1,0 +1,82 @@
+"""Block definitions shared by the tests (the contract's example, and the seed scenario)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+CART_REMINDER: dict[str, Any] = {
+    "width": 600,
+    "height": 200,
+    "format": "png",
+    "variants": [
+        {
+            "name": "thanks",
+            "when": "events.within('purchase', hours=48)",
+            "layers": [
+                {"type": "fill", "color": "#0b6e4f"},
+                {
+                    "type": "text",
+                    "box": [24, 24, 552, 152],
+                    "text": "Thanks for your order, {{ profile.first_name }}!",
+                    "size": 40,
+                    "color": "#ffffff",
+                },
+            ],
+            "link": "https://shop.example.com/orders",
+        },
+        {
+            "name": "cart",
+            "when": "events.within('cart_abandoned', days=3)",
+            "layers": [
+                {"type": "fill", "color": "#fff4e5"},
+                {
+                    "type": "text",
+                    "box": [24, 24, 552, 152],
+                    "text": "{{ profile.first_name }}, "
+                    "{{ events.last('cart_abandoned').props.item }} is waiting",
+                    "size": 36,
+                    "color": "#7a2e00",
+                },
+            ],
+            "link": "https://shop.example.com/cart",
+        },
+    ],
+    "default": {
+        "layers": [
+            {"type": "fill", "color": "#222222"},
+            {
+                "type": "text",
+                "box": [24, 24, 552, 152],
+                "text": "Our spring collection is here",
+                "size": 40,
+                "color": "#ffffff",
+            },
+        ],
+        "link": "https://shop.example.com/",
+    },
+}
+
+
+def greeting(text: str = "Hello {{ profile.first_name }}") -> dict[str, Any]:
+    """A one-variant block whose text depends on the recipient."""
+    return {
+        "width": 400,
+        "height": 100,
+        "variants": [
+            {
+                "name": "named",
+                "layers": [
+                    {"type": "fill", "color": "#ffffff"},
+                    {"type": "text", "box": [10, 10, 380, 80], "text": text, "size": 30},
+                ],
+                "link": "https://shop.example.com/named",
+            }
+        ],
+        "default": {
+            "layers": [
+                {"type": "fill", "color": "#ffffff"},
+                {"type": "text", "box": [10, 10, 380, 80], "text": "Hello there", "size": 30},
+            ],
+            "link": "https://shop.example.com/",
+        },
+    }

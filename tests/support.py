@@ -1,0 +1,32 @@
+"""Helpers the tests share: signing, decoding images, registering blocks."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+from PIL import Image
+
+from server.signing import Signer
+
+SECRET = "test-secret"
+TOKEN = "test-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def signed(path_and_query: str, secret: str = SECRET) -> str:
+    return Signer([secret]).sign_url(path_and_query)
+
+
+def decode(body: bytes) -> Image.Image:
+    image = Image.open(io.BytesIO(body))
+    image.load()
+    return image
+
+
+async def put_block(
+    client: TestClient[Any, Any], block_id: str, definition: dict[str, Any]
+) -> None:
+    response = await client.put(f"/api/v1/blocks/{block_id}", json=definition, headers=AUTH)
+    assert response.status in (200, 201), await response.text()
