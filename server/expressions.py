@@ -21,6 +21,7 @@ from jinja2 import (
     TemplateError,
     TemplateSyntaxError,
     UndefinedError,
+    meta,
     nodes,
 )
 from jinja2.sandbox import SandboxedEnvironment
@@ -141,7 +142,7 @@ def _guard(evaluate: Callable[[], object]) -> object:
 
 def _names_used(ast: nodes.Template) -> frozenset[str]:
     """Top-level names a template reads, so an open fetches only what the block uses."""
-    return frozenset(node.name for node in ast.find_all(nodes.Name) if node.ctx == "load")
+    return frozenset(meta.find_undeclared_variables(ast))
 
 
 def constant_subscripts(source: str, name: str) -> frozenset[str]:

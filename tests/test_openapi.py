@@ -456,12 +456,6 @@ async def test_unknown_api_paths_answer_json_errors(
         assert list(error.iter_errors(await response.json())) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server/middlewares.py reads `exc.max_size`, which aiohttp's "
-    "HTTPRequestEntityTooLarge does not have: an oversized body gets a plain-text 500 "
-    "instead of the documented JSON 413",
-)
 async def test_oversized_body_is_the_documented_413(
     make_client: Any, settings: Settings, document: dict[str, Any]
 ) -> None:
