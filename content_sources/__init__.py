@@ -10,6 +10,8 @@ from collections.abc import Sequence
 
 from redis.asyncio import Redis
 
+from server.settings import Settings
+
 from content_sources.base import OpenRequest, Source
 from content_sources.client import ClientSource
 from content_sources.clock import ClockSource
@@ -23,12 +25,12 @@ from content_sources.profile import ProfileSource
 _ALWAYS = frozenset({"profile", "now", "params", "client", "geo"})
 
 
-def build_sources(*, events_max_per_recipient: int) -> tuple[Source, ...]:
+def build_sources(settings: Settings) -> tuple[Source, ...]:
     """Every source, in the order they are built (later ones may read earlier ones)."""
     return (
         ProfileSource(),
         ClockSource(),
-        EventsSource(events_max_per_recipient),
+        EventsSource(settings.events_max_per_recipient),
         InventorySource(),
         ClientSource(),
         GeoSource(),

@@ -30,6 +30,7 @@ class OpenRequest:
     tz: str | None = None
     block_tz: str | None = None
     user_agent: str | None = None
+    client_ip: str | None = None
     skus: frozenset[str] = frozenset()
 
 

@@ -29,7 +29,7 @@ def without_nulls(value: Any) -> Any:
 def merge_patch(target: Any, patch: Any) -> Any:
     """RFC 7396 JSON merge patch."""
     if not isinstance(patch, dict):
-        return patch
+        return without_nulls(patch)
     result = dict(target) if isinstance(target, dict) else {}
     for key, value in patch.items():
         if value is None:

@@ -110,20 +110,25 @@ class EventsSource:
 
 # Adds one recipient's events atomically: idempotency check, insert, trim by age and count.
 # KEYS: events, event ids. ARGV: max count, retention ms, oldest score kept, then
-# (id, score, member) triples. Returns how many were stored.
+# (id, score, member) triples. Returns how many new events are kept (an event already
+# older than the retention window, or beyond the cap, is not).
 _STORE_SCRIPT = """
-local stored = 0
+local added = {}
 for i = 4, #ARGV, 3 do
   if redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[i + 1]) == 1 then
     redis.call('ZADD', KEYS[1], ARGV[i + 1], ARGV[i + 2])
-    stored = stored + 1
+    added[#added + 1] = ARGV[i + 2]
   end
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[3])
 redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -(tonumber(ARGV[1]) + 1))
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
-return stored
+local kept = 0
+for _, member in ipairs(added) do
+  if redis.call('ZSCORE', KEYS[1], member) then kept = kept + 1 end
+end
+return kept
 """
 
 

@@ -52,15 +52,19 @@ def _on_white(image: Image.Image) -> Image.Image:
 
 
 def _gif(image: Image.Image, transparent: bool) -> Image.Image:
-    # FASTOCTREE is the quickest of Pillow's adaptive quantizers and keeps gradients and
-    # anti-aliased text clean enough at 255 colours.
-    palette = _on_white(image).quantize(colors=255, method=Image.Quantize.FASTOCTREE)
+    flat = _on_white(image)
+    # FASTOCTREE is by far the quickest of Pillow's adaptive quantizers (a few ms, where
+    # median cut takes over 100) and as accurate; alone it bands gradients and photos,
+    # so the picture is mapped onto its palette again with error diffusion, which hides
+    # that for a few ms more. Flat colours in the palette come out exact either way.
+    palette = flat.quantize(colors=255, method=Image.Quantize.FASTOCTREE)
+    indexed = flat.quantize(palette=palette, dither=Image.Dither.FLOYDSTEINBERG)
     if transparent:
-        entries = palette.getpalette() or []
-        palette.putpalette(entries + [0] * (768 - len(entries)))
+        entries = indexed.getpalette() or []
+        indexed.putpalette(entries + [0] * (768 - len(entries)))
         cut_out = image.getchannel("A").point(lambda a: 255 if a < _GIF_ALPHA_CUTOFF else 0)
-        palette.paste(_GIF_TRANSPARENT_INDEX, mask=cut_out)
-    return palette
+        indexed.paste(_GIF_TRANSPARENT_INDEX, mask=cut_out)
+    return indexed
 
 
 def _transparent_pixel() -> bytes:

@@ -16,7 +16,6 @@ from renderers.layers.rect import RectLayer
 from renderers.layers.text import TextLayer
 
 __all__ = [
-    "DPRS",
     "MAX_OUTPUT_PIXELS",
     "MAX_SIDE",
     "RGBA",
@@ -24,7 +23,6 @@ __all__ = [
     "ImageFormat",
     "Layer",
     "RenderPlan",
-    "max_dpr",
 ]
 
 ImageFormat = Literal["png", "jpg", "gif"]
@@ -32,7 +30,7 @@ Layer: TypeAlias = FillLayer | RectLayer | TextLayer | ImageLayer
 
 # Output pixels (width * height * dpr²): a 600 x 2000 block at dpr 3 is 10.8 million.
 MAX_OUTPUT_PIXELS = 24_000_000
-DPRS = (1, 2, 3)
+_DPRS = (1, 2, 3)
 _FORMATS = ("png", "jpg", "gif")
 
 
@@ -49,15 +47,9 @@ class RenderPlan:
     def __post_init__(self) -> None:
         if not (1 <= self.width <= MAX_SIDE and 1 <= self.height <= MAX_SIDE):
             raise ValueError(f"width and height must be between 1 and {MAX_SIDE}")
-        if self.dpr not in DPRS:
+        if self.dpr not in _DPRS:
             raise ValueError("dpr must be 1, 2 or 3")
         if self.width * self.height * self.dpr**2 > MAX_OUTPUT_PIXELS:
             raise ValueError(f"the image would have more than {MAX_OUTPUT_PIXELS} pixels")
         if self.format not in _FORMATS:
             raise ValueError(f"format must be one of {', '.join(_FORMATS)}")
-
-
-def max_dpr(width: int, height: int) -> int:
-    """The largest dpr at which a `width` x `height` image stays within MAX_OUTPUT_PIXELS (or 1)."""
-    fitting = [dpr for dpr in DPRS if width * height * dpr**2 <= MAX_OUTPUT_PIXELS]
-    return max(fitting, default=1)

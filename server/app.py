@@ -72,7 +72,7 @@ async def _services(app: web.Application, *, redis_url: str) -> AsyncIterator[No
     )
     executor = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="render")
     resources = LocalResources([settings.assets_dir, TEMPLATES_DIR / "assets"], builtin_fonts())
-    sources = build_sources(events_max_per_recipient=settings.events_max_per_recipient)
+    sources = build_sources(settings)
     blocks = BlockStore(
         redis,
         lambda block_id, definition, version, updated_at: prepare_block(

@@ -13,7 +13,6 @@ import secrets
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import orjson
 from aiohttp import web
@@ -68,7 +67,8 @@ async def _load_demo(app: web.Application) -> None:
         events.append(parse_event(event, "", now))
     await app[EVENTS].store(events, now)
     page = write_demo_page(app, data["recipients_to_show"])
-    print(_banner(settings, page), flush=True)
+    examples = [signed_urls(app, block.id, "ann") for block in (p.block for p in app[BLOCKS].all())]
+    print(_banner(settings, page, examples), flush=True)
 
 
 def signed_urls(app: web.Application, block_id: str, recipient: str) -> tuple[str, str]:
@@ -105,11 +105,13 @@ def write_demo_page(app: web.Application, recipients: list[str]) -> Path:
     return page.resolve()
 
 
-def _banner(settings: Settings, page: Path) -> str:
-    lines: list[Any] = [
+def _banner(settings: Settings, page: Path, examples: list[tuple[str, str]]) -> str:
+    lines: list[str] = [
         "",
         f"atopen demo is serving on {settings.base_url}",
         f"  demo email page: file://{page}",
+        "  signed URLs for recipient ann (image, then click):",
+        *(f"    {url}" for pair in examples for url in pair),
         f"  API token:       {settings.api_tokens[0]}",
         f"  signing key:     {settings.secrets[0]}",
         "  try:",
@@ -118,4 +120,4 @@ def _banner(settings: Settings, page: Path) -> str:
         f"    ATOPEN_SECRET={settings.secrets[0]} atopen sign '/i/cart-reminder.png?r=ann'",
         "",
     ]
-    return "\n".join(str(line) for line in lines)
+    return "\n".join(lines)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Iterator
 from typing import Any
@@ -9,11 +10,11 @@ from typing import Any
 import pytest
 import redis
 from aiohttp.test_utils import TestClient
-
 from sample_blocks import greeting
+from support import AUTH, TOKEN
+
 from server.app import create_app
 from server.settings import Settings
-from support import AUTH, TOKEN
 
 Client = TestClient[Any, Any]
 OPENAPI = "/api/v1/openapi.json"
@@ -181,3 +182,32 @@ async def test_unknown_api_path_is_not_revealed_without_a_token(client: Client) 
     response = await client.get("/api/v1/no-such-thing")
     assert response.status == 401
     _assert_unauthorized_body(await response.json())
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/api/v1/../v1/blocks",
+        "/api/v1/./blocks",
+        "/%61pi/v1/%62locks",
+        "/api/v1/openapi.json/../blocks",
+        "/api/v1/openapi.json%2F..%2Fblocks",
+        "http://atopen.example/api/v1/blocks",
+        "//api/v1/blocks",
+        "/api//v1/blocks",
+    ],
+)
+async def test_path_tricks_do_not_bypass_the_token(client: Client, target: str) -> None:
+    """Request targets sent verbatim (the client library would normalise them)."""
+    response = await client.put("/api/v1/blocks/hero", json=greeting(), headers=AUTH)
+    assert response.status == 201
+    assert client.server.host is not None
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    writer.write(f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+    await writer.drain()
+    raw = await reader.read()
+    writer.close()
+    await writer.wait_closed()
+    status_line, _, rest = raw.partition(b"\r\n")
+    assert status_line.split()[1] in (b"401", b"404"), status_line
+    assert b"hero" not in rest.partition(b"\r\n\r\n")[2]

@@ -10,7 +10,6 @@ import orjson
 import pytest
 import redis
 from aiohttp.test_utils import TestClient
-
 from support import AUTH, decode
 
 Client = TestClient[Any, Any]
@@ -63,7 +62,9 @@ async def default_pixel(client: Client, block_id: str) -> tuple[int, ...]:
     response = await client.get(f"/i/{block_id}.png")
     assert response.status == 200
     assert response.headers["X-Atopen-Variant"] == "default"
-    return tuple(decode(await response.read()).convert("RGB").getpixel((5, 5)))
+    pixel = decode(await response.read()).convert("RGB").getpixel((5, 5))
+    assert isinstance(pixel, tuple)
+    return pixel
 
 
 def fields_of(payload: Any) -> list[str]:
@@ -184,7 +185,7 @@ def _duplicate_variant(d: Definition) -> Definition:
 NEEDS_DATA = {"type": "text", "box": [4, 4, 112, 52], "text": "{{ profile.first_name }}"}
 UNKNOWN_ASSET = {"type": "image", "box": [0, 0, 60, 60], "src": "no-such-asset.png"}
 
-INVALID = {
+INVALID: dict[str, tuple[Callable[[Definition], Any], str]] = {
     "not an object": (lambda d: [d], "body"),
     "missing width": (_delete(["width"]), "width"),
     "bad format": (_set(["format"], "bmp"), "format"),
@@ -220,7 +221,10 @@ INVALID = {
         "default.link",
     ),
     "default link ftp": (_set(["default", "link"], "ftp://shop.example.com/"), "default.link"),
-    "unknown asset": (_set(["variants", 0, "layers", 0], UNKNOWN_ASSET), "variants[0].layers[0].src"),
+    "unknown asset": (
+        _set(["variants", 0, "layers", 0], UNKNOWN_ASSET),
+        "variants[0].layers[0].src",
+    ),
 }
 
 
@@ -274,9 +278,10 @@ async def test_every_problem_in_one_body_is_reported(client: Client) -> None:
 async def test_rejected_replace_keeps_the_old_block(client: Client, store: redis.Redis) -> None:
     await put(client, "hero", block())
     stored_before = store.hget("atopen:blocks", "hero")
-    for mutate, _ in INVALID.values():
+    for mutate, field in INVALID.values():
         response = await put(client, "hero", mutate(block("#0000ff")))
         assert response.status == 422, await response.text()
+        assert field in fields_of(await response.json())
 
     current = await client.get("/api/v1/blocks/hero", headers=AUTH)
     body = await current.json()

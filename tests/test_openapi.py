@@ -11,7 +11,6 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -247,7 +246,7 @@ def test_starter_blocks_match_the_block_schema(document: dict[str, Any]) -> None
     starters = sorted((TEMPLATES_DIR / "blocks").glob("*.json"))
     assert starters
     for path in starters:
-        errors = list(block_schema.iter_errors(json.loads(Path(path).read_text())))
+        errors = list(block_schema.iter_errors(json.loads(path.read_text())))
         assert errors == [], f"{path.name}: {[e.message for e in errors]}"
     assert list(block_schema.iter_errors(CART_REMINDER)) == []
 

@@ -105,6 +105,12 @@ def test_plan_rejects_an_unknown_dpr(dpr: int) -> None:
         RenderPlan(100, 100, dpr, "png", ())
 
 
+def test_plan_rejects_more_pixels_than_the_limit() -> None:
+    RenderPlan(4000, 1500, 2, "png", ())
+    with pytest.raises(ValueError, match="pixels"):
+        RenderPlan(4000, 1500, 3, "png", ())
+
+
 def test_equal_plans_are_equal_and_hashable(make: MakeLayer) -> None:
     def plan() -> RenderPlan:
         return RenderPlan(300, 120, 2, "png", (make("text", box=TEXT_BOX, text="Hi"),))
@@ -488,3 +494,20 @@ def test_the_deadline_is_checked_between_layers(
     with pytest.raises(RenderDeadlineExceeded):
         render(RenderPlan(10, 10, 1, "png", layers), deadline=0.5)
     assert drawn == [layers[0]]
+
+
+def test_picture_cache_drops_the_least_recently_used_beyond_its_bytes() -> None:
+    from renderers.layers.image import _PictureCache
+
+    cache = _PictureCache(max_bytes=2 * 10 * 10 * 4)  # room for two 10 x 10 pictures
+    pictures = {name: Image.new("RGBA", (10, 10)) for name in "abc"}
+    cache.put("a", pictures["a"])
+    cache.put("b", pictures["b"])
+    assert cache.get("a") is pictures["a"]  # now "b" is the least recently used
+    cache.put("c", pictures["c"])
+    assert cache.get("b") is None
+    assert cache.get("a") is pictures["a"]
+    assert cache.get("c") is pictures["c"]
+    cache.put("huge", Image.new("RGBA", (100, 100)))  # larger than the whole cache
+    assert cache.get("huge") is None
+    assert cache.get("a") is pictures["a"]

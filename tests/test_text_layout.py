@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from renderers.resources import DEFAULT_FONT, FontFace, builtin_fonts, load_font
-from renderers.text_layout import ELLIPSIS, TextLayout, layout_text
+from renderers.text_layout import ELLIPSIS, MAX_CHARS, TextLayout, layout_text
 
 FACE = FontFace(DEFAULT_FONT, str(builtin_fonts()[DEFAULT_FONT]))
 LONG = "Your order of three pairs of running shoes has shipped and will arrive on Tuesday"
@@ -124,3 +124,17 @@ def test_ellipsis_trims_whole_words_first() -> None:
 def test_box_lower_than_one_line_still_gets_one_line() -> None:
     layout = lay("Hello", 300, 10, shrink=False)
     assert layout.lines == ("Hello",)
+
+
+def test_runaway_text_is_laid_out_quickly_and_cut() -> None:
+    layout = lay("x" * 100_000, 300, 100, scale=3)
+    assert layout.truncated
+    assert layout.lines[-1].endswith(ELLIPSIS)
+    assert_inside(layout, 300, 100, 3)
+
+
+def test_text_beyond_max_chars_ends_with_an_ellipsis_even_with_room_to_spare() -> None:
+    layout = lay("ab " * MAX_CHARS, 4000, 4000, size=4, min_size=4)
+    assert len(layout.lines) < 20  # it had the room
+    assert layout.truncated
+    assert layout.lines[-1].endswith(ELLIPSIS)

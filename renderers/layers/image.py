@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Mapping
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Literal, cast
 
@@ -96,14 +97,53 @@ def _placement(box: Rect, source_w: int, source_h: int, fit: ImageFit) -> tuple[
     return box, (crop_left, crop_top, crop_left + crop_w, crop_top + crop_h)
 
 
-# Images are usually the same on every open (a logo, a product shot) while text changes,
-# so the resampled result is kept: resampling is most of an image layer's cost.
-@functools.lru_cache(maxsize=32)
 def _resample(
     asset: Asset, window: SourceBox, size: tuple[int, int], corners: _Corners | None
 ) -> Image.Image:
-    picture = asset.image.resize(size, Image.Resampling.LANCZOS, box=window, reducing_gap=3.0)
-    if corners is not None:
-        mask = rounded_mask(corners.visible, corners.target, corners.radius)
-        picture.putalpha(ImageChops.multiply(picture.getchannel("A"), mask))
+    key = (asset, window, size, corners)
+    picture = _PICTURES.get(key)
+    if picture is None:
+        picture = asset.image.resize(size, Image.Resampling.LANCZOS, box=window, reducing_gap=3.0)
+        if corners is not None:
+            mask = rounded_mask(corners.visible, corners.target, corners.radius)
+            picture.putalpha(ImageChops.multiply(picture.getchannel("A"), mask))
+        _PICTURES.put(key, picture)
     return picture
+
+
+class _PictureCache:
+    """Resampled pictures, bounded in bytes, least recently used dropped first.
+
+    Images are usually the same on every open (a logo, a product shot) while text
+    changes, and resampling is most of an image layer's cost. Renders run in worker
+    threads, hence the lock. Cached pictures are shared: never modify one.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self._max_bytes = max_bytes
+        self._bytes = 0
+        self._pictures: OrderedDict[Hashable, Image.Image] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable) -> Image.Image | None:
+        with self._lock:
+            picture = self._pictures.get(key)
+            if picture is not None:
+                self._pictures.move_to_end(key)
+            return picture
+
+    def put(self, key: Hashable, picture: Image.Image) -> None:
+        size = picture.width * picture.height * 4
+        if size > self._max_bytes:
+            return
+        with self._lock:
+            if key in self._pictures:
+                return
+            self._pictures[key] = picture
+            self._bytes += size
+            while self._bytes > self._max_bytes:
+                _, dropped = self._pictures.popitem(last=False)
+                self._bytes -= dropped.width * dropped.height * 4
+
+
+_PICTURES = _PictureCache(max_bytes=64 * 1024 * 1024)
