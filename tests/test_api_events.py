@@ -187,7 +187,7 @@ async def test_body_must_be_an_event_or_a_non_empty_batch(
 
 
 async def test_batch_over_1000_is_refused(client: Client, store: redis.Redis) -> None:
-    batch = [{"recipient": "u1", "type": "view"} for _ in range(1001)]
+    batch = [{"recipient": f"u{i % 10}", "type": "view"} for i in range(1001)]
     response = await post(client, batch)
     assert response.status == 422
     assert bad_fields(await response.json()) == ["body"]

@@ -109,7 +109,7 @@ async def test_events_are_capped_and_kept_newest_first(redis_url: str) -> None:
     async with aioredis.from_url(redis_url) as store:
         log = EventLog(store, max_per_recipient=3, retention=timedelta(days=30))
         events = [("u1", Event(f"e{i}", "view", NOW - timedelta(minutes=i), {})) for i in range(6)]
-        assert await log.store(events, NOW) == 6
+        assert await log.store(events, NOW) == 3  # only the newest 3 are kept
         assert await log.store(events[:2], NOW) == 0  # same ids: stored once
         kept = [Event.decode(m) for m in await store.zrevrange(events_key("u1"), 0, -1)]
     assert [e.id for e in kept if e] == ["e0", "e1", "e2"]
