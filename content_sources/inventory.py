@@ -33,7 +33,10 @@ class InventoryView:
         return item if item is not None else Missing(hint=f"no inventory item {key!r}")
 
     def __contains__(self, sku: object) -> bool:
-        return self._items.get(str(sku)) is not None
+        key = str(sku)
+        if key not in self._items:
+            self.unfetched.add(key)
+        return self._items.get(key) is not None
 
 
 class InventorySource:

@@ -48,6 +48,14 @@ async def image(request: web.Request) -> web.Response:
     )
 
 
+@routes.get("/i/{anything:.*}")
+async def unknown_image(request: web.Request) -> web.Response:
+    """Any other image path (an unknown format, say) is an unknown block: the 404 pixel."""
+    return web.Response(
+        status=404, body=TRANSPARENT_GIF, content_type="image/gif", headers=NO_CACHE
+    )
+
+
 @routes.get("/c/{block}")
 async def click(request: web.Request) -> web.Response:
     prepared = request.app[BLOCKS].get(request.match_info["block"])

@@ -148,18 +148,17 @@ class Opens:
             return prepared.default_link
         return safe_link(prepared.block, link) or prepared.default_link
 
-    async def preview(
-        self,
-        prepared: PreparedBlock,
-        request: OpenRequest,
-        fmt: ImageFormat,
-        dpr: int,
-        client: Mapping[str, object] | None,
-    ) -> tuple[Choice, bytes]:
-        """What `request` would get, rendered without the deadline and without remembering."""
-        choice = await self._choose(prepared, request, anonymous=False, client=client)
+    async def decide(
+        self, prepared: PreparedBlock, request: OpenRequest, client: Mapping[str, object] | None
+    ) -> Choice:
+        """The variant `request` would get (for previews: no deadline, nothing remembered)."""
+        return await self._choose(prepared, request, anonymous=False, client=client)
+
+    async def render_choice(
+        self, prepared: PreparedBlock, choice: Choice, fmt: ImageFormat, dpr: int
+    ) -> bytes:
         body, _ = await self._render(prepared, choice, fmt, dpr, bounded=False)
-        return choice, body
+        return body
 
     def link_of(self, prepared: PreparedBlock, choice: Choice) -> str:
         return safe_link(prepared.block, choice.link) or prepared.default_link

@@ -25,7 +25,11 @@ async def sign(client: Client, urls: list[str]) -> list[str]:
     body = await response.json()
     assert set(body) == {"urls"}
     assert len(body["urls"]) == len(urls)
-    return list(body["urls"])
+    # A path comes back absolute, on the service's public base URL.
+    base = Settings().base_url
+    for given, returned in zip(urls, body["urls"], strict=True):
+        assert returned.startswith(base if given.startswith("/") else given.split("?")[0])
+    return [u.removeprefix(base) for u in body["urls"]]
 
 
 async def variant_of(client: Client, url: str) -> str:

@@ -279,3 +279,21 @@ async def test_health_and_readiness(client: TestClient[Any, Any]) -> None:
     ready = await client.get("/readyz")
     assert ready.status == 200
     assert (await ready.json())["checks"] == {"store": "ok", "blocks": "ok"}
+
+
+async def test_any_other_image_path_is_the_404_pixel(client: TestClient[Any, Any]) -> None:
+    await put_block(client, "hero", CART_REMINDER)
+    for path in ("/i/hero.webp", "/i/hero", "/i/a/b.png"):
+        response = await client.get(path)
+        assert response.status == 404
+        assert decode(await response.read()).size == (1, 1)
+
+
+async def test_membership_test_fetches_the_item(client: TestClient[Any, Any]) -> None:
+    block = greeting("{{ params.sku }} is here")
+    block["variants"][0]["when"] = "params.sku in inventory"
+    await put_block(client, "member", block)
+    url = signed("/i/member.png?r=u1&m.sku=sku-7")
+    assert (await open_image(client, url))[0] == "default"
+    await client.put("/api/v1/inventory/sku-7", json={"stock": 1}, headers=AUTH)
+    assert (await open_image(client, url))[0] == "named"

@@ -99,8 +99,8 @@ async def preview_block(request: web.Request) -> web.Response:
         skus=prepared.block.skus,
     )
     opens = request.app[OPENS]
-    choice, image = await opens.preview(prepared, open_request, fmt, dpr, client)
-    if "application/json" in request.headers.get("Accept", ""):
+    choice = await opens.decide(prepared, open_request, client)
+    if _wants_json(request.headers.get("Accept", "")):
         return json_response(
             {
                 "variant": choice.variant,
@@ -109,10 +109,16 @@ async def preview_block(request: web.Request) -> web.Response:
             }
         )
     return web.Response(
-        body=image,
+        body=await opens.render_choice(prepared, choice, fmt, dpr),
         content_type=CONTENT_TYPES[fmt],
         headers={"X-Atopen-Variant": choice.variant, "Cache-Control": "no-store"},
     )
+
+
+def _wants_json(accept: str) -> bool:
+    """JSON when the client's first choice is JSON; the image otherwise."""
+    first = accept.split(",")[0].split(";")[0].strip().lower()
+    return first == "application/json"
 
 
 def _zone_name(value: object) -> str | None:

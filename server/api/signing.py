@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from server.api.errors import invalid, json_response, read_object
-from server.keys import SIGNER
+from server.keys import SETTINGS, SIGNER
 
 routes = web.RouteTableDef()
 MAX_URLS = 10_000
@@ -18,12 +18,15 @@ async def sign_urls(request: web.Request) -> web.Response:
     if not isinstance(urls, list) or not 1 <= len(urls) <= MAX_URLS:
         raise invalid("urls", f"required: a list of 1 to {MAX_URLS} URLs")
     signer = request.app[SIGNER]
+    base_url = request.app[SETTINGS].base_url
     signed: list[str] = []
     for i, url in enumerate(urls):
         if not isinstance(url, str):
             raise invalid(f"urls[{i}]", "must be a string")
         try:
-            signed.append(signer.sign_url(url))
+            url_signed = signer.sign_url(url)
         except ValueError as exc:
             raise invalid(f"urls[{i}]", str(exc)) from None
+        # A path alone gets the public base URL, ready to paste into an email.
+        signed.append(base_url + url_signed if url_signed.startswith("/") else url_signed)
     return json_response({"urls": signed})
