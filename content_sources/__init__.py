@@ -10,8 +10,6 @@ from collections.abc import Sequence
 
 from redis.asyncio import Redis
 
-from server.settings import Settings
-
 from content_sources.base import OpenRequest, Source
 from content_sources.client import ClientSource
 from content_sources.clock import ClockSource
@@ -20,6 +18,7 @@ from content_sources.geo import GeoSource
 from content_sources.inventory import InventorySource
 from content_sources.params import ParamsSource
 from content_sources.profile import ProfileSource
+from server.settings import Settings
 
 # Always gathered: cheap, and other sources depend on them (`now` needs the profile's tz).
 _ALWAYS = frozenset({"profile", "now", "params", "client", "geo"})

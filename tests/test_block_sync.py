@@ -8,10 +8,10 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
-
 from sample_blocks import greeting
-from server.block_store import BLOCKS_KEY
 from support import AUTH, put_block, signed
+
+from server.block_store import BLOCKS_KEY
 
 
 async def wait_for_variant(client: Any, url: str, expected: str, within_s: float = 1.0) -> float:

@@ -14,9 +14,9 @@ from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
+from support import decode
 
 from server.signing import Signer
-from support import decode
 
 
 def atopen(
@@ -78,7 +78,7 @@ def test_serve_refuses_bad_settings_naming_the_variable(
 def test_demo_serves_signed_images_and_stops_its_store(tmp_path: Path) -> None:
     port = free_port()
     env = clean_env(tmp_path, ATOPEN_PORT=str(port))
-    process = subprocess.Popen(  # noqa: S603 - our own command
+    process = subprocess.Popen(
         [sys.executable, "-m", "server", "demo"],
         env=env,
         stdout=subprocess.PIPE,
