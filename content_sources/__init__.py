@@ -6,6 +6,7 @@ Adding a source is one module with a class like those below and one line in
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 from redis.asyncio import Redis
@@ -18,6 +19,7 @@ from content_sources.geo import GeoSource
 from content_sources.inventory import InventorySource
 from content_sources.params import ParamsSource
 from content_sources.profile import ProfileSource
+from server.metrics import STORE_SECONDS
 from server.settings import Settings
 
 # Always gathered: cheap, and other sources depend on them (`now` needs the profile's tz).
@@ -45,10 +47,12 @@ async def gather_context(
     commands = [s.commands(request) for s in active]
     replies: list[object] = []
     if any(commands):
+        started = time.perf_counter()
         async with redis.pipeline(transaction=False) as pipe:
             for command in (c for batch in commands for c in batch):
                 pipe.execute_command(*command)
             replies = await pipe.execute()
+        STORE_SECONDS.observe(time.perf_counter() - started)
     return build_context(active, commands, replies, request)
 
 

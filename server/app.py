@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
@@ -28,9 +26,13 @@ from server.api import profiles as profiles_api
 from server.api import signing as signing_api
 from server.block_store import BlockStore, prepare_block, stop_task
 from server.keys import BLOCKS, EVENTS, INVENTORY, OPENS, PROFILES, REDIS, SETTINGS, SIGNER
+from server.metrics import metrics_route
 from server.middlewares import api_middleware, request_id_middleware
+from server.open_log import OpenLog
 from server.openapi import routes as openapi_routes
 from server.opens import Opens
+from server.render_cache import RenderCache
+from server.render_pool import RenderPool
 from server.settings import Settings
 from server.signing import Signer
 
@@ -60,6 +62,7 @@ def create_app(settings: Settings, *, redis_url: str) -> web.Application:
         openapi_routes,
     ):
         app.router.add_routes(table)
+    app.router.add_routes([metrics_route(settings.metrics_token_list)])
     app.cleanup_ctx.append(partial(_services, redis_url=redis_url))
     return app
 
@@ -70,7 +73,14 @@ async def _services(app: web.Application, *, redis_url: str) -> AsyncIterator[No
     redis = Redis.from_url(
         redis_url, socket_timeout=STORE_TIMEOUT_S, socket_connect_timeout=STORE_TIMEOUT_S
     )
-    executor = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="render")
+    pool = RenderPool(threads=settings.render_thread_count, max_waiting=settings.render_queue)
+    cache = RenderCache(
+        redis,
+        memory_bytes=settings.cache_memory_mb * 1024 * 1024,
+        shared_ttl_s=settings.cache_ttl_s,
+    )
+    click_memory_s = settings.click_memory_days * 86_400
+    open_log = OpenLog(redis, click_memory_s=click_memory_s)
     resources = LocalResources([settings.assets_dir, TEMPLATES_DIR / "assets"], builtin_fonts())
     sources = build_sources(settings)
     blocks = BlockStore(
@@ -84,9 +94,11 @@ async def _services(app: web.Application, *, redis_url: str) -> AsyncIterator[No
         signer=app[SIGNER],
         sources=sources,
         resources=resources,
-        executor=executor,
+        pool=pool,
+        cache=cache,
+        open_log=open_log,
         deadline_ms=settings.render_deadline_ms,
-        click_memory_s=settings.click_memory_days * 86_400,
+        click_memory_s=click_memory_s,
     )
     app[REDIS] = redis
     app[BLOCKS] = blocks
@@ -103,10 +115,13 @@ async def _services(app: web.Application, *, redis_url: str) -> AsyncIterator[No
     except (RedisError, OSError) as exc:
         log.error("store unreachable at startup (%s); /readyz stays 503 until it answers", exc)
     feed = asyncio.create_task(blocks.follow_changes(), name="block-changes")
+    writer = asyncio.create_task(open_log.run(), name="open-log")
     try:
         yield
     finally:
         await stop_task(feed)
-        await opens.drain()
-        executor.shutdown(wait=True, cancel_futures=True)
+        await stop_task(writer)
+        await open_log.flush()
+        await cache.drain()
+        pool.shutdown()
         await redis.aclose()

@@ -36,6 +36,8 @@ VERSIONS_KEY = "atopen:block-versions"
 CHANNEL = "atopen:blocks:changed"
 FORMATS: tuple[ImageFormat, ...] = ("png", "jpg", "gif")
 RESYNC_INTERVAL_S = 30.0
+# Rule names whose values belong to one recipient (or their location).
+PERSONAL_NAMES = frozenset({"profile", "events", "params", "geo"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,11 +48,11 @@ class PreparedBlock:
     default_link: str
     fallbacks: Mapping[tuple[ImageFormat, int], bytes]
     updated_at: str
-
-    @property
-    def default_is_static(self) -> bool:
-        """A default without templates looks the same for everyone: serve the pre-render."""
-        return not any(layer.templates for layer in self.block.default.layers)
+    # Variants drawn from one recipient's own data: worth keeping in this process (a
+    # re-fetch storm repeats them) but not in the shared cache, which they would only fill.
+    personal_variants: frozenset[str]
+    # A default without templates looks the same for everyone: serve the pre-render.
+    default_is_static: bool
 
     def fallback(self, fmt: ImageFormat, dpr: int) -> bytes:
         return self.fallbacks[(fmt, dpr)]
@@ -93,7 +95,13 @@ def prepare_block(
         for fmt in FORMATS
         for dpr in SCALES
     }
-    return PreparedBlock(block, default_link, fallbacks, updated_at)
+    personal = frozenset(
+        v.name
+        for v in (*block.variants, block.default)
+        if any(t.names & PERSONAL_NAMES for layer in v.layers for _, t in layer.templates.values())
+    )
+    static_default = not any(layer.templates for layer in block.default.layers)
+    return PreparedBlock(block, default_link, fallbacks, updated_at, personal, static_default)
 
 
 class BlockStore:

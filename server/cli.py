@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import sys
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 
 from aiohttp import web
 
@@ -14,6 +16,7 @@ from server.embedded_store import EmbeddedRedis, EmbeddedStoreError
 from server.logs import JsonAccessLogger, configure_logging
 from server.settings import Settings, SettingsError, load_settings, require_secret
 from server.signing import Signer
+from server.supervisor import WORKER_GRACE_S, Supervisor
 
 
 @contextlib.contextmanager
@@ -26,34 +29,65 @@ def store_url(settings: Settings) -> Iterator[str]:
         yield embedded.url
 
 
-def run(settings: Settings, prepare: Callable[[web.Application], None] | None = None) -> None:
-    """Serve until interrupted; in-flight requests finish on SIGINT/SIGTERM."""
-    configure_logging(settings.log_level)
-    with store_url(settings) as url:
-        app = create_app(settings, redis_url=url)
-        if prepare is not None:
-            prepare(app)
-        web.run_app(
-            app,
-            host=settings.host,
-            port=settings.port,
-            access_log_class=JsonAccessLogger,
-            print=None,
-            shutdown_timeout=10.0,
-        )
+def run(
+    settings: Settings,
+    redis_url: str,
+    prepare: Callable[[web.Application], None] | None = None,
+    *,
+    reuse_port: bool = False,
+) -> None:
+    """Serve in this process until SIGINT/SIGTERM; in-flight requests finish first."""
+    app = create_app(settings, redis_url=redis_url)
+    if prepare is not None:
+        prepare(app)
+    web.run_app(
+        app,
+        host=settings.host,
+        port=settings.port,
+        access_log_class=JsonAccessLogger,
+        print=None,
+        shutdown_timeout=WORKER_GRACE_S,
+        reuse_port=reuse_port,
+        loop=_event_loop(),
+    )
+
+
+def _event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop where it is installed (it is a dependency on Linux and macOS)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
 
 
 def _serve(args: argparse.Namespace) -> None:
     settings = _with_listen_args(load_settings(), args)
+    if args.workers is not None:
+        settings = replace(settings, workers=args.workers)
     require_secret(settings)
-    run(settings)
+    configure_logging(settings.log_level)
+    with store_url(settings) as url:
+        Supervisor(settings, url).run()
+
+
+def _worker(args: argparse.Namespace) -> None:
+    """One of `serve`'s workers (started by the supervisor, not by hand)."""
+    settings = load_settings()
+    require_secret(settings)
+    configure_logging(settings.log_level)
+    if settings.redis_url is None:
+        raise SettingsError("ATOPEN_REDIS_URL: a worker needs the supervisor's store URL")
+    run(settings, settings.redis_url, reuse_port=True)
 
 
 def _demo(args: argparse.Namespace) -> None:
     from server.demo import demo_settings, install_demo
 
     settings = demo_settings(_with_listen_args(load_settings(), args))
-    run(settings, install_demo)
+    configure_logging(settings.log_level)
+    with store_url(settings) as url:
+        run(settings, url, install_demo)
 
 
 def _sign(args: argparse.Namespace) -> None:
@@ -66,8 +100,6 @@ def _sign(args: argparse.Namespace) -> None:
 
 
 def _with_listen_args(settings: Settings, args: argparse.Namespace) -> Settings:
-    from dataclasses import replace
-
     if args.host:
         settings = replace(settings, host=args.host)
     if args.port is not None:
@@ -88,6 +120,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         command.add_argument("--host", help="listen address (default: ATOPEN_HOST)")
         command.add_argument("--port", type=int, help="listen port (default: ATOPEN_PORT)")
         command.set_defaults(handler=handler)
+        if name == "serve":
+            command.add_argument(
+                "--workers",
+                type=int,
+                help="worker processes (default: ATOPEN_WORKERS, else the number of CPUs)",
+            )
+    worker = commands.add_parser("worker", help=argparse.SUPPRESS)
+    worker.set_defaults(handler=_worker)
     sign = commands.add_parser(
         "sign", help="sign email-facing URLs with ATOPEN_SECRET", description="sign URLs"
     )

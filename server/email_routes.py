@@ -7,9 +7,12 @@ never with validators that would let a proxy keep a stale render.
 
 from __future__ import annotations
 
+import time
+
 from aiohttp import web
 
 from renderers.encode import CONTENT_TYPES, TRANSPARENT_GIF
+from server import metrics
 from server.blocks import literal_format
 from server.keys import BLOCKS, OPENS, OUTCOME
 from server.opens import OpenQuery
@@ -28,9 +31,11 @@ async def image(request: web.Request) -> web.Response:
     fmt = literal_format(request.match_info["ext"])
     prepared = request.app[BLOCKS].get(request.match_info["block"])
     if prepared is None or fmt is None:
+        metrics.REQUESTS.labels("image", "unknown_block").inc()
         return web.Response(
             status=404, body=TRANSPARENT_GIF, content_type="image/gif", headers=NO_CACHE
         )
+    started = time.perf_counter()
     pairs = list(request.rel_url.query.items())
     opens = request.app[OPENS]
     answer = await opens.image(
@@ -41,6 +46,8 @@ async def image(request: web.Request) -> web.Response:
         user_agent=request.headers.get("User-Agent"),
     )
     request[OUTCOME] = answer.outcome
+    metrics.REQUESTS.labels("image", answer.outcome.partition(":")[0]).inc()
+    metrics.REQUEST_SECONDS.labels("image").observe(time.perf_counter() - started)
     return web.Response(
         body=answer.body,
         content_type=CONTENT_TYPES[fmt],
@@ -61,6 +68,7 @@ async def click(request: web.Request) -> web.Response:
     prepared = request.app[BLOCKS].get(request.match_info["block"])
     if prepared is None:
         return web.Response(status=404, text="unknown block\n", headers=NO_CACHE)
+    started = time.perf_counter()
     pairs = list(request.rel_url.query.items())
     opens = request.app[OPENS]
     location = await opens.click(
@@ -69,4 +77,6 @@ async def click(request: web.Request) -> web.Response:
         verified=opens.verified(prepared, request.rel_url.raw_path, pairs),
         user_agent=request.headers.get("User-Agent"),
     )
+    metrics.REQUESTS.labels("click", "redirected").inc()
+    metrics.REQUEST_SECONDS.labels("click").observe(time.perf_counter() - started)
     return web.Response(status=302, headers={**NO_CACHE, "Location": location})

@@ -11,16 +11,12 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
 import fcntl
 import os
 import shutil
-import signal
 import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from urllib.parse import quote
@@ -29,6 +25,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.exceptions import BusyLoadingError, ResponseError
 from redis.retry import Retry
+
+from server.child_process import die_with_parent
 
 __all__ = ["EmbeddedRedis", "EmbeddedStoreError", "find_redis_server"]
 
@@ -44,9 +42,6 @@ _LOCK_NAME = "start.lock"
 
 _STOP_GRACE_S = 10.0
 _LOG_TAIL_LINES = 20
-
-# From <linux/prctl.h>: ask the kernel to signal this process when its parent dies.
-_PR_SET_PDEATHSIG = 1
 
 
 class EmbeddedStoreError(RuntimeError):
@@ -84,7 +79,7 @@ class EmbeddedRedis:
 
     Use it as a context manager, or call `start()` and `stop()`. A started instance that
     is never stopped is stopped at interpreter exit; if this process is killed outright,
-    the kernel terminates the server too (Linux only, see `_die_with_parent`).
+    the kernel terminates the server too (Linux only, see `server.child_process`).
 
     Call `start()` from a thread that lives as long as the server, normally the main
     thread: Linux delivers the parent-death signal when the *thread* that spawned the
@@ -284,7 +279,7 @@ class EmbeddedRedis:
                     # Out of the terminal's process group: Ctrl-C goes to atopen alone,
                     # which stops the server itself once its in-flight requests are done.
                     process_group=0,
-                    preexec_fn=_die_with_parent(),
+                    preexec_fn=die_with_parent(),
                 )
             atexit.register(self.stop)
             _wait_until_ready(self._process, socket_path, timeout_s)
@@ -333,26 +328,6 @@ def _answers_ping(socket_path: Path, *, ready_only: bool = False) -> bool:
         return False
     finally:
         client.close()
-
-
-def _die_with_parent() -> Callable[[], None] | None:
-    """Return a preexec_fn that makes the child receive SIGTERM when its parent dies.
-
-    This is what keeps a SIGKILLed atopen from leaving a redis-server behind, which
-    atexit cannot do. It exists on Linux only; elsewhere atexit is the only guard.
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    libc = ctypes.CDLL(None, use_errno=True)  # loaded before fork, not in the child
-    parent = os.getpid()
-
-    def preexec() -> None:
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-        # If the parent died between fork and prctl, no signal will ever come.
-        if os.getppid() != parent:
-            os._exit(1)
-
-    return preexec
 
 
 def _quote_config_value(value: str) -> str:

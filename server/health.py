@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 
 from aiohttp import web
 from redis.exceptions import RedisError
@@ -16,7 +17,8 @@ PING_TIMEOUT_S = 1.0
 
 @routes.get("/healthz")
 async def healthz(request: web.Request) -> web.Response:
-    return json_response({"status": "ok"})
+    """The process is up; `pid` tells which worker answered."""
+    return json_response({"status": "ok", "pid": os.getpid()})
 
 
 @routes.get("/readyz")

@@ -12,7 +12,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
@@ -27,7 +26,11 @@ from content_sources.keys import remembered_key
 from renderers.fields import Resources
 from renderers.plan import ImageFormat, RenderPlan
 from renderers.render import render
+from server import metrics
 from server.block_store import PreparedBlock
+from server.open_log import OpenLog
+from server.render_cache import RenderCache
+from server.render_pool import OverloadedError, RenderPool
 from server.selection import Choice, choose_variant, safe_link
 from server.signing import Signer
 
@@ -86,7 +89,9 @@ class Opens:
         signer: Signer,
         sources: Sequence[Source],
         resources: Resources,
-        executor: Executor,
+        pool: RenderPool,
+        cache: RenderCache,
+        open_log: OpenLog,
         deadline_ms: int,
         click_memory_s: int,
     ) -> None:
@@ -94,10 +99,11 @@ class Opens:
         self._signer = signer
         self._sources = sources
         self._resources = resources
-        self._executor = executor
+        self._pool = pool
+        self._cache = cache
+        self._open_log = open_log
         self._deadline_s = deadline_ms / 1000
         self._click_memory_s = click_memory_s
-        self._background: set[asyncio.Task[None]] = set()
 
     def verified(
         self, prepared: PreparedBlock, path: str, pairs: Sequence[tuple[str, str]]
@@ -121,11 +127,13 @@ class Opens:
                 body, outcome = await self._render(prepared, choice, fmt, query.dpr)
         except TimeoutError:
             return self._fallback(prepared, fmt, query.dpr, "deadline")
+        except OverloadedError:
+            return self._fallback(prepared, fmt, query.dpr, "overloaded")
         except Exception as exc:  # never an error image: log, then serve the default
             log.warning("open of %s fell back to the default: %r", prepared.block.id, exc)
-            return self._fallback(prepared, fmt, query.dpr, type(exc).__name__)
-        if request.recipient is not None:
-            self._remember(prepared, request.recipient, choice)
+            return self._fallback(prepared, fmt, query.dpr, "error")
+        link = safe_link(prepared.block, choice.link) or prepared.default_link
+        self._open_log.record(prepared.block.id, request.recipient, choice.variant, link)
         return ImageAnswer(body, choice.variant, outcome)
 
     async def click(
@@ -214,38 +222,33 @@ class Opens:
         *,
         bounded: bool = True,
     ) -> tuple[bytes, str]:
+        """The choice's image: pre-rendered, cached, or rendered now in the pool."""
         if choice.variant == "default" and prepared.default_is_static:
             return prepared.fallback(fmt, dpr), "static"
         block = prepared.block
         plan = RenderPlan(block.width, block.height, dpr, fmt, choice.layers)
         # The renderer checks this between layers: a timeout cannot stop a running thread.
         until = time.monotonic() + self._deadline_s if bounded else None
-        loop = asyncio.get_running_loop()
-        body = await loop.run_in_executor(self._executor, partial(render, plan, deadline=until))
-        return body, "rendered"
+        rendered = False
+
+        async def render_now() -> bytes:
+            nonlocal rendered
+            rendered = True
+            started = time.perf_counter()
+            body = await self._pool.run(partial(render, plan, deadline=until))
+            metrics.RENDER_SECONDS.observe(time.perf_counter() - started)
+            metrics.RENDERS.labels(block.id).inc()
+            return body
+
+        shared = choice.variant not in prepared.personal_variants
+        body = await self._cache.get_or_render(plan, render_now, shared=shared)
+        return body, "rendered" if rendered else "cached"
 
     def _fallback(
         self, prepared: PreparedBlock, fmt: ImageFormat, dpr: int, reason: str
     ) -> ImageAnswer:
+        metrics.FALLBACKS.labels(reason).inc()
         return ImageAnswer(prepared.fallback(fmt, dpr), "default", f"fallback:{reason}")
-
-    def _remember(self, prepared: PreparedBlock, recipient: str, choice: Choice) -> None:
-        """Note what was shown, for the click, off the response path."""
-        link = safe_link(prepared.block, choice.link) or prepared.default_link
-        entry = orjson.dumps({"variant": choice.variant, "link": link, "at": time.time()})
-        task = asyncio.create_task(self._store_memory(prepared.block.id, recipient, entry))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def _store_memory(self, block_id: str, recipient: str, entry: bytes) -> None:
-        key = remembered_key(recipient)
-        try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.hset(key, block_id, entry)
-                pipe.expire(key, self._click_memory_s)
-                await pipe.execute()
-        except Exception as exc:
-            log.warning("could not remember the render of %s: %r", block_id, exc)
 
     async def _recall(self, block_id: str, recipient: str) -> Remembered | None:
         raw = await self._redis.hget(remembered_key(recipient), block_id)
@@ -258,8 +261,3 @@ class Opens:
             return Remembered(str(entry["variant"]), str(entry["link"]))
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             return None
-
-    async def drain(self) -> None:
-        """Let the pending background writes finish (at shutdown)."""
-        if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)

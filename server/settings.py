@@ -32,10 +32,29 @@ class Settings:
     click_memory_days: int = 30
     api_max_body_bytes: int = 8 * 1024 * 1024
     log_level: str = "INFO"
+    workers: int = 0
+    render_threads: int = 0
+    render_queue: int = 64
+    cache_memory_mb: int = 64
+    cache_ttl_s: int = 3600
+    metrics_tokens: tuple[str, ...] = ()
 
     @property
     def base_url(self) -> str:
         return self.public_url or f"http://{self.host}:{self.port}"
+
+    @property
+    def worker_count(self) -> int:
+        return self.workers or os.cpu_count() or 1
+
+    @property
+    def render_thread_count(self) -> int:
+        return self.render_threads or os.cpu_count() or 1
+
+    @property
+    def metrics_token_list(self) -> tuple[str, ...]:
+        """Who may read /metrics: its own tokens, else the API's."""
+        return self.metrics_tokens or self.api_tokens
 
     @property
     def assets_dir(self) -> Path:
@@ -105,6 +124,12 @@ _VARIABLES: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "ATOPEN_CLICK_MEMORY_DAYS": ("click_memory_days", _int(1, 3650)),
     "ATOPEN_API_MAX_BODY_BYTES": ("api_max_body_bytes", _int(1024, 1 << 30)),
     "ATOPEN_LOG_LEVEL": ("log_level", _log_level),
+    "ATOPEN_WORKERS": ("workers", _int(0, 256)),
+    "ATOPEN_RENDER_THREADS": ("render_threads", _int(0, 256)),
+    "ATOPEN_RENDER_QUEUE": ("render_queue", _int(0, 100_000)),
+    "ATOPEN_CACHE_MEMORY_MB": ("cache_memory_mb", _int(1, 1_000_000)),
+    "ATOPEN_CACHE_TTL_S": ("cache_ttl_s", _int(1, 30 * 86_400)),
+    "ATOPEN_METRICS_TOKEN": ("metrics_tokens", _csv),
 }
 
 

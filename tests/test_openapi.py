@@ -135,6 +135,9 @@ def test_bearer_everywhere_in_the_api_but_the_document(document: dict[str, Any])
             assert "security" not in operation, f"{method} {path} overrides the bearer scheme"
             assert "401" in operation["responses"], f"{method} {path} lacks 401"
             assert "500" in operation["responses"], f"{method} {path} lacks 500"
+        elif (method, path) == ("get", "/metrics"):
+            assert operation["security"] == [{"bearer": []}]
+            assert "401" in operation["responses"]
         else:
             assert operation.get("security") == [], f"{method} {path} must say security: []"
             assert "401" not in operation["responses"]

@@ -1,0 +1,140 @@
+"""Render once, serve many: the render cache, keyed by the resolved plan, not the URL.
+
+Thousands of recipients resolve to the same plan (a countdown at the same second, a
+default, a segment's variant, a product card), so the key is a hash of the plan's
+content. Tier 1 is an in-process LRU bounded in bytes; tier 2 is Redis, shared by every
+worker and machine, for plans that are the same for many recipients (a plan built from
+one recipient's own data would only fill it). Concurrent identical misses render once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from renderers.plan import RenderPlan
+from server import metrics
+
+log = logging.getLogger("atopen.cache")
+KEY_PREFIX = "atopen:render:"
+
+
+def plan_key(plan: RenderPlan) -> str:
+    """A digest of everything that decides the bytes (assets by digest, fonts by file)."""
+    return hashlib.blake2b(repr(plan).encode(), digest_size=16).hexdigest()
+
+
+class MemoryLRU:
+    """Bytes by key, least recently used evicted first, bounded by total size."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self._max = max_bytes
+        self._size = 0
+        self._items: OrderedDict[str, bytes] = OrderedDict()
+
+    def get(self, key: str) -> bytes | None:
+        body = self._items.get(key)
+        if body is not None:
+            self._items.move_to_end(key)
+        return body
+
+    def put(self, key: str, body: bytes) -> None:
+        if len(body) > self._max // 4:
+            return  # one huge image must not flush everything else
+        old = self._items.pop(key, None)
+        if old is not None:
+            self._size -= len(old)
+        self._items[key] = body
+        self._size += len(body)
+        while self._size > self._max:
+            _, evicted = self._items.popitem(last=False)
+            self._size -= len(evicted)
+
+    def clear(self) -> None:
+        self._items.clear()
+        self._size = 0
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+
+class RenderCache:
+    """Memory, then Redis, then one render per key however many opens wait for it."""
+
+    def __init__(self, redis: Redis, *, memory_bytes: int, shared_ttl_s: int) -> None:
+        self._redis = redis
+        self._memory = MemoryLRU(memory_bytes)
+        self._ttl = shared_ttl_s
+        self._in_flight: dict[str, asyncio.Future[bytes]] = {}
+        self._background: set[asyncio.Task[None]] = set()
+
+    async def get_or_render(
+        self, plan: RenderPlan, render: Callable[[], Awaitable[bytes]], *, shared: bool
+    ) -> bytes:
+        """The plan's bytes from a cache, or from `render` (called once per key at a time).
+
+        `shared` plans (the same for many recipients) also go to Redis.
+        """
+        key = plan_key(plan)
+        body = self._memory.get(key)
+        if body is not None:
+            metrics.CACHE.labels("memory", "hit").inc()
+            return body
+        metrics.CACHE.labels("memory", "miss").inc()
+        waiting = self._in_flight.get(key)
+        if waiting is not None:
+            metrics.CACHE.labels("single_flight", "hit").inc()
+            return await asyncio.shield(waiting)
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._in_flight[key] = future
+        try:
+            body = await self._shared_get(key) if shared else None
+            if body is None:
+                body = await render()
+                if shared:
+                    self._spawn(self._shared_put(key, body))
+            self._memory.put(key, body)
+            future.set_result(body)
+            return body
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: waiters get it, nobody else must log it
+            raise
+        finally:
+            del self._in_flight[key]
+
+    async def _shared_get(self, key: str) -> bytes | None:
+        try:
+            body = await self._redis.get(KEY_PREFIX + key)
+        except (RedisError, OSError) as exc:
+            log.warning("shared render cache unavailable: %r", exc)
+            metrics.CACHE.labels("redis", "error").inc()
+            return None
+        metrics.CACHE.labels("redis", "hit" if body is not None else "miss").inc()
+        return body if isinstance(body, bytes) else None
+
+    async def _shared_put(self, key: str, body: bytes) -> None:
+        try:
+            await self._redis.set(KEY_PREFIX + key, body, ex=self._ttl)
+        except (RedisError, OSError) as exc:
+            log.warning("could not share a render: %r", exc)
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def forget_memory(self) -> None:
+        """Drop tier 1 (tests, and memory pressure): tier 2 and renders refill it."""
+        self._memory.clear()
+
+    async def drain(self) -> None:
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)

@@ -1,0 +1,54 @@
+"""Rendering off the event loop, in a bounded pool that sheds load instead of queueing.
+
+Image work is CPU-bound: run on the loop, one render would stall every other open. The
+pool runs a fixed number of renders at once and lets a bounded number wait; past that,
+or when too little of the open's deadline is left to render, it refuses at once and the
+open is answered with the pre-rendered default (counted), never a timeout or an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+from server import metrics
+
+T = TypeVar("T")
+
+
+class OverloadedError(Exception):
+    """No room to render now; the caller serves the default."""
+
+
+class RenderPool:
+    def __init__(self, *, threads: int, max_waiting: int) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="render")
+        self._threads = threads
+        self._max_waiting = max_waiting
+        self._running_or_waiting = 0
+        self._slots: asyncio.Semaphore | None = None
+
+    async def run(self, work: Callable[[], T]) -> T:
+        """Run `work` in the pool; OverloadedError when the queue is full."""
+        if self._running_or_waiting >= self._threads + self._max_waiting:
+            raise OverloadedError("render queue full")
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self._threads)
+        self._running_or_waiting += 1
+        metrics.QUEUE_DEPTH.inc()
+        try:
+            async with self._slots:
+                loop = asyncio.get_running_loop()
+                return await loop.run_in_executor(self._executor, work)
+        finally:
+            self._running_or_waiting -= 1
+            metrics.QUEUE_DEPTH.dec()
+
+    @property
+    def depth(self) -> int:
+        return self._running_or_waiting
+
+    def shutdown(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
