@@ -34,7 +34,7 @@ def build_sources(settings: Settings) -> tuple[Source, ...]:
         EventsSource(settings.events_max_per_recipient),
         InventorySource(),
         ClientSource(),
-        GeoSource(),
+        GeoSource(None),
         ParamsSource(),
     )
 

@@ -99,7 +99,10 @@ class Supervisor:
             code = worker.process.poll()
             if code is None:
                 continue
-            prometheus_multiprocess.mark_process_dead(worker.process.pid)  # type: ignore[no-untyped-call]
+            # Its live gauges (the queue depth) must stop counting in the sums.
+            prometheus_multiprocess.mark_process_dead(  # type: ignore[no-untyped-call]
+                worker.process.pid, str(self._metrics_dir)
+            )
             lived = time.monotonic() - worker.started
             failures = 0 if lived > STABLE_AFTER_S else worker.failures + 1
             delay = min(RESTART_BACKOFF_MAX_S, 0.5 * (2**failures)) if failures else 0.0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import get_args
 
 from aiohttp import web
@@ -22,7 +22,8 @@ from server.api.errors import (
 from server.api.ids import recipient_id
 from server.block_store import PreparedBlock
 from server.blocks import BLOCK_ID_PATTERN, BlockError, literal_format
-from server.keys import BLOCKS, OPENS
+from server.keys import BLOCKS, OPENS, REDIS
+from server.open_log import impressions_key
 
 routes = web.RouteTableDef()
 PATH = "/api/v1/blocks/{id}"
@@ -65,6 +66,30 @@ async def delete_block(request: web.Request) -> web.Response:
     if not await request.app[BLOCKS].delete(request.match_info["id"]):
         raise not_found(f"block {request.match_info['id']!r}")
     return web.Response(status=204)
+
+
+@routes.get("/api/v1/blocks/{id}/stats")
+async def block_stats(request: web.Request) -> web.Response:
+    """Impressions per day and variant (UTC days), newest first: `?days=7` (1-400)."""
+    prepared = _prepared(request)
+    raw_days = request.query.get("days", "7")
+    if not raw_days.isdigit() or not 1 <= int(raw_days) <= 400:
+        raise invalid("days", "must be a whole number from 1 to 400")
+    today = datetime.now(UTC).date()
+    days = [(today - timedelta(days=i)).isoformat() for i in range(int(raw_days))]
+    async with request.app[REDIS].pipeline(transaction=False) as pipe:
+        for day in days:
+            pipe.hgetall(impressions_key(prepared.block.id, day))
+        counts = await pipe.execute()
+    return json_response(
+        {
+            "id": prepared.block.id,
+            "impressions": {
+                day: {k.decode(): int(v) for k, v in sorted(count.items())}
+                for day, count in zip(days, counts, strict=True)
+            },
+        }
+    )
 
 
 @routes.post("/api/v1/blocks/{id}/preview")

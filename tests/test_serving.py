@@ -1,0 +1,208 @@
+"""Serving under load: render cache, single flight, load shedding, batched writes, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from PIL import ImageChops
+
+from renderers.plan import RenderPlan
+from sample_blocks import greeting
+from server.render_cache import RenderCache
+from server.settings import Settings
+from support import AUTH, TOKEN, decode, put_block, signed
+
+SHARED_BLOCK: dict[str, Any] = {
+    "width": 300,
+    "height": 100,
+    "variants": [
+        {
+            "name": "stock",
+            "when": "inventory['sku-1'].stock > 0",
+            "layers": [
+                {"type": "fill", "color": "#ffffff"},
+                {
+                    "type": "text",
+                    "box": [10, 10, 280, 80],
+                    "text": "Only {{ inventory['sku-1'].stock }} left",
+                    "size": 30,
+                },
+            ],
+            "link": "https://shop.example.com/p/1",
+        }
+    ],
+    "default": {
+        "layers": [{"type": "fill", "color": "#000000"}],
+        "link": "https://shop.example.com/",
+    },
+}
+
+
+async def metric(client: Any, name: str, **labels: str) -> float:
+    """One sample from `/metrics` (0 when absent)."""
+    text = await (await client.get("/metrics", headers=AUTH)).text()
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in text.splitlines():
+        series, _, value = line.rpartition(" ")
+        if series == (f"{name}{{{wanted}}}" if labels else name):
+            return float(value)
+    return 0.0
+
+
+async def test_identical_concurrent_misses_render_once(redis_url: str) -> None:
+    import redis.asyncio as aioredis
+
+    calls = 0
+
+    async def slow_render() -> bytes:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.05)
+        return b"image"
+
+    plan = RenderPlan(10, 10, 1, "png", ())
+    async with aioredis.from_url(redis_url) as store:
+        cache = RenderCache(store, memory_bytes=1 << 20, shared_ttl_s=60)
+        bodies = await asyncio.gather(
+            *(cache.get_or_render(plan, slow_render, shared=True) for _ in range(20))
+        )
+        assert bodies == [b"image"] * 20
+        assert calls == 1
+        # A second process (an empty memory tier) finds it in Redis without rendering.
+        await cache.drain()
+        other = RenderCache(store, memory_bytes=1 << 20, shared_ttl_s=60)
+        assert await other.get_or_render(plan, slow_render, shared=True) == b"image"
+        assert calls == 1
+
+
+async def test_a_failed_render_reaches_every_waiter_and_is_not_cached(redis_url: str) -> None:
+    import redis.asyncio as aioredis
+
+    attempts = 0
+
+    async def failing() -> bytes:
+        nonlocal attempts
+        attempts += 1
+        await asyncio.sleep(0.01)
+        raise RuntimeError("broken")
+
+    plan = RenderPlan(10, 10, 1, "gif", ())
+    async with aioredis.from_url(redis_url) as store:
+        cache = RenderCache(store, memory_bytes=1 << 20, shared_ttl_s=60)
+        results = await asyncio.gather(
+            *(cache.get_or_render(plan, failing, shared=False) for _ in range(5)),
+            return_exceptions=True,
+        )
+        assert all(isinstance(r, RuntimeError) for r in results)
+        assert attempts == 1
+        with pytest.raises(RuntimeError):
+            await cache.get_or_render(plan, failing, shared=False)
+        assert attempts == 2
+
+
+async def test_shared_content_renders_once_for_many_recipients(client: Any) -> None:
+    await put_block(client, "stock-once", SHARED_BLOCK)
+    await client.put("/api/v1/inventory/sku-1", json={"stock": 3}, headers=AUTH)
+    before = await metric(client, "atopen_renders_total", block="stock-once")
+    responses = await asyncio.gather(
+        *(client.get(signed(f"/i/stock-once.png?r=u{i}")) for i in range(30))
+    )
+    assert {r.headers["X-Atopen-Variant"] for r in responses} == {"stock"}
+    assert await metric(client, "atopen_renders_total", block="stock-once") == before + 1
+
+
+async def test_personal_renders_are_not_shared_but_each_is_correct(client: Any) -> None:
+    await put_block(client, "names", greeting())
+    for rid, name in (("u1", "Ann"), ("u2", "Bob")):
+        await client.put(f"/api/v1/profiles/{rid}", json={"first_name": name}, headers=AUTH)
+    first = decode(await (await client.get(signed("/i/names.png?r=u1"))).read())
+    second = decode(await (await client.get(signed("/i/names.png?r=u2"))).read())
+    again = decode(await (await client.get(signed("/i/names.png?r=u1"))).read())
+    assert first.tobytes() == again.tobytes()
+    assert first.tobytes() != second.tobytes()
+
+
+async def test_a_changed_block_is_never_served_from_the_cache(client: Any) -> None:
+    await put_block(client, "changing", SHARED_BLOCK)
+    await client.put("/api/v1/inventory/sku-1", json={"stock": 3}, headers=AUTH)
+    old = decode(await (await client.get(signed("/i/changing.png?r=u1"))).read())
+    changed = {**SHARED_BLOCK, "variants": [dict(SHARED_BLOCK["variants"][0])]}
+    changed["variants"][0]["layers"] = [
+        {"type": "fill", "color": "#ffffff"},
+        {
+            "type": "text",
+            "box": [10, 10, 280, 80],
+            "text": "Hurry: {{ inventory['sku-1'].stock }}",
+            "size": 30,
+        },
+    ]
+    await put_block(client, "changing", changed)
+    new = decode(await (await client.get(signed("/i/changing.png?r=u1"))).read())
+    assert ImageChops.difference(old.convert("RGB"), new.convert("RGB")).getbbox() is not None
+    # Stock changes are new content too.
+    await client.patch("/api/v1/inventory/sku-1", json={"stock": 2}, headers=AUTH)
+    newer = decode(await (await client.get(signed("/i/changing.png?r=u1"))).read())
+    assert newer.tobytes() != new.tobytes()
+
+
+async def test_a_full_render_queue_sheds_to_the_default_image(
+    make_client: Any, settings: Settings
+) -> None:
+    client = await make_client(replace(settings, render_threads=1, render_queue=0))
+    block = greeting("{% for i in range(400) %}{{ profile.first_name }} {% endfor %}")
+    block["width"], block["height"] = 1000, 1000
+    block["variants"][0]["layers"][1].update(box=[0, 0, 1000, 1000], size=10)
+    await put_block(client, "heavy", block)
+    for i in range(12):
+        await client.put(f"/api/v1/profiles/u{i}", json={"first_name": f"N{i}"}, headers=AUTH)
+    before = await metric(client, "atopen_fallbacks_total", reason="overloaded")
+    responses = await asyncio.gather(
+        *(client.get(signed(f"/i/heavy.png?r=u{i}&dpr=2")) for i in range(12))
+    )
+    variants = [r.headers["X-Atopen-Variant"] for r in responses]
+    assert all(r.status == 200 for r in responses)
+    assert "named" in variants
+    assert "default" in variants
+    for response in responses:
+        assert decode(await response.read()).size == (2000, 2000)
+    shed = await metric(client, "atopen_fallbacks_total", reason="overloaded")
+    assert shed - before == variants.count("default")
+
+
+async def test_opens_are_counted_in_batches(client: Any) -> None:
+    await put_block(client, "counted", SHARED_BLOCK)
+    await client.put("/api/v1/inventory/sku-1", json={"stock": 1}, headers=AUTH)
+    for i in range(5):
+        await client.get(signed(f"/i/counted.png?r=u{i}"))
+    await client.get("/i/counted.png?r=u1")  # unsigned: the default
+    for _ in range(100):
+        stats = await (await client.get("/api/v1/blocks/counted/stats?days=1", headers=AUTH)).json()
+        [today] = stats["impressions"].values()
+        if sum(today.values()) == 6:
+            break
+        await asyncio.sleep(0.02)
+    assert today == {"stock": 5, "default": 1}
+    bad = await client.get("/api/v1/blocks/counted/stats?days=0", headers=AUTH)
+    assert bad.status == 422
+
+
+async def test_metrics_need_a_token_and_count_requests(client: Any) -> None:
+    assert (await client.get("/metrics")).status == 401
+    assert (await client.get("/metrics", headers={"Authorization": "Bearer nope"})).status == 401
+    await put_block(client, "metered", SHARED_BLOCK)
+    before = await metric(client, "atopen_requests_total", route="image", outcome="static")
+    await client.get(signed("/i/metered.png?r=u1"))  # no stock item: the static default
+    after = await metric(client, "atopen_requests_total", route="image", outcome="static")
+    assert after == before + 1
+    text = await (await client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})).text()
+    for name in (
+        "atopen_request_seconds_bucket",
+        "atopen_render_seconds_bucket",
+        "atopen_cache_total",
+        "atopen_render_queue_depth",
+        "atopen_store_seconds_bucket",
+    ):
+        assert name in text

@@ -1,0 +1,169 @@
+"""`atopen serve --workers N` as a real process tree: shutdown and crash recovery."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from sample_blocks import greeting
+from support import AUTH, SECRET, TOKEN, decode, signed
+
+SLOW_TEXT = "{% for i in range(300) %}{{ profile.first_name }} {% endfor %}"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def server(redis_url: str, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """A supervisor with two workers on a real port, sharing the test store."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ATOPEN_")}
+    env.update(
+        ATOPEN_SECRET=SECRET,
+        ATOPEN_API_TOKEN=TOKEN,
+        ATOPEN_REDIS_URL=redis_url,
+        ATOPEN_DATA_DIR=str(tmp_path / "data"),
+        ATOPEN_PORT=str(port),
+        ATOPEN_RENDER_DEADLINE_MS="20000",
+        ATOPEN_LOG_LEVEL="WARNING",
+    )
+    process = subprocess.Popen([sys.executable, "-m", "server", "serve", "--workers", "2"], env=env)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                break
+        except OSError:
+            assert process.poll() is None, "the server exited at startup"
+            assert time.monotonic() < deadline, "the server never listened"
+            time.sleep(0.1)
+    try:
+        yield process, base
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=30)
+
+
+async def register_slow_block(session: aiohttp.ClientSession, base: str) -> None:
+    block = greeting(SLOW_TEXT)
+    block["width"], block["height"] = 1000, 1000
+    block["variants"][0]["layers"][1].update(box=[0, 0, 1000, 1000], size=10)
+    async with session.put(f"{base}/api/v1/blocks/slow", json=block, headers=AUTH) as r:
+        assert r.status in (200, 201), await r.text()
+    for i in range(10):
+        profile = {"first_name": f"Reader{i}"}
+        async with session.put(f"{base}/api/v1/profiles/u{i}", json=profile, headers=AUTH) as r:
+            assert r.status == 200
+    # Both workers must know the block: new connections until ten in a row find it.
+    found = 0
+    for _ in range(200):
+        async with (
+            aiohttp.ClientSession() as fresh,
+            fresh.get(f"{base}{signed('/i/slow.png')}") as r,
+        ):
+            found = found + 1 if r.status == 200 else 0
+        if found == 10:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("the block never reached both workers")
+
+
+async def fetch(session: aiohttp.ClientSession, url: str) -> tuple[int, str | None, bytes]:
+    async with session.get(url) as response:
+        return response.status, response.headers.get("X-Atopen-Variant"), await response.read()
+
+
+async def test_sigterm_lets_in_flight_requests_finish(
+    server: tuple[subprocess.Popen[bytes], str],
+) -> None:
+    process, base = server
+    async with aiohttp.ClientSession() as session:
+        await register_slow_block(session, base)
+        # Unique recipients: nothing comes from a cache, every request renders.
+        in_flight = [
+            asyncio.create_task(fetch(session, f"{base}{signed(f'/i/slow.png?r=u{i}&dpr=3')}"))
+            for i in range(8)
+        ]
+        await asyncio.sleep(0.3)
+        process.send_signal(signal.SIGTERM)
+        results = await asyncio.gather(*in_flight)
+    for status, variant, body in results:
+        assert status == 200
+        assert variant == "named"
+        assert decode(body).size == (3000, 3000)
+    assert process.wait(timeout=30) == 0
+
+
+async def test_a_killed_worker_is_replaced(server: tuple[subprocess.Popen[bytes], str]) -> None:
+    _, base = server
+    async with aiohttp.ClientSession() as session:
+        await register_slow_block(session, base)
+        pids: set[int] = set()
+        for _ in range(200):
+            # A new connection each time, so the kernel spreads them over the workers.
+            async with aiohttp.ClientSession() as fresh, fresh.get(f"{base}/healthz") as r:
+                pids.add((await r.json())["pid"])
+            if len(pids) == 2:
+                break
+        assert len(pids) == 2, "requests never reached both workers"
+        victim = min(pids)
+        os.kill(victim, signal.SIGKILL)
+        failures = 0
+        seen: set[int] = set()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not (seen - pids):
+            try:
+                async with aiohttp.ClientSession() as fresh, fresh.get(f"{base}/healthz") as r:
+                    seen.add((await r.json())["pid"])
+            except aiohttp.ClientError:
+                failures += 1
+            await asyncio.sleep(0.02)
+        replacement = seen - pids
+        assert replacement, "no new worker answered"
+        assert victim not in seen
+        # Only what the killed worker held can fail; the port never stops answering.
+        assert failures <= 2
+        status, variant, _ = await fetch(session, f"{base}{signed('/i/slow.png?r=u1')}")
+        assert (status, variant) == (200, "named")
+
+
+async def image_requests(session: aiohttp.ClientSession, base: str) -> float:
+    async with session.get(f"{base}/metrics", headers=AUTH) as r:
+        assert r.status == 200
+        text = await r.text()
+    return sum(
+        float(line.rpartition(" ")[2])
+        for line in text.splitlines()
+        if line.startswith("atopen_requests_total{") and 'route="image"' in line
+    )
+
+
+async def test_workers_share_one_metrics_view(server: tuple[subprocess.Popen[bytes], str]) -> None:
+    _, base = server
+    async with aiohttp.ClientSession() as session:
+        await register_slow_block(session, base)
+        before = await image_requests(session, base)
+        answered: set[int] = set()
+        for i in range(20):
+            async with aiohttp.ClientSession() as fresh:
+                await fetch(fresh, f"{base}{signed(f'/i/slow.png?r=u{i % 3}')}")
+                async with fresh.get(f"{base}/healthz") as r:
+                    answered.add((await r.json())["pid"])
+        # Whichever worker answers /metrics, it counts the requests of both.
+        assert await image_requests(session, base) - before == 20
