@@ -7,13 +7,14 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 from PIL import ImageChops
+from sample_blocks import greeting
+from support import AUTH, TOKEN, decode, put_block, signed
 
 from renderers.plan import RenderPlan
-from sample_blocks import greeting
 from server.render_cache import RenderCache
 from server.settings import Settings
-from support import AUTH, TOKEN, decode, put_block, signed
 
 SHARED_BLOCK: dict[str, Any] = {
     "width": 300,
@@ -53,8 +54,6 @@ async def metric(client: Any, name: str, **labels: str) -> float:
 
 
 async def test_identical_concurrent_misses_render_once(redis_url: str) -> None:
-    import redis.asyncio as aioredis
-
     calls = 0
 
     async def slow_render() -> bytes:
@@ -79,8 +78,6 @@ async def test_identical_concurrent_misses_render_once(redis_url: str) -> None:
 
 
 async def test_a_failed_render_reaches_every_waiter_and_is_not_cached(redis_url: str) -> None:
-    import redis.asyncio as aioredis
-
     attempts = 0
 
     async def failing() -> bytes:
