@@ -22,8 +22,10 @@ from content_sources.profile import ProfileSource
 from server.metrics import STORE_SECONDS
 from server.settings import Settings
 
-# Always gathered: cheap, and other sources depend on them (`now` needs the profile's tz).
+# Always built: they need no store access (or, for `profile`, only when asked for).
 _ALWAYS = frozenset({"profile", "now", "params", "client", "geo"})
+# Names whose values depend on the profile (the time zone, the stored location).
+_NEED_PROFILE = frozenset({"profile", "now", "events", "geo"})
 
 
 def build_sources(settings: Settings) -> tuple[Source, ...]:
@@ -44,14 +46,19 @@ async def gather_context(
 ) -> dict[str, object]:
     """The rule context for one open: one pipelined Redis round trip, then each source's value."""
     active = [s for s in sources if s.name in names or s.name in _ALWAYS]
-    commands = [s.commands(request) for s in active]
+    fetch_profile = not names.isdisjoint(_NEED_PROFILE)
+    commands = [s.commands(request) if fetch_profile or s.name != "profile" else () for s in active]
+    flat = [command for batch in commands for command in batch]
     replies: list[object] = []
-    if any(commands):
+    if flat:
         started = time.perf_counter()
-        async with redis.pipeline(transaction=False) as pipe:
-            for command in (c for batch in commands for c in batch):
-                pipe.execute_command(*command)
-            replies = await pipe.execute()
+        if len(flat) == 1:  # most shared content: no pipeline machinery for one command
+            replies = [await redis.execute_command(*flat[0])]  # type: ignore[no-untyped-call]
+        else:
+            async with redis.pipeline(transaction=False) as pipe:
+                for command in flat:
+                    pipe.execute_command(*command)
+                replies = await pipe.execute()
         STORE_SECONDS.observe(time.perf_counter() - started)
     return build_context(active, commands, replies, request)
 

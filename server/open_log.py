@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -22,6 +23,15 @@ from content_sources.keys import PREFIX, remembered_key
 log = logging.getLogger("atopen.opens")
 IMPRESSIONS_TTL_S = 400 * 86_400
 MAX_QUEUE = 100_000
+# One command per recipient: set the remembered renders and renew the memory's TTL.
+# KEYS: the recipient's memory. ARGV: TTL seconds, then block/entry pairs.
+_REMEMBER_SCRIPT = """
+for i = 2, #ARGV, 2 do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+end
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return 0
+"""
 
 
 def impressions_key(block_id: str, day: str) -> str:
@@ -45,7 +55,7 @@ class OpenLog:
         self._click_memory_s = click_memory_s
         self._interval_s = interval_s
         self._queue: list[OpenRecord] = []
-        self._wake = asyncio.Event()
+        self._remember = redis.register_script(_REMEMBER_SCRIPT)
 
     def record(self, block_id: str, recipient: str | None, variant: str, link: str) -> None:
         if len(self._queue) >= MAX_QUEUE:
@@ -62,18 +72,32 @@ class OpenLog:
         batch, self._queue = self._queue, []
         if not batch:
             return
+        # Counts add up per (block, day, variant); a recipient's memory keeps the last
+        # render per block. So a burst of opens costs a few commands, not several each.
+        counts: Counter[tuple[str, str, str]] = Counter()
+        memories: dict[str, dict[str, bytes]] = defaultdict(dict)
+        for record in batch:
+            day = datetime.fromtimestamp(record.at, UTC).date().isoformat()
+            counts[(record.block_id, day, record.variant)] += 1
+            if record.recipient is not None:
+                entry = {"variant": record.variant, "link": record.link, "at": record.at}
+                memories[record.recipient][record.block_id] = orjson.dumps(entry)
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
-                for record in batch:
-                    day = datetime.fromtimestamp(record.at, UTC).date().isoformat()
-                    counter = impressions_key(record.block_id, day)
-                    pipe.hincrby(counter, record.variant, 1)
+                counters = set()
+                for (block_id, day, variant), count in counts.items():
+                    counter = impressions_key(block_id, day)
+                    pipe.hincrby(counter, variant, count)
+                    counters.add(counter)
+                for counter in counters:
                     pipe.expire(counter, IMPRESSIONS_TTL_S)
-                    if record.recipient is not None:
-                        key = remembered_key(record.recipient)
-                        entry = {"variant": record.variant, "link": record.link, "at": record.at}
-                        pipe.hset(key, record.block_id, orjson.dumps(entry))
-                        pipe.expire(key, self._click_memory_s)
+                for recipient, entries in memories.items():
+                    fields = [part for item in entries.items() for part in item]
+                    await self._remember(
+                        keys=[remembered_key(recipient)],
+                        args=[self._click_memory_s, *fields],
+                        client=pipe,
+                    )
                 await pipe.execute()
         except (RedisError, OSError) as exc:
             log.warning("could not write %d open records: %r", len(batch), exc)

@@ -1,0 +1,1 @@
+"""Load tests and benchmarks for atopen (see loadtest/README.md)."""

@@ -1,0 +1,239 @@
+"""`make bench` (serving part): atopen under open-spike load, against floors from the same run.
+
+Starts a real store and `atopen serve --workers N` on loopback, seeds a population,
+and for each case prints the rate, p50/p99 and the ratio to its floor:
+- shared content (a plan-cache hit) vs a bare aiohttp handler answering the same bytes;
+- unique personalized renders vs the same images drawn by a minimal Pillow script;
+- overload at three times the unique-render capacity: errors, timeouts, p99;
+- scaling: N workers vs one.
+The machine is shared and noisy: read the ratios, not the absolute numbers. Nothing
+here fails on time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import orjson
+import redis
+
+from content_sources.keys import inventory_key, profile_key
+from loadtest import floors, loadgen
+from server.embedded_store import EmbeddedRedis
+from server.signing import Signer
+
+SECRET = "bench-secret"
+TOKEN = "bench-token"
+HOST = "127.0.0.1"
+SHARED_BLOCK = {
+    "width": 600,
+    "height": 200,
+    "variants": [
+        {
+            "name": "in-stock",
+            "when": "inventory['sku-1'].stock > 0",
+            "layers": [
+                {"type": "fill", "color": "#0b6e4f"},
+                {"type": "text", "box": [24, 24, 552, 152], "size": 40, "color": "#ffffff",
+                 "text": "Only {{ inventory['sku-1'].stock }} left: order today"},
+            ],
+            "link": "https://shop.example.com/p/1",
+        }
+    ],
+    "default": {"layers": [{"type": "fill", "color": "#222222"}], "link": "https://shop.example.com/"},
+}
+PERSONAL_BLOCK = {
+    "width": 400,
+    "height": 100,
+    "variants": [
+        {
+            "name": "named",
+            "layers": [
+                {"type": "fill", "color": "#ffffff"},
+                {"type": "text", "box": [10, 10, 380, 80], "size": 30,
+                 "text": "Hello {{ profile.first_name }}"},
+            ],
+            "link": "https://shop.example.com/",
+        }
+    ],
+    "default": {"layers": [{"type": "fill", "color": "#ffffff"}], "link": "https://shop.example.com/"},
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with socket.create_connection((HOST, port), timeout=0.5):
+                return
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the server under test did not start") from None
+            time.sleep(0.1)
+
+
+@contextmanager
+def atopen_server(redis_url: str, workers: int, data_dir: Path) -> Iterator[int]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ATOPEN_")}
+    env.update(
+        ATOPEN_SECRET=SECRET,
+        ATOPEN_API_TOKEN=TOKEN,
+        ATOPEN_REDIS_URL=redis_url,
+        ATOPEN_PORT=str(port),
+        ATOPEN_DATA_DIR=str(data_dir),
+        ATOPEN_LOG_LEVEL="WARNING",
+    )
+    process = subprocess.Popen(  # noqa: S603 - our own command
+        [sys.executable, "-m", "server", "serve", "--workers", str(workers)], env=env
+    )
+    try:
+        wait_for_port(port, process)
+        yield port
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+
+
+@contextmanager
+def floor_server(body: bytes, workers: int, tmp: Path) -> Iterator[int]:
+    port = free_port()
+    body_path = tmp / "floor-body.png"
+    body_path.write_bytes(body)
+    processes = [
+        subprocess.Popen(  # noqa: S603 - our own module
+            [sys.executable, "-m", "loadtest.floors", str(port), str(body_path)]
+        )
+        for _ in range(workers)
+    ]
+    try:
+        wait_for_port(port, processes[0])
+        time.sleep(0.5)  # let every process bind before the load starts
+        yield port
+    finally:
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=30)
+
+
+def api(port: int, method: str, path: str, body: object) -> None:
+    request = urllib.request.Request(  # noqa: S310 - loopback
+        f"http://{HOST}:{port}{path}",
+        data=orjson.dumps(body),
+        method=method,
+        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - loopback
+        response.read()
+
+
+def seed(redis_url: str, recipients: int) -> None:
+    with redis.Redis.from_url(redis_url) as store:
+        pipe = store.pipeline(transaction=False)
+        for i in range(recipients):
+            pipe.set(profile_key(f"r{i}"), orjson.dumps({"first_name": f"Reader{i}"}))
+        pipe.set(inventory_key("sku-1"), orjson.dumps({"stock": 7}))
+        pipe.execute()
+
+
+def fetch(port: int, path: str) -> bytes:
+    with urllib.request.urlopen(f"http://{HOST}:{port}{path}", timeout=30) as response:  # noqa: S310
+        body: bytes = response.read()
+        return body
+
+
+def line(name: str, result: loadgen.Result, floor: float | None, unit: str = "req/s") -> str:
+    ratio = f"{result.rate / floor:6.2f}x floor ({floor:,.0f} {unit})" if floor else ""
+    errors = result.errors + result.timeouts + sum(
+        n for status, n in result.statuses.items() if status != 200
+    )
+    return (
+        f"{name:<28} {result.rate:>9,.0f} req/s  p50 {result.percentile_ms(50):6.1f} ms  "
+        f"p99 {result.percentile_ms(99):6.1f} ms  errors {errors:<5} {ratio}"
+    )
+
+
+def measure(args: argparse.Namespace) -> None:
+    signer = Signer([SECRET])
+    with tempfile.TemporaryDirectory(prefix="atopen-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        with EmbeddedRedis(tmp / "store", persistent=False) as store:
+            seed(store.url, args.recipients)
+            shared_paths = [signer.sign_url(f"/i/shared.png?r=r{i}") for i in range(1000)]
+            unique_paths = [
+                signer.sign_url(f"/i/personal.png?r=r{i}") for i in range(args.recipients)
+            ]
+            print(f"atopen benchmark: {args.workers} workers, {args.seconds:.0f} s per case, "
+                  f"{os.cpu_count()} CPUs")
+            with atopen_server(store.url, args.workers, tmp / "data") as port:
+                api(port, "PUT", "/api/v1/blocks/shared", SHARED_BLOCK)
+                api(port, "PUT", "/api/v1/blocks/personal", PERSONAL_BLOCK)
+                time.sleep(1.5)  # every worker has the blocks (pub/sub)
+                shared_body = fetch(port, shared_paths[0])
+                shared = asyncio.run(
+                    loadgen.run(HOST, port, shared_paths, duration_s=args.seconds, connections=64)
+                )
+                unique = asyncio.run(
+                    loadgen.run(HOST, port, unique_paths, duration_s=args.seconds, connections=16)
+                )
+                offered = 3 * unique.rate
+                overload = asyncio.run(
+                    loadgen.run(
+                        HOST, port, list(reversed(unique_paths)),
+                        duration_s=args.seconds, rate=offered,
+                    )
+                )
+            with floor_server(shared_body, args.workers, tmp) as floor_port:
+                floor = asyncio.run(
+                    loadgen.run(HOST, floor_port, ["/"], duration_s=args.seconds, connections=64)
+                )
+            pillow = floors.pillow_renders_per_s(args.seconds, args.workers)
+            with redis.Redis.from_url(store.url) as client:
+                client.delete(*[k for k in client.scan_iter("atopen:render:*")])
+            with atopen_server(store.url, 1, tmp / "data1") as port:
+                api(port, "PUT", "/api/v1/blocks/personal", PERSONAL_BLOCK)
+                one_worker = asyncio.run(
+                    loadgen.run(HOST, port, unique_paths, duration_s=args.seconds, connections=16)
+                )
+
+    print(line("shared content (cache hit)", shared, floor.rate))
+    print(line("  floor: bare aiohttp", floor, None))
+    print(line("unique personalized renders", unique, pillow, "images/s"))
+    print(line(f"overload at {offered:,.0f}/s offered", overload, None))
+    defaults = overload.variants.get("default", 0)
+    print(f"  {defaults / max(1, sum(overload.variants.values())):.0%} answered with the default "
+          f"(shed), timeouts {overload.timeouts}, errors {overload.errors}")
+    print(line("unique renders, 1 worker", one_worker, None))
+    print(f"  scaling: {args.workers} workers = {unique.rate / max(one_worker.rate, 1e-9):.2f}x "
+          "one worker")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--recipients", type=int, default=20_000)
+    measure(parser.parse_args())
+
+
+if __name__ == "__main__":
+    main()
