@@ -19,6 +19,7 @@ from content_sources.geo import GeoSource
 from content_sources.inventory import InventorySource
 from content_sources.params import ParamsSource
 from content_sources.profile import ProfileSource
+from content_sources.store_batch import StoreBatcher
 from server.metrics import STORE_SECONDS
 from server.settings import Settings
 
@@ -42,9 +43,12 @@ def build_sources(settings: Settings) -> tuple[Source, ...]:
 
 
 async def gather_context(
-    redis: Redis, sources: Sequence[Source], request: OpenRequest, names: frozenset[str]
+    store: Redis | StoreBatcher,
+    sources: Sequence[Source],
+    request: OpenRequest,
+    names: frozenset[str],
 ) -> dict[str, object]:
-    """The rule context for one open: one pipelined Redis round trip, then each source's value."""
+    """The rule context for one open: one store round trip, then each source's value."""
     active = [s for s in sources if s.name in names or s.name in _ALWAYS]
     fetch_profile = not names.isdisjoint(_NEED_PROFILE)
     commands = [s.commands(request) if fetch_profile or s.name != "profile" else () for s in active]
@@ -52,10 +56,10 @@ async def gather_context(
     replies: list[object] = []
     if flat:
         started = time.perf_counter()
-        if len(flat) == 1:  # most shared content: no pipeline machinery for one command
-            replies = [await redis.execute_command(*flat[0])]  # type: ignore[no-untyped-call]
+        if isinstance(store, StoreBatcher):
+            replies = await store.execute(flat)
         else:
-            async with redis.pipeline(transaction=False) as pipe:
+            async with store.pipeline(transaction=False) as pipe:
                 for command in flat:
                     pipe.execute_command(*command)
                 replies = await pipe.execute()

@@ -23,6 +23,7 @@ from content_sources import anonymous_context, gather_context
 from content_sources.base import OpenRequest, Source
 from content_sources.inventory import InventoryView
 from content_sources.keys import remembered_key
+from content_sources.store_batch import StoreBatcher
 from renderers.fields import Resources
 from renderers.plan import ImageFormat, RenderPlan
 from renderers.render import render
@@ -96,6 +97,7 @@ class Opens:
         click_memory_s: int,
     ) -> None:
         self._redis = redis
+        self._batcher = StoreBatcher(redis)
         self._signer = signer
         self._sources = sources
         self._resources = resources
@@ -199,7 +201,7 @@ class Opens:
         if anonymous:
             context = anonymous_context(self._sources, request)
             return choose_variant(block, context, self._resources, default_only=True)
-        context = await gather_context(self._redis, self._sources, request, block.names)
+        context = await gather_context(self._batcher, self._sources, request, block.names)
         if client is not None:
             context["client"] = dict(client)
         choice = choose_variant(block, context, self._resources)
@@ -207,7 +209,7 @@ class Opens:
         if isinstance(inventory, InventoryView) and inventory.unfetched:
             # A rule computed a SKU: fetch it and decide again (at most once more).
             request = replace(request, skus=request.skus | inventory.unfetched)
-            context = await gather_context(self._redis, self._sources, request, block.names)
+            context = await gather_context(self._batcher, self._sources, request, block.names)
             if client is not None:
                 context["client"] = dict(client)
             choice = choose_variant(block, context, self._resources)
@@ -235,7 +237,7 @@ class Opens:
             nonlocal rendered
             rendered = True
             started = time.perf_counter()
-            body = await self._pool.run(partial(render, plan, deadline=until))
+            body = await self._pool.run(partial(render, plan, deadline=until), deadline=until)
             metrics.RENDER_SECONDS.observe(time.perf_counter() - started)
             metrics.RENDERS.labels(block.id).inc()
             return body

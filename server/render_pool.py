@@ -9,6 +9,7 @@ open is answered with the pre-rendered default (counted), never a timeout or an 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -16,6 +17,8 @@ from typing import TypeVar
 from server import metrics
 
 T = TypeVar("T")
+# Weight of the newest render in the running average of render times.
+_SMOOTHING = 0.1
 
 
 class OverloadedError(Exception):
@@ -28,12 +31,22 @@ class RenderPool:
         self._threads = threads
         self._max_waiting = max_waiting
         self._running_or_waiting = 0
+        self._average_s = 0.0
         self._slots: asyncio.Semaphore | None = None
 
-    async def run(self, work: Callable[[], T]) -> T:
-        """Run `work` in the pool; OverloadedError when the queue is full."""
+    async def run(self, work: Callable[[], T], *, deadline: float | None = None) -> T:
+        """Run `work` in the pool.
+
+        OverloadedError when the queue is full, or when the renders ahead of this one
+        (at the recent average time each) would not leave it time to finish by
+        `deadline` (a `time.monotonic()` value): better the default now than a timeout.
+        """
         if self._running_or_waiting >= self._threads + self._max_waiting:
             raise OverloadedError("render queue full")
+        if deadline is not None:
+            rounds = self._running_or_waiting // self._threads + 1
+            if time.monotonic() + rounds * self._average_s > deadline:
+                raise OverloadedError("no time left to render")
         if self._slots is None:
             self._slots = asyncio.Semaphore(self._threads)
         self._running_or_waiting += 1
@@ -41,7 +54,11 @@ class RenderPool:
         try:
             async with self._slots:
                 loop = asyncio.get_running_loop()
-                return await loop.run_in_executor(self._executor, work)
+                started = time.monotonic()
+                result = await loop.run_in_executor(self._executor, work)
+                elapsed = time.monotonic() - started
+                self._average_s += (elapsed - self._average_s) * _SMOOTHING
+                return result
         finally:
             self._running_or_waiting -= 1
             metrics.QUEUE_DEPTH.dec()

@@ -49,7 +49,9 @@ class Settings:
 
     @property
     def render_thread_count(self) -> int:
-        return self.render_threads or os.cpu_count() or 1
+        """Threads per process: by default the CPUs shared out among the workers, so
+        render threads do not starve the workers' event loops."""
+        return self.render_threads or max(1, (os.cpu_count() or 1) // self.worker_count)
 
     @property
     def metrics_token_list(self) -> tuple[str, ...]:

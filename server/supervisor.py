@@ -82,6 +82,7 @@ class Supervisor:
         env["ATOPEN_REDIS_URL"] = self._redis_url
         env["ATOPEN_HOST"] = self._settings.host
         env["ATOPEN_PORT"] = str(self._settings.port)
+        env["ATOPEN_WORKERS"] = str(self._settings.worker_count)
         env[MULTIPROCESS_DIR_VARIABLE] = str(self._metrics_dir)
         return env
 
