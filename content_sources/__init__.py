@@ -19,6 +19,7 @@ from content_sources.geo import GeoSource
 from content_sources.inventory import InventorySource
 from content_sources.params import ParamsSource
 from content_sources.profile import ProfileSource
+from content_sources.segments import SegmentsSource
 from content_sources.store_batch import StoreBatcher
 from server.metrics import STORE_SECONDS
 from server.settings import Settings
@@ -34,6 +35,7 @@ def build_sources(settings: Settings) -> tuple[Source, ...]:
     return (
         ProfileSource(),
         ClockSource(),
+        SegmentsSource(),
         EventsSource(settings.events_max_per_recipient),
         InventorySource(),
         ClientSource(),

@@ -23,6 +23,16 @@ def remembered_key(recipient: str) -> str:
     return f"{PREFIX}remembered:{{{recipient}}}"
 
 
+def purchases_key(recipient: str) -> str:
+    """The recipient's purchases (for segments): a hash of event id -> `[ts_ms, amount]`."""
+    return f"{PREFIX}purchases:{{{recipient}}}"
+
+
+def rfm_key(recipient: str) -> str:
+    """The recipient's computed RFM record (JSON), what `rfm` reads."""
+    return f"{PREFIX}rfm:{{{recipient}}}"
+
+
 def inventory_key(sku: str) -> str:
     return f"{PREFIX}inventory:{sku}"
 
@@ -34,4 +44,6 @@ def recipient_keys(recipient: str) -> tuple[str, ...]:
         events_key(recipient),
         event_ids_key(recipient),
         remembered_key(recipient),
+        purchases_key(recipient),
+        rfm_key(recipient),
     )

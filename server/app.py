@@ -9,6 +9,7 @@ from datetime import timedelta
 from functools import partial
 from pathlib import Path
 
+import aiohttp
 from aiohttp import web
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -16,7 +17,9 @@ from redis.exceptions import RedisError
 from content_sources import build_sources
 from content_sources.documents import DocumentStore
 from content_sources.events import EventLog
+from content_sources.http_data import HttpData
 from content_sources.keys import inventory_key, profile_key
+from content_sources.segments import RfmPolicy
 from renderers.resources import LocalResources, builtin_fonts
 from server import email_routes, health
 from server.api import blocks as blocks_api
@@ -24,7 +27,7 @@ from server.api import events as events_api
 from server.api import inventory as inventory_api
 from server.api import profiles as profiles_api
 from server.api import signing as signing_api
-from server.block_store import BlockStore, prepare_block, stop_task
+from server.block_store import BlockPreparer, BlockStore, stop_task
 from server.keys import BLOCKS, EVENTS, INVENTORY, OPENS, PROFILES, REDIS, SETTINGS, SIGNER
 from server.metrics import metrics_route
 from server.middlewares import api_middleware, request_id_middleware
@@ -33,6 +36,7 @@ from server.openapi import routes as openapi_routes
 from server.opens import Opens
 from server.render_cache import RenderCache
 from server.render_pool import RenderPool
+from server.segments_job import run_segments_job
 from server.settings import Settings
 from server.signing import Signer
 
@@ -85,10 +89,12 @@ async def _services(app: web.Application, *, redis_url: str) -> AsyncIterator[No
     sources = build_sources(settings)
     blocks = BlockStore(
         redis,
-        lambda block_id, definition, version, updated_at: prepare_block(
-            block_id, definition, version, updated_at, resources, sources
-        ),
+        BlockPreparer(resources, sources, frozenset(settings.data_secrets)),
     )
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=100, ttl_dns_cache=300), trust_env=False
+    )
+    http_data = HttpData(settings.data_secrets, session, redis)
     opens = Opens(
         redis=redis,
         signer=app[SIGNER],
@@ -96,6 +102,7 @@ async def _services(app: web.Application, *, redis_url: str) -> AsyncIterator[No
         resources=resources,
         pool=pool,
         cache=cache,
+        http_data=http_data,
         open_log=open_log,
         deadline_ms=settings.render_deadline_ms,
         click_memory_s=click_memory_s,
@@ -116,11 +123,17 @@ async def _services(app: web.Application, *, redis_url: str) -> AsyncIterator[No
         log.error("store unreachable at startup (%s); /readyz stays 503 until it answers", exc)
     feed = asyncio.create_task(blocks.follow_changes(), name="block-changes")
     writer = asyncio.create_task(open_log.run(), name="open-log")
+    tasks = [feed, writer]
+    if settings.segments_interval_s:
+        policy = RfmPolicy(settings.segments_window_days, settings.segments_history_days)
+        job = run_segments_job(redis, settings.segments_interval_s, policy=policy)
+        tasks.append(asyncio.create_task(job, name="segments"))
     try:
         yield
     finally:
-        await stop_task(feed)
-        await stop_task(writer)
+        for task in tasks:
+            await stop_task(task)
+        await session.close()
         await open_log.flush()
         await cache.drain()
         pool.shutdown()

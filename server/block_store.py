@@ -13,9 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from functools import partial
 
 import orjson
 from redis.asyncio import Redis
@@ -66,6 +67,30 @@ class PreparedBlock:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class BlockPreparer:
+    """What preparing a block needs from the process: fonts, assets, sources, secrets."""
+
+    resources: Resources
+    sources: Sequence[Source]
+    secret_names: Collection[str] = ()
+
+    def __call__(
+        self, block_id: str, definition: object, version: int, updated_at: str, *, strict: bool
+    ) -> PreparedBlock:
+        """`strict` when a marketer stores the block: it must also fit this server's
+        configuration (its data sources' secrets). A stored block is loaded as it is."""
+        return prepare_block(
+            block_id,
+            definition,
+            version,
+            updated_at,
+            self.resources,
+            self.sources,
+            secret_names=self.secret_names if strict else None,
+        )
+
+
 def prepare_block(
     block_id: str,
     definition: object,
@@ -73,9 +98,11 @@ def prepare_block(
     updated_at: str,
     resources: Resources,
     sources: Sequence[Source],
+    *,
+    secret_names: Collection[str] | None = None,
 ) -> PreparedBlock:
     """Compile, check the default renders with no data, and pre-render it. CPU-bound."""
-    block = compile_block(block_id, definition, version, resources)
+    block = compile_block(block_id, definition, version, resources, secret_names=secret_names)
     request = OpenRequest(at=datetime.now(UTC), block_tz=block.tz)
     try:
         choice = choose_variant(
@@ -110,7 +137,7 @@ class BlockStore:
     def __init__(
         self,
         redis: Redis,
-        prepare: Callable[[str, object, int, str], PreparedBlock],
+        prepare: BlockPreparer,
     ) -> None:
         self._redis = redis
         self._prepare = prepare
@@ -124,13 +151,11 @@ class BlockStore:
     def all(self) -> list[PreparedBlock]:
         return [self._snapshot[k] for k in sorted(self._snapshot)]
 
-    async def validate(self, block_id: str, definition: object) -> None:
-        """Raise BlockError unless the definition would be accepted (nothing is stored)."""
-        await asyncio.to_thread(self._prepare, block_id, definition, 0, "")
-
     async def put(self, block_id: str, definition: object) -> PreparedBlock:
         """Validate, store with the next version, tell every process, update this one."""
-        prepared = await asyncio.to_thread(self._prepare, block_id, definition, 0, "")
+        prepared = await asyncio.to_thread(
+            partial(self._prepare, block_id, definition, 0, "", strict=True)
+        )
         version = int(await self._redis.hincrby(VERSIONS_KEY, block_id, 1))
         updated_at = datetime.now(UTC).isoformat(timespec="seconds")
         record = {"version": version, "updated_at": updated_at, "definition": definition}
@@ -178,7 +203,14 @@ class BlockStore:
             if current is not None and current.block.version == version:
                 return
             self._snapshot[block_id] = await asyncio.to_thread(
-                self._prepare, block_id, record["definition"], version, record["updated_at"]
+                partial(
+                    self._prepare,
+                    block_id,
+                    record["definition"],
+                    version,
+                    record["updated_at"],
+                    strict=False,
+                )
             )
         except (BlockError, orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             # A stored block that no longer compiles (an asset was removed, say) keeps

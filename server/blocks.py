@@ -8,11 +8,12 @@ just the first) and each names its field, e.g. `variants[1].layers[0].color`.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 from urllib.parse import urlsplit
 
+from content_sources.http_data import DataSourceError, HttpSourceSpec, parse_data_sources
 from renderers.fields import Field, FieldError, Resources
 from renderers.layers import LAYER_KINDS
 from renderers.layers.base import LayerKind
@@ -41,6 +42,7 @@ _BLOCK_KEYS = {
     "default",
     "link_hosts",
     "description",
+    "data",
 }
 _FORMATS: tuple[ImageFormat, ...] = ("png", "jpg", "gif")
 SCALES = (1, 2, 3)
@@ -95,6 +97,7 @@ class Block:
     names: frozenset[str]
     skus: frozenset[str]
     definition: Mapping[str, Any] = field(compare=False, repr=False)
+    data: Mapping[str, HttpSourceSpec] = field(default_factory=dict)
 
 
 class _Collector:
@@ -105,8 +108,19 @@ class _Collector:
         self.problems.append(Problem(path, message))
 
 
-def compile_block(block_id: str, definition: object, version: int, resources: Resources) -> Block:
-    """Validate and compile a definition; raises BlockError naming every bad field."""
+def compile_block(
+    block_id: str,
+    definition: object,
+    version: int,
+    resources: Resources,
+    *,
+    secret_names: Collection[str] | None = None,
+) -> Block:
+    """Validate and compile a definition; raises BlockError naming every bad field.
+
+    `secret_names` (given when a marketer stores a block) also checks that every secret
+    its HTTP data sources read is configured here.
+    """
     errors = _Collector()
     if not BLOCK_ID_PATTERN.match(block_id):
         errors.add(
@@ -130,6 +144,13 @@ def compile_block(block_id: str, definition: object, version: int, resources: Re
     if tz is not None and not _valid_zone(tz):
         errors.add("tz", "must be an IANA time zone name, e.g. Europe/Warsaw")
     hosts = _literal_hosts(definition, errors)
+    data: dict[str, HttpSourceSpec] = {}
+    if "data" in definition:
+        try:
+            data = parse_data_sources(definition["data"], "data", secret_names=secret_names)
+        except DataSourceError as exc:
+            for field_path, message in exc.problems:
+                errors.add(field_path, message)
 
     variants: list[VariantTemplate] = []
     raw_variants = definition.get("variants", [])
@@ -154,7 +175,9 @@ def compile_block(block_id: str, definition: object, version: int, resources: Re
     if errors.problems or default is None:
         raise BlockError(errors.problems)
     sources = [*_all_sources(default), *(s for v in variants for s in _all_sources(v))]
-    names: frozenset[str] = frozenset().union(*(s.names for s in sources))
+    names: frozenset[str] = frozenset().union(
+        *(s.names for s in sources), *(spec.names for spec in data.values())
+    )
     skus = frozenset().union(*(constant_subscripts(s.source, "inventory") for s in sources))
     return Block(
         id=block_id,
@@ -170,6 +193,7 @@ def compile_block(block_id: str, definition: object, version: int, resources: Re
         names=names,
         skus=skus,
         definition=definition,
+        data=data,
     )
 
 
@@ -204,7 +228,8 @@ def _literal_hosts(definition: Mapping[str, Any], errors: _Collector) -> frozens
         errors.add("link_hosts", "must be a list of host names")
     else:
         hosts.update(h.lower() for h in extra)
-    for text in _strings(definition):
+    # A data source's API host is where atopen fetches from, not where a click may go.
+    for text in _strings({k: v for k, v in definition.items() if k != "data"}):
         hosts.update(m.group(1).lower().rstrip(".") for m in _URL_IN_TEXT.finditer(text))
     return frozenset(hosts)
 

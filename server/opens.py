@@ -21,6 +21,7 @@ from redis.asyncio import Redis
 
 from content_sources import anonymous_context, gather_context
 from content_sources.base import OpenRequest, Source
+from content_sources.http_data import HttpData, SourceTrace
 from content_sources.inventory import InventoryView
 from content_sources.keys import remembered_key
 from content_sources.store_batch import StoreBatcher
@@ -38,6 +39,8 @@ from server.signing import Signer
 log = logging.getLogger("atopen.opens")
 
 MAX_RECIPIENT_LEN = 256
+# The share of the deadline live HTTP data may take; the rest is for rendering.
+DATA_SHARE = 0.6
 MERGE_PREFIX = "m."
 
 
@@ -92,6 +95,7 @@ class Opens:
         resources: Resources,
         pool: RenderPool,
         cache: RenderCache,
+        http_data: HttpData,
         open_log: OpenLog,
         deadline_ms: int,
         click_memory_s: int,
@@ -102,6 +106,7 @@ class Opens:
         self._sources = sources
         self._resources = resources
         self._pool = pool
+        self._http_data = http_data
         self._cache = cache
         self._open_log = open_log
         self._deadline_s = deadline_ms / 1000
@@ -162,7 +167,7 @@ class Opens:
         self, prepared: PreparedBlock, request: OpenRequest, client: Mapping[str, object] | None
     ) -> Choice:
         """The variant `request` would get (for previews: no deadline, nothing remembered)."""
-        return await self._choose(prepared, request, anonymous=False, client=client)
+        return await self._choose(prepared, request, anonymous=False, client=client, bounded=False)
 
     async def render_choice(
         self, prepared: PreparedBlock, choice: Choice, fmt: ImageFormat, dpr: int
@@ -196,24 +201,33 @@ class Opens:
         *,
         anonymous: bool,
         client: Mapping[str, object] | None = None,
+        bounded: bool = True,
     ) -> Choice:
         block = prepared.block
         if anonymous:
             context = anonymous_context(self._sources, request)
             return choose_variant(block, context, self._resources, default_only=True)
+        overrides: dict[str, object] = {} if client is None else {"client": dict(client)}
         context = await gather_context(self._batcher, self._sources, request, block.names)
-        if client is not None:
-            context["client"] = dict(client)
+        context.update(overrides)
+        trace: tuple[SourceTrace, ...] = ()
+        if block.data:
+            # Live HTTP data needs the recipient's context for its URLs, so it comes
+            # second, with part of the deadline: the rest is for rendering.
+            until = time.monotonic() + self._deadline_s * DATA_SHARE if bounded else None
+            fetched = await self._http_data.fetch_all(block.data, context, until)
+            overrides["data"] = fetched.values
+            context["data"] = fetched.values
+            trace = fetched.trace
         choice = choose_variant(block, context, self._resources)
         inventory = context.get("inventory")
         if isinstance(inventory, InventoryView) and inventory.unfetched:
             # A rule computed a SKU: fetch it and decide again (at most once more).
             request = replace(request, skus=request.skus | inventory.unfetched)
             context = await gather_context(self._batcher, self._sources, request, block.names)
-            if client is not None:
-                context["client"] = dict(client)
+            context.update(overrides)
             choice = choose_variant(block, context, self._resources)
-        return choice
+        return replace(choice, data_trace=trace) if trace else choice
 
     async def _render(
         self,

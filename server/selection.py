@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from content_sources.http_data import SourceTrace
 from renderers.fields import FieldError, Resources
 from renderers.plan import Layer
 from server.blocks import Block, LayerTemplate, VariantTemplate, is_http_url
@@ -37,6 +38,7 @@ class Choice:
     layers: tuple[Layer, ...]
     link: str
     trace: tuple[VariantOutcome, ...]
+    data_trace: tuple[SourceTrace, ...] = ()
 
 
 def choose_variant(

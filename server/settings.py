@@ -7,8 +7,9 @@ message that names the variable, so nothing is discovered at open time.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -38,6 +39,11 @@ class Settings:
     cache_memory_mb: int = 64
     cache_ttl_s: int = 3600
     metrics_tokens: tuple[str, ...] = ()
+    segments_interval_s: int = 3600
+    segments_window_days: int = 365
+    segments_history_days: int = 730
+    # Values HTTP data sources' header templates read as `secrets.NAME`.
+    data_secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def base_url(self) -> str:
@@ -111,6 +117,17 @@ def _text(name: str, raw: str) -> str:
     return raw.strip()
 
 
+def _segments_interval(name: str, raw: str) -> int:
+    value = _int(0, 604_800)(name, raw)
+    if 0 < value < 60:
+        raise SettingsError(f"{name}: {value} is below 60 seconds (0 turns the job off)")
+    return value
+
+
+# `ATOPEN_SECRET_<NAME>`: a secret for HTTP data sources' headers (not a signing key).
+_DATA_SECRET = re.compile(r"^ATOPEN_SECRET_([A-Z0-9_]+)$")
+
+
 # variable name -> (Settings field, parser). The README's settings table lists these.
 _VARIABLES: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "ATOPEN_SECRET": ("secrets", _csv),
@@ -132,6 +149,9 @@ _VARIABLES: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "ATOPEN_CACHE_MEMORY_MB": ("cache_memory_mb", _int(1, 1_000_000)),
     "ATOPEN_CACHE_TTL_S": ("cache_ttl_s", _int(1, 30 * 86_400)),
     "ATOPEN_METRICS_TOKEN": ("metrics_tokens", _csv),
+    "ATOPEN_SEGMENTS_INTERVAL_S": ("segments_interval_s", _segments_interval),
+    "ATOPEN_SEGMENTS_WINDOW_DAYS": ("segments_window_days", _int(30, 3650)),
+    "ATOPEN_SEGMENTS_HISTORY_DAYS": ("segments_history_days", _int(180, 7300)),
 }
 
 
@@ -143,7 +163,17 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raw = env.get(name, "")
         if raw.strip():
             values[attr] = parse(name, raw)
-    return Settings(**values)  # type: ignore[arg-type]
+    values["data_secrets"] = {
+        match.group(1): value
+        for name, value in env.items()
+        if (match := _DATA_SECRET.match(name)) is not None and value
+    }
+    settings = Settings(**values)  # type: ignore[arg-type]
+    if settings.segments_history_days < settings.segments_window_days:
+        raise SettingsError(
+            "ATOPEN_SEGMENTS_HISTORY_DAYS: must be at least ATOPEN_SEGMENTS_WINDOW_DAYS"
+        )
+    return settings
 
 
 def require_secret(settings: Settings) -> None:

@@ -44,8 +44,13 @@ def redis_url(redis_server_url: str) -> str:
 def settings(tmp_path: Path) -> Settings:
     # A generous deadline: a loaded CI machine must not turn variant tests into fallbacks.
     # Tests of the deadline itself set their own.
+    # The scheduled segments job is off: tests of it run it themselves.
     return Settings(
-        secrets=(SECRET,), api_tokens=(TOKEN,), data_dir=tmp_path, render_deadline_ms=10_000
+        secrets=(SECRET,),
+        api_tokens=(TOKEN,),
+        data_dir=tmp_path,
+        render_deadline_ms=10_000,
+        segments_interval_s=0,
     )
 
 

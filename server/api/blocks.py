@@ -131,6 +131,7 @@ async def preview_block(request: web.Request) -> web.Response:
                 "variant": choice.variant,
                 "link": opens.link_of(prepared, choice),
                 "trace": [outcome.as_dict() for outcome in choice.trace],
+                "sources": [source.as_dict() for source in choice.data_trace],
             }
         )
     return web.Response(
