@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
+from geoip2.database import Reader
 from redis.asyncio import Redis
 
 from content_sources.base import OpenRequest, Source
@@ -19,27 +20,34 @@ from content_sources.geo import GeoSource
 from content_sources.inventory import InventorySource
 from content_sources.params import ParamsSource
 from content_sources.profile import ProfileSource
+from content_sources.remembered import LastShownSource
 from content_sources.segments import SegmentsSource
 from content_sources.store_batch import StoreBatcher
+from content_sources.stores import StoresSource
 from server.metrics import STORE_SECONDS
 from server.settings import Settings
 
 # Always built: they need no store access (or, for `profile`, only when asked for).
 _ALWAYS = frozenset({"profile", "now", "params", "client", "geo"})
+# Their reads (the profile; the last seen place) only matter to the names below.
+_FROM_PROFILE = frozenset({"profile", "geo"})
 # Names whose values depend on the profile (the time zone, the stored location).
-_NEED_PROFILE = frozenset({"profile", "now", "events", "geo"})
+_NEED_PROFILE = frozenset({"profile", "now", "events", "geo", "stores"})
 
 
-def build_sources(settings: Settings) -> tuple[Source, ...]:
+def build_sources(settings: Settings, geoip: Reader | None = None) -> tuple[Source, ...]:
     """Every source, in the order they are built (later ones may read earlier ones)."""
+    geo = GeoSource(geoip)
     return (
         ProfileSource(),
         ClockSource(),
         SegmentsSource(),
         EventsSource(settings.events_max_per_recipient),
         InventorySource(),
+        LastShownSource(settings.click_memory_days * 86_400),
         ClientSource(),
-        GeoSource(None),
+        geo,
+        StoresSource(geo, settings.stores_max_km),
         ParamsSource(),
     )
 
@@ -53,7 +61,9 @@ async def gather_context(
     """The rule context for one open: one store round trip, then each source's value."""
     active = [s for s in sources if s.name in names or s.name in _ALWAYS]
     fetch_profile = not names.isdisjoint(_NEED_PROFILE)
-    commands = [s.commands(request) if fetch_profile or s.name != "profile" else () for s in active]
+    commands = [
+        s.commands(request) if fetch_profile or s.name not in _FROM_PROFILE else () for s in active
+    ]
     flat = [command for batch in commands for command in batch]
     replies: list[object] = []
     if flat:

@@ -25,6 +25,7 @@ class OpenRequest:
     """
 
     at: datetime
+    block_id: str | None = None
     recipient: str | None = None
     params: Mapping[str, str] = field(default_factory=dict)
     tz: str | None = None

@@ -33,6 +33,11 @@ def rfm_key(recipient: str) -> str:
     return f"{PREFIX}rfm:{{{recipient}}}"
 
 
+def last_seen_key(recipient: str) -> str:
+    """Where a real (not proxied) open last placed the recipient."""
+    return f"{PREFIX}last-seen:{{{recipient}}}"
+
+
 def inventory_key(sku: str) -> str:
     return f"{PREFIX}inventory:{sku}"
 
@@ -46,4 +51,5 @@ def recipient_keys(recipient: str) -> tuple[str, ...]:
         remembered_key(recipient),
         purchases_key(recipient),
         rfm_key(recipient),
+        last_seen_key(recipient),
     )

@@ -17,6 +17,7 @@ from redis.exceptions import RedisError
 from content_sources import build_sources
 from content_sources.documents import DocumentStore
 from content_sources.events import EventLog
+from content_sources.geo import open_geoip
 from content_sources.http_data import HttpData
 from content_sources.keys import inventory_key, profile_key
 from content_sources.segments import RfmPolicy
@@ -27,6 +28,7 @@ from server.api import events as events_api
 from server.api import inventory as inventory_api
 from server.api import profiles as profiles_api
 from server.api import signing as signing_api
+from server.api import stores as stores_api
 from server.block_store import BlockPreparer, BlockStore, stop_task
 from server.keys import BLOCKS, EVENTS, INVENTORY, OPENS, PROFILES, REDIS, SETTINGS, SIGNER
 from server.metrics import metrics_route
@@ -63,6 +65,7 @@ def create_app(settings: Settings, *, redis_url: str) -> web.Application:
         events_api.routes,
         inventory_api.routes,
         signing_api.routes,
+        stores_api.routes,
         openapi_routes,
     ):
         app.router.add_routes(table)
@@ -86,7 +89,8 @@ async def _services(app: web.Application, *, redis_url: str) -> AsyncIterator[No
     click_memory_s = settings.click_memory_days * 86_400
     open_log = OpenLog(redis, click_memory_s=click_memory_s)
     resources = LocalResources([settings.assets_dir, TEMPLATES_DIR / "assets"], builtin_fonts())
-    sources = build_sources(settings)
+    geoip = open_geoip(settings.geoip_db) if settings.geoip_db is not None else None
+    sources = build_sources(settings, geoip)
     blocks = BlockStore(
         redis,
         BlockPreparer(resources, sources, frozenset(settings.data_secrets)),
@@ -106,6 +110,7 @@ async def _services(app: web.Application, *, redis_url: str) -> AsyncIterator[No
         open_log=open_log,
         deadline_ms=settings.render_deadline_ms,
         click_memory_s=click_memory_s,
+        last_seen_s=settings.last_seen_days * 86_400,
     )
     app[REDIS] = redis
     app[BLOCKS] = blocks
@@ -134,6 +139,8 @@ async def _services(app: web.Application, *, redis_url: str) -> AsyncIterator[No
         for task in tasks:
             await stop_task(task)
         await session.close()
+        if geoip is not None:
+            geoip.close()
         await open_log.flush()
         await cache.drain()
         pool.shutdown()

@@ -18,6 +18,7 @@ from renderers.fields import Field, FieldError, Resources
 from renderers.layers import LAYER_KINDS
 from renderers.layers.base import LayerKind
 from renderers.plan import MAX_OUTPUT_PIXELS, ImageFormat
+from server.experiments import Split, parse_split
 from server.expressions import (
     Expression,
     ExpressionError,
@@ -43,6 +44,8 @@ _BLOCK_KEYS = {
     "link_hosts",
     "description",
     "data",
+    "split",
+    "reopen",
 }
 _FORMATS: tuple[ImageFormat, ...] = ("png", "jpg", "gif")
 SCALES = (1, 2, 3)
@@ -98,6 +101,8 @@ class Block:
     skus: frozenset[str]
     definition: Mapping[str, Any] = field(compare=False, repr=False)
     data: Mapping[str, HttpSourceSpec] = field(default_factory=dict)
+    split: Split | None = None
+    sticky: bool = False
 
 
 class _Collector:
@@ -172,11 +177,21 @@ def compile_block(
     else:
         default = _variant(definition["default"], "default", resources, errors, is_default=True)
 
+    split, split_problems = parse_split(
+        definition.get("split"), frozenset(v.name for v in variants)
+    )
+    for field_path, message in split_problems:
+        errors.add(field_path, message)
+    reopen = definition.get("reopen", "fresh")
+    if reopen not in ("fresh", "sticky"):
+        errors.add("reopen", "must be fresh (decide at every open) or sticky (keep the first)")
     if errors.problems or default is None:
         raise BlockError(errors.problems)
     sources = [*_all_sources(default), *(s for v in variants for s in _all_sources(v))]
     names: frozenset[str] = frozenset().union(
-        *(s.names for s in sources), *(spec.names for spec in data.values())
+        *(s.names for s in sources),
+        *(spec.names for spec in data.values()),
+        {"last_shown"} if reopen == "sticky" else (),
     )
     skus = frozenset().union(*(constant_subscripts(s.source, "inventory") for s in sources))
     return Block(
@@ -194,6 +209,8 @@ def compile_block(
         skus=skus,
         definition=definition,
         data=data,
+        split=split,
+        sticky=reopen == "sticky",
     )
 
 

@@ -17,12 +17,14 @@ from pathlib import Path
 import orjson
 from aiohttp import web
 
+from content_sources.stores import StoreDirectory
 from server.api.events import parse_event
 from server.app import TEMPLATES_DIR
-from server.keys import BLOCKS, EVENTS, INVENTORY, PROFILES, SETTINGS, SIGNER
+from server.keys import BLOCKS, EVENTS, INVENTORY, PROFILES, REDIS, SETTINGS, SIGNER
 from server.settings import Settings
 
 DEMO_DATA = TEMPLATES_DIR / "demo" / "data.json"
+STORES_DATA = TEMPLATES_DIR / "demo" / "stores.json"
 BLOCKS_DIR = TEMPLATES_DIR / "blocks"
 
 
@@ -57,6 +59,8 @@ async def _load_demo(app: web.Application) -> None:
     for rid, profile in data["profiles"].items():
         await app[PROFILES].put(rid, profile)
     await app[INVENTORY].put_many({item.pop("sku"): item for item in data["inventory"]})
+    stores = orjson.loads(STORES_DATA.read_bytes())
+    await StoreDirectory(app[REDIS]).put_many({store.pop("id"): store for store in stores})
     now = datetime.now(UTC)
     events = []
     for raw in data["events"]:

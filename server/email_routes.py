@@ -11,10 +11,11 @@ import time
 
 from aiohttp import web
 
+from content_sources.client_address import client_ip
 from renderers.encode import CONTENT_TYPES, TRANSPARENT_GIF
 from server import metrics
 from server.blocks import literal_format
-from server.keys import BLOCKS, OPENS, OUTCOME
+from server.keys import BLOCKS, OPENS, OUTCOME, SETTINGS
 from server.opens import OpenQuery
 
 routes = web.RouteTableDef()
@@ -24,6 +25,12 @@ NO_CACHE = {
     "Pragma": "no-cache",
     "Expires": "0",
 }
+
+
+def _client_ip(request: web.Request) -> str | None:
+    """The reader's address: `X-Forwarded-For` counts only from `ATOPEN_TRUSTED_PROXIES`."""
+    forwarded = ",".join(request.headers.getall("X-Forwarded-For", ()))
+    return client_ip(request.remote, forwarded or None, request.app[SETTINGS].trusted_proxies)
 
 
 @routes.get(r"/i/{block}.{ext:png|jpg|jpeg|gif}")
@@ -44,6 +51,7 @@ async def image(request: web.Request) -> web.Response:
         OpenQuery.parse(pairs),
         verified=opens.verified(prepared, request.rel_url.raw_path, pairs),
         user_agent=request.headers.get("User-Agent"),
+        client_ip=_client_ip(request),
     )
     request[OUTCOME] = answer.outcome
     metrics.REQUESTS.labels("image", answer.outcome.partition(":")[0]).inc()
@@ -76,6 +84,7 @@ async def click(request: web.Request) -> web.Response:
         OpenQuery.parse(pairs),
         verified=opens.verified(prepared, request.rel_url.raw_path, pairs),
         user_agent=request.headers.get("User-Agent"),
+        client_ip=_client_ip(request),
     )
     metrics.REQUESTS.labels("click", "redirected").inc()
     metrics.REQUEST_SECONDS.labels("click").observe(time.perf_counter() - started)

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -18,6 +19,7 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from content_sources.base import RedisCommand
 from content_sources.keys import PREFIX, remembered_key
 
 log = logging.getLogger("atopen.opens")
@@ -45,6 +47,7 @@ class OpenRecord:
     variant: str
     link: str
     at: float
+    extra: Sequence[RedisCommand] = ()
 
 
 class OpenLog:
@@ -57,10 +60,18 @@ class OpenLog:
         self._queue: list[OpenRecord] = []
         self._remember = redis.register_script(_REMEMBER_SCRIPT)
 
-    def record(self, block_id: str, recipient: str | None, variant: str, link: str) -> None:
+    def record(
+        self,
+        block_id: str,
+        recipient: str | None,
+        variant: str,
+        link: str,
+        extra: Sequence[RedisCommand] = (),
+    ) -> None:
+        """Queue an open; `extra` are further writes it makes (the last seen location)."""
         if len(self._queue) >= MAX_QUEUE:
             return  # the store is not keeping up: losing counts beats losing memory
-        self._queue.append(OpenRecord(block_id, recipient, variant, link, time.time()))
+        self._queue.append(OpenRecord(block_id, recipient, variant, link, time.time(), extra))
 
     async def run(self) -> None:
         """Flush forever (until cancelled)."""
@@ -76,7 +87,10 @@ class OpenLog:
         # render per block. So a burst of opens costs a few commands, not several each.
         counts: Counter[tuple[str, str, str]] = Counter()
         memories: dict[str, dict[str, bytes]] = defaultdict(dict)
+        extras: dict[str | None, Sequence[RedisCommand]] = {}
         for record in batch:
+            if record.extra:
+                extras[record.recipient] = record.extra  # the newest per recipient
             day = datetime.fromtimestamp(record.at, UTC).date().isoformat()
             counts[(record.block_id, day, record.variant)] += 1
             if record.recipient is not None:
@@ -98,6 +112,8 @@ class OpenLog:
                         args=[self._click_memory_s, *fields],
                         client=pipe,
                     )
+                for command in (c for commands in extras.values() for c in commands):
+                    pipe.execute_command(*command)
                 await pipe.execute()
         except (RedisError, OSError) as exc:
             log.warning("could not write %d open records: %r", len(batch), exc)

@@ -16,20 +16,24 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
 
-import orjson
 from redis.asyncio import Redis
 
 from content_sources import anonymous_context, gather_context
 from content_sources.base import OpenRequest, Source
+from content_sources.geo import remember_commands
 from content_sources.http_data import HttpData, SourceTrace
 from content_sources.inventory import InventoryView
 from content_sources.keys import remembered_key
+from content_sources.remembered import decode_memory
 from content_sources.store_batch import StoreBatcher
+from content_sources.stores import complete_stores
 from renderers.fields import Resources
 from renderers.plan import ImageFormat, RenderPlan
 from renderers.render import render
 from server import metrics
 from server.block_store import PreparedBlock
+from server.blocks import Block
+from server.experiments import Assignment, assign
 from server.open_log import OpenLog
 from server.render_cache import RenderCache
 from server.render_pool import OverloadedError, RenderPool
@@ -77,12 +81,6 @@ class ImageAnswer:
     outcome: str  # rendered | static | fallback:<reason>
 
 
-@dataclass(frozen=True, slots=True)
-class Remembered:
-    variant: str
-    link: str
-
-
 class Opens:
     """Answers image opens, clicks and previews for the blocks in the snapshot."""
 
@@ -99,6 +97,7 @@ class Opens:
         open_log: OpenLog,
         deadline_ms: int,
         click_memory_s: int,
+        last_seen_s: int,
     ) -> None:
         self._redis = redis
         self._batcher = StoreBatcher(redis)
@@ -111,6 +110,7 @@ class Opens:
         self._open_log = open_log
         self._deadline_s = deadline_ms / 1000
         self._click_memory_s = click_memory_s
+        self._last_seen_s = last_seen_s
 
     def verified(
         self, prepared: PreparedBlock, path: str, pairs: Sequence[tuple[str, str]]
@@ -125,12 +125,13 @@ class Opens:
         *,
         verified: bool,
         user_agent: str | None,
+        client_ip: str | None = None,
     ) -> ImageAnswer:
         """The image for this open; the pre-rendered default on any failure or overrun."""
-        request = self._request(prepared, query, verified, user_agent)
+        request = self._request(prepared, query, verified, user_agent, client_ip)
         try:
             async with asyncio.timeout(self._deadline_s):
-                choice = await self._choose(prepared, request, anonymous=not verified)
+                choice, context = await self._choose(prepared, request, anonymous=not verified)
                 body, outcome = await self._render(prepared, choice, fmt, query.dpr)
         except TimeoutError:
             return self._fallback(prepared, fmt, query.dpr, "deadline")
@@ -140,24 +141,30 @@ class Opens:
             log.warning("open of %s fell back to the default: %r", prepared.block.id, exc)
             return self._fallback(prepared, fmt, query.dpr, "error")
         link = safe_link(prepared.block, choice.link) or prepared.default_link
-        self._open_log.record(prepared.block.id, request.recipient, choice.variant, link)
+        seen = remember_commands(request.recipient, context, self._last_seen_s)
+        self._open_log.record(prepared.block.id, request.recipient, choice.variant, link, seen)
         return ImageAnswer(body, choice.variant, outcome)
 
     async def click(
-        self, prepared: PreparedBlock, query: OpenQuery, *, verified: bool, user_agent: str | None
+        self,
+        prepared: PreparedBlock,
+        query: OpenQuery,
+        *,
+        verified: bool,
+        user_agent: str | None,
+        client_ip: str | None = None,
     ) -> str:
         """Where a click goes: the remembered render's link, else what would render now."""
         if not verified:
             return prepared.default_link
-        request = self._request(prepared, query, verified, user_agent)
+        request = self._request(prepared, query, verified, user_agent, client_ip)
         try:
             async with asyncio.timeout(self._deadline_s):
                 link = None
                 if request.recipient is not None:
-                    remembered = await self._recall(prepared.block.id, request.recipient)
-                    link = remembered.link if remembered is not None else None
+                    link = await self._recall_link(prepared.block.id, request)
                 if link is None:
-                    link = (await self._choose(prepared, request, anonymous=False)).link
+                    link = (await self._choose(prepared, request, anonymous=False))[0].link
         except Exception as exc:
             log.warning("click on %s fell back to the default link: %r", prepared.block.id, exc)
             return prepared.default_link
@@ -167,7 +174,10 @@ class Opens:
         self, prepared: PreparedBlock, request: OpenRequest, client: Mapping[str, object] | None
     ) -> Choice:
         """The variant `request` would get (for previews: no deadline, nothing remembered)."""
-        return await self._choose(prepared, request, anonymous=False, client=client, bounded=False)
+        choice, _ = await self._choose(
+            prepared, request, anonymous=False, client=client, bounded=False
+        )
+        return choice
 
     async def render_choice(
         self, prepared: PreparedBlock, choice: Choice, fmt: ImageFormat, dpr: int
@@ -179,18 +189,25 @@ class Opens:
         return safe_link(prepared.block, choice.link) or prepared.default_link
 
     def _request(
-        self, prepared: PreparedBlock, query: OpenQuery, verified: bool, user_agent: str | None
+        self,
+        prepared: PreparedBlock,
+        query: OpenQuery,
+        verified: bool,
+        user_agent: str | None,
+        client_ip: str | None,
     ) -> OpenRequest:
         at = datetime.now(UTC)
         if not verified:
             return OpenRequest(at=at, block_tz=prepared.block.tz, user_agent=user_agent)
         return OpenRequest(
             at=at,
+            block_id=prepared.block.id,
             recipient=query.recipient,
             params=query.params,
             tz=query.tz,
             block_tz=prepared.block.tz,
             user_agent=user_agent,
+            client_ip=client_ip,
             skus=prepared.block.skus,
         )
 
@@ -202,14 +219,18 @@ class Opens:
         anonymous: bool,
         client: Mapping[str, object] | None = None,
         bounded: bool = True,
-    ) -> Choice:
+    ) -> tuple[Choice, dict[str, object]]:
+        """The variant for this open, and the context it was chosen in."""
         block = prepared.block
         if anonymous:
             context = anonymous_context(self._sources, request)
-            return choose_variant(block, context, self._resources, default_only=True)
+            choice = choose_variant(
+                block, context, self._resources, default_only=True, default_reason="unsigned"
+            )
+            return choice, context
+        assignment = assign(block.split, block.id, request.recipient)
         overrides: dict[str, object] = {} if client is None else {"client": dict(client)}
-        context = await gather_context(self._batcher, self._sources, request, block.names)
-        context.update(overrides)
+        context = await self._gather(request, block, overrides)
         trace: tuple[SourceTrace, ...] = ()
         if block.data:
             # Live HTTP data needs the recipient's context for its URLs, so it comes
@@ -219,15 +240,41 @@ class Opens:
             overrides["data"] = fetched.values
             context["data"] = fetched.values
             trace = fetched.trace
-        choice = choose_variant(block, context, self._resources)
+        choice = self._select(block, context, assignment)
         inventory = context.get("inventory")
         if isinstance(inventory, InventoryView) and inventory.unfetched:
             # A rule computed a SKU: fetch it and decide again (at most once more).
             request = replace(request, skus=request.skus | inventory.unfetched)
-            context = await gather_context(self._batcher, self._sources, request, block.names)
-            context.update(overrides)
-            choice = choose_variant(block, context, self._resources)
-        return replace(choice, data_trace=trace) if trace else choice
+            context = await self._gather(request, block, overrides)
+            choice = self._select(block, context, assignment)
+        return (replace(choice, data_trace=trace) if trace else choice), context
+
+    async def _gather(
+        self, request: OpenRequest, block: Block, overrides: Mapping[str, object]
+    ) -> dict[str, object]:
+        """The store round trip, the caller's overrides, then the stores near the reader
+        (a second step when the first could not know where to search)."""
+        context = await gather_context(self._batcher, self._sources, request, block.names)
+        context.update(overrides)
+        if "stores" in block.names:
+            await complete_stores(self._redis, context)
+        return context
+
+    def _select(
+        self, block: Block, context: Mapping[str, object], assignment: Assignment
+    ) -> Choice:
+        shown = context.get("last_shown")
+        keep = shown.get("variant") if block.sticky and isinstance(shown, dict) else None
+        holdout = assignment.holdout
+        return choose_variant(
+            block,
+            context,
+            self._resources,
+            default_only=holdout,
+            excluded=assignment.excluded,
+            keep=keep if isinstance(keep, str) and keep not in assignment.excluded else None,
+            default_reason="experiment holdout" if holdout else "no other variant applied",
+        )
 
     async def _render(
         self,
@@ -266,14 +313,8 @@ class Opens:
         metrics.FALLBACKS.labels(reason).inc()
         return ImageAnswer(prepared.fallback(fmt, dpr), "default", f"fallback:{reason}")
 
-    async def _recall(self, block_id: str, recipient: str) -> Remembered | None:
-        raw = await self._redis.hget(remembered_key(recipient), block_id)
-        if raw is None:
-            return None
-        try:
-            entry = orjson.loads(raw)
-            if time.time() - float(entry["at"]) > self._click_memory_s:
-                return None
-            return Remembered(str(entry["variant"]), str(entry["link"]))
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-            return None
+    async def _recall_link(self, block_id: str, request: OpenRequest) -> str | None:
+        assert request.recipient is not None  # noqa: S101 - checked by the caller
+        raw = await self._redis.hget(remembered_key(request.recipient), block_id)
+        entry = decode_memory(raw, request.at, self._click_memory_s)
+        return str(entry["link"]) if entry is not None else None

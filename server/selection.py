@@ -42,11 +42,34 @@ class Choice:
 
 
 def choose_variant(
-    block: Block, context: Mapping[str, object], resources: Resources, *, default_only: bool = False
+    block: Block,
+    context: Mapping[str, object],
+    resources: Resources,
+    *,
+    default_only: bool = False,
+    excluded: frozenset[str] = frozenset(),
+    keep: str | None = None,
+    default_reason: str = "no other variant applied",
 ) -> Choice:
-    """The first variant that applies and resolves, else the default."""
+    """The first variant that applies and resolves, else the default.
+
+    `excluded` variants are out of reach (another experiment arm); `keep` is a variant to
+    serve again as long as it still resolves (a sticky block's first render).
+    """
     trace: list[VariantOutcome] = []
+    kept = next((v for v in block.variants if v.name == keep), None)
+    if kept is not None and not default_only:
+        try:
+            layers, link = resolve_variant(block, kept, context, resources)
+        except (MissingValueError, FieldError) as exc:
+            trace.append(VariantOutcome(kept.name, False, f"kept variant now misses: {exc}"))
+        else:
+            trace.append(VariantOutcome(kept.name, True, "kept: first shown to this recipient"))
+            return Choice(kept.name, layers, link, tuple(trace))
     for variant in () if default_only else block.variants:
+        if variant.name in excluded:
+            trace.append(VariantOutcome(variant.name, False, "another experiment arm"))
+            continue
         try:
             if variant.when is not None and not variant.when.holds(context):
                 trace.append(VariantOutcome(variant.name, False, "`when` is false"))
@@ -61,7 +84,7 @@ def choose_variant(
         layers, link = resolve_variant(block, block.default, context, resources)
     except (MissingValueError, FieldError) as exc:
         raise DefaultUnavailableError(str(exc)) from exc
-    trace.append(VariantOutcome("default", True, "no other variant applied"))
+    trace.append(VariantOutcome("default", True, default_reason))
     return Choice("default", layers, link, tuple(trace))
 
 

@@ -10,6 +10,7 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -39,6 +40,10 @@ class Settings:
     cache_memory_mb: int = 64
     cache_ttl_s: int = 3600
     metrics_tokens: tuple[str, ...] = ()
+    geoip_db: Path | None = None
+    trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = ()
+    last_seen_days: int = 180
+    stores_max_km: int = 1000
     segments_interval_s: int = 3600
     segments_window_days: int = 365
     segments_history_days: int = 730
@@ -117,6 +122,24 @@ def _text(name: str, raw: str) -> str:
     return raw.strip()
 
 
+def _geoip_db(name: str, raw: str) -> Path:
+    """The file must open as a City database now, not at the first open."""
+    from content_sources.geo import open_geoip  # content_sources imports this module
+
+    path = Path(raw.strip())
+    open_geoip(path).close()
+    return path
+
+
+def _trusted_proxies(name: str, raw: str) -> tuple[IPv4Network | IPv6Network, ...]:
+    from content_sources.client_address import parse_trusted_proxies
+
+    try:
+        return parse_trusted_proxies(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name}: {exc}") from None
+
+
 def _segments_interval(name: str, raw: str) -> int:
     value = _int(0, 604_800)(name, raw)
     if 0 < value < 60:
@@ -149,6 +172,10 @@ _VARIABLES: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "ATOPEN_CACHE_MEMORY_MB": ("cache_memory_mb", _int(1, 1_000_000)),
     "ATOPEN_CACHE_TTL_S": ("cache_ttl_s", _int(1, 30 * 86_400)),
     "ATOPEN_METRICS_TOKEN": ("metrics_tokens", _csv),
+    "ATOPEN_GEOIP_DB": ("geoip_db", _geoip_db),
+    "ATOPEN_TRUSTED_PROXIES": ("trusted_proxies", _trusted_proxies),
+    "ATOPEN_LAST_SEEN_DAYS": ("last_seen_days", _int(1, 3650)),
+    "ATOPEN_STORES_MAX_KM": ("stores_max_km", _int(1, 20_000)),
     "ATOPEN_SEGMENTS_INTERVAL_S": ("segments_interval_s", _segments_interval),
     "ATOPEN_SEGMENTS_WINDOW_DAYS": ("segments_window_days", _int(30, 3650)),
     "ATOPEN_SEGMENTS_HISTORY_DAYS": ("segments_history_days", _int(180, 7300)),

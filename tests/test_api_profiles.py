@@ -16,6 +16,7 @@ from support import AUTH, put_block, signed
 from content_sources.keys import (
     event_ids_key,
     events_key,
+    last_seen_key,
     profile_key,
     recipient_keys,
     remembered_key,
@@ -216,6 +217,7 @@ async def _populate(client: Client, store: redis.Redis, rid: str) -> None:
     await _remembered_render(client, store, rid)
     # The RFM record appears once segments are computed; give it one to erase.
     store.set(rfm_key(rid), b"{}")
+    store.set(last_seen_key(rid), b'{"country": "GB"}')
     for key in recipient_keys(rid):
         assert store.exists(key), key
 

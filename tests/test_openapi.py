@@ -164,12 +164,17 @@ def test_statuses_the_handlers_can_return_are_documented(document: dict[str, Any
         ("get", "/api/v1/inventory/{sku}"),
         ("patch", "/api/v1/inventory/{sku}"),
         ("delete", "/api/v1/inventory/{sku}"),
+        ("get", "/api/v1/stores/{id}"),
+        ("delete", "/api/v1/stores/{id}"),
+        ("get", "/api/v1/blocks/{id}/stats"),
     }
     success = {
         ("put", "/api/v1/blocks/{id}"): {"200", "201"},
         ("delete", "/api/v1/blocks/{id}"): {"204"},
         ("delete", "/api/v1/profiles/{rid}"): {"204"},
         ("delete", "/api/v1/inventory/{sku}"): {"204"},
+        ("put", "/api/v1/stores/{id}"): {"200", "201"},
+        ("delete", "/api/v1/stores/{id}"): {"204"},
         ("post", "/api/v1/events"): {"202"},
         ("get", "/c/{block}"): {"302"},
         ("get", "/i/{anything}"): {"404"},

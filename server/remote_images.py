@@ -1,0 +1,322 @@
+"""Images from https URLs, fetched when an email is opened, for image layers whose `src` is one.
+
+Fetching is I/O, so it happens before rendering, like every other data source: the
+variant is chosen with `choose_with_remote_images`, which collects the URLs the chosen
+variant needs, fetches them concurrently and chooses again with the decoded images at
+hand. A URL that cannot be used (timeout, too large, not an image, a decompression
+bomb, an error status) makes its variant fall through to the next one, like a missing
+value; the default never needs one (it must render without the network).
+
+Every fetch is bounded: connect and read timeouts and a total one, a byte limit (the
+declared length is checked before reading, the body while reading), the content type,
+and the pixel count, checked from the image header before any pixel is decoded. Only
+public addresses are fetched (no loopback, private or link-local ones, including after
+a redirect), so a URL from recipient data cannot reach the service's own network.
+
+Images are cached by URL for a TTL, failures for a shorter one (a broken URL is not
+hammered on every open), and concurrent requests for one URL share one fetch, which
+runs to its end even when the open that started it has given up: the next open finds
+the image in the cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import ipaddress
+import socket
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+from urllib.parse import urljoin, urlsplit
+
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import ThreadedResolver
+from PIL import Image
+
+from renderers.fields import FieldError, Resources, is_remote, remote_url
+from renderers.fonts import FontStack
+from renderers.resources import Asset, decode_image
+
+T = TypeVar("T")
+
+CONTENT_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
+MAX_REDIRECTS = 3
+# Choosing a variant at most this many times: each pass may find the next variant's URLs.
+MAX_PASSES = 3
+_CHUNK_BYTES = 64 * 1024
+_PENDING = Image.new("RGBA", (1, 1), (0, 0, 0, 0))
+
+
+class RemoteImageError(Exception):
+    """A remote image could not be fetched or used; the message says which and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteImageLimits:
+    """What one fetch may cost. The server fills these from its settings."""
+
+    connect_timeout_s: float = 1.0
+    read_timeout_s: float = 2.0
+    max_bytes: int = 5 * 1024 * 1024
+    max_pixels: int = 20_000_000
+    ttl_s: float = 300.0
+    failure_ttl_s: float = 30.0
+    cache_bytes: int = 64 * 1024 * 1024
+    allow_http: bool = False  # tests only: plain http to a local server
+    allow_private: bool = False  # tests only: loopback and private addresses
+
+
+class RemoteImages:
+    """Fetches, decodes and caches remote images. Create and close it inside the event loop."""
+
+    def __init__(
+        self,
+        limits: RemoteImageLimits | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.limits = limits or RemoteImageLimits()
+        self._clock = clock
+        self._session: aiohttp.ClientSession | None = None
+        self._cache: OrderedDict[str, tuple[float, Asset | RemoteImageError]] = OrderedDict()
+        self._cached_bytes = 0
+        self._inflight: dict[str, asyncio.Task[Asset]] = {}
+
+    async def fetch(self, url: str) -> Asset:
+        """The decoded image at `url`, from the cache or fetched once for all who ask now."""
+        cached = self._cached(url)
+        if cached is not None:
+            if isinstance(cached, RemoteImageError):
+                raise cached
+            return cached
+        task = self._inflight.get(url)
+        if task is None:
+            task = asyncio.create_task(self._fetch_and_keep(url), name=f"remote-image {url}")
+            self._inflight[url] = task
+            task.add_done_callback(lambda _: self._inflight.pop(url, None))
+        # Shielded: an open that gives up (its deadline) leaves the fetch to fill the cache.
+        return await asyncio.shield(task)
+
+    async def fetch_many(self, urls: Iterable[str]) -> dict[str, Asset | RemoteImageError]:
+        """Each URL's image or the reason it cannot be used, fetched concurrently."""
+        ordered = list(dict.fromkeys(urls))
+        results = await asyncio.gather(
+            *(self.fetch(url) for url in ordered), return_exceptions=True
+        )
+        outcome: dict[str, Asset | RemoteImageError] = {}
+        for url, result in zip(ordered, results, strict=True):
+            if isinstance(result, Asset | RemoteImageError):
+                outcome[url] = result
+            elif isinstance(result, BaseException):
+                raise result
+        return outcome
+
+    async def close(self) -> None:
+        for task in list(self._inflight.values()):
+            task.cancel()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def _fetch_and_keep(self, url: str) -> Asset:
+        try:
+            asset = await self._fetch(url)
+        except RemoteImageError as exc:
+            self._keep(url, exc, self.limits.failure_ttl_s)
+            raise
+        self._keep(url, asset, self.limits.ttl_s)
+        return asset
+
+    async def _fetch(self, url: str) -> Asset:
+        limits = self.limits
+        timeout = aiohttp.ClientTimeout(
+            total=limits.connect_timeout_s + limits.read_timeout_s,
+            sock_connect=limits.connect_timeout_s,
+            sock_read=limits.read_timeout_s,
+        )
+        target = url
+        try:
+            for _ in range(MAX_REDIRECTS + 1):
+                self._check_target(target)
+                async with self._client().get(
+                    target, timeout=timeout, allow_redirects=False, headers={"Accept": "image/*"}
+                ) as response:
+                    if (
+                        response.status in (301, 302, 303, 307, 308)
+                        and "Location" in response.headers
+                    ):
+                        target = urljoin(target, response.headers["Location"])
+                        continue
+                    data = await self._body(url, response)
+                    break
+            else:
+                raise RemoteImageError(f"{url}: more than {MAX_REDIRECTS} redirects")
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise RemoteImageError(f"{url}: {_reason(exc)}") from None
+        try:
+            image = await asyncio.to_thread(decode_image, url, data, max_pixels=self._max_pixels())
+        except FieldError as exc:
+            raise RemoteImageError(str(exc)) from None
+        return Asset(url, hashlib.sha256(data).hexdigest(), image)
+
+    async def _body(self, url: str, response: aiohttp.ClientResponse) -> bytes:
+        limit = self.limits.max_bytes
+        if response.status != 200:
+            raise RemoteImageError(f"{url}: HTTP {response.status}")
+        if response.content_type not in CONTENT_TYPES:
+            raise RemoteImageError(
+                f"{url}: {response.content_type or 'no content type'} is not an image"
+            )
+        if response.content_length is not None and response.content_length > limit:
+            raise RemoteImageError(f"{url}: larger than {limit:,} bytes")
+        body = bytearray()
+        async for chunk in response.content.iter_chunked(_CHUNK_BYTES):
+            body += chunk
+            if len(body) > limit:
+                raise RemoteImageError(f"{url}: larger than {limit:,} bytes")
+        return bytes(body)
+
+    def _check_target(self, url: str) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in (("https", "http") if self.limits.allow_http else ("https",)):
+            raise RemoteImageError(f"{url}: only https URLs are fetched")
+        host = parts.hostname or ""
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return  # a name: the resolver checks the addresses it stands for
+        if not (self.limits.allow_private or address.is_global):
+            raise RemoteImageError(f"{url}: not a public address")
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            resolver = _PublicResolver(ThreadedResolver(), allow_private=self.limits.allow_private)
+            connector = aiohttp.TCPConnector(resolver=resolver, limit=64, ttl_dns_cache=60)
+            self._session = aiohttp.ClientSession(connector=connector, auto_decompress=True)
+        return self._session
+
+    def _max_pixels(self) -> int:
+        pillow = Image.MAX_IMAGE_PIXELS
+        return self.limits.max_pixels if pillow is None else min(self.limits.max_pixels, pillow)
+
+    def _cached(self, url: str) -> Asset | RemoteImageError | None:
+        entry = self._cache.get(url)
+        if entry is None:
+            return None
+        expires, value = entry
+        if self._clock() >= expires:
+            self._drop(url)
+            return None
+        self._cache.move_to_end(url)
+        return value
+
+    def _keep(self, url: str, value: Asset | RemoteImageError, ttl_s: float) -> None:
+        size = _size(value)
+        if size > self.limits.cache_bytes:
+            return
+        self._drop(url)
+        self._cache[url] = (self._clock() + ttl_s, value)
+        self._cached_bytes += size
+        while self._cached_bytes > self.limits.cache_bytes:
+            self._drop(next(iter(self._cache)))
+
+    def _drop(self, url: str) -> None:
+        entry = self._cache.pop(url, None)
+        if entry is not None:
+            self._cached_bytes -= _size(entry[1])
+
+
+class OpenResources:
+    """The server's resources for one open, plus the remote images fetched for it so far.
+
+    A URL not fetched yet is noted in `pending` and stands in as an empty image, so that
+    one pass finds every URL the variant needs; `final` passes refuse it instead.
+    """
+
+    def __init__(
+        self,
+        base: Resources,
+        fetched: Mapping[str, Asset | RemoteImageError],
+        *,
+        final: bool = False,
+    ) -> None:
+        self._base = base
+        self._fetched = fetched
+        self._final = final
+        self.pending: set[str] = set()
+
+    def font(self, name: str) -> FontStack:
+        return self._base.font(name)
+
+    def asset(self, name: str) -> Asset:
+        if not is_remote(name):
+            return self._base.asset(name)
+        url = remote_url(name)
+        fetched = self._fetched.get(url)
+        if isinstance(fetched, RemoteImageError):
+            raise FieldError(str(fetched))
+        if fetched is not None:
+            return fetched
+        self.pending.add(url)
+        if self._final:
+            raise FieldError(f"{url}: not fetched in time")
+        return Asset(url, "pending", _PENDING)
+
+
+async def choose_with_remote_images(
+    choose: Callable[[Resources], T], base: Resources, images: RemoteImages
+) -> T:
+    """`choose(resources)` (the variant choice) with the remote images it needs fetched.
+
+    Chooses, fetches the URLs the choice needed, and chooses again with them (a URL that
+    failed makes its variant fall through, and the next may need other URLs), at most
+    MAX_PASSES times. The result never holds an image that was not fetched.
+    """
+    fetched: dict[str, Asset | RemoteImageError] = {}
+    for _ in range(MAX_PASSES - 1):
+        resources = OpenResources(base, fetched)
+        result = choose(resources)
+        if not resources.pending:
+            return result
+        fetched.update(await images.fetch_many(resources.pending))
+    return choose(OpenResources(base, fetched, final=True))
+
+
+class _PublicResolver(AbstractResolver):
+    """Resolves names to public addresses only: a URL must not reach a private network."""
+
+    def __init__(self, inner: AbstractResolver, *, allow_private: bool) -> None:
+        self._inner = inner
+        self._allow_private = allow_private
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        results = await self._inner.resolve(host, port, family)
+        public = [
+            r for r in results if self._allow_private or ipaddress.ip_address(r["host"]).is_global
+        ]
+        if not public:
+            raise OSError(f"{host} has no public address")
+        return public
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return str(exc.os_error)  # the resolver's "no public address", say
+    return str(exc) or type(exc).__name__
+
+
+def _size(value: Asset | RemoteImageError) -> int:
+    if isinstance(value, RemoteImageError):
+        return 256
+    return value.image.width * value.image.height * 4
