@@ -7,7 +7,7 @@ Adding a source is one module with a class like those below and one line in
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from geoip2.database import Reader
 from redis.asyncio import Redis
@@ -57,8 +57,13 @@ async def gather_context(
     sources: Sequence[Source],
     request: OpenRequest,
     names: frozenset[str],
+    overrides: Mapping[str, object] | None = None,
 ) -> dict[str, object]:
-    """The rule context for one open: one store round trip, then each source's value."""
+    """The rule context for one open: one store round trip, then each source's value.
+
+    `overrides` replace sources' values (a preview "as a Gmail open, in Lisbon"); the
+    sources built after them see the replacements.
+    """
     active = [s for s in sources if s.name in names or s.name in _ALWAYS]
     fetch_profile = not names.isdisjoint(_NEED_PROFILE)
     commands = [
@@ -76,7 +81,7 @@ async def gather_context(
                     pipe.execute_command(*command)
                 replies = await pipe.execute()
         STORE_SECONDS.observe(time.perf_counter() - started)
-    return build_context(active, commands, replies, request)
+    return build_context(active, commands, replies, request, overrides)
 
 
 def anonymous_context(sources: Sequence[Source], request: OpenRequest) -> dict[str, object]:
@@ -90,10 +95,14 @@ def build_context(
     commands: Sequence[Sequence[object]],
     replies: Sequence[object],
     request: OpenRequest,
+    overrides: Mapping[str, object] | None = None,
 ) -> dict[str, object]:
-    context: dict[str, object] = {}
+    context: dict[str, object] = dict(overrides or {})
     offset = 0
     for source, batch in zip(sources, commands, strict=True):
-        context[source.name] = source.build(request, replies[offset : offset + len(batch)], context)
+        if source.name not in context:
+            context[source.name] = source.build(
+                request, replies[offset : offset + len(batch)], context
+            )
         offset += len(batch)
     return context

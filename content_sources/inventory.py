@@ -32,11 +32,29 @@ class InventoryView:
         item = self._items[key]
         return item if item is not None else Missing(hint=f"no inventory item {key!r}")
 
+    def first_available(self, skus: object, n: int = 1) -> object:
+        """The first `n` items of `skus` that are in stock (`stock > 0`), in list order,
+        each with its `sku`; missing when none is. A reopen shows what is buyable then."""
+        if not isinstance(skus, list | tuple) or isinstance(n, bool) or not 1 <= n <= 50:
+            return Missing(hint="first_available needs a list of SKUs and 1 <= n <= 50")
+        found: list[dict[str, object]] = []
+        for sku in skus:
+            item = self[sku]
+            if isinstance(item, Mapping) and _in_stock(item.get("stock")):
+                found.append({"sku": str(sku), **item})
+                if len(found) == n:
+                    break
+        return found or Missing(hint="none of the items is in stock")
+
     def __contains__(self, sku: object) -> bool:
         key = str(sku)
         if key not in self._items:
             self.unfetched.add(key)
         return self._items.get(key) is not None
+
+
+def _in_stock(stock: object) -> bool:
+    return isinstance(stock, int | float) and not isinstance(stock, bool) and stock > 0
 
 
 class InventorySource:

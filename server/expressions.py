@@ -161,4 +161,17 @@ def constant_subscripts(source: str, name: str) -> frozenset[str]:
             keys.add(node.attr)
         elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
             keys.add(node.arg.value)
+    # `name.method(["a", "b"], ...)`: the literal list's keys too (inventory.first_available).
+    for call in ast.find_all(nodes.Call):
+        target = call.node
+        on_name = isinstance(target, nodes.Getattr) and isinstance(target.node, nodes.Name)
+        if not on_name or target.node.name != name:  # type: ignore[attr-defined]
+            continue
+        if call.args and isinstance(call.args[0], nodes.List):
+            keys.update(
+                item.value
+                for item in call.args[0].items
+                if isinstance(item, nodes.Const) and isinstance(item.value, str)
+            )
+    keys.discard("first_available")
     return frozenset(keys)

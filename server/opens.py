@@ -171,11 +171,11 @@ class Opens:
         return safe_link(prepared.block, link) or prepared.default_link
 
     async def decide(
-        self, prepared: PreparedBlock, request: OpenRequest, client: Mapping[str, object] | None
+        self, prepared: PreparedBlock, request: OpenRequest, overrides: Mapping[str, object]
     ) -> Choice:
         """The variant `request` would get (for previews: no deadline, nothing remembered)."""
         choice, _ = await self._choose(
-            prepared, request, anonymous=False, client=client, bounded=False
+            prepared, request, anonymous=False, overrides=overrides, bounded=False
         )
         return choice
 
@@ -217,7 +217,7 @@ class Opens:
         request: OpenRequest,
         *,
         anonymous: bool,
-        client: Mapping[str, object] | None = None,
+        overrides: Mapping[str, object] | None = None,
         bounded: bool = True,
     ) -> tuple[Choice, dict[str, object]]:
         """The variant for this open, and the context it was chosen in."""
@@ -229,7 +229,7 @@ class Opens:
             )
             return choice, context
         assignment = assign(block.split, block.id, request.recipient)
-        overrides: dict[str, object] = {} if client is None else {"client": dict(client)}
+        overrides = dict(overrides or {})
         context = await self._gather(request, block, overrides)
         trace: tuple[SourceTrace, ...] = ()
         if block.data:
@@ -254,8 +254,9 @@ class Opens:
     ) -> dict[str, object]:
         """The store round trip, the caller's overrides, then the stores near the reader
         (a second step when the first could not know where to search)."""
-        context = await gather_context(self._batcher, self._sources, request, block.names)
-        context.update(overrides)
+        context = await gather_context(
+            self._batcher, self._sources, request, block.names, overrides
+        )
         if "stores" in block.names:
             await complete_stores(self._redis, context)
         return context

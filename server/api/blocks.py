@@ -97,7 +97,9 @@ async def preview_block(request: web.Request) -> web.Response:
     """The image a recipient would get (or, with `Accept: application/json`, why)."""
     prepared = _prepared(request)
     body = await read_object(request)
-    unknown = sorted(set(body) - {"recipient", "params", "at", "tz", "client", "format", "dpr"})
+    unknown = sorted(
+        set(body) - {"recipient", "params", "at", "tz", "client", "location", "format", "dpr"}
+    )
     if unknown:
         raise invalid_fields([{"field": k, "message": "unknown field"} for k in unknown])
     recipient = body.get("recipient")
@@ -114,8 +116,12 @@ async def preview_block(request: web.Request) -> web.Response:
     if dpr not in (1, 2, 3) or isinstance(dpr, bool):
         raise invalid("dpr", "must be 1, 2 or 3")
     client, user_agent = _client(body.get("client"))
+    overrides: dict[str, object] = {} if client is None else {"client": client}
+    if body.get("location") is not None:
+        overrides["geo"] = _location(body["location"])
     open_request = OpenRequest(
         at=at,
+        block_id=prepared.block.id,
         recipient=recipient,
         params=params,
         tz=_zone_name(body.get("tz")),
@@ -124,7 +130,7 @@ async def preview_block(request: web.Request) -> web.Response:
         skus=prepared.block.skus,
     )
     opens = request.app[OPENS]
-    choice = await opens.decide(prepared, open_request, client)
+    choice = await opens.decide(prepared, open_request, overrides)
     if _wants_json(request.headers.get("Accept", "")):
         return json_response(
             {
@@ -163,6 +169,29 @@ def _instant(value: object) -> datetime:
     except ValueError:
         raise invalid("at", "must be an ISO 8601 date-time, e.g. 2026-05-01T12:00:00Z") from None
     return (at if at.tzinfo else at.replace(tzinfo=UTC)).astimezone(UTC)
+
+
+def _location(value: object) -> dict[str, object]:
+    """A place to preview from: `{country, city, postal, lat, lon, tz}`, any of them."""
+    if not isinstance(value, dict) or set(value) - {
+        "country",
+        "city",
+        "postal",
+        "lat",
+        "lon",
+        "tz",
+    }:
+        raise invalid("location", "must be an object of country, city, postal, lat, lon, tz")
+    for name in ("country", "city", "postal", "tz"):
+        if name in value and not isinstance(value[name], str):
+            raise invalid(f"location.{name}", "must be a string")
+    for name, limit in (("lat", 90), ("lon", 180)):
+        number = value.get(name)
+        if number is not None and (
+            isinstance(number, bool) or not isinstance(number, int | float) or abs(number) > limit
+        ):
+            raise invalid(f"location.{name}", f"must be a number from -{limit} to {limit}")
+    return {**value, "source": "preview"}
 
 
 def _client(value: object) -> tuple[dict[str, object] | None, str | None]:
