@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
+LOADTEST_STAMP := $(VENV)/.installed-loadtest
+
 .PHONY: demo serve test lint fmt bench loadtest clean
 
 $(STAMP): pyproject.toml
@@ -24,6 +26,18 @@ serve: $(STAMP)
 ## Run the whole test suite against a real Redis.
 test: $(STAMP)
 	$(BIN)/pytest
+
+$(LOADTEST_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[embedded,dev,loadtest]'
+	@touch $(LOADTEST_STAMP)
+
+## Benchmarks (ratios against floors measured in the same run; nothing fails on time).
+bench: $(STAMP)
+	$(BIN)/python -m loadtest.bench_serve
+
+## A bounded headless locust run against a local server; reports in loadtest/reports/.
+loadtest: $(LOADTEST_STAMP)
+	$(BIN)/python -m loadtest.run_local
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

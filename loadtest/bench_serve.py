@@ -34,8 +34,9 @@ from loadtest import floors, loadgen
 from server.embedded_store import EmbeddedRedis
 from server.signing import Signer
 
-SECRET = "bench-secret"
-TOKEN = "bench-token"
+# Throwaway credentials of the throwaway server under test.
+SECRET = "bench-secret"  # noqa: S105
+TOKEN = "bench-token"  # noqa: S105
 HOST = "127.0.0.1"
 SHARED_BLOCK = {
     "width": 600,
@@ -46,13 +47,21 @@ SHARED_BLOCK = {
             "when": "inventory['sku-1'].stock > 0",
             "layers": [
                 {"type": "fill", "color": "#0b6e4f"},
-                {"type": "text", "box": [24, 24, 552, 152], "size": 40, "color": "#ffffff",
-                 "text": "Only {{ inventory['sku-1'].stock }} left: order today"},
+                {
+                    "type": "text",
+                    "box": [24, 24, 552, 152],
+                    "size": 40,
+                    "color": "#ffffff",
+                    "text": "Only {{ inventory['sku-1'].stock }} left: order today",
+                },
             ],
             "link": "https://shop.example.com/p/1",
         }
     ],
-    "default": {"layers": [{"type": "fill", "color": "#222222"}], "link": "https://shop.example.com/"},
+    "default": {
+        "layers": [{"type": "fill", "color": "#222222"}],
+        "link": "https://shop.example.com/",
+    },
 }
 PERSONAL_BLOCK = {
     "width": 400,
@@ -62,13 +71,20 @@ PERSONAL_BLOCK = {
             "name": "named",
             "layers": [
                 {"type": "fill", "color": "#ffffff"},
-                {"type": "text", "box": [10, 10, 380, 80], "size": 30,
-                 "text": "Hello {{ profile.first_name }}"},
+                {
+                    "type": "text",
+                    "box": [10, 10, 380, 80],
+                    "size": 30,
+                    "text": "Hello {{ profile.first_name }}",
+                },
             ],
             "link": "https://shop.example.com/",
         }
     ],
-    "default": {"layers": [{"type": "fill", "color": "#ffffff"}], "link": "https://shop.example.com/"},
+    "default": {
+        "layers": [{"type": "fill", "color": "#ffffff"}],
+        "link": "https://shop.example.com/",
+    },
 }
 
 
@@ -92,11 +108,13 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
-def atopen_server(redis_url: str, workers: int, data_dir: Path) -> Iterator[int]:
+def atopen_server(
+    redis_url: str, workers: int, data_dir: Path, secret: str = SECRET
+) -> Iterator[int]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ATOPEN_")}
     env.update(
-        ATOPEN_SECRET=SECRET,
+        ATOPEN_SECRET=secret,
         ATOPEN_API_TOKEN=TOKEN,
         ATOPEN_REDIS_URL=redis_url,
         ATOPEN_PORT=str(port),
@@ -136,7 +154,7 @@ def floor_server(body: bytes, workers: int, tmp: Path) -> Iterator[int]:
 
 
 def api(port: int, method: str, path: str, body: object) -> None:
-    request = urllib.request.Request(  # noqa: S310 - loopback
+    request = urllib.request.Request(
         f"http://{HOST}:{port}{path}",
         data=orjson.dumps(body),
         method=method,
@@ -156,15 +174,17 @@ def seed(redis_url: str, recipients: int) -> None:
 
 
 def fetch(port: int, path: str) -> bytes:
-    with urllib.request.urlopen(f"http://{HOST}:{port}{path}", timeout=30) as response:  # noqa: S310
+    with urllib.request.urlopen(f"http://{HOST}:{port}{path}", timeout=30) as response:
         body: bytes = response.read()
         return body
 
 
 def line(name: str, result: loadgen.Result, floor: float | None, unit: str = "req/s") -> str:
     ratio = f"{result.rate / floor:6.2f}x floor ({floor:,.0f} {unit})" if floor else ""
-    errors = result.errors + result.timeouts + sum(
-        n for status, n in result.statuses.items() if status != 200
+    errors = (
+        result.errors
+        + result.timeouts
+        + sum(n for status, n in result.statuses.items() if status != 200)
     )
     return (
         f"{name:<28} {result.rate:>9,.0f} req/s  p50 {result.percentile_ms(50):6.1f} ms  "
@@ -182,8 +202,10 @@ def measure(args: argparse.Namespace) -> None:
             unique_paths = [
                 signer.sign_url(f"/i/personal.png?r=r{i}") for i in range(args.recipients)
             ]
-            print(f"atopen benchmark: {args.workers} workers, {args.seconds:.0f} s per case, "
-                  f"{os.cpu_count()} CPUs")
+            print(
+                f"atopen benchmark: {args.workers} workers, {args.seconds:.0f} s per case, "
+                f"{os.cpu_count()} CPUs"
+            )
             with atopen_server(store.url, args.workers, tmp / "data") as port:
                 api(port, "PUT", "/api/v1/blocks/shared", SHARED_BLOCK)
                 api(port, "PUT", "/api/v1/blocks/personal", PERSONAL_BLOCK)
@@ -198,8 +220,11 @@ def measure(args: argparse.Namespace) -> None:
                 offered = 3 * unique.rate
                 overload = asyncio.run(
                     loadgen.run(
-                        HOST, port, list(reversed(unique_paths)),
-                        duration_s=args.seconds, rate=offered,
+                        HOST,
+                        port,
+                        list(reversed(unique_paths)),
+                        duration_s=args.seconds,
+                        rate=offered,
                     )
                 )
             with floor_server(shared_body, args.workers, tmp) as floor_port:
@@ -220,11 +245,15 @@ def measure(args: argparse.Namespace) -> None:
     print(line("unique personalized renders", unique, pillow, "images/s"))
     print(line(f"overload at {offered:,.0f}/s offered", overload, None))
     defaults = overload.variants.get("default", 0)
-    print(f"  {defaults / max(1, sum(overload.variants.values())):.0%} answered with the default "
-          f"(shed), timeouts {overload.timeouts}, errors {overload.errors}")
+    print(
+        f"  {defaults / max(1, sum(overload.variants.values())):.0%} answered with the default "
+        f"(shed), timeouts {overload.timeouts}, errors {overload.errors}"
+    )
     print(line("unique renders, 1 worker", one_worker, None))
-    print(f"  scaling: {args.workers} workers = {unique.rate / max(one_worker.rate, 1e-9):.2f}x "
-          "one worker")
+    print(
+        f"  scaling: {args.workers} workers = {unique.rate / max(one_worker.rate, 1e-9):.2f}x "
+        "one worker"
+    )
 
 
 def main() -> None:

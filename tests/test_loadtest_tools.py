@@ -1,0 +1,49 @@
+"""The load-test tools themselves: a seeded population and the load generator."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from aiohttp import web
+
+from loadtest import loadgen
+from loadtest.population import Population
+from server.signing import Signer
+
+
+def test_the_population_is_the_same_for_the_same_seed() -> None:
+    now = datetime(2026, 5, 1, tzinfo=UTC)
+    one, again, other = Population(100, seed=3), Population(100, seed=3), Population(100, seed=4)
+    assert [one.profile(i) for i in range(100)] == [again.profile(i) for i in range(100)]
+    assert [one.events(i, now) for i in range(100)] == [again.events(i, now) for i in range(100)]
+    assert [one.profile(i) for i in range(100)] != [other.profile(i) for i in range(100)]
+    # Some recipients have no first name, so defaults get exercised.
+    assert any("first_name" not in one.profile(i) for i in range(100))
+
+
+def test_population_urls_are_signed_for_the_service() -> None:
+    signer = Signer(["k"])
+    url = urlsplit(Population(10).image_url(signer, "hero", 3))
+    assert url.path == "/i/hero.png"
+    assert signer.verify(url.path, parse_qsl(url.query))
+
+
+async def test_the_load_generator_counts_what_the_server_answers(aiohttp_server: Any) -> None:
+    async def handle(request: web.Request) -> web.Response:
+        variant = "a" if request.path == "/a" else "b"
+        return web.Response(body=b"x" * 100, headers={"X-Atopen-Variant": variant})
+
+    app = web.Application()
+    app.router.add_get("/{name}", handle)
+    server = await aiohttp_server(app)
+    closed = await loadgen.run(
+        "127.0.0.1", server.port, ["/a", "/b"], duration_s=0.3, connections=4
+    )
+    assert closed.errors == 0
+    assert closed.statuses[200] == len(closed.latencies_s) > 10
+    assert abs(closed.variants["a"] - closed.variants["b"]) <= 4
+    opened = await loadgen.run("127.0.0.1", server.port, ["/a"], duration_s=0.5, rate=200)
+    assert 60 <= len(opened.latencies_s) <= 110  # about 100 started at 200/s
+    assert opened.percentile_ms(99) < loadgen.REQUEST_TIMEOUT_S * 1000
