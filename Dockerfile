@@ -31,10 +31,11 @@ RUN python -c "import tomllib; p = tomllib.load(open('/build/pyproject.toml', 'r
 # ---- runtime
 FROM ${PYTHON_IMAGE}
 
-# libfribidi0: Pillow's wheels load it at run time for complex-script text layout
+# libfribidi0: Pillow's wheels load it at run time for complex-script text layout;
+# fontconfig and fonts-noto-color-emoji: colour emoji join the fallback chain
 # (RAQM); without it text is laid out with the basic engine and measures differently.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends libfribidi0 \
+    && apt-get install -y --no-install-recommends libfribidi0 fontconfig fonts-noto-color-emoji \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 atopen \
     && useradd --system --uid 10001 --gid atopen --home-dir /app --no-create-home atopen \

@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 LOADTEST_STAMP := $(VENV)/.installed-loadtest
 
-.PHONY: demo serve test lint fmt bench loadtest clean
+.PHONY: demo serve test lint fmt bench goldens loadtest clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "atopen needs Python 3.11 or newer")'
@@ -33,7 +33,12 @@ $(LOADTEST_STAMP): $(STAMP)
 
 ## Benchmarks (ratios against floors measured in the same run; nothing fails on time).
 bench: $(STAMP)
+	$(BIN)/python -m loadtest.bench_render
 	$(BIN)/python -m loadtest.bench_serve
+
+## Re-render the golden images after a deliberate change (then look at them).
+goldens: $(STAMP)
+	UPDATE_GOLDENS=1 $(BIN)/pytest tests/test_golden.py
 
 ## A bounded headless locust run against a local server; reports in loadtest/reports/.
 loadtest: $(LOADTEST_STAMP)

@@ -11,36 +11,44 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
+from urllib.parse import urlsplit
 
 from PIL import ImageColor
 
 if TYPE_CHECKING:
-    from renderers.resources import Asset, FontFace
+    from renderers.fonts import FontStack
+    from renderers.resources import Asset
 
 Box = tuple[int, int, int, int]  # x, y, w, h in block pixels
 RGBA = tuple[int, int, int, int]
 
 # Block pixels. No email image comes near this; it bounds the work one layer can cause.
 MAX_SIDE = 4000
+MAX_URL_CHARS = 2048
 
 
 class FieldError(ValueError):
     """A layer field value is not acceptable.
 
     The message says why, without the field name: the caller prefixes the path, e.g.
-    'variants[0].layers[1].color: not a colour: "#zz"'.
+    'variants[0].layers[1].color: not a colour: "#zz"'. A layer kind's `make` names the
+    field in `field` when values do not go together (a text its fonts cannot draw).
     """
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class Resources(Protocol):
     """Where named fonts and image assets come from (the server supplies one)."""
 
-    def font(self, name: str) -> FontFace:
-        """The font called `name`; raises FieldError if there is none."""
+    def font(self, name: str) -> FontStack:
+        """The stack for `name` (font names, comma-separated); FieldError if unknown."""
         ...
 
     def asset(self, name: str) -> Asset:
-        """The decoded asset called `name`; raises FieldError if unknown or unreadable."""
+        """The decoded image `name` (an asset file or an https URL); FieldError if unusable."""
         ...
 
 
@@ -56,6 +64,9 @@ class Field:
     required: bool = False
     default: object = None  # used when absent and not required, in parsed form
     templated: bool = True  # string values may be Jinja templates the server resolves first
+    # Literal values this returns True for are resolved at open time like templates
+    # (remote image URLs); it raises FieldError for such a value that is malformed.
+    at_open: Callable[[object], bool] | None = None
 
 
 def _string(value: object) -> str:
@@ -148,11 +159,62 @@ def text(value: object, resources: Resources) -> str:
     return content
 
 
-def font(value: object, resources: Resources) -> FontFace:
-    """A font name, looked up in the resources."""
+def font(value: object, resources: Resources) -> FontStack:
+    """A font name, or several separated by commas (a stack), looked up in the resources."""
     return resources.font(_string(value))
 
 
 def asset(value: object, resources: Resources) -> Asset:
-    """An asset name (a file name relative to an assets directory), loaded from the resources."""
+    """An asset name (a file in an assets directory) or an https URL, from the resources."""
     return resources.asset(_string(value))
+
+
+def number(value: object, resources: Resources) -> float:
+    """A finite number: from JSON, or the text a template made of one (`"1200"`, `"3.5"`)."""
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise FieldError(f"not a number: {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise FieldError(f"not a number: {value!r}")
+    return float(value)
+
+
+def boolean(value: object, resources: Resources) -> bool:
+    """true or false."""
+    if not isinstance(value, bool):
+        raise FieldError(f"must be true or false, not {value!r}")
+    return value
+
+
+def is_remote(name: str) -> bool:
+    """Whether an image `src` names a URL (fetched at open time) rather than an asset file."""
+    return name.strip().lower().startswith(("https://", "http://"))
+
+
+def remote_url(name: str) -> str:
+    """`name` as a URL atopen may fetch: https, a host name, no credentials; else FieldError."""
+    url = name.strip()
+    if len(url) > MAX_URL_CHARS:
+        raise FieldError(f"a remote image URL must be at most {MAX_URL_CHARS} characters")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise FieldError(f'not a URL: "{url}"') from None
+    if parts.scheme.lower() != "https":
+        raise FieldError(f'a remote image must be an https URL: "{url}"')
+    if not parts.hostname or parts.username is not None or parts.password is not None:
+        raise FieldError(f'a remote image URL needs a host name and no credentials: "{url}"')
+    if port == 0 or any(char.isspace() for char in url):
+        raise FieldError(f'not a URL: "{url}"')
+    return url
+
+
+def fetched_at_open(value: object) -> bool:
+    """For `Field.at_open` of image sources: a URL is fetched at open time (checked here)."""
+    if isinstance(value, str) and is_remote(value):
+        remote_url(value)
+        return True
+    return False

@@ -1,7 +1,9 @@
 """Fitting text into a box: word wrapping, shrink-to-fit and ellipsis truncation.
 
-Pure measurement with the font's real metrics, at the pixel size the text will be drawn
-(block size * scale). Nothing is drawn here.
+Pure measurement with the fonts' real metrics, at the pixel size the text will be drawn
+(block size * scale). Nothing is drawn here. Text is measured in its font stack: each
+piece with the face that will draw it (`renderers.runs`); line height and baseline come
+from the stack's first face.
 
 A block of n lines is (n - 1) * pitch + (ascent + descent) tall: the first line's
 ascender touches the top of the block and the last line's descender its bottom.
@@ -19,7 +21,10 @@ from dataclasses import dataclass
 
 from PIL import ImageFont
 
-from renderers.resources import FontFace, load_font
+from renderers.bidi import is_rtl
+from renderers.fonts import FontStack
+from renderers.glyphs import load_font
+from renderers.runs import Ruler
 
 ELLIPSIS = "…"
 # More than any box shows legibly; bounds the work runaway template data can cause.
@@ -38,28 +43,8 @@ class TextLayout:
     pitch: float  # baseline to baseline, canvas pixels
     height: float  # the whole block of lines, canvas pixels
     truncated: bool  # some text did not fit and the last line ends with an ellipsis
-
-
-class _Ruler:
-    """Advance widths of strings at any pixel size of one face, each string shaped once."""
-
-    def __init__(self, face: FontFace, reference_px: int) -> None:
-        self._face = face
-        self._reference_px = reference_px
-        # RAQM advances are unhinted, so they scale linearly with the size; BASIC ones
-        # are hinted per size and must be measured at each size.
-        engine = load_font(face, reference_px).layout_engine
-        self._linear = engine == ImageFont.Layout.RAQM
-        self._widths: dict[tuple[str, int], float] = {}
-
-    def width(self, text: str, px: int) -> float:
-        measured_px = self._reference_px if self._linear else px
-        key = (text, measured_px)
-        width = self._widths.get(key)
-        if width is None:
-            width = load_font(self._face, measured_px).getlength(text)
-            self._widths[key] = width
-        return width * px / measured_px
+    ascent: float  # the first baseline's distance below the top of the block, canvas pixels
+    rtl: bool  # the paragraph runs right to left (its first strong character does)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +61,7 @@ class _Attempt:
 
 def layout_text(
     text: str,
-    face: FontFace,
+    stack: FontStack,
     width: int,
     height: int,
     *,
@@ -95,13 +80,15 @@ def layout_text(
     """
     complete = len(text) <= MAX_CHARS
     paragraphs = [paragraph.split() for paragraph in text[:MAX_CHARS].split("\n")]
-    ruler = _Ruler(face, size * scale)
+    ruler = Ruler(stack, size * scale)
     attempts: dict[int, _Attempt] = {}
 
     def attempt(block_size: int) -> _Attempt:
         if block_size not in attempts:
             px = block_size * scale
-            capacity = _capacity(load_font(face, px), px * line_height, height * scale, max_lines)
+            capacity = _capacity(
+                load_font(stack.primary, px), px * line_height, height * scale, max_lines
+            )
             budget = width * scale * _WIDTH_SLACK
             lines = _wrap(paragraphs, ruler, px, budget, limit=max(capacity, 1) + 1)
             attempts[block_size] = _Attempt(px, lines, capacity, complete)
@@ -119,7 +106,7 @@ def layout_text(
                 else:
                     high = middle
         chosen = low
-    return _finish(attempt(chosen), face, chosen, width * scale, line_height)
+    return _finish(attempt(chosen), ruler, chosen, width * scale, line_height, is_rtl(text))
 
 
 def _capacity(
@@ -132,7 +119,7 @@ def _capacity(
 
 
 def _wrap(
-    paragraphs: list[list[str]], ruler: _Ruler, px: int, budget: float, *, limit: int
+    paragraphs: list[list[str]], ruler: Ruler, px: int, budget: float, *, limit: int
 ) -> list[str]:
     """Greedy word wrap to `budget` pixels; stops once it has `limit` lines."""
     space = ruler.width(" ", px)
@@ -162,7 +149,7 @@ def _wrap(
     return lines
 
 
-def _break_word(word: str, ruler: _Ruler, px: int, budget: float) -> list[str]:
+def _break_word(word: str, ruler: Ruler, px: int, budget: float) -> list[str]:
     """`word` cut into pieces that each fit `budget` (at least one character each)."""
     # Adding up character widths ignores kerning inside the word; a word too long for
     # its box is a rare and already degraded case, and the box clips anyway.
@@ -178,11 +165,11 @@ def _break_word(word: str, ruler: _Ruler, px: int, budget: float) -> list[str]:
     return pieces
 
 
-def _ellipsize(line: str, font: ImageFont.FreeTypeFont, width_px: int) -> str:
+def _ellipsize(line: str, ruler: Ruler, px: int, width_px: int) -> str:
     """`line` shortened (whole words first, then characters) so that it fits with an ellipsis."""
 
     def fits(candidate: str) -> bool:
-        return font.getlength(candidate.rstrip() + ELLIPSIS) <= width_px
+        return ruler.width(candidate.rstrip() + ELLIPSIS, px) <= width_px
 
     line = line.rstrip()
     while " " in line and not fits(line):
@@ -205,21 +192,22 @@ def _longest_prefix(word: str, fits: Callable[[str], bool]) -> int:
 
 
 def _finish(
-    attempt: _Attempt, face: FontFace, size: int, width_px: int, line_height: float
+    attempt: _Attempt, ruler: Ruler, size: int, width_px: int, line_height: float, rtl: bool
 ) -> TextLayout:
-    font = load_font(face, attempt.px)
     keep = max(attempt.capacity, 1)  # a box lower than one line still shows (clipped) text
     lines = attempt.lines[:keep]
     truncated = len(attempt.lines) > keep or not attempt.complete
     if truncated:
-        lines[-1] = _ellipsize(lines[-1], font, width_px)
-    ascent, descent = font.getmetrics()
+        lines[-1] = _ellipsize(lines[-1], ruler, attempt.px, width_px)
+    ascent, descent = load_font(ruler.stack.primary, attempt.px).getmetrics()
     pitch = attempt.px * line_height
     return TextLayout(
         size=size,
         lines=tuple(lines),
-        widths=tuple(font.getlength(line) for line in lines),
+        widths=tuple(ruler.width(line, attempt.px) for line in lines),
         pitch=pitch,
         height=(len(lines) - 1) * pitch + ascent + descent,
         truncated=truncated,
+        ascent=ascent,
+        rtl=rtl,
     )

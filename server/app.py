@@ -21,7 +21,8 @@ from content_sources.geo import open_geoip
 from content_sources.http_data import HttpData
 from content_sources.keys import inventory_key, profile_key
 from content_sources.segments import RfmPolicy
-from renderers.resources import LocalResources, builtin_fonts
+from renderers.fonts import FontError, FontFace, available_fonts
+from renderers.resources import LocalResources
 from server import email_routes, health
 from server.api import blocks as blocks_api
 from server.api import events as events_api
@@ -36,10 +37,11 @@ from server.middlewares import api_middleware, request_id_middleware
 from server.open_log import OpenLog
 from server.openapi import routes as openapi_routes
 from server.opens import Opens
+from server.remote_images import RemoteImageLimits, RemoteImages
 from server.render_cache import RenderCache
 from server.render_pool import RenderPool
 from server.segments_job import run_segments_job
-from server.settings import Settings
+from server.settings import Settings, SettingsError
 from server.signing import Signer
 
 log = logging.getLogger("atopen")
@@ -47,6 +49,14 @@ log = logging.getLogger("atopen")
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 # Store commands on the open path must fail fast: the render deadline is a few hundred ms.
 STORE_TIMEOUT_S = 2.0
+
+
+def fonts_of(fonts_dir: Path | None) -> dict[str, FontFace]:
+    """The bundled fonts, the system's (fontconfig) and those in `ATOPEN_FONTS_DIR`."""
+    try:
+        return available_fonts(fonts_dir)
+    except FontError as exc:
+        raise SettingsError(f"ATOPEN_FONTS_DIR: {exc}") from None
 
 
 def create_app(settings: Settings, *, redis_url: str) -> web.Application:
@@ -88,7 +98,19 @@ async def _services(app: web.Application, *, redis_url: str) -> AsyncIterator[No
     )
     click_memory_s = settings.click_memory_days * 86_400
     open_log = OpenLog(redis, click_memory_s=click_memory_s)
-    resources = LocalResources([settings.assets_dir, TEMPLATES_DIR / "assets"], builtin_fonts())
+    resources = LocalResources(
+        [settings.assets_dir, TEMPLATES_DIR / "assets"], fonts_of(settings.fonts_dir)
+    )
+    remote_images = RemoteImages(
+        RemoteImageLimits(
+            connect_timeout_s=settings.remote_image_connect_timeout_ms / 1000,
+            read_timeout_s=settings.remote_image_read_timeout_ms / 1000,
+            max_bytes=settings.remote_image_max_bytes,
+            max_pixels=settings.remote_image_max_pixels,
+            ttl_s=settings.remote_image_cache_s,
+            cache_bytes=settings.remote_image_cache_mb * 1024 * 1024,
+        )
+    )
     geoip = open_geoip(settings.geoip_db) if settings.geoip_db is not None else None
     sources = build_sources(settings, geoip)
     blocks = BlockStore(
@@ -107,6 +129,7 @@ async def _services(app: web.Application, *, redis_url: str) -> AsyncIterator[No
         pool=pool,
         cache=cache,
         http_data=http_data,
+        remote_images=remote_images,
         open_log=open_log,
         deadline_ms=settings.render_deadline_ms,
         click_memory_s=click_memory_s,
@@ -139,6 +162,7 @@ async def _services(app: web.Application, *, redis_url: str) -> AsyncIterator[No
         for task in tasks:
             await stop_task(task)
         await session.close()
+        await remote_images.close()
         if geoip is not None:
             geoip.close()
         await open_log.flush()

@@ -24,10 +24,13 @@ from redis.exceptions import RedisError
 
 from content_sources import anonymous_context
 from content_sources.base import OpenRequest, Source
+from content_sources.clock import zone
+from renderers.encode import ByteBudgetError
 from renderers.fields import Resources
-from renderers.plan import ImageFormat, RenderPlan
+from renderers.layers import needs_clock
+from renderers.plan import ImageFormat, Layer, RenderPlan
 from renderers.render import render
-from server.blocks import SCALES, Block, BlockError, Problem, compile_block
+from server.blocks import SCALES, Block, BlockError, Problem, VariantTemplate, compile_block
 from server.selection import DefaultUnavailableError, choose_variant, safe_link
 
 log = logging.getLogger("atopen.blocks")
@@ -52,8 +55,15 @@ class PreparedBlock:
     # Variants drawn from one recipient's own data: worth keeping in this process (a
     # re-fetch storm repeats them) but not in the shared cache, which they would only fill.
     personal_variants: frozenset[str]
-    # A default without templates looks the same for everyone: serve the pre-render.
+    # A default without templates or a clock looks the same for everyone: the pre-render.
     default_is_static: bool
+    # Per variant: how many leading layers are the same for every open (drawn once).
+    static_prefixes: Mapping[str, int]
+
+    def plan(
+        self, variant: str, layers: tuple[Layer, ...], fmt: ImageFormat, dpr: int, now: datetime
+    ) -> RenderPlan:
+        return build_plan(self.block, self.static_prefixes.get(variant, 0), layers, fmt, dpr, now)
 
     def fallback(self, fmt: ImageFormat, dpr: int) -> bytes:
         return self.fallbacks[(fmt, dpr)]
@@ -65,6 +75,28 @@ class PreparedBlock:
             "updated_at": self.updated_at,
             "definition": self.block.definition,
         }
+
+
+def build_plan(
+    block: Block,
+    static_prefix: int,
+    layers: tuple[Layer, ...],
+    fmt: ImageFormat,
+    dpr: int,
+    now: datetime,
+) -> RenderPlan:
+    """The render plan of a resolved variant; `now` only when a layer shows the time
+    (truncated to the second, so every open in that second shares one render)."""
+    return RenderPlan(
+        block.width,
+        block.height,
+        dpr,
+        fmt,
+        layers,
+        now=now.replace(microsecond=0) if needs_clock(layers) else None,
+        max_bytes=block.max_bytes,
+        static_prefix=static_prefix,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,22 +145,41 @@ def prepare_block(
             [Problem("default", f"must render with no recipient data at all: {exc}")]
         ) from None
     default_link = safe_link(block, choice.link)
+    prefixes = {v.name: _static_prefix(v) for v in (*block.variants, block.default)}
     if default_link is None:
         raise BlockError(
             [Problem("default.link", "must resolve to an http(s) URL whose host the block names")]
         )
-    fallbacks = {
-        (fmt, dpr): render(RenderPlan(block.width, block.height, dpr, fmt, choice.layers))
-        for fmt in FORMATS
-        for dpr in SCALES
-    }
+    now = datetime.now(UTC).astimezone(zone(block.tz) if block.tz else UTC)
+    try:
+        fallbacks = {
+            (fmt, dpr): render(build_plan(block, prefixes["default"], choice.layers, fmt, dpr, now))
+            for fmt in FORMATS
+            for dpr in SCALES
+        }
+    except ByteBudgetError as exc:
+        raise BlockError([Problem("max_bytes", f"the default cannot fit: {exc}")]) from None
     personal = frozenset(
         v.name
         for v in (*block.variants, block.default)
         if any(t.names & PERSONAL_NAMES for layer in v.layers for _, t in layer.templates.values())
     )
-    static_default = not any(layer.templates for layer in block.default.layers)
-    return PreparedBlock(block, default_link, fallbacks, updated_at, personal, static_default)
+    static_default = not any(layer.templates for layer in block.default.layers) and not (
+        needs_clock(choice.layers)
+    )
+    return PreparedBlock(
+        block, default_link, fallbacks, updated_at, personal, static_default, prefixes
+    )
+
+
+def _static_prefix(variant: VariantTemplate) -> int:
+    """Leading layers with nothing to resolve and no clock: the same at every open."""
+    count = 0
+    for layer in variant.layers:
+        if layer.templates or layer.kind.needs_clock:
+            break
+        count += 1
+    return count
 
 
 class BlockStore:

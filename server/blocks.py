@@ -46,9 +46,12 @@ _BLOCK_KEYS = {
     "data",
     "split",
     "reopen",
+    "max_bytes",
 }
 _FORMATS: tuple[ImageFormat, ...] = ("png", "jpg", "gif")
 SCALES = (1, 2, 3)
+MIN_BUDGET_BYTES = 1024
+MAX_BUDGET_BYTES = 10 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +106,7 @@ class Block:
     data: Mapping[str, HttpSourceSpec] = field(default_factory=dict)
     split: Split | None = None
     sticky: bool = False
+    max_bytes: int | None = None
 
 
 class _Collector:
@@ -182,6 +186,13 @@ def compile_block(
     )
     for field_path, message in split_problems:
         errors.add(field_path, message)
+    max_bytes = definition.get("max_bytes")
+    if max_bytes is not None and (
+        isinstance(max_bytes, bool)
+        or not isinstance(max_bytes, int)
+        or not MIN_BUDGET_BYTES <= max_bytes <= MAX_BUDGET_BYTES
+    ):
+        errors.add("max_bytes", f"an integer from {MIN_BUDGET_BYTES} to {MAX_BUDGET_BYTES} (bytes)")
     reopen = definition.get("reopen", "fresh")
     if reopen not in ("fresh", "sticky"):
         errors.add("reopen", "must be fresh (decide at every open) or sticky (keep the first)")
@@ -211,6 +222,7 @@ def compile_block(
         data=data,
         split=split,
         sticky=reopen == "sticky",
+        max_bytes=cast(int | None, max_bytes),
     )
 
 
@@ -357,7 +369,14 @@ def _layer(
                 fixed[spec.name] = spec.default
             continue
         value = raw[spec.name]
-        if spec.templated and isinstance(value, str) and is_template(value):
+        deferred = False  # resolved at open time though literal (an image URL is fetched then)
+        if spec.at_open is not None:
+            try:
+                deferred = spec.at_open(value)
+            except FieldError as exc:
+                errors.add(where, str(exc))
+                continue
+        if spec.templated and isinstance(value, str) and (deferred or is_template(value)):
             try:
                 templates[spec.name] = (spec, Template(value))
             except ExpressionError as exc:
@@ -367,6 +386,12 @@ def _layer(
             fixed[spec.name] = spec.parse(value, resources)
         except FieldError as exc:
             errors.add(where, str(exc))
+    if not templates and len(fixed) == len(kind.fields):
+        # A layer with nothing left for open time is checked whole now (field combinations).
+        try:
+            kind.make(fixed)
+        except FieldError as exc:
+            errors.add(f"{path}.{exc.field or kind.fields[0].name}", str(exc))
     return LayerTemplate(kind=kind, fixed=fixed, templates=templates)
 
 

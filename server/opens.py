@@ -28,13 +28,15 @@ from content_sources.remembered import decode_memory
 from content_sources.store_batch import StoreBatcher
 from content_sources.stores import complete_stores
 from renderers.fields import Resources
-from renderers.plan import ImageFormat, RenderPlan
+from renderers.layers.countdown import CountdownLayer
+from renderers.plan import ImageFormat
 from renderers.render import render
 from server import metrics
 from server.block_store import PreparedBlock
 from server.blocks import Block
 from server.experiments import Assignment, assign
 from server.open_log import OpenLog
+from server.remote_images import RemoteImages, choose_with_remote_images
 from server.render_cache import RenderCache
 from server.render_pool import OverloadedError, RenderPool
 from server.selection import Choice, choose_variant, safe_link
@@ -43,6 +45,8 @@ from server.signing import Signer
 log = logging.getLogger("atopen.opens")
 
 MAX_RECIPIENT_LEN = 256
+# The variant that replaces a countdown's once its time is up (if the block has one).
+EXPIRED = "expired"
 # The share of the deadline live HTTP data may take; the rest is for rendering.
 DATA_SHARE = 0.6
 MERGE_PREFIX = "m."
@@ -94,6 +98,7 @@ class Opens:
         pool: RenderPool,
         cache: RenderCache,
         http_data: HttpData,
+        remote_images: RemoteImages,
         open_log: OpenLog,
         deadline_ms: int,
         click_memory_s: int,
@@ -106,6 +111,7 @@ class Opens:
         self._resources = resources
         self._pool = pool
         self._http_data = http_data
+        self._remote_images = remote_images
         self._cache = cache
         self._open_log = open_log
         self._deadline_s = deadline_ms / 1000
@@ -240,13 +246,13 @@ class Opens:
             overrides["data"] = fetched.values
             context["data"] = fetched.values
             trace = fetched.trace
-        choice = self._select(block, context, assignment)
+        choice = await self._select(block, context, assignment)
         inventory = context.get("inventory")
         if isinstance(inventory, InventoryView) and inventory.unfetched:
             # A rule computed a SKU: fetch it and decide again (at most once more).
             request = replace(request, skus=request.skus | inventory.unfetched)
             context = await self._gather(request, block, overrides)
-            choice = self._select(block, context, assignment)
+            choice = await self._select(block, context, assignment)
         return (replace(choice, data_trace=trace) if trace else choice), context
 
     async def _gather(
@@ -261,21 +267,36 @@ class Opens:
             await complete_stores(self._redis, context)
         return context
 
-    def _select(
+    async def _select(
         self, block: Block, context: Mapping[str, object], assignment: Assignment
     ) -> Choice:
+        """The variant for this context, with the remote images it shows fetched."""
+        now = context.get("now")
+        now = now if isinstance(now, datetime) else datetime.now(UTC)
         shown = context.get("last_shown")
         keep = shown.get("variant") if block.sticky and isinstance(shown, dict) else None
         holdout = assignment.holdout
-        return choose_variant(
-            block,
-            context,
-            self._resources,
-            default_only=holdout,
-            excluded=assignment.excluded,
-            keep=keep if isinstance(keep, str) and keep not in assignment.excluded else None,
-            default_reason="experiment holdout" if holdout else "no other variant applied",
-        )
+        # `expired` is never chosen in order: it replaces a countdown whose time is up.
+        excluded = assignment.excluded | {EXPIRED}
+
+        def choose(resources: Resources) -> Choice:
+            choice = choose_variant(
+                block,
+                context,
+                resources,
+                default_only=holdout,
+                excluded=excluded,
+                keep=keep if isinstance(keep, str) and keep not in excluded else None,
+                default_reason="experiment holdout" if holdout else "no other variant applied",
+            )
+            if _timer_is_up(choice, now) and any(v.name == EXPIRED for v in block.variants):
+                expired = choose_variant(block, context, resources, keep=EXPIRED, excluded=excluded)
+                if expired.variant == EXPIRED:
+                    return expired
+            return choice
+
+        choice = await choose_with_remote_images(choose, self._resources, self._remote_images)
+        return replace(choice, now=now)
 
     async def _render(
         self,
@@ -290,7 +311,7 @@ class Opens:
         if choice.variant == "default" and prepared.default_is_static:
             return prepared.fallback(fmt, dpr), "static"
         block = prepared.block
-        plan = RenderPlan(block.width, block.height, dpr, fmt, choice.layers)
+        plan = prepared.plan(choice.variant, choice.layers, fmt, dpr, choice.now or _utc_now())
         # The renderer checks this between layers: a timeout cannot stop a running thread.
         until = time.monotonic() + self._deadline_s if bounded else None
         rendered = False
@@ -319,3 +340,14 @@ class Opens:
         raw = await self._redis.hget(remembered_key(request.recipient), block_id)
         entry = decode_memory(raw, request.at, self._click_memory_s)
         return str(entry["link"]) if entry is not None else None
+
+
+def _timer_is_up(choice: Choice, now: datetime) -> bool:
+    return any(
+        isinstance(layer, CountdownLayer) and layer.deadline(now) <= now
+        for layer in choice.layers
+    )
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from urllib.parse import urlsplit
 
 from content_sources.http_data import SourceTrace
@@ -39,6 +40,8 @@ class Choice:
     link: str
     trace: tuple[VariantOutcome, ...]
     data_trace: tuple[SourceTrace, ...] = ()
+    # The open's time in the recipient's zone: what a countdown counts from.
+    now: datetime | None = None
 
 
 def choose_variant(

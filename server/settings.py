@@ -40,6 +40,13 @@ class Settings:
     cache_memory_mb: int = 64
     cache_ttl_s: int = 3600
     metrics_tokens: tuple[str, ...] = ()
+    fonts_dir: Path | None = None
+    remote_image_connect_timeout_ms: int = 1000
+    remote_image_read_timeout_ms: int = 2000
+    remote_image_max_bytes: int = 5 * 1024 * 1024
+    remote_image_max_pixels: int = 20_000_000
+    remote_image_cache_s: int = 300
+    remote_image_cache_mb: int = 64
     geoip_db: Path | None = None
     trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = ()
     last_seen_days: int = 180
@@ -122,6 +129,13 @@ def _text(name: str, raw: str) -> str:
     return raw.strip()
 
 
+def _directory(name: str, raw: str) -> Path:
+    path = Path(raw.strip())
+    if not path.is_dir():
+        raise SettingsError(f"{name}: {raw!r} is not a directory")
+    return path
+
+
 def _geoip_db(name: str, raw: str) -> Path:
     """The file must open as a City database now, not at the first open."""
     from content_sources.geo import open_geoip  # content_sources imports this module
@@ -172,6 +186,13 @@ _VARIABLES: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "ATOPEN_CACHE_MEMORY_MB": ("cache_memory_mb", _int(1, 1_000_000)),
     "ATOPEN_CACHE_TTL_S": ("cache_ttl_s", _int(1, 30 * 86_400)),
     "ATOPEN_METRICS_TOKEN": ("metrics_tokens", _csv),
+    "ATOPEN_FONTS_DIR": ("fonts_dir", _directory),
+    "ATOPEN_REMOTE_IMAGE_CONNECT_TIMEOUT_MS": ("remote_image_connect_timeout_ms", _int(50, 10_000)),
+    "ATOPEN_REMOTE_IMAGE_READ_TIMEOUT_MS": ("remote_image_read_timeout_ms", _int(50, 30_000)),
+    "ATOPEN_REMOTE_IMAGE_MAX_BYTES": ("remote_image_max_bytes", _int(1024, 50 * 1024 * 1024)),
+    "ATOPEN_REMOTE_IMAGE_MAX_PIXELS": ("remote_image_max_pixels", _int(1, 40_000_000)),
+    "ATOPEN_REMOTE_IMAGE_CACHE_S": ("remote_image_cache_s", _int(0, 86_400)),
+    "ATOPEN_REMOTE_IMAGE_CACHE_MB": ("remote_image_cache_mb", _int(0, 4096)),
     "ATOPEN_GEOIP_DB": ("geoip_db", _geoip_db),
     "ATOPEN_TRUSTED_PROXIES": ("trusted_proxies", _trusted_proxies),
     "ATOPEN_LAST_SEEN_DAYS": ("last_seen_days", _int(1, 3650)),

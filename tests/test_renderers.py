@@ -433,6 +433,8 @@ def test_text_layer_defaults_and_parsed_values(make: MakeLayer) -> None:
     assert layer.min_size == 15  # half the size by default
     assert layer.color == (0, 0, 0, 255)
     assert layer.font.name == "roboto-bold"
+    assert layer.font.primary.name == "roboto-bold"
+    assert len(layer.font.faces) > 10  # the fallback chain follows
     assert (layer.align, layer.valign, layer.fit, layer.line_height) == (
         "left",
         "top",
@@ -445,9 +447,19 @@ def test_text_layer_defaults_and_parsed_values(make: MakeLayer) -> None:
 
 
 def test_every_kind_lists_its_fields() -> None:
-    assert set(LAYER_KINDS) == {"fill", "rect", "text", "image"}
+    assert set(LAYER_KINDS) == {
+        "fill",
+        "rect",
+        "text",
+        "image",
+        "countdown",
+        "progress",
+        "qr",
+        "barcode",
+    }
     for name, kind in LAYER_KINDS.items():
         assert kind.name == name
+        assert kind.needs_clock == (name == "countdown")
         assert all(not f.required or f.default is None for f in kind.fields)
     templated = {f.name for f in LAYER_KINDS["text"].fields if f.templated}
     assert {"text", "color", "font"} <= templated
@@ -482,9 +494,9 @@ def test_the_deadline_is_checked_between_layers(
     fill = LAYER_KINDS["fill"]
 
     class SlowFill:
-        name, fields, make = fill.name, fill.fields, fill.make
+        name, fields, make, needs_clock = fill.name, fill.fields, fill.make, False
 
-        def draw(self, canvas: Image.Image, layer: Layer, scale: int) -> None:
+        def draw(self, canvas: Image.Image, layer: Layer, scale: int, now: object) -> None:
             drawn.append(layer)
             clock[0] += 1.0
 
@@ -497,9 +509,9 @@ def test_the_deadline_is_checked_between_layers(
 
 
 def test_picture_cache_drops_the_least_recently_used_beyond_its_bytes() -> None:
-    from renderers.layers.image import _PictureCache
+    from renderers.picture_cache import PictureCache
 
-    cache = _PictureCache(max_bytes=2 * 10 * 10 * 4)  # room for two 10 x 10 pictures
+    cache = PictureCache(max_bytes=2 * 10 * 10 * 4)  # room for two 10 x 10 pictures
     pictures = {name: Image.new("RGBA", (10, 10)) for name in "abc"}
     cache.put("a", pictures["a"])
     cache.put("b", pictures["b"])

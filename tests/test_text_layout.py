@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from renderers.resources import DEFAULT_FONT, FontFace, builtin_fonts, load_font
+from renderers.glyphs import load_font
+from renderers.resources import default_stack
 from renderers.text_layout import ELLIPSIS, MAX_CHARS, TextLayout, layout_text
 
-FACE = FontFace(DEFAULT_FONT, str(builtin_fonts()[DEFAULT_FONT]))
+STACK = default_stack()
 LONG = "Your order of three pairs of running shoes has shipped and will arrive on Tuesday"
 
 
@@ -24,7 +25,7 @@ def lay(
 ) -> TextLayout:
     return layout_text(
         text,
-        FACE,
+        STACK,
         width,
         height,
         size=size,
@@ -117,7 +118,7 @@ def test_ellipsis_trims_whole_words_first() -> None:
     kept = layout.lines[0].removesuffix(ELLIPSIS)
     assert "alpha beta gamma delta epsilon".startswith(kept)
     assert kept.split()[-1] in {"alpha", "beta", "gamma", "delta"}  # no half word
-    font = load_font(FACE, 20)
+    font = load_font(STACK.primary, 20)
     assert font.getlength(layout.lines[0]) <= 150
 
 

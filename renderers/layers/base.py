@@ -7,6 +7,7 @@ from parsed fields, and draws that value onto a canvas at a given scale.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from renderers.fields import Field, FieldError, Resources
@@ -30,24 +31,35 @@ class LayerError(ValueError):
 
 
 class LayerKind(Protocol):
-    """One kind of layer: "fill", "rect", "text" or "image"."""
+    """One kind of layer: "fill", "rect", "text", "image", "countdown", ..."""
 
     name: str
     fields: tuple[Field, ...]  # every accepted field except "type"
+    # Drawn from the plan's `now` (a countdown): such a layer changes every second, so the
+    # server gives its plan a `now` and never serves a pre-render of it.
+    needs_clock: bool
 
     def make(self, values: Mapping[str, object]) -> Layer:
-        """The layer for `values`: every field, parsed, defaults filled in. Never raises."""
+        """The layer for `values`: every field, parsed, defaults filled in.
+
+        Raises FieldError when values that are each acceptable do not go together (a text
+        with a character no font of its stack has, a QR code too large for its box).
+        """
         ...
 
-    def draw(self, canvas: Image.Image, layer: Layer, scale: int) -> None:
-        """Draw `layer` (made by this kind) on the RGBA `canvas`, `scale` pixels per block pixel."""
+    def draw(self, canvas: Image.Image, layer: Layer, scale: int, now: datetime | None) -> None:
+        """Draw `layer` (made by this kind) on the RGBA `canvas`, `scale` pixels per block pixel.
+
+        `now` is the plan's (aware, the recipient's zone); only kinds that need the clock use it.
+        """
         ...
 
 
 def parse_layer(kind: LayerKind, raw_fields: Mapping[str, object], resources: Resources) -> Layer:
     """Check and parse one layer's fields (a "type" key is ignored) and make the layer.
 
-    Raises LayerError naming the first unknown, missing or unacceptable field.
+    Raises LayerError naming the first unknown, missing or unacceptable field (a problem
+    between fields is put on the field `make` says, else on the layer's first field).
     """
     known = {spec.name for spec in kind.fields}
     unknown = sorted(set(raw_fields) - known - {"type"})
@@ -64,7 +76,10 @@ def parse_layer(kind: LayerKind, raw_fields: Mapping[str, object], resources: Re
             values[spec.name] = spec.parse(raw_fields[spec.name], resources)
         except FieldError as exc:
             raise LayerError(spec.name, str(exc)) from None
-    return kind.make(values)
+    try:
+        return kind.make(values)
+    except FieldError as exc:
+        raise LayerError(exc.field or kind.fields[0].name, str(exc)) from None
 
 
 def expect(layer: object, layer_type: type[T]) -> T:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, ClassVar, cast
 
 from renderers import fields
 from renderers.fields import RGBA, Field
 from renderers.layers.base import expect
-from renderers.layers.paint import Rect, fill_rect
+from renderers.paint import Rect, fill_rect
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -25,12 +26,13 @@ class FillLayer:
 
 class FillKind:
     name: str = "fill"
+    needs_clock: bool = False
     fields: tuple[Field, ...] = (Field("color", fields.color, required=True),)
 
     def make(self, values: Mapping[str, object]) -> FillLayer:
         return FillLayer(color=cast(RGBA, values["color"]))
 
-    def draw(self, canvas: Image.Image, layer: Layer, scale: int) -> None:
+    def draw(self, canvas: Image.Image, layer: Layer, scale: int, now: datetime | None) -> None:
         fill = expect(layer, FillLayer)
         # Composited, not painted: a semi-transparent fill tints what is below it.
         fill_rect(canvas, fill.color, Rect(0, 0, canvas.width, canvas.height))

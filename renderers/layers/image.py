@@ -1,11 +1,14 @@
-"""The "image" layer: an asset scaled into a box (contain, cover or stretch), maybe rounded."""
+"""The "image" layer: an asset scaled into a box (contain, cover or stretch), maybe rounded.
+
+`src` is an asset file, or an https URL that the server fetched before rendering: both
+arrive here as a decoded Asset, so fitting and rounding work the same for either.
+"""
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
-from collections.abc import Hashable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, ClassVar, Literal, cast
 
 from PIL import Image, ImageChops
@@ -13,7 +16,8 @@ from PIL import Image, ImageChops
 from renderers import fields
 from renderers.fields import Box, Field
 from renderers.layers.base import expect
-from renderers.layers.paint import Rect, rounded_mask, scaled
+from renderers.paint import Rect, rounded_mask, scaled
+from renderers.picture_cache import PictureCache
 from renderers.resources import Asset
 
 if TYPE_CHECKING:
@@ -34,9 +38,10 @@ class ImageLayer:
 
 class ImageKind:
     name: str = "image"
+    needs_clock: bool = False
     fields: tuple[Field, ...] = (
         Field("box", fields.box, required=True, templated=False),
-        Field("src", fields.asset, required=True),
+        Field("src", fields.asset, required=True, at_open=fields.fetched_at_open),
         Field("fit", fields.choice("contain", "cover", "stretch"), default="contain"),
         Field("radius", fields.int_range(0, 2000), default=0, templated=False),
     )
@@ -49,7 +54,7 @@ class ImageKind:
             radius=cast(int, values["radius"]),
         )
 
-    def draw(self, canvas: Image.Image, layer: Layer, scale: int) -> None:
+    def draw(self, canvas: Image.Image, layer: Layer, scale: int, now: datetime | None) -> None:
         image = expect(layer, ImageLayer)
         source_w, source_h = image.src.image.size
         target, source = _placement(scaled(image.box, scale), source_w, source_h, image.fit)
@@ -111,39 +116,4 @@ def _resample(
     return picture
 
 
-class _PictureCache:
-    """Resampled pictures, bounded in bytes, least recently used dropped first.
-
-    Images are usually the same on every open (a logo, a product shot) while text
-    changes, and resampling is most of an image layer's cost. Renders run in worker
-    threads, hence the lock. Cached pictures are shared: never modify one.
-    """
-
-    def __init__(self, max_bytes: int) -> None:
-        self._max_bytes = max_bytes
-        self._bytes = 0
-        self._pictures: OrderedDict[Hashable, Image.Image] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: Hashable) -> Image.Image | None:
-        with self._lock:
-            picture = self._pictures.get(key)
-            if picture is not None:
-                self._pictures.move_to_end(key)
-            return picture
-
-    def put(self, key: Hashable, picture: Image.Image) -> None:
-        size = picture.width * picture.height * 4
-        if size > self._max_bytes:
-            return
-        with self._lock:
-            if key in self._pictures:
-                return
-            self._pictures[key] = picture
-            self._bytes += size
-            while self._bytes > self._max_bytes:
-                _, dropped = self._pictures.popitem(last=False)
-                self._bytes -= dropped.width * dropped.height * 4
-
-
-_PICTURES = _PictureCache(max_bytes=64 * 1024 * 1024)
+_PICTURES = PictureCache(max_bytes=64 * 1024 * 1024)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, ClassVar, cast
 
 from renderers import fields
 from renderers.fields import RGBA, Box, Field
 from renderers.layers.base import expect
-from renderers.layers.paint import fill_rect, paint_mask, rounded_mask, scaled
+from renderers.paint import fill_rect, paint_mask, rounded_mask, scaled
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -27,6 +28,7 @@ class RectLayer:
 
 class RectKind:
     name: str = "rect"
+    needs_clock: bool = False
     fields: tuple[Field, ...] = (
         Field("box", fields.box, required=True, templated=False),
         Field("color", fields.color, required=True),
@@ -40,7 +42,7 @@ class RectKind:
             radius=cast(int, values["radius"]),
         )
 
-    def draw(self, canvas: Image.Image, layer: Layer, scale: int) -> None:
+    def draw(self, canvas: Image.Image, layer: Layer, scale: int, now: datetime | None) -> None:
         rect = expect(layer, RectLayer)
         whole = scaled(rect.box, scale)
         visible = whole.clip(canvas)

@@ -1,0 +1,119 @@
+"""QR codes and barcodes: the drawn modules, read back from the pixels, are the symbol."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import segno
+from PIL import Image
+
+from renderers.barcodes import BarcodeError, code128, ean13, ean13_check_digit
+from renderers.layers import LAYER_KINDS
+from renderers.layers.base import LayerError, parse_layer
+from renderers.plan import Layer, RenderPlan
+from renderers.render import render
+from renderers.resources import LocalResources, builtin_fonts
+
+# Patterns from an independent encoder (python-barcode 0.16), without quiet zones.
+SPRING10 = (
+    "110100100001101110100011101110110110001011101100010001010111000110110100010001001110"
+    "011010011101100110001010001100011101011"
+)
+DIGITS_123456 = "11010011100101100111001000101100011100010110100011011101100011101011"
+EAN_4006381333931 = (
+    "10100011010100111010111101111010001001011001101010100001010000101000010111010010000101"
+    "100110101"
+)
+
+
+@pytest.fixture(scope="module")
+def resources() -> LocalResources:
+    return LocalResources([], builtin_fonts())
+
+
+def make(resources: LocalResources, kind: str, **fields: object) -> Layer:
+    return parse_layer(LAYER_KINDS[kind], fields, resources)
+
+
+def drawn(layer: Layer, width: int, height: int, dpr: int = 1) -> Image.Image:
+    """The layer drawn on a white background, as grey levels."""
+    white = parse_layer(LAYER_KINDS["fill"], {"color": "#ffffff"}, LocalResources([], {}))
+    data = render(RenderPlan(width, height, dpr, "png", (white, layer)))
+    return Image.open(io.BytesIO(data)).convert("L")
+
+
+def read_bars(image: Image.Image) -> str:
+    """The modules of a barcode image, read along its middle row."""
+    row = [image.getpixel((x, image.height // 2)) for x in range(image.width)]
+    dark = "".join("1" if isinstance(v, int) and v < 128 else "0" for v in row)
+    start, end = dark.index("1"), dark.rindex("1") + 1
+    bars = dark[start:end]
+    runs = [len(run) for run in bars.replace("10", "1 0").replace("01", "0 1").split()]
+    module = min(runs)
+    return "".join(bars[i] for i in range(0, len(bars), module))
+
+
+def test_code128_matches_an_independent_encoder() -> None:
+    assert code128("SPRING10") == SPRING10
+    assert code128("123456") == DIGITS_123456  # all digits: code set C
+
+
+def test_ean13_matches_an_independent_encoder_and_checks_its_digit() -> None:
+    assert ean13("400638133393") == EAN_4006381333931
+    assert ean13("4006381333931") == EAN_4006381333931
+    assert ean13_check_digit("590123412345") == 7
+    with pytest.raises(BarcodeError, match="check digit"):
+        ean13("4006381333932")
+    with pytest.raises(BarcodeError, match="12 or 13 digits"):
+        ean13("40063813339")
+
+
+@pytest.mark.parametrize("dpr", [1, 2, 3])
+def test_barcode_bars_read_back_from_the_pixels(resources: LocalResources, dpr: int) -> None:
+    layer = make(resources, "barcode", box=[10, 10, 300, 60], data="SPRING10")
+    assert read_bars(drawn(layer, 320, 80, dpr)) == SPRING10
+    ean = make(resources, "barcode", box=[0, 0, 200, 50], data="400638133393", symbology="ean13")
+    assert read_bars(drawn(ean, 200, 50, dpr)) == EAN_4006381333931
+
+
+def test_barcode_errors_name_the_data_field(resources: LocalResources) -> None:
+    for fields in (
+        {"box": [0, 0, 300, 50], "data": "4006381333932", "symbology": "ean13"},
+        {"box": [0, 0, 300, 50], "data": "Zürich"},
+        {"box": [0, 0, 100, 50], "data": "SPRING10"},  # 143 modules: too narrow
+    ):
+        with pytest.raises(LayerError) as caught:
+            make(resources, "barcode", **fields)
+        assert caught.value.field == "data"
+
+
+@pytest.mark.parametrize("dpr", [1, 3])
+def test_qr_modules_read_back_from_the_pixels(resources: LocalResources, dpr: int) -> None:
+    data = "https://shop.example.com/c/SPRING10"
+    layer = make(resources, "qr", box=[20, 10, 120, 120], data=data, color="#102030")
+    image = drawn(layer, 160, 140, dpr)
+    expected = segno.make(data, error="m", micro=False).matrix
+    count = len(expected)
+    module = (120 * dpr) // (count + 8)
+    left = 20 * dpr + (120 * dpr - module * (count + 8)) // 2 + 4 * module
+    top = 10 * dpr + (120 * dpr - module * (count + 8)) // 2 + 4 * module
+    read = [
+        [
+            1
+            if image.getpixel((left + c * module + module // 2, top + r * module + module // 2))
+            < 128
+            else 0  # type: ignore[operator]
+            for c in range(count)
+        ]
+        for r in range(count)
+    ]
+    assert read == [list(row) for row in expected]
+    assert image.getpixel((left - 2 * module, top)) == 255  # the quiet zone is light
+
+
+def test_qr_too_large_for_its_box_is_refused(resources: LocalResources) -> None:
+    with pytest.raises(LayerError) as caught:
+        make(resources, "qr", box=[0, 0, 30, 30], data="x" * 200)
+    assert caught.value.field == "data"
+    assert "at least" in caught.value.message
