@@ -31,9 +31,9 @@ RUN python -c "import tomllib; p = tomllib.load(open('/build/pyproject.toml', 'r
 # ---- runtime
 FROM ${PYTHON_IMAGE}
 
-# libfribidi0: Pillow's wheels load it at run time for complex-script text layout;
-# fontconfig and fonts-noto-color-emoji: colour emoji join the fallback chain
+# libfribidi0: Pillow's wheels load it at run time for complex-script text layout
 # (RAQM); without it text is laid out with the basic engine and measures differently.
+# fontconfig and fonts-noto-color-emoji: colour emoji join the font fallback chain.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends libfribidi0 fontconfig fonts-noto-color-emoji \
     && rm -rf /var/lib/apt/lists/* \
