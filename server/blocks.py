@@ -204,7 +204,12 @@ def compile_block(
         *(spec.names for spec in data.values()),
         {"last_shown"} if reopen == "sticky" else (),
     )
-    skus = frozenset().union(*(constant_subscripts(s.source, "inventory") for s in sources))
+    skus = frozenset().union(
+        *(
+            constant_subscripts(s.source, "inventory", expression=isinstance(s, Expression))
+            for s in sources
+        )
+    )
     return Block(
         id=block_id,
         version=version,

@@ -145,12 +145,12 @@ def _names_used(ast: nodes.Template) -> frozenset[str]:
     return frozenset(meta.find_undeclared_variables(ast))
 
 
-def constant_subscripts(source: str, name: str) -> frozenset[str]:
+def constant_subscripts(source: str, name: str, *, expression: bool = False) -> frozenset[str]:
     """Constant keys used with `name`, e.g. `inventory["sku-1"]` or `inventory.sku1`.
 
     Lets the open fetch those items in its single store round trip.
     """
-    ast = ENVIRONMENT.parse(source if is_template(source) else "{{ " + source + " }}")
+    ast = ENVIRONMENT.parse("{{ " + source + " }}" if expression else source)
     keys: set[str] = set()
     for node in ast.find_all((nodes.Getitem, nodes.Getattr)):
         if not isinstance(node, nodes.Getitem | nodes.Getattr):

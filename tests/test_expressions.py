@@ -115,7 +115,8 @@ def test_names_used_are_known_before_any_open() -> None:
 
 
 def test_constant_skus_are_found_for_the_single_round_trip() -> None:
-    assert constant_subscripts("inventory['s1'].stock > inventory.s2.stock", "inventory") == {
+    expression = "inventory['s1'].stock > inventory.s2.stock"
+    assert constant_subscripts(expression, "inventory", expression=True) == {
         "s1",
         "s2",
     }
