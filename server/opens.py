@@ -344,8 +344,7 @@ class Opens:
 
 def _timer_is_up(choice: Choice, now: datetime) -> bool:
     return any(
-        isinstance(layer, CountdownLayer) and layer.deadline(now) <= now
-        for layer in choice.layers
+        isinstance(layer, CountdownLayer) and layer.deadline(now) <= now for layer in choice.layers
     )
 
 
