@@ -4,6 +4,7 @@ Starts a real store and `atopen serve --workers N` on loopback, seeds a populati
 and for each case prints the rate, p50/p99 and the ratio to its floor:
 - shared content (a plan-cache hit) vs a bare aiohttp handler answering the same bytes;
 - unique personalized renders vs the same images drawn by a minimal Pillow script;
+- a countdown under a steady 2,000 opens/s: how many renders per second it costs;
 - overload at three times the unique-render capacity: errors, timeouts, p99;
 - scaling: N workers vs one.
 The machine is shared and noisy: read the ratios, not the absolute numbers. Nothing
@@ -24,6 +25,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -86,6 +88,46 @@ PERSONAL_BLOCK = {
         "link": "https://shop.example.com/",
     },
 }
+
+
+def countdown_block() -> dict[str, object]:
+    until = (datetime.now(UTC) + timedelta(days=2)).isoformat(timespec="seconds")
+    return {
+        "width": 600,
+        "height": 120,
+        "format": "gif",
+        "variants": [
+            {
+                "name": "timer",
+                "layers": [
+                    {"type": "fill", "color": "#1b1f3b"},
+                    {
+                        "type": "countdown",
+                        "box": [20, 10, 560, 100],
+                        "until": until,
+                        "color": "#ffd43b",
+                    },
+                ],
+                "link": "https://shop.example.com/sale",
+            }
+        ],
+        "default": {
+            "layers": [{"type": "fill", "color": "#1b1f3b"}],
+            "link": "https://shop.example.com/",
+        },
+    }
+
+
+def renders_of(port: int, block: str) -> float:
+    """`atopen_renders_total` for one block, summed over the workers."""
+    request = urllib.request.Request(
+        f"http://{HOST}:{port}/metrics", headers={"Authorization": f"Bearer {TOKEN}"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - loopback
+        text = response.read().decode()
+    prefix = f'atopen_renders_total{{block="{block}"}}'
+    lines = (line for line in text.splitlines() if line.startswith(prefix))
+    return sum(float(line.rpartition(" ")[2]) for line in lines)
 
 
 def free_port() -> int:
@@ -217,6 +259,22 @@ def measure(args: argparse.Namespace) -> None:
                 unique = asyncio.run(
                     loadgen.run(HOST, port, unique_paths, duration_s=args.seconds, connections=16)
                 )
+                api(port, "PUT", "/api/v1/blocks/countdown", countdown_block())
+                time.sleep(1.5)
+                timer_paths = [
+                    signer.sign_url(f"/i/countdown.gif?r=r{i}") for i in range(args.recipients)
+                ]
+                before = renders_of(port, "countdown")
+                countdown = asyncio.run(
+                    loadgen.run(
+                        HOST,
+                        port,
+                        timer_paths,
+                        duration_s=args.countdown_seconds,
+                        rate=args.countdown_rate,
+                    )
+                )
+                timer_renders = renders_of(port, "countdown") - before
                 offered = 3 * unique.rate
                 overload = asyncio.run(
                     loadgen.run(
@@ -243,6 +301,11 @@ def measure(args: argparse.Namespace) -> None:
     print(line("shared content (cache hit)", shared, floor.rate))
     print(line("  floor: bare aiohttp", floor, None))
     print(line("unique personalized renders", unique, pillow, "images/s"))
+    print(line(f"countdown at {args.countdown_rate:,.0f}/s offered", countdown, None))
+    print(
+        f"  {timer_renders:.0f} renders in {args.countdown_seconds:.0f} s: "
+        f"{timer_renders / args.countdown_seconds:.2f} per second for the block"
+    )
     print(line(f"overload at {offered:,.0f}/s offered", overload, None))
     defaults = overload.variants.get("default", 0)
     print(
@@ -261,6 +324,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--recipients", type=int, default=20_000)
+    parser.add_argument("--countdown-rate", type=float, default=2000.0)
+    parser.add_argument("--countdown-seconds", type=float, default=30.0)
     measure(parser.parse_args())
 
 

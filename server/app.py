@@ -166,6 +166,5 @@ async def _services(app: web.Application, *, redis_url: str) -> AsyncIterator[No
         if geoip is not None:
             geoip.close()
         await open_log.flush()
-        await cache.drain()
         pool.shutdown()
         await redis.aclose()

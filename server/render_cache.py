@@ -23,6 +23,10 @@ from server import metrics
 
 log = logging.getLogger("atopen.cache")
 KEY_PREFIX = "atopen:render:"
+LOCK_PREFIX = "atopen:render-lock:"
+# How long one process may hold a render for the others, and how often they look.
+LOCK_MS = 500
+POLL_MS = 5
 
 
 def plan_key(plan: RenderPlan) -> str:
@@ -73,7 +77,6 @@ class RenderCache:
         self._memory = MemoryLRU(memory_bytes)
         self._ttl = shared_ttl_s
         self._in_flight: dict[str, asyncio.Future[bytes]] = {}
-        self._background: set[asyncio.Task[None]] = set()
 
     async def get_or_render(
         self, plan: RenderPlan, render: Callable[[], Awaitable[bytes]], *, shared: bool
@@ -95,11 +98,7 @@ class RenderCache:
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._in_flight[key] = future
         try:
-            body = await self._shared_get(key) if shared else None
-            if body is None:
-                body = await render()
-                if shared:
-                    self._spawn(self._shared_put(key, body))
+            body = await self._shared(key, render) if shared else await render()
             self._memory.put(key, body)
             future.set_result(body)
             return body
@@ -109,6 +108,40 @@ class RenderCache:
             raise
         finally:
             del self._in_flight[key]
+
+    async def _shared(self, key: str, render: Callable[[], Awaitable[bytes]]) -> bytes:
+        """Tier 2, with single flight across processes: one renders (holding a short
+        lock in Redis), the others wait for its bytes to appear, and render themselves
+        only if they do not in time."""
+        body = await self._shared_get(key)
+        if body is not None:
+            return body
+        if await self._lock(key):
+            body = await render()
+            await self._shared_put(key, body)  # awaited: the waiting processes poll for it
+            return body
+        waited = await self._wait_for(key)
+        if waited is not None:
+            metrics.CACHE.labels("redis", "waited").inc()
+            return waited
+        return await render()
+
+    async def _lock(self, key: str) -> bool:
+        try:
+            return bool(await self._redis.set(LOCK_PREFIX + key, b"1", nx=True, px=LOCK_MS))
+        except (RedisError, OSError):
+            return True  # no store: render here, as without a lock
+
+    async def _wait_for(self, key: str) -> bytes | None:
+        for _ in range(LOCK_MS // POLL_MS):
+            await asyncio.sleep(POLL_MS / 1000)
+            try:
+                body = await self._redis.get(KEY_PREFIX + key)
+            except (RedisError, OSError):
+                return None
+            if isinstance(body, bytes):
+                return body
+        return None
 
     async def _shared_get(self, key: str) -> bytes | None:
         try:
@@ -125,16 +158,3 @@ class RenderCache:
             await self._redis.set(KEY_PREFIX + key, body, ex=self._ttl)
         except (RedisError, OSError) as exc:
             log.warning("could not share a render: %r", exc)
-
-    def _spawn(self, work: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(work)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    def forget_memory(self) -> None:
-        """Drop tier 1 (tests, and memory pressure): tier 2 and renders refill it."""
-        self._memory.clear()
-
-    async def drain(self) -> None:
-        if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)

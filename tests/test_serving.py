@@ -71,10 +71,29 @@ async def test_identical_concurrent_misses_render_once(redis_url: str) -> None:
         assert bodies == [b"image"] * 20
         assert calls == 1
         # A second process (an empty memory tier) finds it in Redis without rendering.
-        await cache.drain()
         other = RenderCache(store, memory_bytes=1 << 20, shared_ttl_s=60)
         assert await other.get_or_render(plan, slow_render, shared=True) == b"image"
         assert calls == 1
+
+
+async def test_processes_sharing_a_store_render_a_shared_plan_once(redis_url: str) -> None:
+    calls = 0
+
+    async def slow_render() -> bytes:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.05)
+        return b"frame"
+
+    plan = RenderPlan(20, 10, 1, "gif", ())
+    async with aioredis.from_url(redis_url) as store:
+        # Each cache stands for one worker process: its own memory tier and single flight.
+        workers = [RenderCache(store, memory_bytes=1 << 20, shared_ttl_s=60) for _ in range(4)]
+        bodies = await asyncio.gather(
+            *(w.get_or_render(plan, slow_render, shared=True) for w in workers for _ in range(5))
+        )
+    assert bodies == [b"frame"] * 20
+    assert calls == 1
 
 
 async def test_a_failed_render_reaches_every_waiter_and_is_not_cached(redis_url: str) -> None:
