@@ -49,6 +49,8 @@ MAX_RECIPIENT_LEN = 256
 EXPIRED = "expired"
 # The share of the deadline live HTTP data may take; the rest is for rendering.
 DATA_SHARE = 0.6
+# The share of the deadline kept for writing the answer after a render.
+ANSWER_SHARE = 0.2
 MERGE_PREFIX = "m."
 
 
@@ -135,10 +137,13 @@ class Opens:
     ) -> ImageAnswer:
         """The image for this open; the pre-rendered default on any failure or overrun."""
         request = self._request(prepared, query, verified, user_agent, client_ip)
+        deadline = time.monotonic() + self._deadline_s
         try:
             async with asyncio.timeout(self._deadline_s):
                 choice, context = await self._choose(prepared, request, anonymous=not verified)
-                body, outcome = await self._render(prepared, choice, fmt, query.dpr)
+                body, outcome = await self._render(
+                    prepared, choice, fmt, query.dpr, deadline=deadline
+                )
         except TimeoutError:
             return self._fallback(prepared, fmt, query.dpr, "deadline")
         except OverloadedError:
@@ -188,7 +193,7 @@ class Opens:
     async def render_choice(
         self, prepared: PreparedBlock, choice: Choice, fmt: ImageFormat, dpr: int
     ) -> bytes:
-        body, _ = await self._render(prepared, choice, fmt, dpr, bounded=False)
+        body, _ = await self._render(prepared, choice, fmt, dpr, deadline=None)
         return body
 
     def link_of(self, prepared: PreparedBlock, choice: Choice) -> str:
@@ -305,22 +310,26 @@ class Opens:
         fmt: ImageFormat,
         dpr: int,
         *,
-        bounded: bool = True,
+        deadline: float | None,
     ) -> tuple[bytes, str]:
-        """The choice's image: pre-rendered, cached, or rendered now in the pool."""
+        """The choice's image: pre-rendered, cached, or rendered now in the pool.
+
+        `deadline` is when the open must be answered (`time.monotonic()`), None for none.
+        """
         if choice.variant == "default" and prepared.default_is_static:
             return prepared.fallback(fmt, dpr), "static"
         block = prepared.block
         plan = prepared.plan(choice.variant, choice.layers, fmt, dpr, choice.now or _utc_now())
-        # The renderer checks this between layers: a timeout cannot stop a running thread.
-        until = time.monotonic() + self._deadline_s if bounded else None
+        # The renderer checks the deadline between layers (a timeout cannot stop a running
+        # thread); the pool admits a render only if it should end with time to answer.
+        admit_by = None if deadline is None else deadline - self._deadline_s * ANSWER_SHARE
         rendered = False
 
         async def render_now() -> bytes:
             nonlocal rendered
             rendered = True
             started = time.perf_counter()
-            body = await self._pool.run(partial(render, plan, deadline=until), deadline=until)
+            body = await self._pool.run(partial(render, plan, deadline=deadline), deadline=admit_by)
             metrics.RENDER_SECONDS.observe(time.perf_counter() - started)
             metrics.RENDERS.labels(block.id).inc()
             return body
