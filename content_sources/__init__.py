@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 
 from geoip2.database import Reader
 from redis.asyncio import Redis
@@ -27,12 +28,28 @@ from content_sources.stores import StoresSource
 from server.metrics import STORE_SECONDS
 from server.settings import Settings
 
-# Always built: they need no store access (or, for `profile`, only when asked for).
-_ALWAYS = frozenset({"profile", "now", "params", "client", "geo"})
-# Their reads (the profile; the last seen place) only matter to the names below.
-_FROM_PROFILE = frozenset({"profile", "geo"})
-# Names whose values depend on the profile (the time zone, the stored location).
-_NEED_PROFILE = frozenset({"profile", "now", "events", "geo", "stores"})
+# What each name is built from: an open that needs a name builds these too (and reads
+# only what they all need from the store).
+_DEPENDS: dict[str, frozenset[str]] = {
+    "now": frozenset({"profile"}),  # the profile's time zone
+    "events": frozenset({"now"}),
+    "rfm": frozenset({"now"}),
+    "geo": frozenset({"client", "profile"}),  # whose address it is; the stored location
+    "stores": frozenset({"geo", "now"}),
+}
+
+
+@lru_cache(maxsize=1024)
+def needed_names(names: frozenset[str], always: frozenset[str] = frozenset()) -> frozenset[str]:
+    """`names` and everything they are built from."""
+    needed = set(names | always)
+    pending = list(needed)
+    while pending:
+        for dependency in _DEPENDS.get(pending.pop(), ()):
+            if dependency not in needed:
+                needed.add(dependency)
+                pending.append(dependency)
+    return frozenset(needed)
 
 
 def build_sources(settings: Settings, geoip: Reader | None = None) -> tuple[Source, ...]:
@@ -64,11 +81,10 @@ async def gather_context(
     `overrides` replace sources' values (a preview "as a Gmail open, in Lisbon"); the
     sources built after them see the replacements.
     """
-    active = [s for s in sources if s.name in names or s.name in _ALWAYS]
-    fetch_profile = not names.isdisjoint(_NEED_PROFILE)
-    commands = [
-        s.commands(request) if fetch_profile or s.name not in _FROM_PROFILE else () for s in active
-    ]
+    always = frozenset(s.name for s in sources if getattr(s, "always_build", False))
+    needed = needed_names(names, always)
+    active = [s for s in sources if s.name in needed]
+    commands = [s.commands(request) for s in active]
     flat = [command for batch in commands for command in batch]
     replies: list[object] = []
     if flat:

@@ -190,6 +190,9 @@ class GeoSource:
     def __init__(self, reader: geoip2.database.Reader | None) -> None:
         # Proxies and relays fetch from a few addresses over and over: keep their answers.
         self._lookup = None if reader is None else lru_cache(maxsize=4096)(partial(_city, reader))
+        # With a database, every real open may teach the recipient's last seen location,
+        # whether or not the block shows it.
+        self.always_build = reader is not None
 
     def commands(self, request: OpenRequest) -> Sequence[RedisCommand]:
         if request.recipient is None:

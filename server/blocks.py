@@ -203,6 +203,8 @@ def compile_block(
         *(s.names for s in sources),
         *(spec.names for spec in data.values()),
         {"last_shown"} if reopen == "sticky" else (),
+        # A layer that shows the time (a countdown) counts from the open's `now`.
+        {"now"} if _shows_time((*variants, default)) else (),
     )
     skus = frozenset().union(
         *(
@@ -229,6 +231,10 @@ def compile_block(
         sticky=reopen == "sticky",
         max_bytes=cast(int | None, max_bytes),
     )
+
+
+def _shows_time(variants: Sequence[VariantTemplate]) -> bool:
+    return any(layer.kind.needs_clock for variant in variants for layer in variant.layers)
 
 
 def _all_sources(variant: VariantTemplate) -> Iterator[Expression | Template]:

@@ -38,7 +38,7 @@ async def image(request: web.Request) -> web.Response:
     fmt = literal_format(request.match_info["ext"])
     prepared = request.app[BLOCKS].get(request.match_info["block"])
     if prepared is None or fmt is None:
-        metrics.REQUESTS.labels("image", "unknown_block").inc()
+        metrics.IMAGE_OUTCOMES["unknown_block"].inc()
         return web.Response(
             status=404, body=TRANSPARENT_GIF, content_type="image/gif", headers=NO_CACHE
         )
@@ -54,8 +54,8 @@ async def image(request: web.Request) -> web.Response:
         client_ip=_client_ip(request),
     )
     request[OUTCOME] = answer.outcome
-    metrics.REQUESTS.labels("image", answer.outcome.partition(":")[0]).inc()
-    metrics.REQUEST_SECONDS.labels("image").observe(time.perf_counter() - started)
+    metrics.IMAGE_OUTCOMES[answer.outcome.partition(":")[0]].inc()
+    metrics.IMAGE_SECONDS.observe(time.perf_counter() - started)
     return web.Response(
         body=answer.body,
         content_type=CONTENT_TYPES[fmt],
@@ -86,6 +86,6 @@ async def click(request: web.Request) -> web.Response:
         user_agent=request.headers.get("User-Agent"),
         client_ip=_client_ip(request),
     )
-    metrics.REQUESTS.labels("click", "redirected").inc()
-    metrics.REQUEST_SECONDS.labels("click").observe(time.perf_counter() - started)
+    metrics.CLICKS.inc()
+    metrics.CLICK_SECONDS.observe(time.perf_counter() - started)
     return web.Response(status=302, headers={**NO_CACHE, "Location": location})

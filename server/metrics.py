@@ -53,6 +53,18 @@ STORE_SECONDS = Histogram(
 )
 
 
+# The series every open touches, bound once: `labels()` is a locked lookup per call.
+IMAGE_OUTCOMES = {
+    outcome: REQUESTS.labels("image", outcome)
+    for outcome in ("rendered", "cached", "static", "fallback", "unknown_block")
+}
+CLICKS = REQUESTS.labels("click", "redirected")
+IMAGE_SECONDS = REQUEST_SECONDS.labels("image")
+CLICK_SECONDS = REQUEST_SECONDS.labels("click")
+MEMORY_HITS = CACHE.labels("memory", "hit")
+MEMORY_MISSES = CACHE.labels("memory", "miss")
+
+
 def exposition() -> bytes:
     """Every sample, summed over worker processes when there are several."""
     if os.environ.get(MULTIPROCESS_DIR_VARIABLE):

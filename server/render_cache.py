@@ -88,9 +88,9 @@ class RenderCache:
         key = plan_key(plan)
         body = self._memory.get(key)
         if body is not None:
-            metrics.CACHE.labels("memory", "hit").inc()
+            metrics.MEMORY_HITS.inc()
             return body
-        metrics.CACHE.labels("memory", "miss").inc()
+        metrics.MEMORY_MISSES.inc()
         waiting = self._in_flight.get(key)
         if waiting is not None:
             metrics.CACHE.labels("single_flight", "hit").inc()
