@@ -199,7 +199,7 @@ async def _remembered_render(client: Client, store: redis.Redis, rid: str) -> No
     response = await client.get(signed(f"/i/greet.png?r={rid}"))
     assert response.status == 200
     assert response.headers["X-Atopen-Variant"] == "named"
-    for _ in range(200):
+    for _ in range(1000):
         if store.exists(remembered_key(rid)):
             return
         await asyncio.sleep(0.01)

@@ -39,7 +39,7 @@ async def click_target(client: TestClient[Any, Any], url: str) -> str:
 async def wait_for_memory(redis_url: str, recipient: str, block_id: str) -> None:
     """The remembered render is written off the response path: wait for it (bounded)."""
     async with aioredis.from_url(redis_url) as store:
-        for _ in range(100):
+        for _ in range(500):
             if await store.hexists(remembered_key(recipient), block_id):
                 return
             await asyncio.sleep(0.02)
@@ -71,7 +71,7 @@ async def test_seed_scenario_cart_then_purchase(
     assert variant == "thanks"
     assert ImageChops.difference(cart_image.convert("RGB"), thanks_image.convert("RGB")).getbbox()
     # The click follows what the image showed last.
-    for _ in range(100):
+    for _ in range(500):
         target = await click_target(client, signed("/c/hero?r=u1"))
         if target == "https://shop.example.com/orders":
             break

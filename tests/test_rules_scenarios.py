@@ -171,7 +171,7 @@ async def test_a_sticky_block_keeps_the_first_variant(client: Any, redis_url: st
     url = "/i/coupon.png?r=u1&m.code=X1"
     assert await variant(client, url) == "named"
     async with aioredis.from_url(redis_url) as store:
-        for _ in range(100):  # the first render is remembered off the response path
+        for _ in range(500):  # the first render is remembered off the response path
             if await store.hexists(remembered_key("u1"), "coupon"):
                 break
             await asyncio.sleep(0.02)

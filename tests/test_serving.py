@@ -194,7 +194,7 @@ async def test_opens_are_counted_in_batches(client: Any) -> None:
     for i in range(5):
         await client.get(signed(f"/i/counted.png?r=u{i}"))
     await client.get("/i/counted.png?r=u1")  # unsigned: the default
-    for _ in range(100):
+    for _ in range(500):
         stats = await (await client.get("/api/v1/blocks/counted/stats?days=1", headers=AUTH)).json()
         [today] = stats["impressions"].values()
         if sum(today.values()) == 6:
