@@ -31,7 +31,17 @@ from server.api import profiles as profiles_api
 from server.api import signing as signing_api
 from server.api import stores as stores_api
 from server.block_store import BlockPreparer, BlockStore, stop_task
-from server.keys import BLOCKS, EVENTS, INVENTORY, OPENS, PROFILES, REDIS, SETTINGS, SIGNER
+from server.keys import (
+    BLOCKS,
+    EVENTS,
+    INVENTORY,
+    OPENS,
+    PROFILES,
+    REDIS,
+    RFM_POLICY,
+    SETTINGS,
+    SIGNER,
+)
 from server.metrics import metrics_route
 from server.middlewares import api_middleware, request_id_middleware
 from server.open_log import OpenLog
@@ -152,8 +162,9 @@ async def _services(app: web.Application, *, redis_url: str) -> AsyncIterator[No
     feed = asyncio.create_task(blocks.follow_changes(), name="block-changes")
     writer = asyncio.create_task(open_log.run(), name="open-log")
     tasks = [feed, writer]
+    policy = RfmPolicy(settings.segments_window_days, settings.segments_history_days)
+    app[RFM_POLICY] = policy
     if settings.segments_interval_s:
-        policy = RfmPolicy(settings.segments_window_days, settings.segments_history_days)
         job = run_segments_job(redis, settings.segments_interval_s, policy=policy)
         tasks.append(asyncio.create_task(job, name="segments"))
     try:

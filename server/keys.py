@@ -7,6 +7,7 @@ from redis.asyncio import Redis
 
 from content_sources.documents import DocumentStore
 from content_sources.events import EventLog
+from content_sources.segments import RfmPolicy
 from server.block_store import BlockStore
 from server.opens import Opens
 from server.settings import Settings
@@ -20,6 +21,7 @@ OPENS = web.AppKey("opens", Opens)
 PROFILES = web.AppKey("profiles", DocumentStore)
 INVENTORY = web.AppKey("inventory", DocumentStore)
 EVENTS = web.AppKey("events", EventLog)
+RFM_POLICY = web.AppKey("rfm_policy", RfmPolicy)
 
 # Per-request values, for the access log.
 REQUEST_ID = web.RequestKey("request_id", str)

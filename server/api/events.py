@@ -11,10 +11,10 @@ from aiohttp import web
 
 from content_sources.documents import without_nulls
 from content_sources.events import Event
-from content_sources.segments import RfmPolicy, record_purchases
+from content_sources.segments import record_purchases
 from server.api.errors import ApiError, invalid, invalid_fields, json_response, read_json
 from server.api.ids import recipient_id
-from server.keys import EVENTS, REDIS, SETTINGS
+from server.keys import EVENTS, REDIS, RFM_POLICY
 
 routes = web.RouteTableDef()
 MAX_BATCH = 1000
@@ -78,7 +78,5 @@ async def post_events(request: web.Request) -> web.Response:
     if problems:
         raise invalid_fields(problems)
     stored = await request.app[EVENTS].store(events, now)
-    settings = request.app[SETTINGS]
-    policy = RfmPolicy(settings.segments_window_days, settings.segments_history_days)
-    await record_purchases(request.app[REDIS], events, now, policy)
+    await record_purchases(request.app[REDIS], events, now, request.app[RFM_POLICY])
     return json_response({"received": len(events), "stored": stored}, status=202)
