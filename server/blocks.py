@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 from urllib.parse import urlsplit
 
-from content_sources.http_data import DataSourceError, HttpSourceSpec, parse_data_sources
+from content_sources.http_data_spec import DataSourceError, HttpSourceSpec, parse_data_sources
 from renderers.fields import Field, FieldError, Resources
 from renderers.layers import LAYER_KINDS
 from renderers.layers.base import LayerKind

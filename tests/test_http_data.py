@@ -14,14 +14,8 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from content_sources.http_data import (
-    DataSourceError,
-    Fetched,
-    HttpData,
-    HttpSourceSpec,
-    parse_data_sources,
-    select,
-)
+from content_sources.http_data import Fetched, HttpData, select
+from content_sources.http_data_spec import DataSourceError, HttpSourceSpec, parse_data_sources
 from server.expressions import Expression, Missing, MissingValueError, Template
 
 SECRET_VALUE = "s3cret-value"
