@@ -16,7 +16,7 @@ import importlib.resources
 import shutil
 import subprocess
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_FONT = "sans"
@@ -44,7 +44,9 @@ class FontStack:
     """The faces a text is drawn with, in order of preference: `name` is how a block wrote it."""
 
     name: str
-    faces: tuple[FontFace, ...]
+    # Left out of the repr, which keys the render cache: within one deployment the name
+    # decides the faces, and spelling out every fallback face cost more than a render hit.
+    faces: tuple[FontFace, ...] = field(repr=False)
 
     @property
     def primary(self) -> FontFace:
