@@ -173,7 +173,7 @@ class Opens:
             async with asyncio.timeout(self._deadline_s):
                 link = None
                 if request.recipient is not None:
-                    link = await self._recall_link(prepared.block.id, request)
+                    link = await self._recall_link(prepared.block.id, request.recipient, request)
                 if link is None:
                     link = (await self._choose(prepared, request, anonymous=False))[0].link
         except Exception as exc:
@@ -344,9 +344,8 @@ class Opens:
         metrics.FALLBACKS.labels(reason).inc()
         return ImageAnswer(prepared.fallback(fmt, dpr), "default", f"fallback:{reason}")
 
-    async def _recall_link(self, block_id: str, request: OpenRequest) -> str | None:
-        assert request.recipient is not None  # noqa: S101 - checked by the caller
-        raw = await self._redis.hget(remembered_key(request.recipient), block_id)
+    async def _recall_link(self, block_id: str, recipient: str, request: OpenRequest) -> str | None:
+        raw = await self._redis.hget(remembered_key(recipient), block_id)
         entry = decode_memory(raw, request.at, self._click_memory_s)
         return str(entry["link"]) if entry is not None else None
 
