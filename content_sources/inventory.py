@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import orjson
+
 from content_sources.base import OpenRequest, RedisCommand
 from content_sources.documents import decode_object
 from content_sources.keys import inventory_key
@@ -45,6 +47,10 @@ class InventoryView:
                 if len(found) == n:
                     break
         return found or Missing(hint="none of the items is in stock")
+
+    def fingerprint(self) -> bytes:
+        """The items this view holds, as bytes: equal for equal stock, prices and names."""
+        return orjson.dumps(self._items, option=orjson.OPT_SORT_KEYS)
 
     def __contains__(self, sku: object) -> bool:
         key = str(sku)

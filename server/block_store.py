@@ -42,6 +42,8 @@ FORMATS: tuple[ImageFormat, ...] = ("png", "jpg", "gif")
 RESYNC_INTERVAL_S = 30.0
 # Rule names whose values belong to one recipient (or their location).
 PERSONAL_NAMES = frozenset({"profile", "events", "params", "geo"})
+# Rule names whose values are the same for every recipient at one moment.
+SHARED_NAMES = frozenset({"inventory", "client", "now"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +61,9 @@ class PreparedBlock:
     default_is_static: bool
     # Per variant: how many leading layers are the same for every open (drawn once).
     static_prefixes: Mapping[str, int]
+    # The choice depends only on data shared by all recipients (stock, the client, the
+    # second), never on one recipient's: it can be evaluated once for many opens.
+    choice_is_shared: bool
 
     def plan(
         self, variant: str, layers: tuple[Layer, ...], fmt: ImageFormat, dpr: int, now: datetime
@@ -167,8 +172,18 @@ def prepare_block(
     static_default = not any(layer.templates for layer in block.default.layers) and not (
         needs_clock(choice.layers)
     )
+    shared_choice = (
+        block.names <= SHARED_NAMES and not block.data and block.split is None and not block.sticky
+    )
     return PreparedBlock(
-        block, default_link, fallbacks, updated_at, personal, static_default, prefixes
+        block,
+        default_link,
+        fallbacks,
+        updated_at,
+        personal,
+        static_default,
+        prefixes,
+        shared_choice,
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -49,6 +50,8 @@ MAX_RECIPIENT_LEN = 256
 EXPIRED = "expired"
 # The share of the deadline live HTTP data may take; the rest is for rendering.
 DATA_SHARE = 0.6
+# Choices remembered for blocks whose choice depends only on shared data.
+MAX_REMEMBERED_CHOICES = 4096
 # The share of the deadline kept for writing the answer after a render.
 ANSWER_SHARE = 0.2
 MERGE_PREFIX = "m."
@@ -119,6 +122,7 @@ class Opens:
         self._deadline_s = deadline_ms / 1000
         self._click_memory_s = click_memory_s
         self._last_seen_s = last_seen_s
+        self._choices: OrderedDict[tuple[object, ...], Choice] = OrderedDict()
 
     def verified(
         self, prepared: PreparedBlock, path: str, pairs: Sequence[tuple[str, str]]
@@ -251,6 +255,10 @@ class Opens:
             overrides["data"] = fetched.values
             context["data"] = fetched.values
             trace = fetched.trace
+        memo = None if overrides else self._memo_key(prepared, context)
+        if memo is not None and (remembered := self._choices.get(memo)) is not None:
+            self._choices.move_to_end(memo)
+            return remembered, context
         choice = await self._select(block, context, assignment)
         inventory = context.get("inventory")
         if isinstance(inventory, InventoryView) and inventory.unfetched:
@@ -258,7 +266,30 @@ class Opens:
             request = replace(request, skus=request.skus | inventory.unfetched)
             context = await self._gather(request, block, overrides)
             choice = await self._select(block, context, assignment)
+        elif memo is not None:
+            self._choices[memo] = choice
+            if len(self._choices) > MAX_REMEMBERED_CHOICES:
+                self._choices.popitem(last=False)
         return (replace(choice, data_trace=trace) if trace else choice), context
+
+    def _memo_key(
+        self, prepared: PreparedBlock, context: Mapping[str, object]
+    ) -> tuple[object, ...] | None:
+        """For a block whose choice depends only on shared data (live stock, the client,
+        the second), the data it depends on: equal keys make equal choices, so thousands
+        of recipients share one evaluation of the rules. None for any other block."""
+        if not prepared.choice_is_shared:
+            return None
+        inventory = context.get("inventory")
+        now = context.get("now")
+        client = context.get("client")
+        return (
+            prepared.block.id,
+            prepared.block.version,
+            inventory.fingerprint() if isinstance(inventory, InventoryView) else None,
+            now.isoformat(timespec="seconds") if isinstance(now, datetime) else None,
+            tuple(sorted(client.items())) if isinstance(client, dict) else None,
+        )
 
     async def _gather(
         self, request: OpenRequest, block: Block, overrides: Mapping[str, object]

@@ -222,3 +222,21 @@ async def test_metrics_need_a_token_and_count_requests(client: Any) -> None:
         "atopen_store_seconds_bucket",
     ):
         assert name in text
+
+
+async def test_shared_choices_follow_the_data_and_the_client(client: Any) -> None:
+    block = {**SHARED_BLOCK, "variants": [dict(SHARED_BLOCK["variants"][0])]}
+    block["variants"][0]["when"] = "inventory['sku-1'].stock > 0 and not client.is_proxy"
+    await put_block(client, "decided-once", block)
+    await client.put("/api/v1/inventory/sku-1", json={"stock": 3}, headers=AUTH)
+    gmail = {"User-Agent": "Mozilla/5.0 (via ggpht.com GoogleImageProxy)"}
+
+    async def variant(rid: str, headers: dict[str, str] | None = None) -> str:
+        response = await client.get(signed(f"/i/decided-once.png?r={rid}"), headers=headers)
+        return str(response.headers["X-Atopen-Variant"])
+
+    assert [await variant(f"u{i}") for i in range(3)] == ["stock"] * 3
+    assert await variant("u9", gmail) == "default"
+    assert await variant("u10") == "stock"
+    await client.patch("/api/v1/inventory/sku-1", json={"stock": 0}, headers=AUTH)
+    assert await variant("u11") == "default"
