@@ -52,7 +52,9 @@ EXPIRED = "expired"
 DATA_SHARE = 0.6
 # Choices remembered for blocks whose choice depends only on shared data.
 MAX_REMEMBERED_CHOICES = 4096
-# The share of the deadline kept for writing the answer after a render.
+# The share of the deadline the open may work; the rest is for writing the answer.
+WORK_SHARE = 0.9
+# The share of the deadline a render admitted to the pool must leave.
 ANSWER_SHARE = 0.2
 MERGE_PREFIX = "m."
 
@@ -141,9 +143,11 @@ class Opens:
     ) -> ImageAnswer:
         """The image for this open; the pre-rendered default on any failure or overrun."""
         request = self._request(prepared, query, verified, user_agent, client_ip)
-        deadline = time.monotonic() + self._deadline_s
+        # Work stops a little before the deadline, so that even the fallback answer is
+        # written within it.
+        deadline = time.monotonic() + self._deadline_s * WORK_SHARE
         try:
-            async with asyncio.timeout(self._deadline_s):
+            async with asyncio.timeout(self._deadline_s * WORK_SHARE):
                 choice, context = await self._choose(prepared, request, anonymous=not verified)
                 body, outcome = await self._render(
                     prepared, choice, fmt, query.dpr, deadline=deadline
