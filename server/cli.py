@@ -37,6 +37,9 @@ def run(
     reuse_port: bool = False,
 ) -> None:
     """Serve in this process until SIGINT/SIGTERM; in-flight requests finish first."""
+    # Render threads hold the GIL for long stretches; the event loop gives it up at every
+    # socket call and would wait a whole switch interval (5 ms) to get it back.
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     app = create_app(settings, redis_url=redis_url)
     if prepare is not None:
         prepare(app)
@@ -50,6 +53,9 @@ def run(
         reuse_port=reuse_port,
         loop=_event_loop(),
     )
+
+
+SWITCH_INTERVAL_S = 0.0005
 
 
 def _event_loop() -> asyncio.AbstractEventLoop:
