@@ -181,13 +181,6 @@ def number(value: object, resources: Resources) -> float:
     return float(value)
 
 
-def boolean(value: object, resources: Resources) -> bool:
-    """true or false."""
-    if not isinstance(value, bool):
-        raise FieldError(f"must be true or false, not {value!r}")
-    return value
-
-
 def is_remote(name: str) -> bool:
     """Whether an image `src` names a URL (fetched at open time) rather than an asset file."""
     return name.strip().lower().startswith(("https://", "http://"))

@@ -60,14 +60,6 @@ class MemoryLRU:
             _, evicted = self._items.popitem(last=False)
             self._size -= len(evicted)
 
-    def clear(self) -> None:
-        self._items.clear()
-        self._size = 0
-
-    @property
-    def size(self) -> int:
-        return self._size
-
 
 class RenderCache:
     """Memory, then Redis, then one render per key however many opens wait for it."""

@@ -63,9 +63,5 @@ class RenderPool:
             self._running_or_waiting -= 1
             metrics.QUEUE_DEPTH.dec()
 
-    @property
-    def depth(self) -> int:
-        return self._running_or_waiting
-
     def shutdown(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
