@@ -30,12 +30,13 @@ class Pen:
     def line(self, runs: list[Run], ruler: Ruler, left: float, baseline: float, px: int) -> None:
         """Draw `runs` (in display order) from `left` on the `baseline`, at `px` pixels."""
         x = left
-        for run in runs:
+        for index, run in enumerate(runs):
+            if index:
+                x += ruler.run_width(runs[index - 1], px)
             if face_info(run.face).colour:
                 self._colour_run(run, x, baseline, px)
             else:
                 self._outline_run(run, x, baseline, px)
-            x += ruler.run_width(run, px)
 
     def paint(self, canvas: Image.Image, origin: tuple[int, int], color: RGBA, halo: RGBA) -> None:
         """Composite the drawing onto `canvas` at `origin`: halo, then fill, then colour glyphs."""

@@ -15,6 +15,7 @@ visible character that no face has is an error (UncoveredTextError), never a box
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -101,18 +102,18 @@ def shaped(run: Run) -> tuple[str, str | None]:
 
 
 class Ruler:
-    """Advance widths of strings in one stack at any pixel size, each string shaped once.
+    """Advance widths of strings in one stack at any pixel size.
 
     RAQM advances are unhinted, so they scale linearly with the size: one measurement
     at `reference_px` serves every size. BASIC ones are hinted per size and are measured
-    at each size; bitmap faces are measured at their only size.
+    at each size; bitmap faces are measured at their only size. Measurements are kept
+    for the process (`advance`): a greeting's "Hello" is shaped once, not per open.
     """
 
     def __init__(self, stack: FontStack, reference_px: int) -> None:
         self.stack = stack
         self._reference_px = reference_px
         self._runs: dict[str, list[Run]] = {}
-        self._widths: dict[tuple[Run, int], float] = {}
 
     def runs(self, text: str) -> list[Run]:
         runs = self._runs.get(text)
@@ -127,13 +128,15 @@ class Ruler:
     def run_width(self, run: Run, px: int) -> float:
         strike = face_info(run.face).strike
         measured_px = strike or (self._reference_px if RAQM else px)
-        key = (run, measured_px)
-        width = self._widths.get(key)
-        if width is None:
-            string, direction = shaped(run)
-            width = load_font(run.face, measured_px).getlength(string, direction=direction)
-            self._widths[key] = width
-        return width * px / measured_px
+        return advance(run, measured_px) * px / measured_px
+
+
+@functools.lru_cache(maxsize=65_536)
+def advance(run: Run, px: int) -> float:
+    """`run`'s advance width at `px` pixels. Shaping costs about the same whatever the
+    length of the text, so each string is shaped once per process and size."""
+    string, direction = shaped(run)
+    return float(load_font(run.face, px).getlength(string, direction=direction))
 
 
 def _faced_clusters(text: str, stack: FontStack) -> list[tuple[str, FontFace]]:

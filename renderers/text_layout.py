@@ -39,12 +39,22 @@ class TextLayout:
 
     size: int  # font size, block pixels (draw at size * scale)
     lines: tuple[str, ...]
-    widths: tuple[float, ...]  # each line's advance width, canvas pixels
     pitch: float  # baseline to baseline, canvas pixels
     height: float  # the whole block of lines, canvas pixels
     truncated: bool  # some text did not fit and the last line ends with an ellipsis
     ascent: float  # the first baseline's distance below the top of the block, canvas pixels
     rtl: bool  # the paragraph runs right to left (its first strong character does)
+    ruler: Ruler  # measures the lines, at `px`
+    px: int  # font size, canvas pixels
+
+    def line_width(self, index: int) -> float:
+        """Line `index`'s advance width in canvas pixels (measured when asked: a
+        left-aligned line never needs it)."""
+        return self.ruler.width(self.lines[index], self.px)
+
+    @property
+    def widths(self) -> tuple[float, ...]:
+        return tuple(self.line_width(index) for index in range(len(self.lines)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,10 +214,11 @@ def _finish(
     return TextLayout(
         size=size,
         lines=tuple(lines),
-        widths=tuple(ruler.width(line, attempt.px) for line in lines),
         pitch=pitch,
         height=(len(lines) - 1) * pitch + ascent + descent,
         truncated=truncated,
         ascent=ascent,
         rtl=rtl,
+        ruler=ruler,
+        px=attempt.px,
     )

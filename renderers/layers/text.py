@@ -15,7 +15,7 @@ from renderers.layers.base import expect
 from renderers.paint import scaled
 from renderers.pen import Pen
 from renderers.resources import default_stack
-from renderers.runs import Ruler, UncoveredTextError, itemize, line_runs
+from renderers.runs import UncoveredTextError, itemize, line_runs
 from renderers.text_layout import layout_text
 
 if TYPE_CHECKING:
@@ -139,18 +139,19 @@ class TextKind:
             scale=scale,
         )
         px = layout.size * scale
-        ruler = Ruler(text.font, px)
         # Glyph coverage is drawn into masks the size of the visible box, which clips
         # the text to its box (and to the canvas) for free.
         pen = Pen((visible.width, visible.height), text.stroke_width * scale)
         top = box.top + _offset(text.valign, box.height - layout.height) + layout.ascent
         align = _physical(text.align, layout.rtl)
-        for index, (line, width) in enumerate(zip(layout.lines, layout.widths, strict=True)):
-            left = box.left + _offset(align, box.width - width)
+        for index, line in enumerate(layout.lines):
+            left = box.left
+            if align != "left":
+                left += _offset(align, box.width - layout.line_width(index))
             # Whole-pixel baselines keep horizontal strokes crisp.
             baseline = round(top + index * layout.pitch)
             runs = line_runs(line, text.font, rtl=layout.rtl)
-            pen.line(runs, ruler, round(left) - visible.left, baseline - visible.top, px)
+            pen.line(runs, layout.ruler, round(left) - visible.left, baseline - visible.top, px)
         pen.paint(canvas, (visible.left, visible.top), text.color, text.stroke_color)
 
 
