@@ -145,7 +145,7 @@ class TextKind:
         top = box.top + _offset(text.valign, box.height - layout.height) + layout.ascent
         align = _physical(text.align, layout.rtl)
         for index, line in enumerate(layout.lines):
-            left = box.left
+            left: float = box.left
             if align != "left":
                 left += _offset(align, box.width - layout.line_width(index))
             # Whole-pixel baselines keep horizontal strokes crisp.
