@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-RedisCommand = tuple[str | int | float, ...]
+RedisCommand = tuple[str | bytes | int | float, ...]
 
 
 @dataclass(frozen=True, slots=True)

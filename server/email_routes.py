@@ -49,7 +49,9 @@ async def image(request: web.Request) -> web.Response:
         prepared,
         fmt,
         OpenQuery.parse(pairs),
-        verified=opens.verified(prepared, request.rel_url.raw_path, pairs),
+        verified=opens.verified(
+            prepared, request.rel_url.raw_path, request.rel_url.raw_query_string, pairs
+        ),
         user_agent=request.headers.get("User-Agent"),
         client_ip=_client_ip(request),
     )
@@ -82,7 +84,9 @@ async def click(request: web.Request) -> web.Response:
     location = await opens.click(
         prepared,
         OpenQuery.parse(pairs),
-        verified=opens.verified(prepared, request.rel_url.raw_path, pairs),
+        verified=opens.verified(
+            prepared, request.rel_url.raw_path, request.rel_url.raw_query_string, pairs
+        ),
         user_agent=request.headers.get("User-Agent"),
         client_ip=_client_ip(request),
     )

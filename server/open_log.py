@@ -21,19 +21,26 @@ from redis.exceptions import RedisError
 
 from content_sources.base import RedisCommand
 from content_sources.keys import PREFIX, remembered_key
+from content_sources.store_batch import execute_raw
 
 log = logging.getLogger("atopen.opens")
 IMPRESSIONS_TTL_S = 400 * 86_400
 MAX_QUEUE = 100_000
-# One command per recipient: set the remembered renders and renew the memory's TTL.
-# KEYS: the recipient's memory. ARGV: TTL seconds, then block/entry pairs.
+# Recipients' memories are written by one command per flush (per `MEMORIES_PER_CALL`
+# recipients): per-recipient commands cost more to encode than the store takes to run.
+# KEYS: the recipients' memories. ARGV: TTL seconds, then for each key the number of
+# block/entry pairs followed by the pairs: set them, and renew the memory's TTL.
 _REMEMBER_SCRIPT = """
-for i = 2, #ARGV, 2 do
-  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+local at = 2
+for k = 1, #KEYS do
+  local count = tonumber(ARGV[at])
+  redis.call('HSET', KEYS[k], unpack(ARGV, at + 1, at + 2 * count))
+  redis.call('EXPIRE', KEYS[k], ARGV[1])
+  at = at + 1 + 2 * count
 end
-redis.call('EXPIRE', KEYS[1], ARGV[1])
 return 0
 """
+MEMORIES_PER_CALL = 500
 
 
 def impressions_key(block_id: str, day: str) -> str:
@@ -58,7 +65,6 @@ class OpenLog:
         self._click_memory_s = click_memory_s
         self._interval_s = interval_s
         self._queue: list[OpenRecord] = []
-        self._remember = redis.register_script(_REMEMBER_SCRIPT)
 
     def record(
         self,
@@ -96,24 +102,28 @@ class OpenLog:
             if record.recipient is not None:
                 entry = {"variant": record.variant, "link": record.link, "at": record.at}
                 memories[record.recipient][record.block_id] = orjson.dumps(entry)
+        commands: list[RedisCommand] = []
+        counters = set()
+        for (block_id, day, variant), count in counts.items():
+            counter = impressions_key(block_id, day)
+            commands.append(("HINCRBY", counter, variant, count))
+            counters.add(counter)
+        commands.extend(("EXPIRE", counter, IMPRESSIONS_TTL_S) for counter in counters)
+        recipients = list(memories)
+        for start in range(0, len(recipients), MEMORIES_PER_CALL):
+            chunk = recipients[start : start + MEMORIES_PER_CALL]
+            args: list[str | bytes | int] = [self._click_memory_s]
+            for recipient in chunk:
+                entries = memories[recipient]
+                args.append(len(entries))
+                args.extend(part for item in entries.items() for part in item)
+            keys = [remembered_key(recipient) for recipient in chunk]
+            commands.append(("EVAL", _REMEMBER_SCRIPT, len(keys), *keys, *args))
+        commands.extend(c for extra in extras.values() for c in extra)
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                counters = set()
-                for (block_id, day, variant), count in counts.items():
-                    counter = impressions_key(block_id, day)
-                    pipe.hincrby(counter, variant, count)
-                    counters.add(counter)
-                for counter in counters:
-                    pipe.expire(counter, IMPRESSIONS_TTL_S)
-                for recipient, entries in memories.items():
-                    fields = [part for item in entries.items() for part in item]
-                    await self._remember(
-                        keys=[remembered_key(recipient)],
-                        args=[self._click_memory_s, *fields],
-                        client=pipe,
-                    )
-                for command in (c for commands in extras.values() for c in commands):
-                    pipe.execute_command(*command)
-                await pipe.execute()
-        except (RedisError, OSError) as exc:
+            replies = await execute_raw(self._redis, commands)
+            failed = next((r for r in replies if isinstance(r, Exception)), None)
+            if failed is not None:
+                raise failed
+        except (RedisError, OSError, TimeoutError) as exc:
             log.warning("could not write %d open records: %r", len(batch), exc)

@@ -127,9 +127,9 @@ class Opens:
         self._choices: OrderedDict[tuple[object, ...], Choice] = OrderedDict()
 
     def verified(
-        self, prepared: PreparedBlock, path: str, pairs: Sequence[tuple[str, str]]
+        self, prepared: PreparedBlock, path: str, raw_query: str, pairs: Sequence[tuple[str, str]]
     ) -> bool:
-        return prepared.block.public or self._signer.verify(path, pairs)
+        return prepared.block.public or self._signer.verify_request(path, raw_query, pairs)
 
     async def image(
         self,

@@ -81,14 +81,37 @@ class Signer:
         given = [value for key, value in pairs if key == SIG_PARAM]
         if len(given) != 1:
             return False
+        return self._matches(canonical_string(path, pairs), given[0])
+
+    def verify_request(self, path: str, raw_query: str, pairs: Sequence[tuple[str, str]]) -> bool:
+        """`verify` for a request as received: ``raw_query`` as in the request line and
+        its decoded ``pairs``.
+
+        A URL made by `sign_url` (or by any sender that keeps the canonical order and
+        appends ``sig``) carries the canonical string itself: the query before its last
+        ``&sig=``. If that raw string matches, nothing needs re-encoding; and only a
+        canonical string can match (no signer signs anything else), whose pairs decode
+        to exactly the request's. Any other query is canonicalised as in `verify`.
+        """
+        if raw_query.startswith(SIG_PARAM + "="):
+            head, candidate = "", raw_query[len(SIG_PARAM) + 1 :]
+        else:
+            head, found, candidate = raw_query.rpartition("&" + SIG_PARAM + "=")
+            if not found:
+                return self.verify(path, pairs)
+        if "&" not in candidate and self._matches(path + "?" + head, candidate):
+            return True
+        return self.verify(path, pairs)
+
+    def _matches(self, canonical: str, signature: str) -> bool:
         # compare_digest only takes ASCII str, and the value is attacker-controlled.
-        candidate = given[0].encode("utf-8")
-        canonical = canonical_string(path, pairs).encode("utf-8")
+        candidate = signature.encode("utf-8")
+        message = canonical.encode("utf-8")
         matched = False
         # Every key is tried even after a match, so the response time does not reveal
         # which key, old or new, signed the URL.
         for key in self._keys:
-            matched |= hmac.compare_digest(_mac(key, canonical), candidate)
+            matched |= hmac.compare_digest(_mac(key, message), candidate)
         return matched
 
     def sign_url(self, url: str) -> str:

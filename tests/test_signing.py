@@ -244,3 +244,53 @@ def test_sign_url_output_verifies_with_rotated_signer() -> None:
 def test_sign_url_rejects_urls_without_absolute_path(url: str) -> None:
     with pytest.raises(ValueError, match="URL"):
         Signer([KEY]).sign_url(url)
+
+
+def verify_as_received(signer: Signer, url: str) -> bool:
+    """What the image route calls: the raw query as in the request line, and its pairs."""
+    parts = urlsplit(url)
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    return signer.verify_request(parts.path, parts.query, pairs)
+
+
+def test_verify_request_accepts_signed_urls_as_sent() -> None:
+    signer = Signer([KEY])
+    query = "&".join(f"{k}={v}" for k, v in [("r", "ann"), ("m.name", "Zoë")])
+    for url in ("/i/hero.png", f"/i/hero.png?{query}", "/i/hero.png?tag=z&tag=a&c="):
+        assert verify_as_received(signer, signer.sign_url(url))
+
+
+def test_verify_request_accepts_a_valid_signature_in_any_order() -> None:
+    """A sender may put `sig` first or keep its own order: the canonical form decides."""
+    signer = Signer([KEY])
+    signed = signer.sign_url("/i/hero.png?r=ann&b=2")
+    path, query = signed.split("?")
+    pairs = query.split("&")
+    assert verify_as_received(signer, path + "?" + "&".join([pairs[-1], *pairs[:-1]]))
+    assert verify_as_received(signer, path + "?" + "&".join(reversed(pairs[:-1])) + "&" + pairs[-1])
+    assert verify_as_received(signer, path + "?" + query.replace("r=ann", "r=%61nn"))
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        lambda q: q.replace("r=ann", "r=bob"),
+        lambda q: "x=1&" + q,
+        lambda q: q + "&x=1",
+        lambda q: q.replace("r=ann&", ""),
+        lambda q: q + "&sig=" + q.rpartition("sig=")[2],
+        lambda q: "%73ig=x&" + q,
+        lambda q: q.replace("&sig=", "&sig=A"),
+    ],
+)
+def test_verify_request_rejects_tampered_queries(tamper: object) -> None:
+    signer = Signer([KEY])
+    path, query = signer.sign_url("/i/hero.png?b=2&r=ann").split("?")
+    assert callable(tamper)
+    assert not verify_as_received(signer, path + "?" + tamper(query))
+
+
+def test_verify_request_checks_every_key() -> None:
+    signed = Signer([OLD_KEY]).sign_url("/i/hero.png?r=ann")
+    assert verify_as_received(Signer([KEY, OLD_KEY]), signed)
+    assert not verify_as_received(Signer([KEY]), signed)

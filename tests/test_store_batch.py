@@ -1,0 +1,98 @@
+"""The lean store path of the hot routes: raw pipelines and auto-pipelining, on a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from content_sources.store_batch import StoreBatcher, execute_raw, pack
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_url, socket_timeout=2.0)
+    yield client
+    await client.aclose()
+
+
+async def test_replies_come_back_raw_and_in_order(redis: Redis) -> None:
+    await redis.set("p:ann", b'{"first_name":"Ann"}')
+    await redis.hset("mem:ann", "hero", "x")
+    await redis.zadd("ev:ann", {"a": 1, "b": 2})
+    replies = await execute_raw(
+        redis,
+        [
+            ("GET", "p:ann"),
+            ("MGET", "p:ann", "p:nobody"),
+            ("HGET", "mem:ann", "hero"),
+            ("ZREVRANGE", "ev:ann", 0, -1),
+            ("GET", "p:nobody"),
+        ],
+    )
+    assert replies == [
+        b'{"first_name":"Ann"}',
+        [b'{"first_name":"Ann"}', None],
+        b"x",
+        [b"b", b"a"],
+        None,
+    ]
+
+
+async def test_an_error_reply_takes_its_slot_and_the_rest_still_answer(redis: Redis) -> None:
+    await redis.set("p:ann", b"1")
+    replies = await execute_raw(redis, [("HGET", "p:ann", "f"), ("INCRBY", "n", 2), ("GET", "n")])
+    assert isinstance(replies[0], ResponseError)
+    assert "WRONGTYPE" in str(replies[0])
+    assert replies[1:] == [2, b"2"]
+
+
+async def test_arguments_of_every_kind_arrive_intact(redis: Redis) -> None:
+    await execute_raw(redis, [("HSET", "h", "s", "Zoë", "b", b"\x00\xff", "i", 7, "f", 2.5)])
+    assert await redis.hgetall("h") == {
+        b"s": "Zoë".encode(),
+        b"b": b"\x00\xff",
+        b"i": b"7",
+        b"f": b"2.5",
+    }
+
+
+def test_pack_refuses_what_the_store_cannot_take() -> None:
+    with pytest.raises(TypeError, match="bool"):
+        pack([("SET", "k", True)])
+
+
+async def test_a_killed_connection_is_replaced_without_an_error(
+    redis: Redis, redis_url: str
+) -> None:
+    """A store restart leaves dead connections in the pool: the next call still answers."""
+    await execute_raw(redis, [("SET", "k", "v")])
+    [pooled_id] = await execute_raw(redis, [("CLIENT", "ID")])
+    async with Redis.from_url(redis_url) as killer:
+        assert await killer.client_kill_filter(_id=pooled_id) == 1
+    assert await execute_raw(redis, [("GET", "k")]) == [b"v"]
+
+
+async def test_concurrent_opens_each_get_their_own_replies(redis: Redis) -> None:
+    batcher = StoreBatcher(redis)
+    for i in range(50):
+        await redis.set(f"p:{i}", str(i))
+    replies = await asyncio.gather(
+        *(batcher.execute([("GET", f"p:{i}"), ("GET", "p:none")]) for i in range(50))
+    )
+    assert replies == [[str(i).encode(), None] for i in range(50)]
+
+
+async def test_a_batch_with_an_error_fails_only_the_open_that_sent_it(redis: Redis) -> None:
+    batcher = StoreBatcher(redis)
+    await redis.set("p:ann", b"1")
+    good, bad = await asyncio.gather(
+        batcher.execute([("GET", "p:ann")]),
+        batcher.execute([("HGET", "p:ann", "f")]),
+        return_exceptions=True,
+    )
+    assert good == [b"1"]
+    assert isinstance(bad, ResponseError)
