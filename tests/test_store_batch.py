@@ -72,7 +72,7 @@ async def test_a_killed_connection_is_replaced_without_an_error(
     await execute_raw(redis, [("SET", "k", "v")])
     [pooled_id] = await execute_raw(redis, [("CLIENT", "ID")])
     async with Redis.from_url(redis_url) as killer:
-        assert await killer.client_kill_filter(_id=pooled_id) == 1
+        assert await killer.client_kill_filter(_id=str(pooled_id)) == 1
     assert await execute_raw(redis, [("GET", "k")]) == [b"v"]
 
 
