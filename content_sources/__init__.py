@@ -52,6 +52,15 @@ def needed_names(names: frozenset[str], always: frozenset[str] = frozenset()) ->
     return frozenset(needed)
 
 
+@lru_cache(maxsize=1024)
+def active_sources(sources: tuple[Source, ...], names: frozenset[str]) -> tuple[Source, ...]:
+    """The sources an open that reads `names` builds, in order: those names, what they
+    are built from, and the sources that are always built."""
+    always = frozenset(s.name for s in sources if getattr(s, "always_build", False))
+    needed = needed_names(names, always)
+    return tuple(s for s in sources if s.name in needed)
+
+
 def build_sources(settings: Settings, geoip: Reader | None = None) -> tuple[Source, ...]:
     """Every source, in the order they are built (later ones may read earlier ones)."""
     geo = GeoSource(geoip)
@@ -81,9 +90,7 @@ async def gather_context(
     `overrides` replace sources' values (a preview "as a Gmail open, in Lisbon"); the
     sources built after them see the replacements.
     """
-    always = frozenset(s.name for s in sources if getattr(s, "always_build", False))
-    needed = needed_names(names, always)
-    active = [s for s in sources if s.name in needed]
+    active = active_sources(tuple(sources), names)
     commands = [s.commands(request) for s in active]
     flat = [command for batch in commands for command in batch]
     replies: list[object] = []

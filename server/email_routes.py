@@ -53,7 +53,7 @@ async def image(request: web.Request) -> web.Response:
             prepared, request.rel_url.raw_path, request.rel_url.raw_query_string, pairs
         ),
         user_agent=request.headers.get("User-Agent"),
-        client_ip=_client_ip(request),
+        client_ip=_client_ip(request) if opens.reads_address(prepared) else None,
     )
     request[OUTCOME] = answer.outcome
     metrics.IMAGE_OUTCOMES[answer.outcome.partition(":")[0]].inc()

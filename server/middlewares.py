@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hmac
 import logging
-import uuid
+import os
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -24,7 +24,7 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
     """Give every request an id (or keep a sane one from the caller) and echo it back."""
     incoming = request.headers.get("X-Request-Id", "")
     request_id = (
-        incoming if 0 < len(incoming) <= 64 and incoming.isprintable() else uuid.uuid4().hex
+        incoming if 0 < len(incoming) <= 64 and incoming.isprintable() else os.urandom(16).hex()
     )
     request[REQUEST_ID] = request_id
     token = CURRENT_REQUEST_ID.set(request_id)

@@ -16,10 +16,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
+from typing import Generic, TypeVar
 
 from redis.asyncio import Redis
 
-from content_sources import anonymous_context, gather_context
+from content_sources import active_sources, anonymous_context, gather_context
 from content_sources.base import OpenRequest, Source
 from content_sources.geo import remember_commands
 from content_sources.http_data import HttpData, SourceTrace
@@ -30,7 +31,7 @@ from content_sources.store_batch import StoreBatcher
 from content_sources.stores import complete_stores
 from renderers.fields import Resources
 from renderers.layers.countdown import CountdownLayer
-from renderers.plan import ImageFormat
+from renderers.plan import ImageFormat, RenderPlan
 from renderers.render import render
 from server import metrics
 from server.block_store import PreparedBlock
@@ -38,7 +39,7 @@ from server.blocks import Block
 from server.experiments import Assignment, assign
 from server.open_log import OpenLog
 from server.remote_images import RemoteImages, choose_with_remote_images
-from server.render_cache import RenderCache
+from server.render_cache import RenderCache, plan_key
 from server.render_pool import OverloadedError, RenderPool
 from server.selection import Choice, choose_variant, safe_link
 from server.signing import Signer
@@ -57,6 +58,29 @@ WORK_SHARE = 0.9
 # The share of the deadline a render admitted to the pool must leave.
 ANSWER_SHARE = 0.2
 MERGE_PREFIX = "m."
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class Memo(Generic[K, V]):
+    """A bounded map, least recently used entry dropped first."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._items: OrderedDict[K, V] = OrderedDict()
+
+    def get(self, key: K) -> V | None:
+        value = self._items.get(key)
+        if value is not None:
+            self._items.move_to_end(key)
+        return value
+
+    def put(self, key: K, value: V) -> None:
+        self._items[key] = value
+        if len(self._items) > self._size:
+            self._items.popitem(last=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +138,7 @@ class Opens:
         self._redis = redis
         self._batcher = StoreBatcher(redis)
         self._signer = signer
-        self._sources = sources
+        self._sources = tuple(sources)
         self._resources = resources
         self._pool = pool
         self._http_data = http_data
@@ -124,7 +148,15 @@ class Opens:
         self._deadline_s = deadline_ms / 1000
         self._click_memory_s = click_memory_s
         self._last_seen_s = last_seen_s
-        self._choices: OrderedDict[tuple[object, ...], Choice] = OrderedDict()
+        self._choices: Memo[tuple[object, ...], Choice] = Memo(MAX_REMEMBERED_CHOICES)
+        # The plans of remembered choices, with their cache keys, per format and scale.
+        self._plans: Memo[tuple[object, ...], tuple[RenderPlan, str]] = Memo(MAX_REMEMBERED_CHOICES)
+
+    def reads_address(self, prepared: PreparedBlock) -> bool:
+        """Whether an open of this block looks at the reader's address (for its location):
+        working the address out of proxy headers is skipped for the others."""
+        active = active_sources(self._sources, prepared.block.names)
+        return any(source.name == "geo" for source in active)
 
     def verified(
         self, prepared: PreparedBlock, path: str, raw_query: str, pairs: Sequence[tuple[str, str]]
@@ -148,9 +180,11 @@ class Opens:
         deadline = time.monotonic() + self._deadline_s * WORK_SHARE
         try:
             async with asyncio.timeout(self._deadline_s * WORK_SHARE):
-                choice, context = await self._choose(prepared, request, anonymous=not verified)
+                choice, context, memo = await self._choose(
+                    prepared, request, anonymous=not verified
+                )
                 body, outcome = await self._render(
-                    prepared, choice, fmt, query.dpr, deadline=deadline
+                    prepared, choice, fmt, query.dpr, deadline=deadline, memo=memo
                 )
         except TimeoutError:
             return self._fallback(prepared, fmt, query.dpr, "deadline")
@@ -193,7 +227,7 @@ class Opens:
         self, prepared: PreparedBlock, request: OpenRequest, overrides: Mapping[str, object]
     ) -> Choice:
         """The variant `request` would get (for previews: no deadline, nothing remembered)."""
-        choice, _ = await self._choose(
+        choice, _, _ = await self._choose(
             prepared, request, anonymous=False, overrides=overrides, bounded=False
         )
         return choice
@@ -238,15 +272,16 @@ class Opens:
         anonymous: bool,
         overrides: Mapping[str, object] | None = None,
         bounded: bool = True,
-    ) -> tuple[Choice, dict[str, object]]:
-        """The variant for this open, and the context it was chosen in."""
+    ) -> tuple[Choice, dict[str, object], tuple[object, ...] | None]:
+        """The variant for this open, the context it was chosen in, and the key it is
+        remembered by when it holds for every open with the same shared data."""
         block = prepared.block
         if anonymous:
             context = anonymous_context(self._sources, request)
             choice = choose_variant(
                 block, context, self._resources, default_only=True, default_reason="unsigned"
             )
-            return choice, context
+            return choice, context, None
         assignment = assign(block.split, block.id, request.recipient)
         overrides = dict(overrides or {})
         context = await self._gather(request, block, overrides)
@@ -261,8 +296,7 @@ class Opens:
             trace = fetched.trace
         memo = None if overrides else self._memo_key(prepared, context)
         if memo is not None and (remembered := self._choices.get(memo)) is not None:
-            self._choices.move_to_end(memo)
-            return remembered, context
+            return remembered, context, memo
         choice = await self._select(block, context, assignment)
         inventory = context.get("inventory")
         if isinstance(inventory, InventoryView) and inventory.unfetched:
@@ -270,11 +304,10 @@ class Opens:
             request = replace(request, skus=request.skus | inventory.unfetched)
             context = await self._gather(request, block, overrides)
             choice = await self._select(block, context, assignment)
+            memo = None
         elif memo is not None:
-            self._choices[memo] = choice
-            if len(self._choices) > MAX_REMEMBERED_CHOICES:
-                self._choices.popitem(last=False)
-        return (replace(choice, data_trace=trace) if trace else choice), context
+            self._choices.put(memo, choice)
+        return (replace(choice, data_trace=trace) if trace else choice), context, memo
 
     def _memo_key(
         self, prepared: PreparedBlock, context: Mapping[str, object]
@@ -346,15 +379,25 @@ class Opens:
         dpr: int,
         *,
         deadline: float | None,
+        memo: tuple[object, ...] | None = None,
     ) -> tuple[bytes, str]:
         """The choice's image: pre-rendered, cached, or rendered now in the pool.
 
-        `deadline` is when the open must be answered (`time.monotonic()`), None for none.
+        `deadline` is when the open must be answered (`time.monotonic()`), None for none;
+        `memo` the key of a remembered choice, whose plan is remembered too.
         """
         if choice.variant == "default" and prepared.default_is_static:
             return prepared.fallback(fmt, dpr), "static"
         block = prepared.block
-        plan = prepared.plan(choice.variant, choice.layers, fmt, dpr, choice.now or _utc_now())
+        planned = None if memo is None else self._plans.get((memo, fmt, dpr))
+        if planned is None:
+            new_plan = prepared.plan(
+                choice.variant, choice.layers, fmt, dpr, choice.now or _utc_now()
+            )
+            planned = (new_plan, plan_key(new_plan))
+            if memo is not None:
+                self._plans.put((memo, fmt, dpr), planned)
+        plan, key = planned
         # The renderer checks the deadline between layers (a timeout cannot stop a running
         # thread); the pool admits a render only if it should end with time to answer.
         admit_by = None if deadline is None else deadline - self._deadline_s * ANSWER_SHARE
@@ -370,7 +413,7 @@ class Opens:
             return body
 
         shared = choice.variant not in prepared.personal_variants
-        body = await self._cache.get_or_render(plan, render_now, shared=shared)
+        body = await self._cache.get_or_render(plan, render_now, shared=shared, key=key)
         return body, "rendered" if rendered else "cached"
 
     def _fallback(

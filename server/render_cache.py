@@ -71,13 +71,19 @@ class RenderCache:
         self._in_flight: dict[str, asyncio.Future[bytes]] = {}
 
     async def get_or_render(
-        self, plan: RenderPlan, render: Callable[[], Awaitable[bytes]], *, shared: bool
+        self,
+        plan: RenderPlan,
+        render: Callable[[], Awaitable[bytes]],
+        *,
+        shared: bool,
+        key: str | None = None,
     ) -> bytes:
         """The plan's bytes from a cache, or from `render` (called once per key at a time).
 
-        `shared` plans (the same for many recipients) also go to Redis.
+        `shared` plans (the same for many recipients) also go to Redis; `key` is the
+        plan's `plan_key` when the caller has it already.
         """
-        key = plan_key(plan)
+        key = key or plan_key(plan)
         body = self._memory.get(key)
         if body is not None:
             metrics.MEMORY_HITS.inc()

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from urllib.parse import urlsplit
 
 from content_sources.http_data import SourceTrace
@@ -110,7 +111,14 @@ def _resolve_layer(
 
 def safe_link(block: Block, link: str) -> str | None:
     """The link if a click may go there: http(s) to a host the block names literally."""
+    host = _http_host(link)
+    return link.strip() if host is not None and host in block.hosts else None
+
+
+@lru_cache(maxsize=4096)
+def _http_host(link: str) -> str | None:
+    """The host of an http(s) link, None for anything else (kept: most opens of a
+    block share a handful of links)."""
     if not link or not is_http_url(link):
         return None
-    host = (urlsplit(link.strip()).hostname or "").rstrip(".").lower()
-    return link.strip() if host in block.hosts else None
+    return (urlsplit(link.strip()).hostname or "").rstrip(".").lower()
