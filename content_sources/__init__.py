@@ -23,7 +23,7 @@ from content_sources.params import ParamsSource
 from content_sources.profile import ProfileSource
 from content_sources.remembered import LastShownSource
 from content_sources.segments import SegmentsSource
-from content_sources.store_batch import StoreBatcher
+from content_sources.store_batch import StoreBatcher, execute_raw
 from content_sources.stores import StoresSource
 from server.metrics import STORE_SECONDS
 from server.settings import Settings
@@ -94,15 +94,12 @@ async def gather_context(
     commands = [s.commands(request) for s in active]
     flat = [command for batch in commands for command in batch]
     replies: list[object] = []
-    if flat:
+    if isinstance(store, StoreBatcher):
+        if flat:
+            replies = await store.execute(flat)  # timed per round trip by the batcher
+    elif flat:
         started = time.perf_counter()
-        if isinstance(store, StoreBatcher):
-            replies = await store.execute(flat)
-        else:
-            async with store.pipeline(transaction=False) as pipe:
-                for command in flat:
-                    pipe.execute_command(*command)
-                replies = await pipe.execute()
+        replies = await execute_raw(store, flat)
         STORE_SECONDS.observe(time.perf_counter() - started)
     return build_context(active, commands, replies, request, overrides)
 

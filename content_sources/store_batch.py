@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections.abc import Sequence
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from content_sources.base import RedisCommand
+from server.metrics import STORE_SECONDS
 
 MAX_BATCH_COMMANDS = 2000
 
@@ -56,9 +58,11 @@ class StoreBatcher:
         self, batch: list[tuple[Sequence[RedisCommand], asyncio.Future[list[object]]]]
     ) -> None:
         try:
+            started = time.perf_counter()
             replies = await execute_raw(
                 self._redis, [command for commands, _ in batch for command in commands]
             )
+            STORE_SECONDS.observe(time.perf_counter() - started)
         except BaseException as exc:
             for _, future in batch:
                 if not future.done():

@@ -43,7 +43,7 @@ from server.keys import (
     SIGNER,
 )
 from server.metrics import metrics_route
-from server.middlewares import api_middleware, request_id_middleware
+from server.middlewares import request_middleware
 from server.open_log import OpenLog
 from server.openapi import routes as openapi_routes
 from server.opens import Opens
@@ -72,7 +72,7 @@ def fonts_of(fonts_dir: Path | None) -> dict[str, FontFace]:
 def create_app(settings: Settings, *, redis_url: str) -> web.Application:
     """Build the app; nothing connects until it starts."""
     app = web.Application(
-        middlewares=[request_id_middleware, api_middleware],
+        middlewares=[request_middleware],
         client_max_size=settings.api_max_body_bytes,
     )
     app[SETTINGS] = settings

@@ -49,7 +49,9 @@ QUEUE_DEPTH = Gauge(
     multiprocess_mode="livesum",
 )
 STORE_SECONDS = Histogram(
-    "atopen_store_seconds", "Time of the open's store round trip", buckets=_LATENCY_BUCKETS
+    "atopen_store_seconds",
+    "Time of one store round trip for opens (the reads of concurrent opens go together)",
+    buckets=_LATENCY_BUCKETS,
 )
 
 

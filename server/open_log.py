@@ -12,8 +12,8 @@ import logging
 import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import date, timedelta
+from functools import lru_cache
 
 import orjson
 from redis.asyncio import Redis
@@ -47,24 +47,27 @@ def impressions_key(block_id: str, day: str) -> str:
     return f"{PREFIX}impressions:{block_id}:{day}"
 
 
-@dataclass(frozen=True, slots=True)
-class OpenRecord:
-    block_id: str
-    recipient: str | None
-    variant: str
-    link: str
-    at: float
-    extra: Sequence[RedisCommand] = ()
+class _Pending:
+    """The writes of the opens since the last flush, already added up: counts per
+    (block, day, variant), and each recipient's last render per block."""
+
+    __slots__ = ("counts", "extras", "memories", "opens")
+
+    def __init__(self) -> None:
+        self.opens = 0
+        self.counts: Counter[tuple[str, str, str]] = Counter()
+        self.memories: dict[str, dict[str, tuple[str, str, float]]] = defaultdict(dict)
+        self.extras: dict[str, Sequence[RedisCommand]] = {}
 
 
 class OpenLog:
-    """Queue of open records, flushed in one pipeline per interval."""
+    """The opens' writes, added up as they come and flushed in one pipeline per interval."""
 
     def __init__(self, redis: Redis, *, click_memory_s: int, interval_s: float = 0.05) -> None:
         self._redis = redis
         self._click_memory_s = click_memory_s
         self._interval_s = interval_s
-        self._queue: list[OpenRecord] = []
+        self._pending = _Pending()
 
     def record(
         self,
@@ -74,10 +77,17 @@ class OpenLog:
         link: str,
         extra: Sequence[RedisCommand] = (),
     ) -> None:
-        """Queue an open; `extra` are further writes it makes (the last seen location)."""
-        if len(self._queue) >= MAX_QUEUE:
+        """Note an open; `extra` are further writes it makes (the last seen location)."""
+        pending = self._pending
+        if pending.opens >= MAX_QUEUE:
             return  # the store is not keeping up: losing counts beats losing memory
-        self._queue.append(OpenRecord(block_id, recipient, variant, link, time.time(), extra))
+        pending.opens += 1
+        at = time.time()
+        pending.counts[(block_id, _day(int(at // 86_400)), variant)] += 1
+        if recipient is not None:
+            pending.memories[recipient][block_id] = (variant, link, at)
+            if extra:
+                pending.extras[recipient] = extra  # the newest per recipient
 
     async def run(self) -> None:
         """Flush forever (until cancelled)."""
@@ -86,44 +96,39 @@ class OpenLog:
             await self.flush()
 
     async def flush(self) -> None:
-        batch, self._queue = self._queue, []
-        if not batch:
+        pending, self._pending = self._pending, _Pending()
+        if not pending.opens:
             return
-        # Counts add up per (block, day, variant); a recipient's memory keeps the last
-        # render per block. So a burst of opens costs a few commands, not several each.
-        counts: Counter[tuple[str, str, str]] = Counter()
-        memories: dict[str, dict[str, bytes]] = defaultdict(dict)
-        extras: dict[str | None, Sequence[RedisCommand]] = {}
-        for record in batch:
-            if record.extra:
-                extras[record.recipient] = record.extra  # the newest per recipient
-            day = datetime.fromtimestamp(record.at, UTC).date().isoformat()
-            counts[(record.block_id, day, record.variant)] += 1
-            if record.recipient is not None:
-                entry = {"variant": record.variant, "link": record.link, "at": record.at}
-                memories[record.recipient][record.block_id] = orjson.dumps(entry)
         commands: list[RedisCommand] = []
         counters = set()
-        for (block_id, day, variant), count in counts.items():
+        for (block_id, day, variant), count in pending.counts.items():
             counter = impressions_key(block_id, day)
             commands.append(("HINCRBY", counter, variant, count))
             counters.add(counter)
         commands.extend(("EXPIRE", counter, IMPRESSIONS_TTL_S) for counter in counters)
-        recipients = list(memories)
+        recipients = list(pending.memories)
         for start in range(0, len(recipients), MEMORIES_PER_CALL):
             chunk = recipients[start : start + MEMORIES_PER_CALL]
             args: list[str | bytes | int] = [self._click_memory_s]
             for recipient in chunk:
-                entries = memories[recipient]
+                entries = pending.memories[recipient]
                 args.append(len(entries))
-                args.extend(part for item in entries.items() for part in item)
+                for block_id, (variant, link, at) in entries.items():
+                    args.append(block_id)
+                    args.append(orjson.dumps({"variant": variant, "link": link, "at": at}))
             keys = [remembered_key(recipient) for recipient in chunk]
             commands.append(("EVAL", _REMEMBER_SCRIPT, len(keys), *keys, *args))
-        commands.extend(c for extra in extras.values() for c in extra)
+        commands.extend(c for extra in pending.extras.values() for c in extra)
         try:
             replies = await execute_raw(self._redis, commands)
             failed = next((r for r in replies if isinstance(r, Exception)), None)
             if failed is not None:
                 raise failed
         except (RedisError, OSError, TimeoutError) as exc:
-            log.warning("could not write %d open records: %r", len(batch), exc)
+            log.warning("could not write %d opens: %r", pending.opens, exc)
+
+
+@lru_cache(maxsize=8)
+def _day(epoch_day: int) -> str:
+    """The UTC date of a day counted from 1970-01-01, as the impression counters name it."""
+    return (date(1970, 1, 1) + timedelta(days=epoch_day)).isoformat()

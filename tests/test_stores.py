@@ -39,7 +39,7 @@ from server.app import TEMPLATES_DIR
 from server.blocks import compile_block
 from server.expressions import Expression, MissingValueError, Template
 from server.keys import REDIS, SETTINGS
-from server.middlewares import api_middleware
+from server.middlewares import request_middleware
 from server.selection import choose_variant
 from server.settings import Settings
 
@@ -303,7 +303,7 @@ async def test_the_starter_block_shows_and_links_the_nearest_store(
 @pytest.fixture
 async def api(aiohttp_client: Any, redis_url: str, settings: Settings) -> Client:
     """The stores routes behind the API middleware, with the store they write to."""
-    app = web.Application(middlewares=[api_middleware])
+    app = web.Application(middlewares=[request_middleware])
     app[SETTINGS] = settings
     app.router.add_routes(routes)
 
