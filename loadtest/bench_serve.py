@@ -221,6 +221,10 @@ def fetch(port: int, path: str) -> bytes:
         return body
 
 
+def closed_loop(port: int, paths: list[str], seconds: float, *, connections: int) -> loadgen.Result:
+    return asyncio.run(loadgen.run(HOST, port, paths, duration_s=seconds, connections=connections))
+
+
 def line(name: str, result: loadgen.Result, floor: float | None, unit: str = "req/s") -> str:
     ratio = f"{result.rate / floor:6.2f}x floor ({floor:,.0f} {unit})" if floor else ""
     errors = (
@@ -236,6 +240,7 @@ def line(name: str, result: loadgen.Result, floor: float | None, unit: str = "re
 
 def measure(args: argparse.Namespace) -> None:
     signer = Signer([SECRET])
+    rounds = args.rounds
     with tempfile.TemporaryDirectory(prefix="atopen-bench-") as tmp_name:
         tmp = Path(tmp_name)
         with EmbeddedRedis(tmp / "store", persistent=False) as store:
@@ -244,21 +249,42 @@ def measure(args: argparse.Namespace) -> None:
             unique_paths = [
                 signer.sign_url(f"/i/personal.png?r=r{i}") for i in range(args.recipients)
             ]
+            # Each round of unique renders gets recipients of its own: none is cached.
+            unique_rounds = [unique_paths[i::rounds] for i in range(rounds)]
             print(
-                f"atopen benchmark: {args.workers} workers, {args.seconds:.0f} s per case, "
-                f"{os.cpu_count()} CPUs"
+                f"atopen benchmark: {args.workers} workers, {args.seconds:.0f} s per case "
+                f"in {rounds} rounds alternating with its floor, {os.cpu_count()} CPUs"
             )
-            with atopen_server(store.url, args.workers, tmp / "data") as port:
+            with (
+                atopen_server(store.url, args.workers, tmp / "data") as port,
+                atopen_server(store.url, 1, tmp / "data1") as one_port,
+            ):
                 api(port, "PUT", "/api/v1/blocks/shared", SHARED_BLOCK)
                 api(port, "PUT", "/api/v1/blocks/personal", PERSONAL_BLOCK)
-                time.sleep(1.5)  # every worker has the blocks (pub/sub)
+                time.sleep(1.5)  # every worker of both servers has the blocks (pub/sub)
                 shared_body = fetch(port, shared_paths[0])
-                shared = asyncio.run(
-                    loadgen.run(HOST, port, shared_paths, duration_s=args.seconds, connections=64)
-                )
-                unique = asyncio.run(
-                    loadgen.run(HOST, port, unique_paths, duration_s=args.seconds, connections=16)
-                )
+                slice_s = args.seconds / rounds
+                # Cases and their floors alternate in short rounds, so that a noisy
+                # neighbour on a shared machine weighs on both sides of each ratio alike.
+                parts: dict[str, list[loadgen.Result]] = {"shared": [], "floor": []}
+                with floor_server(shared_body, args.workers, tmp) as floor_port:
+                    for _ in range(rounds):
+                        parts["shared"].append(
+                            closed_loop(port, shared_paths, slice_s, connections=64)
+                        )
+                        parts["floor"].append(
+                            closed_loop(floor_port, ["/"], slice_s, connections=64)
+                        )
+                shared = loadgen.Result.combined(parts["shared"])
+                floor = loadgen.Result.combined(parts["floor"])
+                unique_parts, one_worker_parts, pillow_rates = [], [], []
+                for paths in unique_rounds:
+                    unique_parts.append(closed_loop(port, paths, slice_s, connections=16))
+                    pillow_rates.append(floors.pillow_renders_per_s(slice_s, args.workers))
+                    one_worker_parts.append(closed_loop(one_port, paths, slice_s, connections=16))
+                unique = loadgen.Result.combined(unique_parts)
+                one_worker = loadgen.Result.combined(one_worker_parts)
+                pillow = sum(pillow_rates) / len(pillow_rates)
                 api(port, "PUT", "/api/v1/blocks/countdown", countdown_block())
                 time.sleep(1.5)
                 timer_paths = [
@@ -285,22 +311,12 @@ def measure(args: argparse.Namespace) -> None:
                         rate=offered,
                     )
                 )
-            with floor_server(shared_body, args.workers, tmp) as floor_port:
-                floor = asyncio.run(
-                    loadgen.run(HOST, floor_port, ["/"], duration_s=args.seconds, connections=64)
-                )
-            pillow = floors.pillow_renders_per_s(args.seconds, args.workers)
-            with redis.Redis.from_url(store.url) as client:
-                client.delete(*[k for k in client.scan_iter("atopen:render:*")])
-            with atopen_server(store.url, 1, tmp / "data1") as port:
-                api(port, "PUT", "/api/v1/blocks/personal", PERSONAL_BLOCK)
-                one_worker = asyncio.run(
-                    loadgen.run(HOST, port, unique_paths, duration_s=args.seconds, connections=16)
-                )
 
     print(line("shared content (cache hit)", shared, floor.rate))
     print(line("  floor: bare aiohttp", floor, None))
     print(line("unique personalized renders", unique, pillow, "images/s"))
+    named = unique.variants.get("named", 0)
+    print(f"  {named / max(1, sum(unique.variants.values())):.0%} drawn for their recipient")
     print(line(f"countdown at {args.countdown_rate:,.0f}/s offered", countdown, None))
     print(
         f"  {timer_renders:.0f} renders in {args.countdown_seconds:.0f} s: "
@@ -323,6 +339,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="alternations of a case and its floor"
+    )
     parser.add_argument("--recipients", type=int, default=20_000)
     parser.add_argument("--countdown-rate", type=float, default=2000.0)
     parser.add_argument("--countdown-seconds", type=float, default=30.0)

@@ -37,6 +37,18 @@ class Result:
     def rate(self) -> float:
         return len(self.latencies_s) / self.duration_s if self.duration_s else 0.0
 
+    @staticmethod
+    def combined(parts: Sequence[Result]) -> Result:
+        """Several runs of one case as one (rounds interleaved with another case's)."""
+        total = Result(sum(part.duration_s for part in parts))
+        for part in parts:
+            total.latencies_s.extend(part.latencies_s)
+            total.statuses.update(part.statuses)
+            total.variants.update(part.variants)
+            total.errors += part.errors
+            total.timeouts += part.timeouts
+        return total
+
     def percentile_ms(self, p: float) -> float:
         if not self.latencies_s:
             return float("nan")
