@@ -8,6 +8,7 @@ notes it, answers "missing" for now, and the open fetches it and decides again.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 
 import orjson
 
@@ -63,13 +64,19 @@ def _in_stock(stock: object) -> bool:
     return isinstance(stock, int | float) and not isinstance(stock, bool) and stock > 0
 
 
+@lru_cache(maxsize=1024)
+def _mget(skus: frozenset[str]) -> tuple[RedisCommand, ...]:
+    """The command that reads `skus` (a block names the same few at every open)."""
+    if not skus:
+        return ()
+    return (("MGET", *(inventory_key(s) for s in sorted(skus))),)
+
+
 class InventorySource:
     name = "inventory"
 
     def commands(self, request: OpenRequest) -> Sequence[RedisCommand]:
-        if not request.skus:
-            return ()
-        return (("MGET", *(inventory_key(s) for s in sorted(request.skus))),)
+        return _mget(request.skus)
 
     def build(
         self, request: OpenRequest, replies: Sequence[object], context: Mapping[str, object]

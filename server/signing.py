@@ -18,7 +18,6 @@ every key verifies.
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 from collections.abc import Iterable, Sequence
 from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
@@ -50,7 +49,7 @@ def canonical_string(path: str, pairs: Iterable[tuple[str, str]]) -> str:
 
 
 def _mac(key: bytes, canonical: bytes) -> bytes:
-    digest = hmac.new(key, canonical, hashlib.sha256).digest()
+    digest = hmac.digest(key, canonical, "sha256")
     return base64.urlsafe_b64encode(digest).rstrip(b"=")
 
 
