@@ -135,6 +135,15 @@ def _wrap(
     space = ruler.width(" ", px)
     lines: list[str] = []
     for words in paragraphs:
+        joined = " ".join(words)
+        at_most = ruler.width_at_most(joined, px)
+        if at_most is not None and at_most <= budget:
+            # Surely one line: the word-by-word wrap below would give the same line
+            # after shaping every word (a greeting's name, mostly).
+            lines.append(joined)
+            if len(lines) >= limit:
+                return lines[:limit]
+            continue
         line: list[str] = []
         used = 0.0
         for word in words:

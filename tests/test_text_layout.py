@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import string
+
 import pytest
 
 from renderers.glyphs import load_font
-from renderers.resources import default_stack
+from renderers.resources import LocalResources, builtin_fonts, default_stack
+from renderers.runs import Ruler
 from renderers.text_layout import ELLIPSIS, MAX_CHARS, TextLayout, layout_text
 
 STACK = default_stack()
@@ -139,3 +142,28 @@ def test_text_beyond_max_chars_ends_with_an_ellipsis_even_with_room_to_spare() -
     assert len(layout.lines) < 20  # it had the room
     assert layout.truncated
     assert layout.lines[-1].endswith(ELLIPSIS)
+
+
+def test_the_unshaped_bound_is_never_below_the_shaped_width() -> None:
+    """Lines the bound says fit are laid out without shaping: it must never be too small."""
+    texts = [a + b for a in string.printable[:95] for b in string.printable[:95]]
+    texts += [LONG, "Thanks, Zoë!", "Małgorzata Ørsted", "Привет, Ёлка", "Ωμέγα"]
+    resources = LocalResources([], builtin_fonts())
+    for name in ("roboto-regular", "roboto-bold", "roboto-black", "sans"):
+        ruler = Ruler(resources.font(name), 40)
+        for text in texts:
+            bound = ruler.width_at_most(text, 40)
+            assert bound is not None, text
+            assert bound >= ruler.width(text, 40) - 1e-9, text
+
+
+@pytest.mark.parametrize("text", ["שלום עולם", "مرحبا", "नमस्ते", "e\u0301", "a👍b", "a\u200db"])
+def test_text_that_needs_shaping_has_no_unshaped_bound(text: str) -> None:
+    assert Ruler(STACK, 40).width_at_most(text, 40) is None
+
+
+def test_a_greeting_well_inside_its_box_is_one_line_at_full_size() -> None:
+    layout = lay("Hello Małgorzata", 380, 80, size=30)
+    assert layout.lines == ("Hello Małgorzata",)
+    assert layout.size == 30
+    assert_inside(layout, 380, 80)
