@@ -84,11 +84,13 @@ async def gather_context(
     request: OpenRequest,
     names: frozenset[str],
     overrides: Mapping[str, object] | None = None,
+    deadline: float | None = None,
 ) -> dict[str, object]:
     """The rule context for one open: one store round trip, then each source's value.
 
     `overrides` replace sources' values (a preview "as a Gmail open, in Lisbon"); the
-    sources built after them see the replacements.
+    sources built after them see the replacements. `deadline` (a `time.monotonic()`
+    instant) bounds the round trip: TimeoutError after it.
     """
     active = active_sources(tuple(sources), names)
     commands = [s.commands(request) for s in active]
@@ -96,10 +98,10 @@ async def gather_context(
     replies: list[object] = []
     if isinstance(store, StoreBatcher):
         if flat:
-            replies = await store.execute(flat)  # timed per round trip by the batcher
+            replies = await store.execute(flat, deadline)  # timed per round trip by the batcher
     elif flat:
         started = time.perf_counter()
-        replies = await execute_raw(store, flat)
+        replies = await execute_raw(store, flat, deadline=deadline)
         STORE_SECONDS.observe(time.perf_counter() - started)
     return build_context(active, commands, replies, request, overrides)
 

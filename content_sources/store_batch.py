@@ -22,56 +22,70 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from content_sources.base import RedisCommand
+from server.deadlines import seconds_left
 from server.metrics import STORE_SECONDS
 
 MAX_BATCH_COMMANDS = 2000
 
 
+# An open's commands, where its replies go, and when it stops waiting for them.
+_Waiting = tuple[Sequence[RedisCommand], "asyncio.Future[list[object]]", float | None]
+
+
 class StoreBatcher:
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
-        self._queue: list[tuple[Sequence[RedisCommand], asyncio.Future[list[object]]]] = []
+        self._queue: list[_Waiting] = []
         self._background: set[asyncio.Task[None]] = set()
 
-    async def execute(self, commands: Sequence[RedisCommand]) -> list[object]:
-        """The replies to `commands`, in order; raises what the store raised."""
+    async def execute(
+        self, commands: Sequence[RedisCommand], deadline: float | None = None
+    ) -> list[object]:
+        """The replies to `commands`, in order; raises what the store raised.
+
+        `deadline` (a `time.monotonic()` instant): TimeoutError if the replies are not
+        back by then. Opens sent together share the earliest of their deadlines, which
+        lie within one turn of the event loop: one timer per round trip, not per open.
+        """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[object]] = loop.create_future()
         if not self._queue:
             loop.call_soon(self._flush)
-        self._queue.append((commands, future))
+        self._queue.append((commands, future, deadline))
         return await future
 
     def _flush(self) -> None:
-        while self._queue:
-            batch: list[tuple[Sequence[RedisCommand], asyncio.Future[list[object]]]] = []
-            size = 0
-            while self._queue and size < MAX_BATCH_COMMANDS:
-                commands, future = self._queue.pop(0)
-                batch.append((commands, future))
-                size += len(commands)
-            task = asyncio.ensure_future(self._send(batch))
+        queue, self._queue = self._queue, []
+        start = 0
+        while start < len(queue):
+            end, size = start, 0
+            while end < len(queue) and size < MAX_BATCH_COMMANDS:
+                size += len(queue[end][0])
+                end += 1
+            task = asyncio.ensure_future(self._send(queue[start:end]))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
+            start = end
 
-    async def _send(
-        self, batch: list[tuple[Sequence[RedisCommand], asyncio.Future[list[object]]]]
-    ) -> None:
+    async def _send(self, batch: list[_Waiting]) -> None:
+        deadlines = [deadline for _, _, deadline in batch if deadline is not None]
         try:
             started = time.perf_counter()
             replies = await execute_raw(
-                self._redis, [command for commands, _ in batch for command in commands]
+                self._redis,
+                [command for commands, _, _ in batch for command in commands],
+                deadline=min(deadlines) if deadlines else None,
             )
             STORE_SECONDS.observe(time.perf_counter() - started)
         except BaseException as exc:
-            for _, future in batch:
+            for _, future, _ in batch:
                 if not future.done():
                     future.set_exception(exc)
             if not isinstance(exc, Exception):
                 raise
             return
         offset = 0
-        for commands, future in batch:
+        for commands, future, _ in batch:
             mine = replies[offset : offset + len(commands)]
             offset += len(commands)
             if future.done():
@@ -83,16 +97,22 @@ class StoreBatcher:
                 future.set_result(mine)
 
 
-async def execute_raw(redis: Redis, commands: Sequence[RedisCommand]) -> list[object]:
+async def execute_raw(
+    redis: Redis, commands: Sequence[RedisCommand], *, deadline: float | None = None
+) -> list[object]:
     """Send `commands` in one write on one pooled connection; their replies, in order.
 
     Replies are as the store sends them (no client-side conversion, which none of the
     commands sent here needs); an error reply comes back as its ResponseError. The whole
-    round trip has the client's socket timeout, once.
+    round trip has one timeout: until `deadline` (a `time.monotonic()` instant) or the
+    client's socket timeout, whichever comes first.
     """
     payload = pack(commands)
     pool = redis.connection_pool
     timeout = pool.connection_kwargs.get("socket_timeout")
+    left = seconds_left(deadline)
+    if left is not None and (timeout is None or left < timeout):
+        timeout = left
     # The pool hands out a checked connection: one the store closed is reconnected.
     connection = await pool.get_connection()  # type: ignore[no-untyped-call]
     replies: list[object] = []

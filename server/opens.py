@@ -36,6 +36,7 @@ from renderers.render import render
 from server import metrics
 from server.block_store import PreparedBlock
 from server.blocks import Block
+from server.deadlines import seconds_left
 from server.experiments import Assignment, assign
 from server.open_log import OpenLog
 from server.remote_images import RemoteImages, choose_with_remote_images
@@ -178,14 +179,15 @@ class Opens:
         # Work stops a little before the deadline, so that even the fallback answer is
         # written within it.
         deadline = time.monotonic() + self._deadline_s * WORK_SHARE
+        # Each wait below is bounded by `deadline` where it happens; an open answered from
+        # the render cache waits only for its store round trip.
         try:
-            async with asyncio.timeout(self._deadline_s * WORK_SHARE):
-                choice, context, memo = await self._choose(
-                    prepared, request, anonymous=not verified
-                )
-                body, outcome = await self._render(
-                    prepared, choice, fmt, query.dpr, deadline=deadline, memo=memo
-                )
+            choice, context, memo = await self._choose(
+                prepared, request, anonymous=not verified, deadline=deadline
+            )
+            body, outcome = await self._render(
+                prepared, choice, fmt, query.dpr, deadline=deadline, memo=memo
+            )
         except TimeoutError:
             return self._fallback(prepared, fmt, query.dpr, "deadline")
         except OverloadedError:
@@ -227,9 +229,7 @@ class Opens:
         self, prepared: PreparedBlock, request: OpenRequest, overrides: Mapping[str, object]
     ) -> Choice:
         """The variant `request` would get (for previews: no deadline, nothing remembered)."""
-        choice, _, _ = await self._choose(
-            prepared, request, anonymous=False, overrides=overrides, bounded=False
-        )
+        choice, _, _ = await self._choose(prepared, request, anonymous=False, overrides=overrides)
         return choice
 
     async def render_choice(
@@ -271,10 +271,13 @@ class Opens:
         *,
         anonymous: bool,
         overrides: Mapping[str, object] | None = None,
-        bounded: bool = True,
+        deadline: float | None = None,
     ) -> tuple[Choice, dict[str, object], tuple[object, ...] | None]:
         """The variant for this open, the context it was chosen in, and the key it is
-        remembered by when it holds for every open with the same shared data."""
+        remembered by when it holds for every open with the same shared data.
+
+        Every wait stops at `deadline` (a `time.monotonic()` instant) with TimeoutError.
+        """
         block = prepared.block
         if anonymous:
             context = anonymous_context(self._sources, request)
@@ -284,12 +287,12 @@ class Opens:
             return choice, context, None
         assignment = assign(block.split, block.id, request.recipient)
         overrides = dict(overrides or {})
-        context = await self._gather(request, block, overrides)
+        context = await self._gather(request, block, overrides, deadline)
         trace: tuple[SourceTrace, ...] = ()
         if block.data:
             # Live HTTP data needs the recipient's context for its URLs, so it comes
             # second, with part of the deadline: the rest is for rendering.
-            until = time.monotonic() + self._deadline_s * DATA_SHARE if bounded else None
+            until = None if deadline is None else time.monotonic() + self._deadline_s * DATA_SHARE
             fetched = await self._http_data.fetch_all(block.data, context, until)
             overrides["data"] = fetched.values
             context["data"] = fetched.values
@@ -297,13 +300,13 @@ class Opens:
         memo = None if overrides else self._memo_key(prepared, context)
         if memo is not None and (remembered := self._choices.get(memo)) is not None:
             return remembered, context, memo
-        choice = await self._select(block, context, assignment)
+        choice = await self._select(block, context, assignment, deadline)
         inventory = context.get("inventory")
         if isinstance(inventory, InventoryView) and inventory.unfetched:
             # A rule computed a SKU: fetch it and decide again (at most once more).
             request = replace(request, skus=request.skus | inventory.unfetched)
-            context = await self._gather(request, block, overrides)
-            choice = await self._select(block, context, assignment)
+            context = await self._gather(request, block, overrides, deadline)
+            choice = await self._select(block, context, assignment, deadline)
             memo = None
         elif memo is not None:
             self._choices.put(memo, choice)
@@ -329,19 +332,28 @@ class Opens:
         )
 
     async def _gather(
-        self, request: OpenRequest, block: Block, overrides: Mapping[str, object]
+        self,
+        request: OpenRequest,
+        block: Block,
+        overrides: Mapping[str, object],
+        deadline: float | None,
     ) -> dict[str, object]:
         """The store round trip, the caller's overrides, then the stores near the reader
         (a second step when the first could not know where to search)."""
         context = await gather_context(
-            self._batcher, self._sources, request, block.names, overrides
+            self._batcher, self._sources, request, block.names, overrides, deadline
         )
         if "stores" in block.names:
-            await complete_stores(self._redis, context)
+            async with asyncio.timeout(seconds_left(deadline)):
+                await complete_stores(self._redis, context)
         return context
 
     async def _select(
-        self, block: Block, context: Mapping[str, object], assignment: Assignment
+        self,
+        block: Block,
+        context: Mapping[str, object],
+        assignment: Assignment,
+        deadline: float | None,
     ) -> Choice:
         """The variant for this context, with the remote images it shows fetched."""
         now = context.get("now")
@@ -368,7 +380,9 @@ class Opens:
                     return expired
             return choice
 
-        choice = await choose_with_remote_images(choose, self._resources, self._remote_images)
+        choice = await choose_with_remote_images(
+            choose, self._resources, self._remote_images, deadline
+        )
         return replace(choice, now=now)
 
     async def _render(
@@ -398,6 +412,9 @@ class Opens:
             if memo is not None:
                 self._plans.put((memo, fmt, dpr), planned)
         plan, key = planned
+        body = self._cache.in_memory(key)
+        if body is not None:
+            return body, "cached"
         # The renderer checks the deadline between layers (a timeout cannot stop a running
         # thread); the pool admits a render only if it should end with time to answer.
         admit_by = None if deadline is None else deadline - self._deadline_s * ANSWER_SHARE
@@ -413,7 +430,8 @@ class Opens:
             return body
 
         shared = choice.variant not in prepared.personal_variants
-        body = await self._cache.get_or_render(plan, render_now, shared=shared, key=key)
+        async with asyncio.timeout(seconds_left(deadline)):
+            body = await self._cache.fill(key, render_now, shared=shared)
         return body, "rendered" if rendered else "cached"
 
     def _fallback(

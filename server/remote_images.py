@@ -40,6 +40,7 @@ from PIL import Image
 from renderers.fields import FieldError, Resources, is_remote, remote_url
 from renderers.fonts import FontStack
 from renderers.resources import Asset, decode_image
+from server.deadlines import seconds_left
 
 T = TypeVar("T")
 
@@ -268,13 +269,17 @@ class OpenResources:
 
 
 async def choose_with_remote_images(
-    choose: Callable[[Resources], T], base: Resources, images: RemoteImages
+    choose: Callable[[Resources], T],
+    base: Resources,
+    images: RemoteImages,
+    deadline: float | None = None,
 ) -> T:
     """`choose(resources)` (the variant choice) with the remote images it needs fetched.
 
     Chooses, fetches the URLs the choice needed, and chooses again with them (a URL that
     failed makes its variant fall through, and the next may need other URLs), at most
-    MAX_PASSES times. The result never holds an image that was not fetched.
+    MAX_PASSES times. The result never holds an image that was not fetched. Fetching
+    stops at `deadline` (a `time.monotonic()` instant) with TimeoutError.
     """
     fetched: dict[str, Asset | RemoteImageError] = {}
     for _ in range(MAX_PASSES - 1):
@@ -282,7 +287,8 @@ async def choose_with_remote_images(
         result = choose(resources)
         if not resources.pending:
             return result
-        fetched.update(await images.fetch_many(resources.pending))
+        async with asyncio.timeout(seconds_left(deadline)):
+            fetched.update(await images.fetch_many(resources.pending))
     return choose(OpenResources(base, fetched, final=True))
 
 

@@ -84,11 +84,23 @@ class RenderCache:
         plan's `plan_key` when the caller has it already.
         """
         key = key or plan_key(plan)
+        body = self.in_memory(key)
+        return body if body is not None else await self.fill(key, render, shared=shared)
+
+    def in_memory(self, key: str) -> bytes | None:
+        """Tier 1 alone: no waiting (most opens of a big send end here)."""
         body = self._memory.get(key)
         if body is not None:
             metrics.MEMORY_HITS.inc()
-            return body
-        metrics.MEMORY_MISSES.inc()
+        else:
+            metrics.MEMORY_MISSES.inc()
+        return body
+
+    async def fill(
+        self, key: str, render: Callable[[], Awaitable[bytes]], *, shared: bool
+    ) -> bytes:
+        """What a memory miss does: wait for the same render already under way, or take
+        the bytes from Redis (`shared` plans), or render; the result is kept in memory."""
         waiting = self._in_flight.get(key)
         if waiting is not None:
             metrics.CACHE.labels("single_flight", "hit").inc()

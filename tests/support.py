@@ -30,3 +30,14 @@ async def put_block(
 ) -> None:
     response = await client.put(f"/api/v1/blocks/{block_id}", json=definition, headers=AUTH)
     assert response.status in (200, 201), await response.text()
+
+
+# Keeps the store busy (it runs one command at a time) for ARGV[1] milliseconds.
+BUSY_STORE = """
+local start = redis.call('TIME')
+local until_us = start[1] * 1e6 + start[2] + ARGV[1] * 1000
+repeat
+  local now = redis.call('TIME')
+until now[1] * 1e6 + now[2] >= until_us
+return 0
+"""

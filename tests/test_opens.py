@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
 from PIL import ImageChops
 from sample_blocks import CART_REMINDER, greeting
-from support import AUTH, decode, put_block, signed
+from support import AUTH, BUSY_STORE, decode, put_block, signed
 
 from content_sources.keys import remembered_key
 from server.embedded_store import EmbeddedRedis
@@ -245,6 +245,27 @@ async def test_deadline_overrun_serves_the_default(make_client: Any, settings: S
     assert response.status == 200
     assert response.headers["X-Atopen-Variant"] == "default"
     assert decode(await response.read()).size == (3600, 3600)
+
+
+async def test_a_stalled_store_answers_the_default_by_the_deadline(
+    make_client: Any, settings: Settings, redis_url: str
+) -> None:
+    client = await make_client(replace(settings, render_deadline_ms=100))
+    block = greeting()
+    block["variants"][0].update(when="profile.vip", layers=[{"type": "fill", "color": "#0b6e4f"}])
+    await put_block(client, "vip", block)
+    await client.put("/api/v1/profiles/u1", json={"vip": True}, headers=AUTH)
+    assert (await client.get(signed("/i/vip.png?r=u1"))).headers["X-Atopen-Variant"] == "named"
+    async with aioredis.Redis.from_url(redis_url) as other:
+        stall = asyncio.ensure_future(other.eval(BUSY_STORE, 0, 1500))
+        await asyncio.sleep(0.1)  # the store is inside the script now
+        response = await client.get(signed("/i/vip.png?r=u1"))
+        assert response.status == 200
+        assert response.headers["X-Atopen-Variant"] == "default"
+        assert decode(await response.read()).size == (400, 100)
+        await stall
+    # The store is back: so are the recipient's data.
+    assert (await client.get(signed("/i/vip.png?r=u1"))).headers["X-Atopen-Variant"] == "named"
 
 
 async def test_click_without_memory_uses_the_variant_that_would_render_now(

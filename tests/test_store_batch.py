@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
+from support import BUSY_STORE
 
 from content_sources.store_batch import StoreBatcher, execute_raw, pack
 
@@ -96,3 +98,17 @@ async def test_a_batch_with_an_error_fails_only_the_open_that_sent_it(redis: Red
     )
     assert good == [b"1"]
     assert isinstance(bad, ResponseError)
+
+
+async def test_a_deadline_ends_the_wait_and_the_store_serves_the_next_batch(
+    redis: Redis, redis_url: str
+) -> None:
+    batcher = StoreBatcher(redis)
+    await redis.set("k", "v")
+    async with Redis.from_url(redis_url) as other:
+        stall = asyncio.ensure_future(other.eval(BUSY_STORE, 0, 500))
+        await asyncio.sleep(0.1)
+        with pytest.raises(TimeoutError):
+            await batcher.execute([("GET", "k")], deadline=time.monotonic() + 0.05)
+        await stall
+    assert await batcher.execute([("GET", "k")], deadline=time.monotonic() + 5) == [b"v"]
