@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import itertools
 import logging
 import os
 from collections.abc import Awaitable, Callable
@@ -19,6 +20,16 @@ API_PREFIX = "/api/v1/"
 PUBLIC_API_PATHS = frozenset({"/api/v1/openapi.json"})
 
 
+# Ids are a random per-process prefix and a counter: unique across processes and
+# restarts, without a system call per request.
+_ID_PREFIX = os.urandom(8).hex()
+_ID_COUNTER = itertools.count()
+
+
+def _new_request_id() -> str:
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
+
+
 @web.middleware
 async def request_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every request gets an id (or keeps a sane one from the caller), set for the logs
@@ -27,7 +38,7 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
     One middleware, not two: each layer costs every image open a coroutine call."""
     incoming = request.headers.get("X-Request-Id", "")
     request_id = (
-        incoming if 0 < len(incoming) <= 64 and incoming.isprintable() else os.urandom(16).hex()
+        incoming if 0 < len(incoming) <= 64 and incoming.isprintable() else _new_request_id()
     )
     request[REQUEST_ID] = request_id
     token = CURRENT_REQUEST_ID.set(request_id)

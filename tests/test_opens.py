@@ -93,6 +93,16 @@ async def test_image_headers_follow_the_contract(client: TestClient[Any, Any]) -
     assert response.headers["X-Request-Id"]
 
 
+async def test_each_request_gets_its_own_id_unless_the_caller_sent_one(
+    client: TestClient[Any, Any],
+) -> None:
+    ids = [(await client.get("/healthz")).headers["X-Request-Id"] for _ in range(3)]
+    assert len(set(ids)) == 3
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+    sent = await client.get("/healthz", headers={"X-Request-Id": "esp-7f3a"})
+    assert sent.headers["X-Request-Id"] == "esp-7f3a"
+
+
 async def test_every_format_and_scale_has_the_exact_size(client: TestClient[Any, Any]) -> None:
     await put_block(client, "hero", CART_REMINDER)
     await client.put("/api/v1/profiles/u1", json={"first_name": "Ann"}, headers=AUTH)
