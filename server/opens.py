@@ -11,12 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
-from typing import Generic, TypeVar
 
 from redis.asyncio import Redis
 
@@ -38,6 +36,7 @@ from server.block_store import PreparedBlock
 from server.blocks import Block
 from server.deadlines import seconds_left
 from server.experiments import Assignment, assign
+from server.lru import LRU
 from server.open_log import OpenLog
 from server.remote_images import RemoteImages, choose_with_remote_images
 from server.render_cache import RenderCache, plan_key
@@ -59,29 +58,6 @@ WORK_SHARE = 0.9
 # The share of the deadline a render admitted to the pool must leave.
 ANSWER_SHARE = 0.2
 MERGE_PREFIX = "m."
-
-
-K = TypeVar("K")
-V = TypeVar("V")
-
-
-class Memo(Generic[K, V]):
-    """A bounded map, least recently used entry dropped first."""
-
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._items: OrderedDict[K, V] = OrderedDict()
-
-    def get(self, key: K) -> V | None:
-        value = self._items.get(key)
-        if value is not None:
-            self._items.move_to_end(key)
-        return value
-
-    def put(self, key: K, value: V) -> None:
-        self._items[key] = value
-        if len(self._items) > self._size:
-            self._items.popitem(last=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,9 +125,9 @@ class Opens:
         self._deadline_s = deadline_ms / 1000
         self._click_memory_s = click_memory_s
         self._last_seen_s = last_seen_s
-        self._choices: Memo[tuple[object, ...], Choice] = Memo(MAX_REMEMBERED_CHOICES)
+        self._choices: LRU[tuple[object, ...], Choice] = LRU(MAX_REMEMBERED_CHOICES)
         # The plans of remembered choices, with their cache keys, per format and scale.
-        self._plans: Memo[tuple[object, ...], tuple[RenderPlan, str]] = Memo(MAX_REMEMBERED_CHOICES)
+        self._plans: LRU[tuple[object, ...], tuple[RenderPlan, str]] = LRU(MAX_REMEMBERED_CHOICES)
 
     def reads_address(self, prepared: PreparedBlock) -> bool:
         """Whether an open of this block looks at the reader's address (for its location):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
 from redis.asyncio import Redis
@@ -20,6 +19,7 @@ from redis.exceptions import RedisError
 
 from renderers.plan import RenderPlan
 from server import metrics
+from server.lru import LRU
 
 log = logging.getLogger("atopen.cache")
 KEY_PREFIX = "atopen:render:"
@@ -34,39 +34,12 @@ def plan_key(plan: RenderPlan) -> str:
     return hashlib.blake2b(repr(plan).encode(), digest_size=16).hexdigest()
 
 
-class MemoryLRU:
-    """Bytes by key, least recently used evicted first, bounded by total size."""
-
-    def __init__(self, max_bytes: int) -> None:
-        self._max = max_bytes
-        self._size = 0
-        self._items: OrderedDict[str, bytes] = OrderedDict()
-
-    def get(self, key: str) -> bytes | None:
-        body = self._items.get(key)
-        if body is not None:
-            self._items.move_to_end(key)
-        return body
-
-    def put(self, key: str, body: bytes) -> None:
-        if len(body) > self._max // 4:
-            return  # one huge image must not flush everything else
-        old = self._items.pop(key, None)
-        if old is not None:
-            self._size -= len(old)
-        self._items[key] = body
-        self._size += len(body)
-        while self._size > self._max:
-            _, evicted = self._items.popitem(last=False)
-            self._size -= len(evicted)
-
-
 class RenderCache:
     """Memory, then Redis, then one render per key however many opens wait for it."""
 
     def __init__(self, redis: Redis, *, memory_bytes: int, shared_ttl_s: int) -> None:
         self._redis = redis
-        self._memory = MemoryLRU(memory_bytes)
+        self._memory: LRU[str, bytes] = LRU(memory_bytes, len)
         self._ttl = shared_ttl_s
         self._in_flight: dict[str, asyncio.Future[bytes]] = {}
 
