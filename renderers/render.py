@@ -28,7 +28,7 @@ _TRANSPARENT = (0, 0, 0, 0)
 _PREFIXES = PictureCache(max_bytes=128 * 1024 * 1024)
 
 
-class RenderDeadlineExceeded(Exception):
+class RenderDeadlineExceeded(TimeoutError):
     """The deadline passed before the image was finished."""
 
 

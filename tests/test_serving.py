@@ -164,6 +164,22 @@ async def test_a_changed_block_is_never_served_from_the_cache(client: Any) -> No
     assert newer.tobytes() != new.tobytes()
 
 
+async def test_a_render_past_its_deadline_counts_as_a_deadline_fallback(
+    make_client: Any, settings: Settings
+) -> None:
+    client = await make_client(replace(settings, render_deadline_ms=30))
+    # 8,000 characters: under the output cap, so the variant resolves and is drawn.
+    slow = greeting("{% for i in range(2000) %}{{ profile.first_name }} {% endfor %}")
+    slow["width"], slow["height"] = 1200, 1200
+    slow["variants"][0]["layers"][1].update(box=[0, 0, 1200, 1200], size=12)
+    await put_block(client, "slow", slow)
+    await client.put("/api/v1/profiles/u1", json={"first_name": "Ann"}, headers=AUTH)
+    response = await client.get(signed("/i/slow.png?r=u1&dpr=3"))
+    assert response.headers["X-Atopen-Variant"] == "default"
+    assert await metric(client, "atopen_fallbacks_total", reason="deadline") == 1
+    assert await metric(client, "atopen_fallbacks_total", reason="error") == 0
+
+
 async def test_a_full_render_queue_sheds_to_the_default_image(
     make_client: Any, settings: Settings
 ) -> None:
