@@ -1,4 +1,4 @@
-"""The application factory: routes, middlewares, and every resource as a cleanup context."""
+"""The application factory: routes, their handlers wrapped, and resources as cleanup contexts."""
 
 from __future__ import annotations
 
@@ -43,13 +43,19 @@ from server.keys import (
     SIGNER,
 )
 from server.metrics import metrics_route
-from server.middlewares import request_middleware
 from server.open_log import OpenLog
 from server.openapi import routes as openapi_routes
 from server.opens import Opens
 from server.remote_images import RemoteImageLimits, RemoteImages
 from server.render_cache import RenderCache
 from server.render_pool import RenderPool
+from server.request_handling import (
+    API_PREFIX,
+    api_handler,
+    api_not_routed,
+    routes_with,
+    with_request_id,
+)
 from server.segments_job import run_segments_job
 from server.settings import Settings, SettingsError
 from server.signing import Signer
@@ -71,15 +77,15 @@ def fonts_of(fonts_dir: Path | None) -> dict[str, FontFace]:
 
 def create_app(settings: Settings, *, redis_url: str) -> web.Application:
     """Build the app; nothing connects until it starts."""
-    app = web.Application(
-        middlewares=[request_middleware],
-        client_max_size=settings.api_max_body_bytes,
-    )
+    # No middlewares (see server.request_handling): handlers are wrapped as they are added.
+    app = web.Application(client_max_size=settings.api_max_body_bytes)
     app[SETTINGS] = settings
     app[SIGNER] = Signer(settings.secrets)
+    app.router.add_routes(email_routes.routes)  # they give and echo request ids themselves
+    app.router.add_routes(
+        routes_with(with_request_id, [*health.routes, metrics_route(settings.metrics_token_list)])
+    )
     for table in (
-        email_routes.routes,
-        health.routes,
         blocks_api.routes,
         profiles_api.routes,
         events_api.routes,
@@ -88,8 +94,8 @@ def create_app(settings: Settings, *, redis_url: str) -> web.Application:
         stores_api.routes,
         openapi_routes,
     ):
-        app.router.add_routes(table)
-    app.router.add_routes([metrics_route(settings.metrics_token_list)])
+        app.router.add_routes(routes_with(api_handler, table))
+    app.router.add_route("*", API_PREFIX + "{path:.*}", api_handler(api_not_routed))
     app.cleanup_ctx.append(partial(_services, redis_url=redis_url))
     return app
 

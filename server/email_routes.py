@@ -17,6 +17,7 @@ from server import metrics
 from server.blocks import literal_format
 from server.keys import BLOCKS, OPENS, OUTCOME, SETTINGS
 from server.opens import OpenQuery
+from server.request_handling import REQUEST_ID_HEADER, begin_request
 
 routes = web.RouteTableDef()
 
@@ -33,15 +34,23 @@ def _client_ip(request: web.Request) -> str | None:
     return client_ip(request.remote, forwarded or None, request.app[SETTINGS].trusted_proxies)
 
 
+def _unknown_image(request_id: str) -> web.Response:
+    return web.Response(
+        status=404,
+        body=TRANSPARENT_GIF,
+        content_type="image/gif",
+        headers={**NO_CACHE, REQUEST_ID_HEADER: request_id},
+    )
+
+
 @routes.get(r"/i/{block}.{ext:png|jpg|jpeg|gif}")
 async def image(request: web.Request) -> web.Response:
+    request_id = begin_request(request)
     fmt = literal_format(request.match_info["ext"])
     prepared = request.app[BLOCKS].get(request.match_info["block"])
     if prepared is None or fmt is None:
         metrics.IMAGE_OUTCOMES["unknown_block"].inc()
-        return web.Response(
-            status=404, body=TRANSPARENT_GIF, content_type="image/gif", headers=NO_CACHE
-        )
+        return _unknown_image(request_id)
     started = time.perf_counter()
     pairs = list(request.rel_url.query.items())
     opens = request.app[OPENS]
@@ -61,23 +70,24 @@ async def image(request: web.Request) -> web.Response:
     return web.Response(
         body=answer.body,
         content_type=CONTENT_TYPES[fmt],
-        headers={**NO_CACHE, "X-Atopen-Variant": answer.variant},
+        headers={**NO_CACHE, "X-Atopen-Variant": answer.variant, REQUEST_ID_HEADER: request_id},
     )
 
 
 @routes.get("/i/{anything:.*}")
 async def unknown_image(request: web.Request) -> web.Response:
     """Any other image path (an unknown format, say) is an unknown block: the 404 pixel."""
-    return web.Response(
-        status=404, body=TRANSPARENT_GIF, content_type="image/gif", headers=NO_CACHE
-    )
+    return _unknown_image(begin_request(request))
 
 
 @routes.get("/c/{block}")
 async def click(request: web.Request) -> web.Response:
+    request_id = begin_request(request)
     prepared = request.app[BLOCKS].get(request.match_info["block"])
     if prepared is None:
-        return web.Response(status=404, text="unknown block\n", headers=NO_CACHE)
+        return web.Response(
+            status=404, text="unknown block\n", headers={**NO_CACHE, REQUEST_ID_HEADER: request_id}
+        )
     started = time.perf_counter()
     pairs = list(request.rel_url.query.items())
     opens = request.app[OPENS]
@@ -92,4 +102,6 @@ async def click(request: web.Request) -> web.Response:
     )
     metrics.CLICKS.inc()
     metrics.CLICK_SECONDS.observe(time.perf_counter() - started)
-    return web.Response(status=302, headers={**NO_CACHE, "Location": location})
+    return web.Response(
+        status=302, headers={**NO_CACHE, "Location": location, REQUEST_ID_HEADER: request_id}
+    )

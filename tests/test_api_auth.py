@@ -42,6 +42,7 @@ def _api_routes(app_routes: Any) -> list[tuple[str, str]]:
         if route.resource is not None
         and route.resource.canonical.startswith("/api/v1/")
         and route.resource.canonical != OPENAPI
+        and route.method != "*"  # the JSON 404/405 for paths no route serves (tested below)
     }
     return sorted(found)
 

@@ -108,7 +108,8 @@ async def test_documents_exactly_the_registered_routes(
     registered = {
         (route.method.lower(), route_template(route.resource))
         for route in client.app.router.routes()
-        if route.method != "HEAD" and route.resource is not None
+        # "*" is no operation: it answers the API's JSON 404/405 for paths no route serves.
+        if route.method not in ("HEAD", "*") and route.resource is not None
     }
     documented = set(operations(document))
     assert registered - documented == set(), "routes without documentation"
@@ -462,6 +463,11 @@ async def test_unknown_api_paths_answer_json_errors(
         response = await client.request(method, url, headers=AUTH)
         assert response.status == status
         assert list(error.iter_errors(await response.json())) == []
+        assert "X-Request-Id" in response.headers
+        # Without the token, nothing is told about which paths exist.
+        anonymous = await client.request(method, url)
+        assert anonymous.status == 401
+        assert (await anonymous.json())["error"]["code"] == "unauthorized"
 
 
 async def test_oversized_body_is_the_documented_413(

@@ -1,4 +1,4 @@
-"""Stores: the API (through its routes and the API middleware), `stores.nearest` in rules,
+"""Stores: the API (through its routes as the API serves them), `stores.nearest` in rules,
 and the starter block, on a real Redis and MaxMind's City test database."""
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from server.app import TEMPLATES_DIR
 from server.blocks import compile_block
 from server.expressions import Expression, MissingValueError, Template
 from server.keys import REDIS, SETTINGS
-from server.middlewares import request_middleware
+from server.request_handling import api_handler, routes_with
 from server.selection import choose_variant
 from server.settings import Settings
 
@@ -302,10 +302,10 @@ async def test_the_starter_block_shows_and_links_the_nearest_store(
 
 @pytest.fixture
 async def api(aiohttp_client: Any, redis_url: str, settings: Settings) -> Client:
-    """The stores routes behind the API middleware, with the store they write to."""
-    app = web.Application(middlewares=[request_middleware])
+    """The stores routes as the API serves them, with the store they write to."""
+    app = web.Application()
     app[SETTINGS] = settings
-    app.router.add_routes(routes)
+    app.router.add_routes(routes_with(api_handler, routes))
 
     async def connect(app: web.Application) -> AsyncIterator[None]:
         app[REDIS] = aioredis.from_url(redis_url)

@@ -1,7 +1,8 @@
 """API errors as JSON (`{"error": {"code", "message", "details"}}`) and request body parsing.
 
-Handlers raise `ApiError`; the API middleware turns it into the response. Messages are
-written for the marketer reading them, never `str()` of an internal exception.
+Handlers raise `ApiError`; the wrapper every API handler gets
+(`server.request_handling.api_handler`) turns it into the response. Messages are written
+for the marketer reading them, never `str()` of an internal exception.
 """
 
 from __future__ import annotations

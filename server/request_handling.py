@@ -1,0 +1,131 @@
+"""What every request goes through: an id, and for the API the token check and JSON errors.
+
+These wrap handlers as routes are added, rather than being aiohttp middlewares: with
+any middleware at all, aiohttp runs every request (each image open too) through the
+middleware and a second layer of its own. The email routes, the hottest, call
+`begin_request` themselves.
+"""
+
+from __future__ import annotations
+
+import hmac
+import itertools
+import logging
+import os
+from collections.abc import Awaitable, Callable, Iterable
+from typing import cast
+
+from aiohttp import web
+
+from server.api.errors import ApiError
+from server.keys import REQUEST_ID, SETTINGS
+from server.logs import CURRENT_REQUEST_ID
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+log = logging.getLogger("atopen.api")
+API_PREFIX = "/api/v1/"
+PUBLIC_API_PATHS = frozenset({"/api/v1/openapi.json"})
+REQUEST_ID_HEADER = "X-Request-Id"
+
+# Ids are a random per-process prefix and a counter: unique across processes and
+# restarts, without a system call per request.
+_ID_PREFIX = os.urandom(8).hex()
+_ID_COUNTER = itertools.count()
+
+
+def begin_request(request: web.Request) -> str:
+    """Give the request its id (a sane one from the caller, or a new one) and set it for
+    the logs of this request's task; the caller echoes it in `X-Request-Id`."""
+    incoming = request.headers.get(REQUEST_ID_HEADER, "")
+    request_id = (
+        incoming
+        if 0 < len(incoming) <= 64 and incoming.isprintable()
+        else f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
+    )
+    request[REQUEST_ID] = request_id
+    # aiohttp runs each request in a task of its own: nothing to reset afterwards.
+    CURRENT_REQUEST_ID.set(request_id)
+    return request_id
+
+
+def with_request_id(handler: Handler) -> Handler:
+    """`handler`, with the request's id given and echoed."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        request_id = begin_request(request)
+        response = await handler(request)
+        response.headers[REQUEST_ID_HEADER] = request_id
+        return response
+
+    return handle
+
+
+def api_handler(handler: Handler) -> Handler:
+    """`handler` behind the API's bearer token (but for the public document), with any
+    failure answered as the API's JSON error, and the request's id."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        request_id = begin_request(request)
+        response = await _api(request, handler)
+        response.headers[REQUEST_ID_HEADER] = request_id
+        return response
+
+    return handle
+
+
+def routes_with(
+    wrap: Callable[[Handler], Handler], routes: Iterable[web.AbstractRouteDef]
+) -> list[web.RouteDef]:
+    """`routes` with each handler wrapped by `wrap`."""
+    wrapped = []
+    for route in routes:
+        if not isinstance(route, web.RouteDef):
+            raise TypeError(f"only handler routes can be wrapped, not {route!r}")
+        handler = cast(Handler, route.handler)
+        wrapped.append(web.RouteDef(route.method, route.path, wrap(handler), route.kwargs))
+    return wrapped
+
+
+async def api_not_routed(request: web.Request) -> web.StreamResponse:
+    """An `/api/v1/` path no route serves: 405 if another method would be, else 404
+    (registered last, behind `api_handler`, so both come as JSON errors)."""
+    allowed: set[str] = set()
+    own = request.match_info.route.resource
+    for resource in request.app.router.resources():
+        if resource is not own:
+            _, methods = await resource.resolve(request)
+            allowed |= methods
+    if allowed:
+        raise ApiError(405, "method_not_allowed", "Method Not Allowed")
+    raise ApiError(404, "not_found", "Not Found")
+
+
+async def _api(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        if request.path not in PUBLIC_API_PATHS:
+            _authenticate(request)
+        return await handler(request)
+    except ApiError as exc:
+        return exc.response()
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app[SETTINGS].api_max_body_bytes
+        return ApiError(413, "too_large", f"body larger than {limit} bytes").response()
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return ApiError(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason).response()
+    except Exception:
+        log.exception("API request failed")
+        return ApiError(500, "internal", "internal error; see the server log").response()
+
+
+def _authenticate(request: web.Request) -> None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    tokens = request.app[SETTINGS].api_tokens
+    if scheme.lower() != "bearer" or not token:
+        raise ApiError(401, "unauthorized", "missing bearer token (Authorization: Bearer TOKEN)")
+    # Compare against every token, so timing does not tell which one is close.
+    matches = [hmac.compare_digest(token.encode(), t.encode()) for t in tokens]
+    if not any(matches):
+        raise ApiError(401, "unauthorized", "invalid bearer token")
