@@ -18,6 +18,7 @@ every key verifies.
 from __future__ import annotations
 
 import base64
+import hashlib
 import hmac
 from collections.abc import Iterable, Sequence
 from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
@@ -49,7 +50,10 @@ def canonical_string(path: str, pairs: Iterable[tuple[str, str]]) -> str:
 
 
 def _mac(key: bytes, canonical: bytes) -> bytes:
-    digest = hmac.digest(key, canonical, "sha256")
+    # Not `hmac.digest`: its one-shot C path lets go of the interpreter lock, and under
+    # load a render thread takes it for a whole switch interval before the loop gets
+    # it back.
+    digest = hmac.new(key, canonical, hashlib.sha256).digest()
     return base64.urlsafe_b64encode(digest).rstrip(b"=")
 
 
