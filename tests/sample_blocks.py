@@ -80,3 +80,12 @@ def greeting(text: str = "Hello {{ profile.first_name }}") -> dict[str, Any]:
             "link": "https://shop.example.com/",
         },
     }
+
+
+def slow_greeting() -> dict[str, Any]:
+    """A greeting that takes long to draw: 1200x1200 filled with 8,000 characters of
+    text (under the template output cap, so the variant resolves and is drawn)."""
+    block = greeting("{% for i in range(2000) %}{{ profile.first_name }} {% endfor %}")
+    block["width"], block["height"] = 1200, 1200
+    block["variants"][0]["layers"][1].update(box=[0, 0, 1200, 1200], size=12)
+    return block

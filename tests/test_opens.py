@@ -10,7 +10,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
 from PIL import ImageChops
-from sample_blocks import CART_REMINDER, greeting
+from sample_blocks import CART_REMINDER, greeting, slow_greeting
 from support import AUTH, BUSY_STORE, decode, put_block, signed
 
 from content_sources.keys import remembered_key
@@ -246,11 +246,7 @@ async def test_store_stopped_mid_run_still_serves_the_default(
 
 async def test_deadline_overrun_serves_the_default(make_client: Any, settings: Settings) -> None:
     client = await make_client(replace(settings, render_deadline_ms=10))
-    # 8,000 characters: under the output cap, so the variant resolves and its drawing overruns.
-    big = greeting("{% for i in range(2000) %}{{ profile.first_name }} {% endfor %}")
-    big["width"], big["height"] = 1200, 1200
-    big["variants"][0]["layers"][1].update(box=[0, 0, 1200, 1200], size=12)
-    await put_block(client, "slow", big)
+    await put_block(client, "slow", slow_greeting())
     await client.put("/api/v1/profiles/u1", json={"first_name": "Ann"}, headers=AUTH)
     response = await client.get(signed("/i/slow.png?r=u1&dpr=3"))
     assert response.status == 200

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 from PIL import ImageChops
-from sample_blocks import greeting
+from sample_blocks import greeting, slow_greeting
 from support import AUTH, TOKEN, decode, put_block, signed
 
 from renderers.plan import RenderPlan
@@ -168,11 +168,7 @@ async def test_a_render_past_its_deadline_counts_as_a_deadline_fallback(
     make_client: Any, settings: Settings
 ) -> None:
     client = await make_client(replace(settings, render_deadline_ms=30))
-    # 8,000 characters: under the output cap, so the variant resolves and is drawn.
-    slow = greeting("{% for i in range(2000) %}{{ profile.first_name }} {% endfor %}")
-    slow["width"], slow["height"] = 1200, 1200
-    slow["variants"][0]["layers"][1].update(box=[0, 0, 1200, 1200], size=12)
-    await put_block(client, "slow", slow)
+    await put_block(client, "slow", slow_greeting())
     await client.put("/api/v1/profiles/u1", json={"first_name": "Ann"}, headers=AUTH)
     deadlines = await metric(client, "atopen_fallbacks_total", reason="deadline")
     errors = await metric(client, "atopen_fallbacks_total", reason="error")
