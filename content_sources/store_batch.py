@@ -69,12 +69,17 @@ class StoreBatcher:
 
     async def _send(self, batch: list[_Waiting]) -> None:
         deadlines = [deadline for _, _, deadline in batch if deadline is not None]
+        # Opens arriving together often read the same keys (a block's inventory items,
+        # one recipient's images): each distinct command goes once, for all of them.
+        distinct: dict[RedisCommand, int] = {}
+        slots = [
+            [distinct.setdefault(command, len(distinct)) for command in commands]
+            for commands, _, _ in batch
+        ]
         try:
             started = time.perf_counter()
             replies = await execute_raw(
-                self._redis,
-                [command for commands, _, _ in batch for command in commands],
-                deadline=min(deadlines) if deadlines else None,
+                self._redis, list(distinct), deadline=min(deadlines) if deadlines else None
             )
             STORE_SECONDS.observe(time.perf_counter() - started)
         except BaseException as exc:
@@ -84,10 +89,9 @@ class StoreBatcher:
             if not isinstance(exc, Exception):
                 raise
             return
-        offset = 0
-        for commands, future, _ in batch:
-            mine = replies[offset : offset + len(commands)]
-            offset += len(commands)
+        for (_, future, _), indices in zip(batch, slots, strict=True):
+            # Lists are copied: an open may not change what another open reads.
+            mine = [_own(replies[index]) for index in indices]
             if future.done():
                 continue  # the open gave up (its deadline passed)
             error = next((r for r in mine if isinstance(r, Exception)), None)
@@ -95,6 +99,10 @@ class StoreBatcher:
                 future.set_exception(error)
             else:
                 future.set_result(mine)
+
+
+def _own(reply: object) -> object:
+    return list(reply) if isinstance(reply, list) else reply
 
 
 async def execute_raw(

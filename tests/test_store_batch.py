@@ -112,3 +112,18 @@ async def test_a_deadline_ends_the_wait_and_the_store_serves_the_next_batch(
             await batcher.execute([("GET", "k")], deadline=time.monotonic() + 0.05)
         await stall
     assert await batcher.execute([("GET", "k")], deadline=time.monotonic() + 5) == [b"v"]
+
+
+async def test_a_key_read_by_many_opens_at_once_is_read_once(redis: Redis) -> None:
+    batcher = StoreBatcher(redis)
+    await redis.rpush("events", "a", "b")
+    await redis.config_resetstat()
+    replies = await asyncio.gather(
+        *(batcher.execute([("LRANGE", "events", 0, -1), ("GET", f"p:{i % 2}")]) for i in range(20))
+    )
+    stats = await redis.info("commandstats")
+    assert stats["cmdstat_lrange"]["calls"] == 1
+    assert stats["cmdstat_get"]["calls"] == 2
+    assert all(reply == [[b"a", b"b"], None] for reply in replies)
+    replies[0][0].append(b"changed")  # each open has its own copy
+    assert replies[1][0] == [b"a", b"b"]
