@@ -35,8 +35,12 @@ def run(
     prepare: Callable[[web.Application], None] | None = None,
     *,
     reuse_port: bool = False,
+    listening: Callable[[web.Application], None] | None = None,
 ) -> None:
-    """Serve in this process until SIGINT/SIGTERM; in-flight requests finish first."""
+    """Serve in this process until SIGINT/SIGTERM; in-flight requests finish first.
+
+    `prepare` is called on the app before it starts, `listening` once it accepts
+    connections."""
     # Render threads hold the GIL for long stretches; the event loop gives it up at every
     # socket call and would wait a whole switch interval (5 ms) to get it back.
     sys.setswitchinterval(SWITCH_INTERVAL_S)
@@ -48,7 +52,8 @@ def run(
         host=settings.host,
         port=settings.port,
         access_log_class=JsonAccessLogger,
-        print=None,
+        # aiohttp "prints" once every socket listens: the moment for `listening`.
+        print=None if listening is None else (lambda _message: listening(app)),
         shutdown_timeout=WORKER_GRACE_S,
         reuse_port=reuse_port,
         loop=_event_loop(),
@@ -88,12 +93,12 @@ def _worker(args: argparse.Namespace) -> None:
 
 
 def _demo(args: argparse.Namespace) -> None:
-    from server.demo import demo_settings, install_demo
+    from server.demo import announce_demo, demo_settings, install_demo
 
     settings = demo_settings(_with_listen_args(load_settings(), args))
     configure_logging(settings.log_level)
     with store_url(settings) as url:
-        run(settings, url, install_demo)
+        run(settings, url, install_demo, listening=announce_demo)
 
 
 def _sign(args: argparse.Namespace) -> None:

@@ -52,7 +52,6 @@ def install_demo(app: web.Application) -> None:
 
 
 async def _load_demo(app: web.Application) -> None:
-    settings = app[SETTINGS]
     data = orjson.loads(DEMO_DATA.read_bytes())
     for path in sorted(BLOCKS_DIR.glob("*.json")):
         await app[BLOCKS].put(path.stem, orjson.loads(path.read_bytes()))
@@ -70,9 +69,14 @@ async def _load_demo(app: web.Application) -> None:
         event["ts"] = (now - ago).isoformat()
         events.append(parse_event(event, "", now))
     await app[EVENTS].store(events, now)
+
+
+def announce_demo(app: web.Application) -> None:
+    """Once the demo answers: its email page, and the banner that points at it."""
+    data = orjson.loads(DEMO_DATA.read_bytes())
     page = write_demo_page(app, data["recipients_to_show"])
     examples = [signed_urls(app, block.id, "ann") for block in (p.block for p in app[BLOCKS].all())]
-    print(_banner(settings, page, examples), flush=True)
+    print(_banner(app[SETTINGS], page, examples), flush=True)
 
 
 def signed_urls(app: web.Application, block_id: str, recipient: str) -> tuple[str, str]:
