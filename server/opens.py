@@ -195,7 +195,11 @@ class Opens:
                 if request.recipient is not None:
                     link = await self._recall_link(prepared.block.id, request.recipient, request)
                 if link is None:
-                    link = (await self._choose(prepared, request, anonymous=False))[0].link
+                    until = time.monotonic() + self._deadline_s
+                    choice, _, _ = await self._choose(
+                        prepared, request, anonymous=False, deadline=until
+                    )
+                    link = choice.link
         except Exception as exc:
             log.warning("click on %s fell back to the default link: %r", prepared.block.id, exc)
             return prepared.default_link
