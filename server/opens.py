@@ -392,9 +392,6 @@ class Opens:
             if memo is not None:
                 self._plans.put((memo, fmt, dpr), planned)
         plan, key = planned
-        body = self._cache.in_memory(key)
-        if body is not None:
-            return body, "cached"
         # The renderer checks the deadline between layers (a timeout cannot stop a running
         # thread); the pool admits a render only if it should end with time to answer.
         admit_by = None if deadline is None else deadline - self._deadline_s * ANSWER_SHARE
@@ -410,8 +407,9 @@ class Opens:
             return body
 
         shared = choice.variant not in prepared.personal_variants
-        async with asyncio.timeout(seconds_left(deadline)):
-            body = await self._cache.fill(key, render_now, shared=shared)
+        body = await self._cache.get_or_render(
+            plan, render_now, shared=shared, key=key, deadline=deadline
+        )
         return body, "rendered" if rendered else "cached"
 
     def _fallback(

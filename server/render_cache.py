@@ -19,6 +19,7 @@ from redis.exceptions import RedisError
 
 from renderers.plan import RenderPlan
 from server import metrics
+from server.deadlines import seconds_left
 from server.lru import LRU
 
 log = logging.getLogger("atopen.cache")
@@ -50,26 +51,25 @@ class RenderCache:
         *,
         shared: bool,
         key: str | None = None,
+        deadline: float | None = None,
     ) -> bytes:
         """The plan's bytes from a cache, or from `render` (called once per key at a time).
 
         `shared` plans (the same for many recipients) also go to Redis; `key` is the
-        plan's `plan_key` when the caller has it already.
+        plan's `plan_key` when the caller has it already. A memory hit never waits; what
+        comes after a miss stops at `deadline` (a `time.monotonic()` instant) with
+        TimeoutError.
         """
         key = key or plan_key(plan)
-        body = self.in_memory(key)
-        return body if body is not None else await self.fill(key, render, shared=shared)
-
-    def in_memory(self, key: str) -> bytes | None:
-        """Tier 1 alone: no waiting (most opens of a big send end here)."""
         body = self._memory.get(key)
         if body is not None:
             metrics.MEMORY_HITS.inc()
-        else:
-            metrics.MEMORY_MISSES.inc()
-        return body
+            return body
+        metrics.MEMORY_MISSES.inc()
+        async with asyncio.timeout(seconds_left(deadline)):
+            return await self._fill(key, render, shared=shared)
 
-    async def fill(
+    async def _fill(
         self, key: str, render: Callable[[], Awaitable[bytes]], *, shared: bool
     ) -> bytes:
         """What a memory miss does: wait for the same render already under way, or take
