@@ -53,15 +53,24 @@ async def metric(client: Any, name: str, **labels: str) -> float:
     return 0.0
 
 
+class SlowRender:
+    """A render that takes `seconds`, counts its calls and answers `body` (or raises)."""
+
+    def __init__(self, body: bytes | Exception, seconds: float = 0.05) -> None:
+        self.body = body
+        self.seconds = seconds
+        self.calls = 0
+
+    async def __call__(self) -> bytes:
+        self.calls += 1
+        await asyncio.sleep(self.seconds)
+        if isinstance(self.body, Exception):
+            raise self.body
+        return self.body
+
+
 async def test_identical_concurrent_misses_render_once(redis_url: str) -> None:
-    calls = 0
-
-    async def slow_render() -> bytes:
-        nonlocal calls
-        calls += 1
-        await asyncio.sleep(0.05)
-        return b"image"
-
+    slow_render = SlowRender(b"image")
     plan = RenderPlan(10, 10, 1, "png", ())
     async with aioredis.from_url(redis_url) as store:
         cache = RenderCache(store, memory_bytes=1 << 20, shared_ttl_s=60)
@@ -69,22 +78,15 @@ async def test_identical_concurrent_misses_render_once(redis_url: str) -> None:
             *(cache.get_or_render(plan, slow_render, shared=True) for _ in range(20))
         )
         assert bodies == [b"image"] * 20
-        assert calls == 1
+        assert slow_render.calls == 1
         # A second process (an empty memory tier) finds it in Redis without rendering.
         other = RenderCache(store, memory_bytes=1 << 20, shared_ttl_s=60)
         assert await other.get_or_render(plan, slow_render, shared=True) == b"image"
-        assert calls == 1
+        assert slow_render.calls == 1
 
 
 async def test_processes_sharing_a_store_render_a_shared_plan_once(redis_url: str) -> None:
-    calls = 0
-
-    async def slow_render() -> bytes:
-        nonlocal calls
-        calls += 1
-        await asyncio.sleep(0.05)
-        return b"frame"
-
+    slow_render = SlowRender(b"frame")
     plan = RenderPlan(20, 10, 1, "gif", ())
     async with aioredis.from_url(redis_url) as store:
         # Each cache stands for one worker process: its own memory tier and single flight.
@@ -93,18 +95,11 @@ async def test_processes_sharing_a_store_render_a_shared_plan_once(redis_url: st
             *(w.get_or_render(plan, slow_render, shared=True) for w in workers for _ in range(5))
         )
     assert bodies == [b"frame"] * 20
-    assert calls == 1
+    assert slow_render.calls == 1
 
 
 async def test_a_failed_render_reaches_every_waiter_and_is_not_cached(redis_url: str) -> None:
-    attempts = 0
-
-    async def failing() -> bytes:
-        nonlocal attempts
-        attempts += 1
-        await asyncio.sleep(0.01)
-        raise RuntimeError("broken")
-
+    failing = SlowRender(RuntimeError("broken"), seconds=0.01)
     plan = RenderPlan(10, 10, 1, "gif", ())
     async with aioredis.from_url(redis_url) as store:
         cache = RenderCache(store, memory_bytes=1 << 20, shared_ttl_s=60)
@@ -113,10 +108,10 @@ async def test_a_failed_render_reaches_every_waiter_and_is_not_cached(redis_url:
             return_exceptions=True,
         )
         assert all(isinstance(r, RuntimeError) for r in results)
-        assert attempts == 1
+        assert failing.calls == 1
         with pytest.raises(RuntimeError):
             await cache.get_or_render(plan, failing, shared=False)
-        assert attempts == 2
+        assert failing.calls == 2
 
 
 async def test_shared_content_renders_once_for_many_recipients(client: Any) -> None:
