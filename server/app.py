@@ -161,11 +161,14 @@ async def _services(app: web.Application, *, redis_url: str) -> AsyncIterator[No
         max_per_recipient=settings.events_max_per_recipient,
         retention=timedelta(days=settings.events_retention_days),
     )
+    # Serve only once the change feed is subscribed and the snapshot synced after it: a
+    # block changed while this process started would otherwise be unknown here for a while.
+    first_sync: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    feed = asyncio.create_task(blocks.follow_changes(first_sync), name="block-changes")
     try:
-        await blocks.sync_all()
+        await first_sync
     except (RedisError, OSError) as exc:
         log.error("store unreachable at startup (%s); /readyz stays 503 until it answers", exc)
-    feed = asyncio.create_task(blocks.follow_changes(), name="block-changes")
     writer = asyncio.create_task(open_log.run(), name="open-log")
     tasks = [feed, writer]
     policy = RfmPolicy(settings.segments_window_days, settings.segments_history_days)

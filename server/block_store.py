@@ -20,6 +20,7 @@ from functools import partial
 
 import orjson
 from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
 from content_sources import anonymous_context
@@ -40,6 +41,7 @@ VERSIONS_KEY = "atopen:block-versions"
 CHANNEL = "atopen:blocks:changed"
 FORMATS: tuple[ImageFormat, ...] = ("png", "jpg", "gif")
 RESYNC_INTERVAL_S = 30.0
+SUBSCRIBE_TIMEOUT_S = 2.0
 # Rule names whose values belong to one recipient (or their location).
 PERSONAL_NAMES = frozenset({"profile", "events", "params", "geo"})
 # Rule names whose values are the same for every recipient at one moment.
@@ -283,32 +285,53 @@ class BlockStore:
             # serving its last good snapshot, if any; the log says why.
             log.error("block %s could not be loaded: %s", block_id, exc)
 
-    async def follow_changes(self) -> None:
-        """Run until cancelled: apply published changes, resync periodically and on reconnect."""
+    async def follow_changes(self, first_sync: asyncio.Future[None] | None = None) -> None:
+        """Run until cancelled: apply published changes, resync periodically and on reconnect.
+
+        `first_sync` resolves once the store has confirmed the subscription and the snapshot
+        has been synced after it, so a process that waits for it before serving cannot miss
+        a change made while it started; or with the first attempt's error, if the store
+        cannot be reached (the feed goes on retrying)."""
         backoff = 0.1
         while True:
             try:
-                async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+                async with self._redis.pubsub() as pubsub:
                     await pubsub.subscribe(CHANNEL)
+                    await _subscription_confirmed(pubsub)
                     await self.sync_all()  # anything missed while not subscribed
+                    if first_sync is not None and not first_sync.done():
+                        first_sync.set_result(None)
                     backoff = 0.1
                     await self._listen(pubsub)
             except (RedisError, OSError) as exc:
+                if first_sync is not None and not first_sync.done():
+                    first_sync.set_exception(exc)
                 log.warning("block change feed interrupted (%s); retrying", exc)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
 
-    async def _listen(self, pubsub: object) -> None:
+    async def _listen(self, pubsub: PubSub) -> None:
         loop = asyncio.get_running_loop()
         next_resync = loop.time() + RESYNC_INTERVAL_S
         while True:
-            message = await pubsub.get_message(timeout=1.0)  # type: ignore[attr-defined]
+            message = await pubsub.get_message(timeout=1.0)
             if message is not None and message.get("type") == "message":
                 data = message["data"]
                 await self.sync_one(data.decode() if isinstance(data, bytes) else str(data))
             if loop.time() >= next_resync:
                 await self.sync_all()
                 next_resync = loop.time() + RESYNC_INTERVAL_S
+
+
+async def _subscription_confirmed(pubsub: PubSub) -> None:
+    """Wait for the store's reply to SUBSCRIBE: redis-py sends it without waiting, and a
+    change published before the store registers it would reach no one here."""
+    while True:
+        message = await pubsub.get_message(timeout=SUBSCRIBE_TIMEOUT_S)
+        if message is None:
+            raise RedisError("no reply to SUBSCRIBE")
+        if message.get("type") == "subscribe":
+            return
 
 
 async def stop_task(task: asyncio.Task[None]) -> None:

@@ -8,10 +8,13 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
+from aiohttp import web
 from sample_blocks import greeting
 from support import AUTH, put_block, signed
 
-from server.block_store import BLOCKS_KEY
+from server.app import create_app
+from server.block_store import BLOCKS_KEY, CHANNEL
+from server.settings import Settings
 
 # Pub/sub delivers a change in milliseconds; the periodic resync would take 30 s. The
 # bound tells the two apart without making a loaded machine fail the test.
@@ -69,6 +72,32 @@ async def test_a_starting_process_loads_stored_blocks(make_client: Any) -> None:
     assert (await late.get("/readyz")).status == 200
     response = await late.get(signed("/i/promo.png?r=u1"))
     assert response.status == 200
+
+
+async def test_a_process_follows_changes_before_it_serves(
+    aiohttp_client: Any, settings: Settings, redis_url: str
+) -> None:
+    """A block changed while a process starts must not be missed: before it accepts a
+    connection, the store has its subscription to changes (and it synced after that)."""
+
+    store = aioredis.from_url(redis_url)
+
+    async def subscribers() -> int:
+        return int(dict(await store.pubsub_numsub(CHANNEL))[CHANNEL.encode()])
+
+    before = await subscribers()  # also connects, so the count below is one round trip
+    app = create_app(settings, redis_url=redis_url)
+    when_ready: list[int] = []
+
+    async def record(app: web.Application) -> None:  # runs after the app's own startup
+        when_ready.append(await subscribers())
+
+    app.on_startup.append(record)
+    try:
+        await aiohttp_client(app)
+    finally:
+        await store.aclose()
+    assert when_ready == [before + 1]
 
 
 async def test_a_stored_block_that_no_longer_compiles_keeps_the_others_serving(
