@@ -23,7 +23,7 @@ from content_sources.keys import inventory_key, profile_key
 from content_sources.segments import RfmPolicy
 from renderers.fonts import FontError, FontFace, available_fonts
 from renderers.resources import LocalResources
-from server import email_routes, health
+from server import email_routes, health, metrics
 from server.api import blocks as blocks_api
 from server.api import events as events_api
 from server.api import inventory as inventory_api
@@ -170,7 +170,8 @@ async def _services(app: web.Application, *, redis_url: str) -> AsyncIterator[No
     except (RedisError, OSError) as exc:
         log.error("store unreachable at startup (%s); /readyz stays 503 until it answers", exc)
     writer = asyncio.create_task(open_log.run(), name="open-log")
-    tasks = [feed, writer]
+    counts = asyncio.create_task(metrics.flush_local_periodically(), name="metrics")
+    tasks = [feed, writer, counts]
     policy = RfmPolicy(settings.segments_window_days, settings.segments_history_days)
     app[RFM_POLICY] = policy
     if settings.segments_interval_s:
@@ -186,5 +187,6 @@ async def _services(app: web.Application, *, redis_url: str) -> AsyncIterator[No
         if geoip is not None:
             geoip.close()
         await open_log.flush()
+        metrics.flush_local()
         pool.shutdown()
         await redis.aclose()

@@ -7,8 +7,10 @@ the workers start) and any worker answers `/metrics` with the sum over all of th
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import os
+from bisect import bisect_left
 
 from aiohttp import web
 from prometheus_client import (
@@ -48,23 +50,95 @@ QUEUE_DEPTH = Gauge(
     "Renders running or waiting for the pool",
     multiprocess_mode="livesum",
 )
-STORE_SECONDS = Histogram(
+STORE_SECONDS_SERIES = Histogram(
     "atopen_store_seconds",
     "Time of one store round trip for opens (the reads of concurrent opens go together)",
     buckets=_LATENCY_BUCKETS,
 )
 
 
-# The series every open touches, bound once: `labels()` is a locked lookup per call.
+class LocalCount:
+    """A counter series that opens add to in this process, written to the series by
+    `flush_local`. With several workers every write to a series is a locked write to a
+    shared file, and an open would make several: one per second per series instead.
+
+    For the event loop's thread only (the hot paths that use it run there)."""
+
+    __slots__ = ("_pending", "_series")
+
+    def __init__(self, series: Counter) -> None:
+        self._series = series
+        self._pending = 0.0
+        _LOCAL.append(self)
+
+    def inc(self, amount: float = 1.0) -> None:
+        self._pending += amount
+
+    def flush(self) -> None:
+        if self._pending:
+            pending, self._pending = self._pending, 0.0
+            self._series.inc(pending)
+
+
+class LocalHistogram:
+    """`LocalCount` for a histogram: observations are counted per bucket in this process."""
+
+    __slots__ = ("_bounds", "_counts", "_series", "_sum")
+
+    def __init__(self, series: Histogram) -> None:
+        self._series = series
+        # The library's own bucket bounds (ending at +Inf) and, in `flush`, its per-bucket
+        # values: it has no public way to add many observations at once.
+        self._bounds = tuple(series._upper_bounds)
+        self._counts = [0] * len(self._bounds)
+        self._sum = 0.0
+        _LOCAL.append(self)
+
+    def observe(self, value: float) -> None:
+        # The first bucket whose bound is at least the value, as the library chooses.
+        self._counts[bisect_left(self._bounds, value)] += 1
+        self._sum += value
+
+    def flush(self) -> None:
+        if not any(self._counts):
+            return
+        counts, self._counts = self._counts, [0] * len(self._bounds)
+        total, self._sum = self._sum, 0.0
+        for bucket, count in zip(self._series._buckets, counts, strict=True):
+            if count:
+                bucket.inc(count)
+        self._series._sum.inc(total)
+
+
+_LOCAL: list[LocalCount | LocalHistogram] = []
+FLUSH_INTERVAL_S = 1.0
+
+
+def flush_local() -> None:
+    """Write what this process has counted locally to the shared series."""
+    for tally in _LOCAL:
+        tally.flush()
+
+
+async def flush_local_periodically() -> None:
+    """Run until cancelled: `flush_local` every `FLUSH_INTERVAL_S`."""
+    while True:
+        await asyncio.sleep(FLUSH_INTERVAL_S)
+        flush_local()
+
+
+# The series every open touches, bound once (`labels()` is a locked lookup per call) and
+# counted locally.
 IMAGE_OUTCOMES = {
-    outcome: REQUESTS.labels("image", outcome)
+    outcome: LocalCount(REQUESTS.labels("image", outcome))
     for outcome in ("rendered", "cached", "static", "fallback", "unknown_block")
 }
-CLICKS = REQUESTS.labels("click", "redirected")
-IMAGE_SECONDS = REQUEST_SECONDS.labels("image")
-CLICK_SECONDS = REQUEST_SECONDS.labels("click")
-MEMORY_HITS = CACHE.labels("memory", "hit")
-MEMORY_MISSES = CACHE.labels("memory", "miss")
+CLICKS = LocalCount(REQUESTS.labels("click", "redirected"))
+IMAGE_SECONDS = LocalHistogram(REQUEST_SECONDS.labels("image"))
+CLICK_SECONDS = LocalHistogram(REQUEST_SECONDS.labels("click"))
+MEMORY_HITS = LocalCount(CACHE.labels("memory", "hit"))
+MEMORY_MISSES = LocalCount(CACHE.labels("memory", "miss"))
+STORE_SECONDS = LocalHistogram(STORE_SECONDS_SERIES)
 
 
 def exposition() -> bytes:
@@ -84,6 +158,7 @@ def metrics_route(tokens: tuple[str, ...]) -> web.RouteDef:
         allowed = [hmac.compare_digest(token.encode(), t.encode()) for t in tokens]
         if scheme.lower() != "bearer" or not any(allowed):
             return web.Response(status=401, text="metrics need a bearer token\n")
+        flush_local()
         return web.Response(body=exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     return web.get("/metrics", handle)

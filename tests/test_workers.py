@@ -17,6 +17,8 @@ import pytest
 from sample_blocks import greeting
 from support import AUTH, SECRET, TOKEN, decode, signed
 
+from server.metrics import FLUSH_INTERVAL_S
+
 SLOW_TEXT = "{% for i in range(300) %}{{ profile.first_name }} {% endfor %}"
 
 
@@ -154,16 +156,34 @@ async def image_requests(session: aiohttp.ClientSession, base: str) -> float:
     )
 
 
+async def settled_image_requests(session: aiohttp.ClientSession, base: str) -> float:
+    """The count once every worker has written what it counted (they do once a second)."""
+    deadline = time.monotonic() + 20
+    counted = await image_requests(session, base)
+    while True:
+        await asyncio.sleep(FLUSH_INTERVAL_S * 1.5)
+        again = await image_requests(session, base)
+        if again == counted:
+            return counted
+        assert time.monotonic() < deadline, "the count never settled"
+        counted = again
+
+
 async def test_workers_share_one_metrics_view(server: tuple[subprocess.Popen[bytes], str]) -> None:
     _, base = server
     async with aiohttp.ClientSession() as session:
         await register_slow_block(session, base)
-        before = await image_requests(session, base)
+        before = await settled_image_requests(session, base)
         answered: set[int] = set()
         for i in range(20):
             async with aiohttp.ClientSession() as fresh:
                 await fetch(fresh, f"{base}{signed(f'/i/slow.png?r=u{i % 3}')}")
                 async with fresh.get(f"{base}/healthz") as r:
                     answered.add((await r.json())["pid"])
-        # Whichever worker answers /metrics, it counts the requests of both.
-        assert await image_requests(session, base) - before == 20
+        # Whichever worker answers /metrics, it counts the requests of both (each worker
+        # writes its counts once a second).
+        deadline = time.monotonic() + 10
+        while (counted := await image_requests(session, base) - before) < 20:
+            assert time.monotonic() < deadline, f"{counted} of 20 requests counted"
+            await asyncio.sleep(0.2)
+        assert counted == 20
