@@ -11,6 +11,7 @@ import asyncio
 import hmac
 import os
 from bisect import bisect_left
+from typing import Literal, get_args
 
 from aiohttp import web
 from prometheus_client import (
@@ -37,12 +38,12 @@ REQUEST_SECONDS = Histogram(
     ["route"],
     buckets=_LATENCY_BUCKETS,
 )
-RENDER_SECONDS = Histogram(
+RENDER_SECONDS_SERIES = Histogram(
     "atopen_render_seconds", "Time to render one image (in the pool)", buckets=_LATENCY_BUCKETS
 )
 RENDERS = Counter("atopen_renders_total", "Images rendered (not served from a cache)", ["block"])
 CACHE = Counter("atopen_cache_total", "Render cache lookups by tier and result", ["tier", "result"])
-FALLBACKS = Counter(
+FALLBACKS_SERIES = Counter(
     "atopen_fallbacks_total", "Opens answered with the pre-rendered default, by reason", ["reason"]
 )
 QUEUE_DEPTH = Gauge(
@@ -136,6 +137,12 @@ IMAGE_OUTCOMES = {
 CLICKS = LocalCount(REQUESTS.labels("click", "redirected"))
 IMAGE_SECONDS = LocalHistogram(REQUEST_SECONDS.labels("image"))
 CLICK_SECONDS = LocalHistogram(REQUEST_SECONDS.labels("click"))
+RENDER_SECONDS = LocalHistogram(RENDER_SECONDS_SERIES)
+# Under overload most opens are shed: counted here too.
+FallbackReason = Literal["deadline", "overloaded", "error"]
+FALLBACKS: dict[FallbackReason, LocalCount] = {
+    reason: LocalCount(FALLBACKS_SERIES.labels(reason)) for reason in get_args(FallbackReason)
+}
 MEMORY_HITS = LocalCount(CACHE.labels("memory", "hit"))
 MEMORY_MISSES = LocalCount(CACHE.labels("memory", "miss"))
 STORE_SECONDS = LocalHistogram(STORE_SECONDS_SERIES)

@@ -413,9 +413,9 @@ class Opens:
         return body, "rendered" if rendered else "cached"
 
     def _fallback(
-        self, prepared: PreparedBlock, fmt: ImageFormat, dpr: int, reason: str
+        self, prepared: PreparedBlock, fmt: ImageFormat, dpr: int, reason: metrics.FallbackReason
     ) -> ImageAnswer:
-        metrics.FALLBACKS.labels(reason).inc()
+        metrics.FALLBACKS[reason].inc()
         return ImageAnswer(prepared.fallback(fmt, dpr), "default", f"fallback:{reason}")
 
     async def _recall_link(self, block_id: str, recipient: str, request: OpenRequest) -> str | None:
