@@ -165,8 +165,12 @@ async def _services(app: web.Application, *, redis_url: str) -> AsyncIterator[No
     # block changed while this process started would otherwise be unknown here for a while.
     first_sync: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     feed = asyncio.create_task(blocks.follow_changes(first_sync), name="block-changes")
+    # Also wake if the feed itself fails outright (a bug): its error ends the startup.
+    await asyncio.wait({first_sync, feed}, return_when=asyncio.FIRST_COMPLETED)
+    if feed.done():
+        feed.result()
     try:
-        await first_sync
+        first_sync.result()
     except (RedisError, OSError) as exc:
         log.error("store unreachable at startup (%s); /readyz stays 503 until it answers", exc)
     writer = asyncio.create_task(open_log.run(), name="open-log")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -14,6 +15,7 @@ from support import AUTH, put_block, signed
 
 from server.app import create_app
 from server.block_store import BLOCKS_KEY, CHANNEL
+from server.embedded_store import EmbeddedRedis
 from server.settings import Settings
 
 # Pub/sub delivers a change in milliseconds; the periodic resync would take 30 s. The
@@ -115,3 +117,26 @@ async def test_a_stored_block_that_no_longer_compiles_keeps_the_others_serving(
     late = await make_client()
     assert (await late.get(signed("/i/good.png?r=u1"))).status == 200
     assert (await late.get(signed("/i/broken.png?r=u1"))).status == 404
+
+
+async def test_a_process_started_without_its_store_catches_up_once_it_answers(
+    make_client: Any, tmp_path: Path
+) -> None:
+    store = EmbeddedRedis(tmp_path / "late-store", persistent=False)
+    store.start()
+    url = store.url
+    store.stop()
+    # It starts all the same (not ready), and answers images with what it can.
+    late = await make_client(store_url=url)
+    assert (await late.get("/readyz")).status == 503
+    assert (await late.get(signed("/i/promo.png?r=u1"))).status == 404
+    store.start()
+    try:
+        assert store.url == url
+        writer = await make_client(store_url=url)
+        await put_block(writer, "promo", greeting())
+        # The change feed reconnects (backing off up to 5 s) and loads what it missed.
+        await wait_for_status(late, signed("/i/promo.png?r=u1"), 200)
+        assert (await late.get("/readyz")).status == 200
+    finally:
+        store.stop()
