@@ -26,13 +26,16 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
+from typing import NamedTuple
 
 import orjson
 import redis
 
 from content_sources.keys import inventory_key, profile_key
 from loadtest import floors, loadgen
+from loadtest.cpu import CpuMeter
 from server.embedded_store import EmbeddedRedis
 from server.signing import Signer
 
@@ -149,10 +152,17 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes]) -> None:
             time.sleep(0.1)
 
 
+class Server(NamedTuple):
+    """A server under test: its port and its processes (their children count too)."""
+
+    port: int
+    pids: tuple[int, ...]
+
+
 @contextmanager
 def atopen_server(
     redis_url: str, workers: int, data_dir: Path, secret: str = SECRET
-) -> Iterator[int]:
+) -> Iterator[Server]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ATOPEN_")}
     env.update(
@@ -168,14 +178,14 @@ def atopen_server(
     )
     try:
         wait_for_port(port, process)
-        yield port
+        yield Server(port, (process.pid,))
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=60)
 
 
 @contextmanager
-def floor_server(body: bytes, workers: int, tmp: Path) -> Iterator[int]:
+def floor_server(body: bytes, workers: int, tmp: Path) -> Iterator[Server]:
     port = free_port()
     body_path = tmp / "floor-body.png"
     body_path.write_bytes(body)
@@ -188,7 +198,7 @@ def floor_server(body: bytes, workers: int, tmp: Path) -> Iterator[int]:
     try:
         wait_for_port(port, processes[0])
         time.sleep(0.5)  # let every process bind before the load starts
-        yield port
+        yield Server(port, tuple(process.pid for process in processes))
     finally:
         for process in processes:
             process.send_signal(signal.SIGTERM)
@@ -256,9 +266,10 @@ def measure(args: argparse.Namespace) -> None:
                 f"in {rounds} rounds alternating with its floor, {os.cpu_count()} CPUs"
             )
             with (
-                atopen_server(store.url, args.workers, tmp / "data") as port,
-                atopen_server(store.url, 1, tmp / "data1") as one_port,
+                atopen_server(store.url, args.workers, tmp / "data") as server,
+                atopen_server(store.url, 1, tmp / "data1") as one_worker_server,
             ):
+                port = server.port
                 api(port, "PUT", "/api/v1/blocks/shared", SHARED_BLOCK)
                 api(port, "PUT", "/api/v1/blocks/personal", PERSONAL_BLOCK)
                 time.sleep(1.5)  # every worker of both servers has the blocks (pub/sub)
@@ -267,24 +278,42 @@ def measure(args: argparse.Namespace) -> None:
                 # Cases and their floors alternate in short rounds, so that a noisy
                 # neighbour on a shared machine weighs on both sides of each ratio alike.
                 parts: dict[str, list[loadgen.Result]] = {"shared": [], "floor": []}
-                with floor_server(shared_body, args.workers, tmp) as floor_port:
+                atopen_cpu = CpuMeter(server.pids)
+                with floor_server(shared_body, args.workers, tmp) as floor_at:
+                    floor_cpu = CpuMeter(floor_at.pids)
                     for _ in range(rounds):
                         parts["shared"].append(
-                            closed_loop(port, shared_paths, slice_s, connections=64)
+                            atopen_cpu.measure(
+                                partial(closed_loop, port, shared_paths, slice_s, connections=64)
+                            )
                         )
                         parts["floor"].append(
-                            closed_loop(floor_port, ["/"], slice_s, connections=64)
+                            floor_cpu.measure(
+                                partial(closed_loop, floor_at.port, ["/"], slice_s, connections=64)
+                            )
                         )
                 shared = loadgen.Result.combined(parts["shared"])
                 floor = loadgen.Result.combined(parts["floor"])
-                unique_parts, one_worker_parts, pillow_rates = [], [], []
+                shared_cpu = (
+                    atopen_cpu.per_request_us(len(shared.latencies_s)),
+                    floor_cpu.per_request_us(len(floor.latencies_s)),
+                )
+                unique_cpu = CpuMeter(server.pids)
+                unique_parts, one_worker_parts, pillow_floors = [], [], []
                 for paths in unique_rounds:
-                    unique_parts.append(closed_loop(port, paths, slice_s, connections=16))
-                    pillow_rates.append(floors.pillow_renders_per_s(slice_s, args.workers))
-                    one_worker_parts.append(closed_loop(one_port, paths, slice_s, connections=16))
+                    unique_parts.append(
+                        unique_cpu.measure(
+                            partial(closed_loop, port, paths, slice_s, connections=16)
+                        )
+                    )
+                    pillow_floors.append(floors.pillow_floor(slice_s, args.workers))
+                    one_worker_parts.append(
+                        closed_loop(one_worker_server.port, paths, slice_s, connections=16)
+                    )
                 unique = loadgen.Result.combined(unique_parts)
                 one_worker = loadgen.Result.combined(one_worker_parts)
-                pillow = sum(pillow_rates) / len(pillow_rates)
+                pillow = sum(f.rate for f in pillow_floors) / len(pillow_floors)
+                pillow_cpu = sum(f.cpu_us_per_image for f in pillow_floors) / len(pillow_floors)
                 api(port, "PUT", "/api/v1/blocks/countdown", countdown_block())
                 time.sleep(1.5)
                 timer_paths = [
@@ -314,9 +343,13 @@ def measure(args: argparse.Namespace) -> None:
 
     print(line("shared content (cache hit)", shared, floor.rate))
     print(line("  floor: bare aiohttp", floor, None))
+    print(cpu_line("open", shared_cpu[0], "bare handler", shared_cpu[1]))
     print(line("unique personalized renders", unique, pillow, "images/s"))
     named = unique.variants.get("named", 0)
     print(f"  {named / max(1, sum(unique.variants.values())):.0%} drawn for their recipient")
+    print(
+        cpu_line("image", unique_cpu.per_request_us(len(unique.latencies_s)), "Pillow", pillow_cpu)
+    )
     print(line(f"countdown at {args.countdown_rate:,.0f}/s offered", countdown, None))
     print(
         f"  {timer_renders:.0f} renders in {args.countdown_seconds:.0f} s: "
@@ -332,6 +365,17 @@ def measure(args: argparse.Namespace) -> None:
     print(
         f"  scaling: {args.workers} workers = {unique.rate / max(one_worker.rate, 1e-9):.2f}x "
         "one worker"
+    )
+
+
+def cpu_line(unit: str, atopen_us: float | None, floor_name: str, floor_us: float | None) -> str:
+    """CPU per request of the server (or script) under test: steadier than a rate on a busy
+    machine. Neither the load generator nor the store is counted."""
+    if atopen_us is None or floor_us is None:
+        return f"  CPU per {unit}: not measurable here (needs /proc)"
+    return (
+        f"  CPU per {unit}: atopen {atopen_us:,.0f} us, {floor_name} {floor_us:,.0f} us "
+        f"({floor_us / atopen_us:.2f}x)"
     )
 
 

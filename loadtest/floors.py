@@ -2,8 +2,8 @@
 
 - `serve_bytes`: a bare aiohttp handler answering the same bytes, with the same number
   of processes sharing the port: what serving a cached image could cost at best.
-- `pillow_renders_per_s`: the same personalized images drawn by a minimal Pillow
-  script, one process per core: what rendering could cost at best.
+- `pillow_floor`: the same personalized images drawn by a minimal Pillow script, one
+  process per core: what rendering could cost at best, in images per second and CPU.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import multiprocessing
 import os
 import sys
 import time
+from dataclasses import dataclass
+from multiprocessing.sharedctypes import Synchronized
 from pathlib import Path
 
 from aiohttp import web
@@ -50,29 +52,39 @@ def draw_greeting(font: ImageFont.FreeTypeFont, name: str) -> bytes:
     return out.getvalue()
 
 
-def _render_for(seconds: float, counter: multiprocessing.Value) -> None:  # type: ignore[valid-type]
+def _render_for(seconds: float, drawn: Synchronized[int], cpu_s: Synchronized[float]) -> None:
     font = ImageFont.truetype(str(builtin_fonts()["sans"]), 30)
+    started_cpu = time.process_time()
     end = time.perf_counter() + seconds
     done = 0
     while time.perf_counter() < end:
         draw_greeting(font, f"Reader{done}")
         done += 1
-    with counter.get_lock():
-        counter.value += done
+    with drawn.get_lock():
+        drawn.value += done
+    with cpu_s.get_lock():
+        cpu_s.value += time.process_time() - started_cpu
 
 
-def pillow_renders_per_s(seconds: float, processes: int) -> float:
-    """Images per second drawn by `processes` minimal Pillow loops."""
-    counter = multiprocessing.Value("i", 0)
+@dataclass(frozen=True)
+class PillowFloor:
+    rate: float  # images per second, all processes together
+    cpu_us_per_image: float
+
+
+def pillow_floor(seconds: float, processes: int) -> PillowFloor:
+    """What `processes` minimal Pillow loops draw in `seconds`, and the CPU each image takes."""
+    drawn: Synchronized[int] = multiprocessing.Value("i", 0)
+    cpu_s: Synchronized[float] = multiprocessing.Value("d", 0.0)
     workers = [
-        multiprocessing.Process(target=_render_for, args=(seconds, counter))
+        multiprocessing.Process(target=_render_for, args=(seconds, drawn, cpu_s))
         for _ in range(processes)
     ]
     for worker in workers:
         worker.start()
     for worker in workers:
         worker.join()
-    return float(counter.value) / seconds
+    return PillowFloor(drawn.value / seconds, cpu_s.value / max(drawn.value, 1) * 1e6)
 
 
 if __name__ == "__main__":

@@ -41,13 +41,13 @@ def main() -> None:
     with (
         tempfile.TemporaryDirectory(prefix="atopen-load-") as tmp,
         EmbeddedRedis(Path(tmp) / "store", persistent=False) as store,
-        atopen_server(store.url, args.workers, Path(tmp) / "data", secret) as port,
+        atopen_server(store.url, args.workers, Path(tmp) / "data", secret) as server,
     ):
         blocks = sorted(TEMPLATES_DIR.glob("blocks/*.json"))
         for path in blocks:
-            api(port, "PUT", f"/api/v1/blocks/{path.stem}", orjson.loads(path.read_bytes()))
+            api(server.port, "PUT", f"/api/v1/blocks/{path.stem}", orjson.loads(path.read_bytes()))
         population = Population(args.recipients)
-        asyncio.run(seed(f"http://127.0.0.1:{port}", TOKEN, population))
+        asyncio.run(seed(f"http://127.0.0.1:{server.port}", TOKEN, population))
         env = {
             **os.environ,
             "ATOPEN_LOAD_SHAPE": args.shape,
@@ -64,7 +64,7 @@ def main() -> None:
             str(Path(__file__).with_name("locustfile.py")),
             "--headless",
             "--host",
-            f"http://127.0.0.1:{port}",
+            f"http://127.0.0.1:{server.port}",
             "--run-time",
             f"{args.seconds + 10}s",
             "--stop-timeout",

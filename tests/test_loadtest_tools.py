@@ -1,7 +1,11 @@
-"""The load-test tools themselves: a seeded population and the load generator."""
+"""The load-test tools themselves: a seeded population, the load generator, CPU figures."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -9,6 +13,7 @@ from urllib.parse import parse_qsl, urlsplit
 from aiohttp import web
 
 from loadtest import loadgen
+from loadtest.cpu import CpuMeter, tree_cpu_s
 from loadtest.population import Population
 from server.signing import Signer
 
@@ -47,3 +52,42 @@ async def test_the_load_generator_counts_what_the_server_answers(aiohttp_server:
     opened = await loadgen.run("127.0.0.1", server.port, ["/a"], duration_s=0.5, rate=200)
     assert 60 <= len(opened.latencies_s) <= 110  # about 100 started at 200/s
     assert opened.percentile_ms(99) < loadgen.REQUEST_TIMEOUT_S * 1000
+
+
+# A grandchild that burns 0.3 s of CPU, says so with its pid, and stays alive to be measured.
+BURN = (
+    "import os, time\n"
+    "end = time.process_time() + 0.3\n"
+    "while time.process_time() < end: pass\n"
+    "print('burnt', os.getpid(), flush=True)\n"
+    "time.sleep(60)\n"
+)
+# Its parent, doing nothing itself.
+PARENT = (
+    "import subprocess, sys, time\n"
+    f"subprocess.Popen([sys.executable, '-c', {BURN!r}])\n"
+    "time.sleep(60)\n"
+)
+
+
+def test_cpu_of_a_process_tree_counts_its_descendants() -> None:
+    child = subprocess.Popen(  # noqa: S603 - our own script
+        [sys.executable, "-c", PARENT], stdout=subprocess.PIPE, text=True
+    )
+    grandchild = None
+    try:
+        meter = CpuMeter((child.pid,))
+        assert child.stdout is not None
+        said, pid = meter.measure(child.stdout.readline).split()
+        assert said == "burnt"
+        grandchild = int(pid)
+        spent = tree_cpu_s([child.pid])
+        assert spent is not None
+        assert spent >= 0.3
+        assert meter.spent_s >= 0.25  # most of the burn happened while measured
+        assert meter.per_request_us(1000) == meter.spent_s / 1000 * 1e6
+    finally:
+        if grandchild is not None:
+            os.kill(grandchild, signal.SIGKILL)
+        child.kill()
+        child.communicate()
