@@ -25,6 +25,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -248,9 +249,69 @@ def line(name: str, result: loadgen.Result, floor: float | None, unit: str = "re
     )
 
 
+@dataclass
+class Paired:
+    """A case and its floor, measured in alternating rounds, with the CPU each request cost
+    the processes under test (None where it cannot be measured)."""
+
+    case: loadgen.Result
+    floor_rate: float
+    case_cpu_us: float | None
+    floor_cpu_us: float | None
+
+
+def shared_content(
+    server: Server, paths: list[str], args: argparse.Namespace, tmp: Path
+) -> tuple[Paired, loadgen.Result]:
+    """Cache hits against a bare aiohttp handler answering the same bytes (and that floor's
+    own figures)."""
+    slice_s = args.seconds / args.rounds
+    parts: dict[str, list[loadgen.Result]] = {"case": [], "floor": []}
+    case_cpu = CpuMeter(server.pids)
+    with floor_server(fetch(server.port, paths[0]), args.workers, tmp) as floor_at:
+        floor_cpu = CpuMeter(floor_at.pids)
+        for _ in range(args.rounds):
+            hits = partial(closed_loop, server.port, paths, slice_s, connections=64)
+            parts["case"].append(case_cpu.measure(hits))
+            bare = partial(closed_loop, floor_at.port, ["/"], slice_s, connections=64)
+            parts["floor"].append(floor_cpu.measure(bare))
+    case = loadgen.Result.combined(parts["case"])
+    floor = loadgen.Result.combined(parts["floor"])
+    paired = Paired(
+        case,
+        floor.rate,
+        case_cpu.per_request_us(len(case.latencies_s)),
+        floor_cpu.per_request_us(len(floor.latencies_s)),
+    )
+    return paired, floor
+
+
+def unique_renders(
+    server: Server, one_worker: Server, rounds: list[list[str]], args: argparse.Namespace
+) -> tuple[Paired, loadgen.Result]:
+    """Renders for recipients never seen before, against the Pillow floor; and the same
+    opens on a single worker, for scaling."""
+    slice_s = args.seconds / args.rounds
+    parts, one_worker_parts, pillow = [], [], []
+    case_cpu = CpuMeter(server.pids)
+    for paths in rounds:
+        parts.append(
+            case_cpu.measure(partial(closed_loop, server.port, paths, slice_s, connections=16))
+        )
+        pillow.append(floors.pillow_floor(slice_s, args.workers))
+        one_worker_parts.append(closed_loop(one_worker.port, paths, slice_s, connections=16))
+    case = loadgen.Result.combined(parts)
+    paired = Paired(
+        case,
+        sum(f.rate for f in pillow) / len(pillow),
+        case_cpu.per_request_us(len(case.latencies_s)),
+        sum(f.cpu_us_per_image for f in pillow) / len(pillow),
+    )
+    return paired, loadgen.Result.combined(one_worker_parts)
+
+
 def measure(args: argparse.Namespace) -> None:
     signer = Signer([SECRET])
-    rounds = args.rounds
     with tempfile.TemporaryDirectory(prefix="atopen-bench-") as tmp_name:
         tmp = Path(tmp_name)
         with EmbeddedRedis(tmp / "store", persistent=False) as store:
@@ -259,11 +320,9 @@ def measure(args: argparse.Namespace) -> None:
             unique_paths = [
                 signer.sign_url(f"/i/personal.png?r=r{i}") for i in range(args.recipients)
             ]
-            # Each round of unique renders gets recipients of its own: none is cached.
-            unique_rounds = [unique_paths[i::rounds] for i in range(rounds)]
             print(
                 f"atopen benchmark: {args.workers} workers, {args.seconds:.0f} s per case "
-                f"in {rounds} rounds alternating with its floor, {os.cpu_count()} CPUs"
+                f"in {args.rounds} rounds alternating with its floor, {os.cpu_count()} CPUs"
             )
             with (
                 atopen_server(store.url, args.workers, tmp / "data") as server,
@@ -273,47 +332,12 @@ def measure(args: argparse.Namespace) -> None:
                 api(port, "PUT", "/api/v1/blocks/shared", SHARED_BLOCK)
                 api(port, "PUT", "/api/v1/blocks/personal", PERSONAL_BLOCK)
                 time.sleep(1.5)  # every worker of both servers has the blocks (pub/sub)
-                shared_body = fetch(port, shared_paths[0])
-                slice_s = args.seconds / rounds
                 # Cases and their floors alternate in short rounds, so that a noisy
                 # neighbour on a shared machine weighs on both sides of each ratio alike.
-                parts: dict[str, list[loadgen.Result]] = {"shared": [], "floor": []}
-                atopen_cpu = CpuMeter(server.pids)
-                with floor_server(shared_body, args.workers, tmp) as floor_at:
-                    floor_cpu = CpuMeter(floor_at.pids)
-                    for _ in range(rounds):
-                        parts["shared"].append(
-                            atopen_cpu.measure(
-                                partial(closed_loop, port, shared_paths, slice_s, connections=64)
-                            )
-                        )
-                        parts["floor"].append(
-                            floor_cpu.measure(
-                                partial(closed_loop, floor_at.port, ["/"], slice_s, connections=64)
-                            )
-                        )
-                shared = loadgen.Result.combined(parts["shared"])
-                floor = loadgen.Result.combined(parts["floor"])
-                shared_cpu = (
-                    atopen_cpu.per_request_us(len(shared.latencies_s)),
-                    floor_cpu.per_request_us(len(floor.latencies_s)),
-                )
-                unique_cpu = CpuMeter(server.pids)
-                unique_parts, one_worker_parts, pillow_floors = [], [], []
-                for paths in unique_rounds:
-                    unique_parts.append(
-                        unique_cpu.measure(
-                            partial(closed_loop, port, paths, slice_s, connections=16)
-                        )
-                    )
-                    pillow_floors.append(floors.pillow_floor(slice_s, args.workers))
-                    one_worker_parts.append(
-                        closed_loop(one_worker_server.port, paths, slice_s, connections=16)
-                    )
-                unique = loadgen.Result.combined(unique_parts)
-                one_worker = loadgen.Result.combined(one_worker_parts)
-                pillow = sum(f.rate for f in pillow_floors) / len(pillow_floors)
-                pillow_cpu = sum(f.cpu_us_per_image for f in pillow_floors) / len(pillow_floors)
+                shared, bare = shared_content(server, shared_paths, args, tmp)
+                # Each round of unique renders gets recipients of its own: none is cached.
+                unique_rounds = [unique_paths[i :: args.rounds] for i in range(args.rounds)]
+                unique, one_worker = unique_renders(server, one_worker_server, unique_rounds, args)
                 api(port, "PUT", "/api/v1/blocks/countdown", countdown_block())
                 time.sleep(1.5)
                 timer_paths = [
@@ -330,7 +354,7 @@ def measure(args: argparse.Namespace) -> None:
                     )
                 )
                 timer_renders = renders_of(port, "countdown") - before
-                offered = 3 * unique.rate
+                offered = 3 * unique.case.rate
                 overload = asyncio.run(
                     loadgen.run(
                         HOST,
@@ -341,15 +365,14 @@ def measure(args: argparse.Namespace) -> None:
                     )
                 )
 
-    print(line("shared content (cache hit)", shared, floor.rate))
-    print(line("  floor: bare aiohttp", floor, None))
-    print(cpu_line("open", shared_cpu[0], "bare handler", shared_cpu[1]))
-    print(line("unique personalized renders", unique, pillow, "images/s"))
-    named = unique.variants.get("named", 0)
-    print(f"  {named / max(1, sum(unique.variants.values())):.0%} drawn for their recipient")
-    print(
-        cpu_line("image", unique_cpu.per_request_us(len(unique.latencies_s)), "Pillow", pillow_cpu)
-    )
+    print(line("shared content (cache hit)", shared.case, shared.floor_rate))
+    print(line("  floor: bare aiohttp", bare, None))
+    print(cpu_line("open", shared.case_cpu_us, "bare handler", shared.floor_cpu_us))
+    print(line("unique personalized renders", unique.case, unique.floor_rate, "images/s"))
+    named = unique.case.variants.get("named", 0)
+    drawn = named / max(1, sum(unique.case.variants.values()))
+    print(f"  {drawn:.0%} drawn for their recipient")
+    print(cpu_line("image", unique.case_cpu_us, "Pillow", unique.floor_cpu_us))
     print(line(f"countdown at {args.countdown_rate:,.0f}/s offered", countdown, None))
     print(
         f"  {timer_renders:.0f} renders in {args.countdown_seconds:.0f} s: "
@@ -362,10 +385,8 @@ def measure(args: argparse.Namespace) -> None:
         f"(shed), timeouts {overload.timeouts}, errors {overload.errors}"
     )
     print(line("unique renders, 1 worker", one_worker, None))
-    print(
-        f"  scaling: {args.workers} workers = {unique.rate / max(one_worker.rate, 1e-9):.2f}x "
-        "one worker"
-    )
+    scaling = unique.case.rate / max(one_worker.rate, 1e-9)
+    print(f"  scaling: {args.workers} workers = {scaling:.2f}x one worker")
 
 
 def cpu_line(unit: str, atopen_us: float | None, floor_name: str, floor_us: float | None) -> str:
