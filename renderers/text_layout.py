@@ -52,10 +52,6 @@ class TextLayout:
         left-aligned line never needs it)."""
         return self.ruler.width(self.lines[index], self.px)
 
-    @property
-    def widths(self) -> tuple[float, ...]:
-        return tuple(self.line_width(index) for index in range(len(self.lines)))
-
 
 @dataclass(frozen=True, slots=True)
 class _Attempt:

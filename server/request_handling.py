@@ -65,12 +65,9 @@ def api_handler(handler: Handler) -> Handler:
     failure answered as the API's JSON error, and the request's id."""
 
     async def handle(request: web.Request) -> web.StreamResponse:
-        request_id = begin_request(request)
-        response = await _api(request, handler)
-        response.headers[REQUEST_ID_HEADER] = request_id
-        return response
+        return await _api(request, handler)
 
-    return handle
+    return with_request_id(handle)
 
 
 def routes_with(

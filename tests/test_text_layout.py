@@ -40,7 +40,7 @@ def lay(
 
 
 def assert_inside(layout: TextLayout, width: int, height: int, scale: int = 1) -> None:
-    assert all(w <= width * scale for w in layout.widths)
+    assert all(layout.line_width(i) <= width * scale for i in range(len(layout.lines)))
     assert layout.height <= height * scale
 
 
