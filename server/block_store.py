@@ -211,6 +211,12 @@ class BlockStore:
         self._prepare = prepare
         self._snapshot: dict[str, PreparedBlock] = {}
         self.loaded = False
+        # A sync's read can be answered just before a put or delete made here, and come
+        # back after it: applied, it would undo that change until the change's own
+        # message arrives. Each put or delete takes the next number; a sync leaves alone
+        # the blocks changed here under a number above the last one taken before it read.
+        self._changes_made = 0
+        self._changed_here: dict[str, int] = {}
 
     def get(self, block_id: str) -> PreparedBlock | None:
         """The hot path's lookup: memory only."""
@@ -235,6 +241,7 @@ class BlockStore:
             prepared, block=replace(prepared.block, version=version), updated_at=updated_at
         )
         self._snapshot[block_id] = prepared
+        self._note_change(block_id)
         return prepared
 
     async def delete(self, block_id: str) -> bool:
@@ -243,34 +250,52 @@ class BlockStore:
             pipe.publish(CHANNEL, block_id)
             removed, _ = await pipe.execute()
         self._snapshot.pop(block_id, None)
+        self._note_change(block_id)
         return bool(removed)
 
     async def sync_all(self) -> None:
         """Load every stored block whose version differs from the snapshot's."""
+        read_after = self._changes_made
         stored = await self._redis.hgetall(BLOCKS_KEY)
         ids = {k.decode() if isinstance(k, bytes) else str(k) for k in stored}
         for block_id in set(self._snapshot) - ids:
-            del self._snapshot[block_id]
+            if not self._changed_since(block_id, read_after):
+                del self._snapshot[block_id]
         for raw_id, raw in stored.items():
             block_id = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
-            await self._load(block_id, raw)
+            await self._load(block_id, raw, read_after)
+        # Whatever changed here before this read, the read has seen.
+        self._changed_here = {b: n for b, n in self._changed_here.items() if n > read_after}
         self.loaded = True
 
     async def sync_one(self, block_id: str) -> None:
+        read_after = self._changes_made
         raw = await self._redis.hget(BLOCKS_KEY, block_id)
         if raw is None:
-            self._snapshot.pop(block_id, None)
+            if not self._changed_since(block_id, read_after):
+                self._snapshot.pop(block_id, None)
         else:
-            await self._load(block_id, raw)
+            await self._load(block_id, raw, read_after)
 
-    async def _load(self, block_id: str, raw: bytes | str) -> None:
+    def _note_change(self, block_id: str) -> None:
+        self._changes_made += 1
+        self._changed_here[block_id] = self._changes_made
+
+    def _changed_since(self, block_id: str, change: int) -> bool:
+        return self._changed_here.get(block_id, 0) > change
+
+    async def _load(self, block_id: str, raw: bytes | str, read_after: int) -> None:
+        """Prepare the stored `raw` record into the snapshot, unless this process changed
+        the block after the record was read (`read_after`), before or while preparing."""
+        if self._changed_since(block_id, read_after):
+            return
         try:
             record = orjson.loads(raw)
             version = int(record["version"])
             current = self._snapshot.get(block_id)
             if current is not None and current.block.version == version:
                 return
-            self._snapshot[block_id] = await asyncio.to_thread(
+            prepared = await asyncio.to_thread(
                 partial(
                     self._prepare,
                     block_id,
@@ -280,6 +305,8 @@ class BlockStore:
                     strict=False,
                 )
             )
+            if not self._changed_since(block_id, read_after):
+                self._snapshot[block_id] = prepared
         except (BlockError, orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             # A stored block that no longer compiles (an asset was removed, say) keeps
             # serving its last good snapshot, if any; the log says why.

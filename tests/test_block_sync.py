@@ -6,6 +6,7 @@ import asyncio
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import orjson
 import redis.asyncio as aioredis
@@ -16,6 +17,7 @@ from support import AUTH, put_block, signed
 from server.app import create_app
 from server.block_store import BLOCKS_KEY, CHANNEL
 from server.embedded_store import EmbeddedRedis
+from server.keys import BLOCKS
 from server.settings import Settings
 
 # Pub/sub delivers a change in milliseconds; the periodic resync would take 30 s. The
@@ -145,3 +147,105 @@ async def test_a_process_started_without_its_store_catches_up_once_it_answers(
         assert (await late.get("/readyz")).status == 200
     finally:
         store.stop()
+
+
+class HoldingProxy:
+    """A TCP proxy in front of the store that can hold back the answers on the connection
+    that sends a given command: a read the store answers now, delivered later."""
+
+    def __init__(self, upstream_url: str) -> None:
+        self._upstream = urlsplit(upstream_url)
+        self._hold_on: bytes | None = None
+        self.holding = asyncio.Event()  # an answer is being held back
+        self._released = asyncio.Event()
+        self._server: asyncio.Server | None = None
+        self.url = ""
+        self._pumps: set[asyncio.Task[None]] = set()
+        self._writers: list[asyncio.StreamWriter] = []
+
+    async def __aenter__(self) -> HoldingProxy:
+        self._server = await asyncio.start_server(self._connect, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        database = parse_qs(self._upstream.query).get("db", [""])[0] or self._upstream.path
+        database = database.strip("/") or "0"
+        credentials = self._upstream.netloc.rpartition("@")[0]
+        at = f"{credentials}@" if credentials else ""
+        self.url = f"redis://{at}127.0.0.1:{port}/{database}"
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        self.release()
+        assert self._server is not None
+        self._server.close()
+        for pump in self._pumps:
+            pump.cancel()
+        await asyncio.gather(*self._pumps, return_exceptions=True)
+        for writer in self._writers:
+            writer.close()
+        await self._server.wait_closed()
+
+    def hold_answers_to(self, command: bytes) -> None:
+        self._hold_on = command
+
+    def release(self) -> None:
+        self._hold_on = None
+        self._released.set()
+
+    async def _connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._upstream.scheme == "unix":
+            up_reader, up_writer = await asyncio.open_unix_connection(self._upstream.path)
+        else:
+            host, port = self._upstream.hostname, self._upstream.port or 6379
+            up_reader, up_writer = await asyncio.open_connection(host, port)
+        self._writers += (writer, up_writer)
+        held = asyncio.Event()  # this connection sent the command: hold what it gets
+
+        async def to_store() -> None:
+            while data := await reader.read(65536):
+                if self._hold_on is not None and self._hold_on in data.upper():
+                    held.set()
+                up_writer.write(data)
+            up_writer.close()
+
+        async def from_store() -> None:
+            while data := await up_reader.read(65536):
+                if held.is_set() and not self._released.is_set():
+                    self.holding.set()
+                    await self._released.wait()
+                writer.write(data)
+            writer.close()
+
+        for pump in (to_store(), from_store()):
+            task = asyncio.ensure_future(pump)
+            self._pumps.add(task)
+            task.add_done_callback(self._pumps.discard)
+
+
+async def test_a_resync_read_before_a_change_here_does_not_undo_it(
+    make_client: Any, redis_url: str
+) -> None:
+    async with HoldingProxy(redis_url) as proxy:
+        client = await make_client(store_url=proxy.url)
+        blocks = client.app[BLOCKS]
+        for block_id in ("changed", "deleted"):
+            await put_block(client, block_id, greeting())
+        # A full resync reads every block: the store answers before the changes below
+        # are made here, and the answer arrives after them.
+        proxy.hold_answers_to(b"HGETALL")
+        resync = asyncio.ensure_future(blocks.sync_all())
+        await asyncio.wait_for(proxy.holding.wait(), PUBLISHED_WITHIN_S)
+        await put_block(client, "changed", greeting("Hi {{ profile.first_name }}"))
+        await put_block(client, "created", greeting())
+        assert (await client.delete("/api/v1/blocks/deleted", headers=AUTH)).status == 204
+        proxy.release()
+        await resync
+
+        changed = blocks.get("changed")
+        assert changed is not None
+        assert changed.block.version == 2
+        assert blocks.get("created") is not None
+        assert blocks.get("deleted") is None
+        # The next resync reads what the changes left, and agrees.
+        await blocks.sync_all()
+        assert [p.block.id for p in blocks.all()] == ["changed", "created"]
+        await client.close()  # before its store's proxy goes
