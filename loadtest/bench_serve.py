@@ -6,7 +6,9 @@ and for each case prints the rate, p50/p99 and the ratio to its floor:
 - unique personalized renders vs the same images drawn by a minimal Pillow script;
 - a countdown under a steady 2,000 opens/s: how many renders per second it costs;
 - overload at three times the unique-render capacity: errors, timeouts, p99;
-- scaling: N workers vs one.
+- scaling: N workers vs one, on cache hits (where the workers' event loops are the
+  limit) and on unique renders (where one worker's render threads already reach past
+  one core: encoding runs without the interpreter lock).
 The machine is shared and noisy: read the ratios, not the absolute numbers. Nothing
 here fails on time.
 """
@@ -261,12 +263,12 @@ class Paired:
 
 
 def shared_content(
-    server: Server, paths: list[str], args: argparse.Namespace, tmp: Path
-) -> tuple[Paired, loadgen.Result]:
+    server: Server, one_worker: Server, paths: list[str], args: argparse.Namespace, tmp: Path
+) -> tuple[Paired, loadgen.Result, loadgen.Result]:
     """Cache hits against a bare aiohttp handler answering the same bytes (and that floor's
-    own figures)."""
+    own figures); and the same hits on a single worker, for scaling."""
     slice_s = args.seconds / args.rounds
-    parts: dict[str, list[loadgen.Result]] = {"case": [], "floor": []}
+    parts: dict[str, list[loadgen.Result]] = {"case": [], "floor": [], "one": []}
     case_cpu = CpuMeter(server.pids)
     with floor_server(fetch(server.port, paths[0]), args.workers, tmp) as floor_at:
         floor_cpu = CpuMeter(floor_at.pids)
@@ -275,6 +277,7 @@ def shared_content(
             parts["case"].append(case_cpu.measure(hits))
             bare = partial(closed_loop, floor_at.port, ["/"], slice_s, connections=64)
             parts["floor"].append(floor_cpu.measure(bare))
+            parts["one"].append(closed_loop(one_worker.port, paths, slice_s, connections=64))
     case = loadgen.Result.combined(parts["case"])
     floor = loadgen.Result.combined(parts["floor"])
     paired = Paired(
@@ -283,7 +286,7 @@ def shared_content(
         case_cpu.per_request_us(len(case.latencies_s)),
         floor_cpu.per_request_us(len(floor.latencies_s)),
     )
-    return paired, floor
+    return paired, floor, loadgen.Result.combined(parts["one"])
 
 
 def unique_renders(
@@ -334,7 +337,9 @@ def measure(args: argparse.Namespace) -> None:
                 time.sleep(1.5)  # every worker of both servers has the blocks (pub/sub)
                 # Cases and their floors alternate in short rounds, so that a noisy
                 # neighbour on a shared machine weighs on both sides of each ratio alike.
-                shared, bare = shared_content(server, shared_paths, args, tmp)
+                shared, bare, one_worker_hits = shared_content(
+                    server, one_worker_server, shared_paths, args, tmp
+                )
                 # Each round of unique renders gets recipients of its own: none is cached.
                 unique_rounds = [unique_paths[i :: args.rounds] for i in range(args.rounds)]
                 unique, one_worker = unique_renders(server, one_worker_server, unique_rounds, args)
@@ -384,9 +389,14 @@ def measure(args: argparse.Namespace) -> None:
         f"  {defaults / max(1, sum(overload.variants.values())):.0%} answered with the default "
         f"(shed), timeouts {overload.timeouts}, errors {overload.errors}"
     )
+    print(line("cache hits, 1 worker", one_worker_hits, None))
+    print(f"  scaling on cache hits: {scaling(shared.case, one_worker_hits, args.workers)}")
     print(line("unique renders, 1 worker", one_worker, None))
-    scaling = unique.case.rate / max(one_worker.rate, 1e-9)
-    print(f"  scaling: {args.workers} workers = {scaling:.2f}x one worker")
+    print(f"  scaling on unique renders: {scaling(unique.case, one_worker, args.workers)}")
+
+
+def scaling(workers: loadgen.Result, one_worker: loadgen.Result, count: int) -> str:
+    return f"{count} workers = {workers.rate / max(one_worker.rate, 1e-9):.2f}x one worker"
 
 
 def cpu_line(unit: str, atopen_us: float | None, floor_name: str, floor_us: float | None) -> str:
