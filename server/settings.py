@@ -14,6 +14,8 @@ from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from server.cpus import usable_cpus
+
 
 class SettingsError(ValueError):
     """A setting is missing or malformed; the message names the variable."""
@@ -63,13 +65,14 @@ class Settings:
 
     @property
     def worker_count(self) -> int:
-        return self.workers or os.cpu_count() or 1
+        """By default one worker per CPU this process may use (see `server.cpus`)."""
+        return self.workers or usable_cpus()
 
     @property
     def render_thread_count(self) -> int:
         """Threads per process: by default the CPUs shared out among the workers, so
         render threads do not starve the workers' event loops."""
-        return self.render_threads or max(1, (os.cpu_count() or 1) // self.worker_count)
+        return self.render_threads or max(1, usable_cpus() // self.worker_count)
 
     @property
     def metrics_token_list(self) -> tuple[str, ...]:
