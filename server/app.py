@@ -97,6 +97,10 @@ def create_app(settings: Settings, *, redis_url: str) -> web.Application:
         app.router.add_routes(routes_with(api_handler, table))
     app.router.add_route("*", API_PREFIX + "{path:.*}", api_handler(api_not_routed))
     app.cleanup_ctx.append(partial(_services, redis_url=redis_url))
+    if settings.metrics_port:
+        app.cleanup_ctx.append(
+            partial(metrics.metrics_port, host=settings.host, port=settings.metrics_port)
+        )
     return app
 
 

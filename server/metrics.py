@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import hmac
 import os
+import socket
 from bisect import bisect_left
+from collections.abc import AsyncIterator
 from typing import Literal, get_args
 
 from aiohttp import web
@@ -165,7 +167,32 @@ def metrics_route(tokens: tuple[str, ...]) -> web.RouteDef:
         allowed = [hmac.compare_digest(token.encode(), t.encode()) for t in tokens]
         if scheme.lower() != "bearer" or not any(allowed):
             return web.Response(status=401, text="metrics need a bearer token\n")
-        flush_local()
-        return web.Response(body=exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return _metrics_response()
 
     return web.get("/metrics", handle)
+
+
+def _metrics_response() -> web.Response:
+    flush_local()  # this process's own counts, so that they are in what it answers
+    return web.Response(body=exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def metrics_port(app: web.Application, *, host: str, port: int) -> AsyncIterator[None]:
+    """For `app.cleanup_ctx`: `GET /metrics` with no token on a port of its own.
+
+    The port is the protection: bind it where only the scraper reaches. Every worker
+    listens on it (SO_REUSEPORT, like the service port) and any one answers for all."""
+
+    async def handle(_request: web.Request) -> web.Response:
+        return _metrics_response()
+
+    metrics_app = web.Application()
+    metrics_app.router.add_get("/metrics", handle)
+    runner = web.AppRunner(metrics_app, access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port, reuse_port=hasattr(socket, "SO_REUSEPORT"))
+        await site.start()
+        yield
+    finally:
+        await runner.cleanup()

@@ -42,6 +42,7 @@ class Settings:
     cache_memory_mb: int = 64
     cache_ttl_s: int = 3600
     metrics_tokens: tuple[str, ...] = ()
+    metrics_port: int = 0
     fonts_dir: Path | None = None
     remote_image_connect_timeout_ms: int = 1000
     remote_image_read_timeout_ms: int = 2000
@@ -58,6 +59,13 @@ class Settings:
     segments_history_days: int = 730
     # Values HTTP data sources' header templates read as `secrets.NAME`.
     data_secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.metrics_port and self.metrics_port == self.port:
+            raise SettingsError(
+                f"ATOPEN_METRICS_PORT: {self.metrics_port} is the service port too; "
+                "give the metrics a port of their own, or 0 for none"
+            )
 
     @property
     def base_url(self) -> str:
@@ -189,6 +197,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "ATOPEN_CACHE_MEMORY_MB": ("cache_memory_mb", _int(1, 1_000_000)),
     "ATOPEN_CACHE_TTL_S": ("cache_ttl_s", _int(1, 30 * 86_400)),
     "ATOPEN_METRICS_TOKEN": ("metrics_tokens", _csv),
+    "ATOPEN_METRICS_PORT": ("metrics_port", _int(0, 65535)),
     "ATOPEN_FONTS_DIR": ("fonts_dir", _directory),
     "ATOPEN_REMOTE_IMAGE_CONNECT_TIMEOUT_MS": ("remote_image_connect_timeout_ms", _int(50, 10_000)),
     "ATOPEN_REMOTE_IMAGE_READ_TIMEOUT_MS": ("remote_image_read_timeout_ms", _int(50, 30_000)),

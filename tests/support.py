@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import socket
 from typing import Any
 
 from aiohttp.test_utils import TestClient
@@ -41,3 +42,11 @@ repeat
 until now[1] * 1e6 + now[2] >= until_us
 return 0
 """
+
+
+def free_port() -> int:
+    """A TCP port on the loopback that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,7 +13,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
-from support import decode
+from support import decode, free_port
 
 from server.signing import Signer
 
@@ -37,13 +36,6 @@ def clean_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     env["ATOPEN_DATA_DIR"] = str(tmp_path / "data")
     env.update(extra)
     return env
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def test_sign_prints_urls_the_service_verifies(tmp_path: Path) -> None:

@@ -28,22 +28,20 @@ def cgroup_tree(tmp_path: Path, membership: str, files: dict[str, str]) -> tuple
 
 
 @pytest.mark.parametrize(
-    ("limits", "expected"),
+    ("limits", "quota", "usable"),
     [
         # A container limited to one and a half CPUs: one worker, not a throttled second.
-        ({"app/cpu.max": "150000 100000"}, 1.5),
+        ({"app/cpu.max": "150000 100000"}, 1.5, 1),
         # A limit on a parent group binds the process's group too.
-        ({"cpu.max": "100000 100000", "app/cpu.max": "max 100000"}, 1.0),
-        ({"app/cpu.max": "max 100000"}, None),
+        ({"cpu.max": "100000 100000", "app/cpu.max": "max 100000"}, 1.0, 1),
+        ({"app/cpu.max": "max 100000"}, None, AVAILABLE),
     ],
 )
 def test_a_cgroup_v2_limit_caps_the_cpus(
-    tmp_path: Path, limits: dict[str, str], expected: float | None
+    tmp_path: Path, limits: dict[str, str], quota: float | None, usable: int
 ) -> None:
     root, self_cgroup = cgroup_tree(tmp_path, "0::/app\n", limits)
-    assert cpu_quota(root, self_cgroup) == expected
-    usable = count_usable_cpus(root, self_cgroup)
-    assert usable == (AVAILABLE if expected is None else max(1, min(AVAILABLE, int(expected))))
+    assert (cpu_quota(root, self_cgroup), count_usable_cpus(root, self_cgroup)) == (quota, usable)
 
 
 def test_the_tightest_limit_from_the_group_up_applies(tmp_path: Path) -> None:
@@ -61,11 +59,12 @@ def test_the_tightest_limit_from_the_group_up_applies(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("quota_us", "expected"),
-    [("200000", 2.0), ("50000", 0.5), ("-1", None)],
+    ("quota_us", "quota", "usable"),
+    # Half a CPU still gets one worker.
+    [("200000", 2.0, min(2, AVAILABLE)), ("50000", 0.5, 1), ("-1", None, AVAILABLE)],
 )
 def test_a_cgroup_v1_quota_caps_the_cpus(
-    tmp_path: Path, quota_us: str, expected: float | None
+    tmp_path: Path, quota_us: str, quota: float | None, usable: int
 ) -> None:
     root, self_cgroup = cgroup_tree(
         tmp_path,
@@ -75,10 +74,7 @@ def test_a_cgroup_v1_quota_caps_the_cpus(
             "cpu,cpuacct/docker/abc/cpu.cfs_period_us": "100000",
         },
     )
-    assert cpu_quota(root, self_cgroup) == expected
-    usable = count_usable_cpus(root, self_cgroup)
-    # Half a CPU still gets one worker.
-    assert usable == (AVAILABLE if expected is None else max(1, min(AVAILABLE, int(expected))))
+    assert (cpu_quota(root, self_cgroup), count_usable_cpus(root, self_cgroup)) == (quota, usable)
 
 
 def test_a_v1_container_that_sees_its_group_at_the_mount_root(tmp_path: Path) -> None:

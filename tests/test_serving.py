@@ -6,15 +6,16 @@ import asyncio
 from dataclasses import replace
 from typing import Any
 
+import aiohttp
 import pytest
 import redis.asyncio as aioredis
 from PIL import ImageChops
 from sample_blocks import greeting, slow_greeting
-from support import AUTH, TOKEN, decode, put_block, signed
+from support import AUTH, TOKEN, decode, free_port, put_block, signed
 
 from renderers.plan import RenderPlan
 from server.render_cache import RenderCache
-from server.settings import Settings
+from server.settings import Settings, SettingsError, load_settings
 
 SHARED_BLOCK: dict[str, Any] = {
     "width": 300,
@@ -231,6 +232,36 @@ async def test_metrics_need_a_token_and_count_requests(client: Any) -> None:
         "atopen_store_seconds_bucket",
     ):
         assert name in text
+
+
+async def test_metrics_can_have_a_port_of_their_own_without_a_token(
+    make_client: Any, settings: Settings
+) -> None:
+    port = free_port()
+    client = await make_client(replace(settings, metrics_port=port))
+    await put_block(client, "metered", SHARED_BLOCK)
+    series = 'atopen_requests_total{outcome="static",route="image"} '
+    async with aiohttp.ClientSession() as session:
+
+        async def static_opens() -> float:
+            async with session.get(f"http://127.0.0.1:{port}/metrics") as answer:
+                assert answer.status == 200
+                text = await answer.text()
+            lines = text.splitlines()
+            return sum(float(line[len(series) :]) for line in lines if line.startswith(series))
+
+        before = await static_opens()
+        await client.get(signed("/i/metered.png?r=u1"))  # no stock item: the static default
+        assert await static_opens() == before + 1
+        async with session.get(f"http://127.0.0.1:{port}/i/metered.png?r=u1") as other:
+            assert other.status == 404  # the metrics port serves nothing else
+    assert (await client.get("/metrics")).status == 401  # the service port still asks
+
+
+def test_the_metrics_port_cannot_be_the_service_port() -> None:
+    with pytest.raises(SettingsError, match="ATOPEN_METRICS_PORT"):
+        load_settings({"ATOPEN_PORT": "9000", "ATOPEN_METRICS_PORT": "9000"})
+    assert load_settings({"ATOPEN_METRICS_PORT": "9100"}).metrics_port == 9100
 
 
 async def test_shared_choices_follow_the_data_and_the_client(client: Any) -> None:

@@ -11,28 +11,28 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import aiohttp
 import pytest
 from sample_blocks import greeting
-from support import AUTH, SECRET, TOKEN, decode, signed
+from support import AUTH, SECRET, TOKEN, decode, free_port, signed
 
 from server.metrics import FLUSH_INTERVAL_S
 
 SLOW_TEXT = "{% for i in range(300) %}{{ profile.first_name }} {% endfor %}"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+class Served(NamedTuple):
+    process: subprocess.Popen[bytes]
+    base: str  # the service
+    metrics_base: str  # the metrics port
 
 
 @pytest.fixture
-def server(redis_url: str, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+def server(redis_url: str, tmp_path: Path) -> Iterator[Served]:
     """A supervisor with two workers on a real port, sharing the test store."""
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ATOPEN_")}
     env.update(
         ATOPEN_SECRET=SECRET,
@@ -40,6 +40,7 @@ def server(redis_url: str, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[by
         ATOPEN_REDIS_URL=redis_url,
         ATOPEN_DATA_DIR=str(tmp_path / "data"),
         ATOPEN_PORT=str(port),
+        ATOPEN_METRICS_PORT=str(metrics_port),
         ATOPEN_RENDER_DEADLINE_MS="20000",
         ATOPEN_LOG_LEVEL="WARNING",
     )
@@ -55,7 +56,7 @@ def server(redis_url: str, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[by
             assert time.monotonic() < deadline, "the server never listened"
             time.sleep(0.1)
     try:
-        yield process, base
+        yield Served(process, base, f"http://127.0.0.1:{metrics_port}")
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
@@ -92,9 +93,9 @@ async def fetch(session: aiohttp.ClientSession, url: str) -> tuple[int, str | No
 
 
 async def test_sigterm_lets_in_flight_requests_finish(
-    server: tuple[subprocess.Popen[bytes], str],
+    server: Served,
 ) -> None:
-    process, base = server
+    process, base, _ = server
     async with aiohttp.ClientSession() as session:
         await register_slow_block(session, base)
         # Unique recipients: nothing comes from a cache, every request renders.
@@ -112,8 +113,8 @@ async def test_sigterm_lets_in_flight_requests_finish(
     assert process.wait(timeout=30) == 0
 
 
-async def test_a_killed_worker_is_replaced(server: tuple[subprocess.Popen[bytes], str]) -> None:
-    _, base = server
+async def test_a_killed_worker_is_replaced(server: Served) -> None:
+    _, base, _ = server
     async with aiohttp.ClientSession() as session:
         await register_slow_block(session, base)
         pids: set[int] = set()
@@ -145,8 +146,10 @@ async def test_a_killed_worker_is_replaced(server: tuple[subprocess.Popen[bytes]
         assert (status, variant) == (200, "named")
 
 
-async def image_requests(session: aiohttp.ClientSession, base: str) -> float:
-    async with session.get(f"{base}/metrics", headers=AUTH) as r:
+async def image_requests(
+    session: aiohttp.ClientSession, base: str, headers: dict[str, str] = AUTH
+) -> float:
+    async with session.get(f"{base}/metrics", headers=headers) as r:
         assert r.status == 200
         text = await r.text()
     return sum(
@@ -169,8 +172,8 @@ async def settled_image_requests(session: aiohttp.ClientSession, base: str) -> f
         counted = again
 
 
-async def test_workers_share_one_metrics_view(server: tuple[subprocess.Popen[bytes], str]) -> None:
-    _, base = server
+async def test_workers_share_one_metrics_view(server: Served) -> None:
+    _, base, metrics_base = server
     async with aiohttp.ClientSession() as session:
         await register_slow_block(session, base)
         before = await settled_image_requests(session, base)
@@ -180,6 +183,8 @@ async def test_workers_share_one_metrics_view(server: tuple[subprocess.Popen[byt
                 await fetch(fresh, f"{base}{signed(f'/i/slow.png?r=u{i % 3}')}")
                 async with fresh.get(f"{base}/healthz") as r:
                     answered.add((await r.json())["pid"])
+        # New connections reach both workers (all twenty to one: a chance in 500,000).
+        assert len(answered) == 2, f"only {answered} answered"
         # Whichever worker answers /metrics, it counts the requests of both (each worker
         # writes its counts once a second).
         deadline = time.monotonic() + 10
@@ -187,3 +192,8 @@ async def test_workers_share_one_metrics_view(server: tuple[subprocess.Popen[byt
             assert time.monotonic() < deadline, f"{counted} of 20 requests counted"
             await asyncio.sleep(0.2)
         assert counted == 20
+        # The metrics port, which every worker listens on too, gives the same view with
+        # no token, whichever worker a new connection reaches.
+        for _ in range(10):
+            async with aiohttp.ClientSession() as fresh:
+                assert await image_requests(fresh, metrics_base, headers={}) == before + 20
