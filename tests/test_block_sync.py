@@ -166,8 +166,9 @@ class HoldingProxy:
     async def __aenter__(self) -> HoldingProxy:
         self._server = await asyncio.start_server(self._connect, "127.0.0.1", 0)
         port = self._server.sockets[0].getsockname()[1]
-        database = parse_qs(self._upstream.query).get("db", [""])[0] or self._upstream.path
-        database = database.strip("/") or "0"
+        # A unix URL's path is its socket, so its database is in the query.
+        path = "" if self._upstream.scheme == "unix" else self._upstream.path
+        database = parse_qs(self._upstream.query).get("db", [""])[0] or path.strip("/") or "0"
         credentials = self._upstream.netloc.rpartition("@")[0]
         at = f"{credentials}@" if credentials else ""
         self.url = f"redis://{at}127.0.0.1:{port}/{database}"
