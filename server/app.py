@@ -42,7 +42,6 @@ from server.keys import (
     SETTINGS,
     SIGNER,
 )
-from server.metrics import metrics_route
 from server.open_log import OpenLog
 from server.openapi import routes as openapi_routes
 from server.opens import Opens
@@ -82,9 +81,8 @@ def create_app(settings: Settings, *, redis_url: str) -> web.Application:
     app[SETTINGS] = settings
     app[SIGNER] = Signer(settings.secrets)
     app.router.add_routes(email_routes.routes)  # they give and echo request ids themselves
-    app.router.add_routes(
-        routes_with(with_request_id, [*health.routes, metrics_route(settings.metrics_token_list)])
-    )
+    operations = [*health.routes, metrics.metrics_route(settings.metrics_token_list)]
+    app.router.add_routes(routes_with(with_request_id, operations))
     for table in (
         blocks_api.routes,
         profiles_api.routes,
