@@ -1,37 +1,42 @@
-"""A bounded in-memory cache of decoded pictures, shared by the render threads."""
+"""A bounded in-memory cache of pictures, shared by the render threads."""
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
+from typing import Generic, TypeVar
 
 from PIL import Image
 
+Picture = TypeVar("Picture")
 
-class PictureCache:
-    """Pictures by key, bounded in bytes, least recently used dropped first.
+
+class PictureCache(Generic[Picture]):
+    """Pictures by key, bounded in bytes (as `size_of` counts them), least recently used
+    dropped first.
 
     Used for what is the same on many opens while the rest changes: resampled images
     (a logo, a product shot) and the composed static layers of a plan. Renders run in
     worker threads, hence the lock. Cached pictures are shared: never modify one.
     """
 
-    def __init__(self, max_bytes: int) -> None:
+    def __init__(self, max_bytes: int, size_of: Callable[[Picture], int]) -> None:
         self._max_bytes = max_bytes
+        self._size_of = size_of
         self._bytes = 0
-        self._pictures: OrderedDict[Hashable, Image.Image] = OrderedDict()
+        self._pictures: OrderedDict[Hashable, Picture] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: Hashable) -> Image.Image | None:
+    def get(self, key: Hashable) -> Picture | None:
         with self._lock:
             picture = self._pictures.get(key)
             if picture is not None:
                 self._pictures.move_to_end(key)
             return picture
 
-    def put(self, key: Hashable, picture: Image.Image) -> None:
-        size = _bytes(picture)
+    def put(self, key: Hashable, picture: Picture) -> None:
+        size = self._size_of(picture)
         if size > self._max_bytes:
             return
         with self._lock:
@@ -41,8 +46,9 @@ class PictureCache:
             self._bytes += size
             while self._bytes > self._max_bytes:
                 _, dropped = self._pictures.popitem(last=False)
-                self._bytes -= _bytes(dropped)
+                self._bytes -= self._size_of(dropped)
 
 
-def _bytes(picture: Image.Image) -> int:
+def image_bytes(picture: Image.Image) -> int:
+    """The memory a decoded picture's pixels take."""
     return picture.width * picture.height * len(picture.getbands())

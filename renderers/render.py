@@ -6,7 +6,8 @@ running thread, so the renderer checks the deadline itself between layers.
 
 The plan's first `static_prefix` layers look the same for every recipient (a
 background, a logo): their composed canvas is cached and copied, and only the layers
-after them are drawn. A GIF with an animated countdown draws the layers below it once,
+after them are drawn; a PNG then compresses again only the rows those layers changed
+(`renderers.static_png`). A GIF with an animated countdown draws the layers below it once,
 those above it once, and lets `renderers.animation` make the frames.
 """
 
@@ -23,9 +24,10 @@ from renderers.layers import LAYER_KINDS
 from renderers.layers.countdown import CountdownLayer, countdown_face
 from renderers.picture_cache import PictureCache
 from renderers.plan import Layer, RenderPlan
+from renderers.static_png import StaticPicture
 
 _TRANSPARENT = (0, 0, 0, 0)
-_PREFIXES = PictureCache(max_bytes=128 * 1024 * 1024)
+_PREFIXES = PictureCache[StaticPicture](max_bytes=128 * 1024 * 1024, size_of=lambda s: s.nbytes)
 
 
 class RenderDeadlineExceeded(TimeoutError):
@@ -38,12 +40,18 @@ def render(plan: RenderPlan, *, deadline: float | None = None) -> bytes:
     Raises RenderDeadlineExceeded, ByteBudgetError (`max_bytes` cannot be met) and
     ValueError (a countdown without the plan's `now`).
     """
-    canvas = _static_canvas(plan, deadline)
+    static = _static_picture(plan, deadline)
+    size = (plan.width * plan.dpr, plan.height * plan.dpr)
+    canvas = static.canvas.copy() if static else Image.new("RGBA", size, _TRANSPARENT)
     rest = plan.layers[plan.static_prefix :]
     animated = _animated(plan, rest)
     if animated is None:
         _draw(canvas, rest, plan, deadline)
         _check(deadline)
+        if static is not None and plan.format == "png":
+            data = static.png(canvas)
+            if data is not None and (plan.max_bytes is None or len(data) <= plan.max_bytes):
+                return data
         return encode(canvas, plan.format, max_bytes=plan.max_bytes)
     _draw(canvas, rest[:animated], plan, deadline)
     above = None
@@ -56,21 +64,22 @@ def render(plan: RenderPlan, *, deadline: float | None = None) -> bytes:
     return animate_gif(canvas, timeline, above, max_bytes=plan.max_bytes)
 
 
-def _static_canvas(plan: RenderPlan, deadline: float | None) -> Image.Image:
-    """A fresh canvas with the plan's static layers drawn: from the cache when it has them."""
-    size = (plan.width * plan.dpr, plan.height * plan.dpr)
+def _static_picture(plan: RenderPlan, deadline: float | None) -> StaticPicture | None:
+    """The plan's static layers drawn (from the cache when it has them); None if it has none."""
     if plan.static_prefix == 0:
-        return Image.new("RGBA", size, _TRANSPARENT)
+        return None
+    size = (plan.width * plan.dpr, plan.height * plan.dpr)
     prefix = plan.layers[: plan.static_prefix]
     if any(LAYER_KINDS[layer.kind].needs_clock for layer in prefix):
         raise ValueError("a layer that needs the clock cannot be in the static prefix")
     key = (size, plan.dpr, prefix)
     cached = _PREFIXES.get(key)
     if cached is None:
-        cached = Image.new("RGBA", size, _TRANSPARENT)
-        _draw(cached, prefix, plan, deadline)
+        canvas = Image.new("RGBA", size, _TRANSPARENT)
+        _draw(canvas, prefix, plan, deadline)
+        cached = StaticPicture(canvas)
         _PREFIXES.put(key, cached)
-    return cached.copy()
+    return cached
 
 
 def _animated(plan: RenderPlan, layers: tuple[Layer, ...]) -> int | None:

@@ -509,9 +509,11 @@ def test_the_deadline_is_checked_between_layers(
 
 
 def test_picture_cache_drops_the_least_recently_used_beyond_its_bytes() -> None:
-    from renderers.picture_cache import PictureCache
+    from renderers.picture_cache import PictureCache, image_bytes
 
-    cache = PictureCache(max_bytes=2 * 10 * 10 * 4)  # room for two 10 x 10 pictures
+    cache = PictureCache[Image.Image](
+        max_bytes=2 * 10 * 10 * 4, size_of=image_bytes
+    )  # room for two 10 x 10 pictures
     pictures = {name: Image.new("RGBA", (10, 10)) for name in "abc"}
     cache.put("a", pictures["a"])
     cache.put("b", pictures["b"])

@@ -110,11 +110,18 @@ def test_a_budget_below_any_image_is_refused_by_the_plan() -> None:
 # The static prefix
 
 
+def decoded(data: bytes) -> Image.Image:
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image
+
+
 def test_static_prefix_renders_the_same_and_draws_the_prefix_once(
     resources: LocalResources, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     layers = (*photo_card(resources)[:1], *flat_card(resources)[1:], *photo_card(resources)[1:])
-    expected = render(RenderPlan(300, 200, 2, "png", layers))
+    formats: tuple[ImageFormat, ...] = ("png", "jpg", "gif")
+    expected = {fmt: decoded(render(RenderPlan(300, 200, 2, fmt, layers))) for fmt in formats}
     drawn: list[str] = []
     image_kind = LAYER_KINDS["image"]
 
@@ -127,8 +134,22 @@ def test_static_prefix_renders_the_same_and_draws_the_prefix_once(
 
     monkeypatch.setitem(LAYER_KINDS, "image", CountingImage())
     for _ in range(3):
-        assert render(RenderPlan(300, 200, 2, "png", layers, static_prefix=2)) == expected
-    assert drawn == ["image"]
+        for fmt in formats:
+            image = decoded(render(RenderPlan(300, 200, 2, fmt, layers, static_prefix=2)))
+            assert image.mode == expected[fmt].mode
+            assert image.tobytes() == expected[fmt].tobytes()
+    assert drawn == ["image"]  # once for every format
+
+
+def test_a_static_prefix_png_keeps_to_its_budget(resources: LocalResources) -> None:
+    """Reusing the static rows' compression is skipped when it would not fit the budget."""
+    layers = photo_card(resources)
+    reused = render(RenderPlan(300, 200, 1, "png", layers, static_prefix=1))
+    data = render(
+        RenderPlan(300, 200, 1, "png", layers, static_prefix=1, max_bytes=len(reused) - 1)
+    )
+    assert len(data) < len(reused)
+    assert decoded(data).mode == "P"  # the budget's first cheaper step: a palette
 
 
 def test_a_clock_layer_cannot_be_static(resources: LocalResources) -> None:

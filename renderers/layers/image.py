@@ -17,7 +17,7 @@ from renderers import fields
 from renderers.fields import Box, Field
 from renderers.layers.base import expect
 from renderers.paint import Rect, rounded_mask, scaled
-from renderers.picture_cache import PictureCache
+from renderers.picture_cache import PictureCache, image_bytes
 from renderers.resources import Asset
 
 if TYPE_CHECKING:
@@ -116,4 +116,4 @@ def _resample(
     return picture
 
 
-_PICTURES = PictureCache(max_bytes=64 * 1024 * 1024)
+_PICTURES = PictureCache[Image.Image](max_bytes=64 * 1024 * 1024, size_of=image_bytes)
