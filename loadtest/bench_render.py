@@ -76,7 +76,8 @@ class Bench:
                 valign="middle",
             ),
         )
-        return render(RenderPlan(600, 200, 1, "png", layers))
+        # The fill is the same for every recipient: the server marks it static (so does this).
+        return render(RenderPlan(600, 200, 1, "png", layers, static_prefix=1))
 
     def text_floor(self, index: int) -> bytes:
         image = Image.new("RGB", (600, 200), BLUE)
@@ -117,7 +118,7 @@ class Bench:
                 type="text", box=[324, 220, 252, 48], text="Shop now", size=24, color="#1971c2"
             ),
         )
-        return render(RenderPlan(600, 300, 1, "png", layers))
+        return render(RenderPlan(600, 300, 1, "png", layers, static_prefix=2))
 
     def card_floor(self, index: int) -> bytes:
         image = Image.new("RGB", (600, 300), (255, 255, 255))
