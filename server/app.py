@@ -42,6 +42,7 @@ from server.keys import (
     SETTINGS,
     SIGNER,
 )
+from server.loop_lag import LoopLag
 from server.open_log import OpenLog
 from server.openapi import routes as openapi_routes
 from server.opens import Opens
@@ -116,6 +117,8 @@ async def _services(app: web.Application, *, redis_url: str) -> AsyncIterator[No
     )
     click_memory_s = settings.click_memory_days * 86_400
     open_log = OpenLog(redis, click_memory_s=click_memory_s)
+    loop_lag = LoopLag()
+    loop_lag.start()
     resources = LocalResources(
         [settings.assets_dir, TEMPLATES_DIR / "assets"], fonts_of(settings.fonts_dir)
     )
@@ -149,6 +152,7 @@ async def _services(app: web.Application, *, redis_url: str) -> AsyncIterator[No
         http_data=http_data,
         remote_images=remote_images,
         open_log=open_log,
+        loop_lag=loop_lag,
         deadline_ms=settings.render_deadline_ms,
         click_memory_s=click_memory_s,
         last_seen_s=settings.last_seen_days * 86_400,
@@ -192,6 +196,7 @@ async def _services(app: web.Application, *, redis_url: str) -> AsyncIterator[No
         await remote_images.close()
         if geoip is not None:
             geoip.close()
+        loop_lag.stop()
         await open_log.flush()
         metrics.flush_local()
         pool.shutdown()

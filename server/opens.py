@@ -36,6 +36,7 @@ from server.block_store import PreparedBlock
 from server.blocks import Block
 from server.deadlines import seconds_left
 from server.experiments import Assignment, assign
+from server.loop_lag import LoopLag
 from server.lru import LRU
 from server.open_log import OpenLog
 from server.remote_images import RemoteImages, choose_with_remote_images
@@ -108,6 +109,7 @@ class Opens:
         http_data: HttpData,
         remote_images: RemoteImages,
         open_log: OpenLog,
+        loop_lag: LoopLag,
         deadline_ms: int,
         click_memory_s: int,
         last_seen_s: int,
@@ -122,6 +124,7 @@ class Opens:
         self._remote_images = remote_images
         self._cache = cache
         self._open_log = open_log
+        self._loop_lag = loop_lag
         self._deadline_s = deadline_ms / 1000
         self._click_memory_s = click_memory_s
         self._last_seen_s = last_seen_s
@@ -151,10 +154,13 @@ class Opens:
         client_ip: str | None = None,
     ) -> ImageAnswer:
         """The image for this open; the pre-rendered default on any failure or overrun."""
-        request = self._request(prepared, query, verified, user_agent, client_ip)
         # Work stops a little before the deadline, so that even the fallback answer is
-        # written within it.
-        deadline = time.monotonic() + self._deadline_s * WORK_SHARE
+        # written within it; the time the open already waited for the loop counts too.
+        now = time.monotonic()
+        deadline = now + self._deadline_s * WORK_SHARE - self._loop_lag.seconds
+        if deadline - now < self._deadline_s * ANSWER_SHARE:
+            return self._fallback(prepared, fmt, query.dpr, "overloaded")
+        request = self._request(prepared, query, verified, user_agent, client_ip)
         # Each wait below is bounded by `deadline` where it happens; an open answered from
         # the render cache waits only for its store round trip.
         try:

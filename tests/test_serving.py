@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import replace
 from typing import Any
 
@@ -196,6 +197,47 @@ async def test_a_full_render_queue_sheds_to_the_default_image(
         assert decode(await response.read()).size == (2000, 2000)
     shed = await metric(client, "atopen_fallbacks_total", reason="overloaded")
     assert shed - before == variants.count("default")
+
+
+class StalledLoop:
+    """Keeps the event loop 0.2 s behind, as a process serving more opens than it can:
+    every turn of the loop first waits out a 0.2 s stretch of work."""
+
+    async def __aenter__(self) -> None:
+        self._stop = False
+        self._task = asyncio.create_task(self._stall())
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._stop = True
+        await self._task
+
+    async def _stall(self) -> None:
+        while not self._stop:
+            time.sleep(0.2)  # noqa: ASYNC251 - stalling the loop is the point
+            await asyncio.sleep(0)
+
+
+async def test_an_open_that_waited_out_its_deadline_for_the_loop_gets_the_default_at_once(
+    make_client: Any, settings: Settings
+) -> None:
+    tight = await make_client(replace(settings, render_deadline_ms=100))
+    await put_block(tight, "greeting", greeting())
+    await tight.put("/api/v1/profiles/u1", json={"first_name": "Ann"}, headers=AUTH)
+    url = signed("/i/greeting.png?r=u1")
+    assert (await tight.get(url)).headers["X-Atopen-Variant"] == "named"
+    before = await metric(tight, "atopen_fallbacks_total", reason="overloaded")
+    async with StalledLoop():
+        response = await tight.get(url)
+        body = await response.read()
+    assert response.status == 200
+    assert response.headers["X-Atopen-Variant"] == "default"
+    assert decode(body).size == (400, 100)
+    assert await metric(tight, "atopen_fallbacks_total", reason="overloaded") == before + 1
+    # With time to spare, the same stalls are waited out.
+    patient = await make_client(replace(settings, render_deadline_ms=5000))
+    async with StalledLoop():
+        response = await patient.get(url)
+    assert response.headers["X-Atopen-Variant"] == "named"
 
 
 async def test_opens_are_counted_in_batches(client: Any) -> None:
