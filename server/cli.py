@@ -53,6 +53,7 @@ def run(
         app,
         host=settings.host,
         port=settings.port,
+        backlog=settings.listen_backlog,
         access_log_class=JsonAccessLogger,
         # aiohttp "prints" once every socket listens: the moment for `listening`.
         print=None if listening is None else (lambda _message: listening(app)),

@@ -29,6 +29,10 @@ class Settings:
     data_dir: Path = Path(".atopen")
     host: str = "127.0.0.1"
     port: int = 8080
+    # Connections the kernel may hold for each worker until it accepts them. A send's
+    # first wave opens thousands at once (each proxy many); a full queue drops them and
+    # clients retry a second or more later. The kernel caps it at net.core.somaxconn.
+    listen_backlog: int = 4096
     public_url: str = ""
     render_deadline_ms: int = 250
     events_max_per_recipient: int = 500
@@ -184,6 +188,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "ATOPEN_DATA_DIR": ("data_dir", lambda _n, raw: Path(raw)),
     "ATOPEN_HOST": ("host", _text),
     "ATOPEN_PORT": ("port", _int(0, 65535)),
+    "ATOPEN_LISTEN_BACKLOG": ("listen_backlog", _int(1, 65535)),
     "ATOPEN_PUBLIC_URL": ("public_url", _public_url),
     "ATOPEN_RENDER_DEADLINE_MS": ("render_deadline_ms", _int(10, 60_000)),
     "ATOPEN_EVENTS_MAX_PER_RECIPIENT": ("events_max_per_recipient", _int(1, 100_000)),

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import os
+import selectors
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import aiohttp
+import orjson
 import pytest
 from sample_blocks import greeting
 from support import AUTH, SECRET, TOKEN, decode, free_port, signed
@@ -29,22 +33,24 @@ class Served(NamedTuple):
     metrics_base: str  # the metrics port
 
 
-@pytest.fixture
-def server(redis_url: str, tmp_path: Path) -> Iterator[Served]:
-    """A supervisor with two workers on a real port, sharing the test store."""
+@contextmanager
+def serving(redis_url: str, data_dir: Path, workers: int, **settings: str) -> Iterator[Served]:
+    """`atopen serve --workers N` on a real port, sharing the test store."""
     port, metrics_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ATOPEN_")}
     env.update(
         ATOPEN_SECRET=SECRET,
         ATOPEN_API_TOKEN=TOKEN,
         ATOPEN_REDIS_URL=redis_url,
-        ATOPEN_DATA_DIR=str(tmp_path / "data"),
+        ATOPEN_DATA_DIR=str(data_dir),
         ATOPEN_PORT=str(port),
         ATOPEN_METRICS_PORT=str(metrics_port),
         ATOPEN_RENDER_DEADLINE_MS="20000",
         ATOPEN_LOG_LEVEL="WARNING",
+        **settings,
     )
-    process = subprocess.Popen([sys.executable, "-m", "server", "serve", "--workers", "2"], env=env)
+    command = [sys.executable, "-m", "server", "serve", "--workers", str(workers)]
+    process = subprocess.Popen(command, env=env)  # noqa: S603 - our own command
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while True:
@@ -61,6 +67,13 @@ def server(redis_url: str, tmp_path: Path) -> Iterator[Served]:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=30)
+
+
+@pytest.fixture
+def server(redis_url: str, tmp_path: Path) -> Iterator[Served]:
+    """A supervisor with two workers."""
+    with serving(redis_url, tmp_path / "data", 2) as served:
+        yield served
 
 
 async def register_slow_block(session: aiohttp.ClientSession, base: str) -> None:
@@ -197,3 +210,52 @@ async def test_workers_share_one_metrics_view(server: Served) -> None:
         for _ in range(10):
             async with aiohttp.ClientSession() as fresh:
                 assert await image_requests(fresh, metrics_base, headers={}) == before + 20
+
+
+def connections_opened(port: int, count: int, wait_s: float) -> int:
+    """How many of `count` connections to `port` the kernel completes within `wait_s`."""
+    selector = selectors.DefaultSelector()
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sock.setblocking(False)
+            sock.connect_ex(("127.0.0.1", port))
+            selector.register(sock, selectors.EVENT_WRITE)
+            sockets.append(sock)
+        opened = 0
+        deadline = time.monotonic() + wait_s
+        while opened < count and (left := deadline - time.monotonic()) > 0:
+            for key, _ in selector.select(left):
+                selector.unregister(key.fileobj)
+                sock = cast(socket.socket, key.fileobj)
+                if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
+                    opened += 1
+        return opened
+    finally:
+        for sock in sockets:
+            sock.close()
+        selector.close()
+
+
+@pytest.mark.parametrize(("backlog", "expected"), [(None, 300), ("8", range(1, 20))])
+def test_connections_wait_for_a_busy_worker_up_to_the_listen_backlog(
+    redis_url: str, tmp_path: Path, backlog: str | None, expected: int | range
+) -> None:
+    """A send's first wave opens connections faster than a busy worker accepts them: the
+    kernel holds them for it (ATOPEN_LISTEN_BACKLOG) instead of dropping them."""
+    settings = {} if backlog is None else {"ATOPEN_LISTEN_BACKLOG": backlog}
+    with serving(redis_url, tmp_path / "data", 1, **settings) as served:
+        health = f"{served.base}/healthz"
+        with urllib.request.urlopen(health, timeout=10) as response:  # noqa: S310 - http://127.0.0.1
+            worker = orjson.loads(response.read())["pid"]
+        port = int(served.base.rsplit(":", 1)[1])
+        os.kill(worker, signal.SIGSTOP)  # busy: accepts nothing
+        try:
+            opened = connections_opened(port, 300, wait_s=0.5)
+        finally:
+            os.kill(worker, signal.SIGCONT)
+    if isinstance(expected, range):
+        assert opened in expected
+    else:
+        assert opened == expected
