@@ -36,6 +36,7 @@ CHANGED_ROWS_LEVEL = 3
 STATIC_ROWS_LEVEL = 9
 _NONE, _SUB, _UP = 0, 1, 2
 _CANDIDATE_FILTERS = (_NONE, _SUB, _UP)
+_FILTER_GAIN = 0.8
 _SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # The end of a zlib stream after sync-flushed parts: an empty final block (fixed codes).
 _FINAL_BLOCK = b"\x03\x00"
@@ -164,11 +165,17 @@ def _as(picture: Image.Image, mode: str) -> Image.Image:
 
 
 def _best_filter(chunks: Sequence[_Chunk]) -> int:
-    """The candidate filter that compressed these rows of the static canvas best."""
+    """The filter for rows drawn over these chunks of the static canvas: none, unless
+    another compressed those static rows at least a fifth smaller. Text and shapes over
+    flat colour or gradients compress best unfiltered (whatever suits the background
+    alone); over a photo, filtered like the photo."""
     totals = [
         sum(chunk.sizes[index] for chunk in chunks) for index in range(len(_CANDIDATE_FILTERS))
     ]
-    return _CANDIDATE_FILTERS[totals.index(min(totals))]
+    best = totals.index(min(totals))
+    if totals[best] >= _FILTER_GAIN * totals[_CANDIDATE_FILTERS.index(_NONE)]:
+        return _NONE
+    return _CANDIDATE_FILTERS[best]
 
 
 def _filtered(picture: Image.Image, above: Image.Image | None, kind: int) -> bytes:
