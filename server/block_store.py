@@ -31,7 +31,8 @@ from renderers.fields import Resources
 from renderers.layers import needs_clock
 from renderers.plan import ImageFormat, Layer, RenderPlan
 from renderers.render import render
-from server.blocks import SCALES, Block, BlockError, Problem, VariantTemplate, compile_block
+from server.blocks import SCALES, Block, BlockError, Problem, compile_block
+from server.layer_order import LayerOrder, layer_order
 from server.selection import DefaultUnavailableError, choose_variant, safe_link
 
 log = logging.getLogger("atopen.blocks")
@@ -61,8 +62,8 @@ class PreparedBlock:
     personal_variants: frozenset[str]
     # A default without templates or a clock looks the same for everyone: the pre-render.
     default_is_static: bool
-    # Per variant: how many leading layers are the same for every open (drawn once).
-    static_prefixes: Mapping[str, int]
+    # Per variant: the order its layers are drawn in, the same at every open first.
+    layer_orders: Mapping[str, LayerOrder]
     # The choice depends only on data shared by all recipients (stock, the client, the
     # second), never on one recipient's: it can be evaluated once for many opens.
     choice_is_shared: bool
@@ -70,7 +71,7 @@ class PreparedBlock:
     def plan(
         self, variant: str, layers: tuple[Layer, ...], fmt: ImageFormat, dpr: int, now: datetime
     ) -> RenderPlan:
-        return build_plan(self.block, self.static_prefixes.get(variant, 0), layers, fmt, dpr, now)
+        return build_plan(self.block, self.layer_orders[variant], layers, fmt, dpr, now)
 
     def fallback(self, fmt: ImageFormat, dpr: int) -> bytes:
         return self.fallbacks[(fmt, dpr)]
@@ -86,23 +87,24 @@ class PreparedBlock:
 
 def build_plan(
     block: Block,
-    static_prefix: int,
+    order: LayerOrder,
     layers: tuple[Layer, ...],
     fmt: ImageFormat,
     dpr: int,
     now: datetime,
 ) -> RenderPlan:
-    """The render plan of a resolved variant; `now` only when a layer shows the time
-    (truncated to the second, so every open in that second shares one render)."""
+    """The render plan of a resolved variant, its layers in `order`; `now` only when a
+    layer shows the time (truncated to the second, so every open in that second shares
+    one render)."""
     return RenderPlan(
         block.width,
         block.height,
         dpr,
         fmt,
-        layers,
+        order.arrange(layers),
         now=now.replace(microsecond=0) if needs_clock(layers) else None,
         max_bytes=block.max_bytes,
-        static_prefix=static_prefix,
+        static_prefix=order.static,
     )
 
 
@@ -152,7 +154,7 @@ def prepare_block(
             [Problem("default", f"must render with no recipient data at all: {exc}")]
         ) from None
     default_link = safe_link(block, choice.link)
-    prefixes = {v.name: _static_prefix(v) for v in (*block.variants, block.default)}
+    orders = {v.name: layer_order(v) for v in (*block.variants, block.default)}
     if default_link is None:
         raise BlockError(
             [Problem("default.link", "must resolve to an http(s) URL whose host the block names")]
@@ -160,7 +162,7 @@ def prepare_block(
     now = datetime.now(UTC).astimezone(zone(block.tz) if block.tz else UTC)
     try:
         fallbacks = {
-            (fmt, dpr): render(build_plan(block, prefixes["default"], choice.layers, fmt, dpr, now))
+            (fmt, dpr): render(build_plan(block, orders["default"], choice.layers, fmt, dpr, now))
             for fmt in FORMATS
             for dpr in SCALES
         }
@@ -184,19 +186,9 @@ def prepare_block(
         updated_at,
         personal,
         static_default,
-        prefixes,
+        orders,
         shared_choice,
     )
-
-
-def _static_prefix(variant: VariantTemplate) -> int:
-    """Leading layers with nothing to resolve and no clock: the same at every open."""
-    count = 0
-    for layer in variant.layers:
-        if layer.templates or layer.kind.needs_clock:
-            break
-        count += 1
-    return count
 
 
 class BlockStore:
