@@ -158,7 +158,11 @@ class Opens:
         # written within it; the time the open already waited for the loop counts too.
         now = time.monotonic()
         deadline = now + self._deadline_s * WORK_SHARE - self._loop_lag.seconds
-        if deadline - now < self._deadline_s * ANSWER_SHARE:
+        if deadline - now < self._deadline_s * ANSWER_SHARE or (
+            # A block drawn per recipient renders at most opens: while the pool would
+            # refuse that render, nothing is looked up only to be thrown away.
+            prepared.personal_variants and self._pool.refusal(self._admit_by(deadline))
+        ):
             return self._fallback(prepared, fmt, query.dpr, "overloaded")
         request = self._request(prepared, query, verified, user_agent, client_ip)
         # Each wait below is bounded by `deadline` where it happens; an open answered from
@@ -400,7 +404,7 @@ class Opens:
         plan, key = planned
         # The renderer checks the deadline between layers (a timeout cannot stop a running
         # thread); the pool admits a render only if it should end with time to answer.
-        admit_by = None if deadline is None else deadline - self._deadline_s * ANSWER_SHARE
+        admit_by = None if deadline is None else self._admit_by(deadline)
         rendered = False
 
         async def render_now() -> bytes:
@@ -417,6 +421,10 @@ class Opens:
             plan, render_now, shared=shared, key=key, deadline=deadline
         )
         return body, "rendered" if rendered else "cached"
+
+    def _admit_by(self, deadline: float) -> float:
+        """When a render must start, at the latest, to leave time to answer by `deadline`."""
+        return deadline - self._deadline_s * ANSWER_SHARE
 
     def _fallback(
         self, prepared: PreparedBlock, fmt: ImageFormat, dpr: int, reason: metrics.FallbackReason

@@ -41,12 +41,9 @@ class RenderPool:
         (at the recent average time each) would not leave it time to finish by
         `deadline` (a `time.monotonic()` value): better the default now than a timeout.
         """
-        if self._running_or_waiting >= self._threads + self._max_waiting:
-            raise OverloadedError("render queue full")
-        if deadline is not None:
-            rounds = self._running_or_waiting // self._threads + 1
-            if time.monotonic() + rounds * self._average_s > deadline:
-                raise OverloadedError("no time left to render")
+        refusal = self.refusal(deadline)
+        if refusal is not None:
+            raise OverloadedError(refusal)
         if self._slots is None:
             self._slots = asyncio.Semaphore(self._threads)
         self._running_or_waiting += 1
@@ -62,6 +59,16 @@ class RenderPool:
         finally:
             self._running_or_waiting -= 1
             metrics.QUEUE_DEPTH.dec()
+
+    def refusal(self, deadline: float | None = None) -> str | None:
+        """Why a render asked for now would be refused (see `run`); None if it would not."""
+        if self._running_or_waiting >= self._threads + self._max_waiting:
+            return "render queue full"
+        if deadline is not None:
+            rounds = self._running_or_waiting // self._threads + 1
+            if time.monotonic() + rounds * self._average_s > deadline:
+                return "no time left to render"
+        return None
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)

@@ -175,14 +175,19 @@ async def test_a_render_past_its_deadline_counts_as_a_deadline_fallback(
     assert await metric(client, "atopen_fallbacks_total", reason="error") == errors
 
 
+def heavy_greeting() -> dict[str, Any]:
+    """A personalized block whose render takes a while: 400 names at 2000 x 2000."""
+    block = greeting("{% for i in range(400) %}{{ profile.first_name }} {% endfor %}")
+    block["width"], block["height"] = 1000, 1000
+    block["variants"][0]["layers"][1].update(box=[0, 0, 1000, 1000], size=10)
+    return block
+
+
 async def test_a_full_render_queue_sheds_to_the_default_image(
     make_client: Any, settings: Settings
 ) -> None:
     client = await make_client(replace(settings, render_threads=1, render_queue=0))
-    block = greeting("{% for i in range(400) %}{{ profile.first_name }} {% endfor %}")
-    block["width"], block["height"] = 1000, 1000
-    block["variants"][0]["layers"][1].update(box=[0, 0, 1000, 1000], size=10)
-    await put_block(client, "heavy", block)
+    await put_block(client, "heavy", heavy_greeting())
     for i in range(12):
         await client.put(f"/api/v1/profiles/u{i}", json={"first_name": f"N{i}"}, headers=AUTH)
     before = await metric(client, "atopen_fallbacks_total", reason="overloaded")
@@ -197,6 +202,36 @@ async def test_a_full_render_queue_sheds_to_the_default_image(
         assert decode(await response.read()).size == (2000, 2000)
     shed = await metric(client, "atopen_fallbacks_total", reason="overloaded")
     assert shed - before == variants.count("default")
+
+
+async def test_while_the_pool_is_full_a_personal_open_reads_nothing_and_gets_the_default(
+    make_client: Any, settings: Settings, redis_url: str
+) -> None:
+    """Its render would be refused: the store round trip and the rules are skipped too."""
+    client = await make_client(
+        replace(settings, render_threads=1, render_queue=0, render_deadline_ms=20_000)
+    )
+    await put_block(client, "heavy", heavy_greeting())
+    for i in range(2):
+        await client.put(f"/api/v1/profiles/u{i}", json={"first_name": f"N{i}"}, headers=AUTH)
+    busy = asyncio.ensure_future(client.get(signed("/i/heavy.png?r=u0&dpr=2")))
+    for _ in range(1000):  # until its render holds the pool's only thread
+        if await metric(client, "atopen_render_queue_depth") == 1:
+            break
+        await asyncio.sleep(0.005)
+    else:
+        raise AssertionError("the first render never started")
+    shed = await metric(client, "atopen_fallbacks_total", reason="overloaded")
+    async with aioredis.from_url(redis_url) as store:
+        reads = (await store.info("commandstats"))["cmdstat_get"]["calls"]
+        response = await client.get(signed("/i/heavy.png?r=u1&dpr=2"))
+        assert (await store.info("commandstats"))["cmdstat_get"]["calls"] == reads
+    assert response.status == 200
+    assert response.headers["X-Atopen-Variant"] == "default"
+    assert decode(await response.read()).size == (2000, 2000)
+    assert await metric(client, "atopen_fallbacks_total", reason="overloaded") == shed + 1
+    first = await busy
+    assert first.headers["X-Atopen-Variant"] == "named"
 
 
 class StalledLoop:
