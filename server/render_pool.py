@@ -37,9 +37,10 @@ class RenderPool:
     async def run(self, work: Callable[[], T], *, deadline: float | None = None) -> T:
         """Run `work` in the pool.
 
-        OverloadedError when the queue is full, or when the renders ahead of this one
-        (at the recent average time each) would not leave it time to finish by
-        `deadline` (a `time.monotonic()` value): better the default now than a timeout.
+        OverloadedError when the queue is full, or when it would have to wait and the
+        renders ahead of it (at the recent average time each) would not leave it time to
+        finish by `deadline` (a `time.monotonic()` value): better the default now than a
+        timeout.
         """
         refusal = self.refusal(deadline)
         if refusal is not None:
@@ -64,7 +65,10 @@ class RenderPool:
         """Why a render asked for now would be refused (see `run`); None if it would not."""
         if self._running_or_waiting >= self._threads + self._max_waiting:
             return "render queue full"
-        if deadline is not None:
+        # A free thread starts it at once, whatever the average says: the render checks
+        # its deadline itself, and only renders that run can bring down an average that
+        # one slow render (fonts loaded on first use) pushed past every deadline.
+        if deadline is not None and self._running_or_waiting >= self._threads:
             rounds = self._running_or_waiting // self._threads + 1
             if time.monotonic() + rounds * self._average_s > deadline:
                 return "no time left to render"

@@ -161,12 +161,22 @@ async def test_a_changed_block_is_never_served_from_the_cache(client: Any) -> No
     assert newer.tobytes() != new.tobytes()
 
 
+async def client_for_ann(
+    make_client: Any, settings: Settings, block_id: str, block: dict[str, Any]
+) -> Any:
+    """A client of an app with `settings`, `block` and recipient u1, Ann."""
+    client = await make_client(settings)
+    await put_block(client, block_id, block)
+    await client.put("/api/v1/profiles/u1", json={"first_name": "Ann"}, headers=AUTH)
+    return client
+
+
 async def test_a_render_past_its_deadline_counts_as_a_deadline_fallback(
     make_client: Any, settings: Settings
 ) -> None:
-    client = await make_client(replace(settings, render_deadline_ms=30))
-    await put_block(client, "slow", slow_greeting())
-    await client.put("/api/v1/profiles/u1", json={"first_name": "Ann"}, headers=AUTH)
+    client = await client_for_ann(
+        make_client, replace(settings, render_deadline_ms=30), "slow", slow_greeting()
+    )
     deadlines = await metric(client, "atopen_fallbacks_total", reason="deadline")
     errors = await metric(client, "atopen_fallbacks_total", reason="error")
     response = await client.get(signed("/i/slow.png?r=u1&dpr=3"))
@@ -255,9 +265,9 @@ class StalledLoop:
 async def test_an_open_that_waited_out_its_deadline_for_the_loop_gets_the_default_at_once(
     make_client: Any, settings: Settings
 ) -> None:
-    tight = await make_client(replace(settings, render_deadline_ms=100))
-    await put_block(tight, "greeting", greeting())
-    await tight.put("/api/v1/profiles/u1", json={"first_name": "Ann"}, headers=AUTH)
+    tight = await client_for_ann(
+        make_client, replace(settings, render_deadline_ms=100), "greeting", greeting()
+    )
     url = signed("/i/greeting.png?r=u1")
     assert (await tight.get(url)).headers["X-Atopen-Variant"] == "named"
     before = await metric(tight, "atopen_fallbacks_total", reason="overloaded")

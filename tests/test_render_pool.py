@@ -1,0 +1,60 @@
+"""The render pool's admission: a full queue, and renders that could not finish in time."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from server.render_pool import OverloadedError, RenderPool
+
+
+async def test_a_free_thread_renders_even_when_the_average_says_it_cannot_finish() -> None:
+    pool = RenderPool(threads=1, max_waiting=4)
+    try:
+        await pool.run(lambda: time.sleep(0.5))  # one slow render: the average is 50 ms
+        soon = time.monotonic() + 0.02
+        assert pool.refusal(soon) is None
+        assert await pool.run(lambda: "drawn", deadline=soon) == "drawn"
+    finally:
+        pool.shutdown()
+
+
+async def test_a_render_that_would_wait_past_its_deadline_is_refused() -> None:
+    pool = RenderPool(threads=1, max_waiting=4)
+    release = threading.Event()
+    try:
+        await pool.run(lambda: time.sleep(0.5))
+        busy = asyncio.ensure_future(pool.run(release.wait))
+        await asyncio.sleep(0)  # it holds the only thread
+        assert pool.refusal(time.monotonic() + 0.02) == "no time left to render"
+        with pytest.raises(OverloadedError, match="no time left"):
+            await pool.run(lambda: "drawn", deadline=time.monotonic() + 0.02)
+        # With time enough, it waits its turn.
+        later = asyncio.ensure_future(pool.run(lambda: "drawn", deadline=time.monotonic() + 60))
+        release.set()
+        assert await later == "drawn"
+        await busy
+    finally:
+        release.set()
+        pool.shutdown()
+
+
+async def test_a_full_queue_is_refused_whatever_the_deadline() -> None:
+    pool = RenderPool(threads=1, max_waiting=1)
+    release = threading.Event()
+    try:
+        running = asyncio.ensure_future(pool.run(release.wait))
+        waiting = asyncio.ensure_future(pool.run(lambda: "second"))
+        await asyncio.sleep(0)
+        assert pool.refusal() == "render queue full"
+        with pytest.raises(OverloadedError, match="queue full"):
+            await pool.run(lambda: "third")
+        release.set()
+        await running
+        assert await waiting == "second"
+    finally:
+        release.set()
+        pool.shutdown()
