@@ -53,6 +53,11 @@ QUEUE_DEPTH = Gauge(
     "Renders running or waiting for the pool",
     multiprocess_mode="livesum",
 )
+LOOP_LAG = Gauge(
+    "atopen_event_loop_lag_seconds",
+    "How late the event loop ran at worst in the last second (the most behind worker)",
+    multiprocess_mode="livemax",
+)
 STORE_SECONDS_SERIES = Histogram(
     "atopen_store_seconds",
     "Time of one store round trip for opens (the reads of concurrent opens go together)",
