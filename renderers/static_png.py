@@ -88,20 +88,25 @@ class StaticPicture:
         )
         mode = "RGB" if opaque else "RGBA"
         chunks = self._chunks.get(mode) or self._build(mode)
-        parts = [chunk.deflated for chunk in chunks[:first]]
-        adler = 1
-        for chunk in chunks[:first]:
-            adler = _adler32_combine(adler, chunk.adler, chunk.length)
+        redrawn: list[_Chunk] = []
         if bottom > top:
             above = _as(image.crop((0, top - 1, width, top)), mode) if top else None
             rows = _filtered(_as(band, mode), above, _best_filter(chunks[first:end]))
-            parts.append(_deflate(rows, CHANGED_ROWS_LEVEL))
-            adler = _adler32_combine(adler, zlib.adler32(rows), len(rows))
-        for chunk in chunks[end:]:
-            parts.append(chunk.deflated)
-            adler = _adler32_combine(adler, chunk.adler, chunk.length)
-        parts.append(_FINAL_BLOCK)
-        stream = b"".join((_ZLIB_HEADER, *parts, struct.pack(">I", adler)))
+            redrawn.append(
+                _Chunk(_deflate(rows, CHANGED_ROWS_LEVEL), zlib.adler32(rows), len(rows), ())
+            )
+        parts = (*chunks[:first], *redrawn, *chunks[end:])
+        adler = 1
+        for part in parts:
+            adler = _adler32_combine(adler, part.adler, part.length)
+        stream = b"".join(
+            (
+                _ZLIB_HEADER,
+                *(part.deflated for part in parts),
+                _FINAL_BLOCK,
+                struct.pack(">I", adler),
+            )
+        )
         header = struct.pack(">IIBBBBB", width, height, 8, _COLOUR_TYPES[mode], 0, 0, 0)
         return b"".join(
             (
