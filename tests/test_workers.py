@@ -86,18 +86,34 @@ async def register_slow_block(session: aiohttp.ClientSession, base: str) -> None
         profile = {"first_name": f"Reader{i}"}
         async with session.put(f"{base}/api/v1/profiles/u{i}", json=profile, headers=AUTH) as r:
             assert r.status == 200
-    # Both workers must know the block: new connections until ten in a row find it.
-    found = 0
-    for _ in range(200):
-        async with (
-            aiohttp.ClientSession() as fresh,
-            fresh.get(f"{base}{signed('/i/slow.png')}") as r,
-        ):
-            found = found + 1 if r.status == 200 else 0
-        if found == 10:
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("the block never reached both workers")
+    await until_every_worker_serves(base, "/i/slow.png", workers=2)
+
+
+async def worker_pid(session: aiohttp.ClientSession, base: str) -> int:
+    async with session.get(f"{base}/healthz") as r:
+        return int((await r.json())["pid"])
+
+
+async def until_every_worker_serves(base: str, path: str, workers: int) -> None:
+    """Wait until each worker answers `path` with 200 (a block reaches each by its change
+    feed, and preparing a large one takes a while). The kernel picks a worker for each new
+    connection, so hold one connection at a time and ask on it until its worker answers."""
+    ready: set[int] = set()
+    deadline = time.monotonic() + 30
+    while len(ready) < workers:
+        assert time.monotonic() < deadline, f"only workers {ready} serve {path}"
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as pinned:
+            pid = await worker_pid(pinned, base)
+            if pid in ready:
+                continue
+            while True:
+                async with pinned.get(f"{base}{signed(path)}") as r:
+                    if r.status == 200:
+                        break
+                assert time.monotonic() < deadline, f"worker {pid} never served {path}"
+                await asyncio.sleep(0.02)
+            assert await worker_pid(pinned, base) == pid, "the connection was not kept"
+            ready.add(pid)
 
 
 async def fetch(session: aiohttp.ClientSession, url: str) -> tuple[int, str | None, bytes]:
@@ -133,8 +149,8 @@ async def test_a_killed_worker_is_replaced(server: Served) -> None:
         pids: set[int] = set()
         for _ in range(200):
             # A new connection each time, so the kernel spreads them over the workers.
-            async with aiohttp.ClientSession() as fresh, fresh.get(f"{base}/healthz") as r:
-                pids.add((await r.json())["pid"])
+            async with aiohttp.ClientSession() as fresh:
+                pids.add(await worker_pid(fresh, base))
             if len(pids) == 2:
                 break
         assert len(pids) == 2, "requests never reached both workers"
@@ -145,8 +161,8 @@ async def test_a_killed_worker_is_replaced(server: Served) -> None:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and not (seen - pids):
             try:
-                async with aiohttp.ClientSession() as fresh, fresh.get(f"{base}/healthz") as r:
-                    seen.add((await r.json())["pid"])
+                async with aiohttp.ClientSession() as fresh:
+                    seen.add(await worker_pid(fresh, base))
             except aiohttp.ClientError:
                 failures += 1
             await asyncio.sleep(0.02)
@@ -194,8 +210,7 @@ async def test_workers_share_one_metrics_view(server: Served) -> None:
         for i in range(20):
             async with aiohttp.ClientSession() as fresh:
                 await fetch(fresh, f"{base}{signed(f'/i/slow.png?r=u{i % 3}')}")
-                async with fresh.get(f"{base}/healthz") as r:
-                    answered.add((await r.json())["pid"])
+                answered.add(await worker_pid(fresh, base))
         # New connections reach both workers (all twenty to one: a chance in 500,000).
         assert len(answered) == 2, f"only {answered} answered"
         # Whichever worker answers /metrics, it counts the requests of both (each worker
