@@ -1,14 +1,14 @@
-"""Auto-pipelining: the store commands of concurrent opens go out together.
+"""Auto-pipelining: the store reads of concurrent opens go out together.
 
 At thousands of opens per second, each open's one round trip would be a separate
 write, read and connection checkout. Instead, every command issued during one turn of
-the event loop is queued, and at the end of the turn they are sent as one pipeline on
-one connection; each open gets its own replies back. Latency is the same round trip;
-the per-command overhead is shared.
+the event loop is queued, and at the end of the turn they are written as one batch on
+one pipelining connection (`StorePipe`); each open gets its own replies back. Latency is
+the same round trip; the per-command overhead is shared.
 
-The commands go out through `execute_raw`, a lean pipeline for the hot paths: redis-py's
-own pipeline costs tens of microseconds per command (encoding each argument, a timeout
-per reply), which at thousands of opens per second is a good part of a core.
+`execute_raw` is the lean pipeline of the other hot paths (the opens' batched writes):
+redis-py's own pipeline costs tens of microseconds per command (encoding each argument,
+a timeout per reply), which at thousands of opens per second is a good part of a core.
 """
 
 from __future__ import annotations
@@ -17,11 +17,13 @@ import asyncio
 import math
 import time
 from collections.abc import Sequence
+from functools import partial
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from content_sources.base import RedisCommand
+from content_sources.store_pipe import StorePipe, pack
 from server.deadlines import seconds_left
 from server.metrics import STORE_SECONDS
 
@@ -33,15 +35,16 @@ _Waiting = tuple[Sequence[RedisCommand], "asyncio.Future[list[object]]", float |
 
 
 class StoreBatcher:
+    """Batches the reads of the opens of one turn of the event loop."""
+
     def __init__(self, redis: Redis) -> None:
-        self._redis = redis
+        self._pipe = StorePipe(redis)
         self._queue: list[_Waiting] = []
-        self._background: set[asyncio.Task[None]] = set()
 
     async def execute(
         self, commands: Sequence[RedisCommand], deadline: float | None = None
     ) -> list[object]:
-        """The replies to `commands`, in order; raises what the store raised.
+        """The replies to `commands` (reads only), in order; raises what the store raised.
 
         `deadline` (a `time.monotonic()` instant): TimeoutError if the replies are not
         back by then. Opens sent together share the earliest of their deadlines, which
@@ -54,6 +57,10 @@ class StoreBatcher:
         self._queue.append((commands, future, deadline))
         return await future
 
+    def close(self) -> None:
+        """Close the connection; reads still waiting get a ConnectionError."""
+        self._pipe.close()
+
     def _flush(self) -> None:
         queue, self._queue = self._queue, []
         start = 0
@@ -62,12 +69,10 @@ class StoreBatcher:
             while end < len(queue) and size < MAX_BATCH_COMMANDS:
                 size += len(queue[end][0])
                 end += 1
-            task = asyncio.ensure_future(self._send(queue[start:end]))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            self._send(queue[start:end])
             start = end
 
-    async def _send(self, batch: list[_Waiting]) -> None:
+    def _send(self, batch: list[_Waiting]) -> None:
         deadlines = [deadline for _, _, deadline in batch if deadline is not None]
         # Opens arriving together often read the same keys (a block's inventory items,
         # one recipient's images): each distinct command goes once, for all of them.
@@ -76,29 +81,33 @@ class StoreBatcher:
             [distinct.setdefault(command, len(distinct)) for command in commands]
             for commands, _, _ in batch
         ]
-        try:
-            started = time.perf_counter()
-            replies = await execute_raw(
-                self._redis, list(distinct), deadline=min(deadlines) if deadlines else None
-            )
-            STORE_SECONDS.observe(time.perf_counter() - started)
-        except BaseException as exc:
-            for _, future, _ in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            if not isinstance(exc, Exception):
-                raise
-            return
-        for (_, future, _), indices in zip(batch, slots, strict=True):
-            # Lists are copied: an open may not change what another open reads.
-            mine = [_own(replies[index]) for index in indices]
-            if future.done():
-                continue  # the open gave up (its deadline passed)
-            error = next((r for r in mine if isinstance(r, Exception)), None)
-            if error is not None:
-                future.set_exception(error)
-            else:
-                future.set_result(mine)
+        deliver = partial(_deliver, batch, slots, time.perf_counter())
+        self._pipe.send(list(distinct), deliver, min(deadlines) if deadlines else None)
+
+
+def _deliver(
+    batch: list[_Waiting],
+    slots: list[list[int]],
+    started: float,
+    outcome: list[object] | BaseException,
+) -> None:
+    """Hand each open of `batch` its own replies (or the batch's error)."""
+    if isinstance(outcome, BaseException):
+        for _, future, _ in batch:
+            if not future.done():
+                future.set_exception(outcome)
+        return
+    STORE_SECONDS.observe(time.perf_counter() - started)
+    for (_, future, _), indices in zip(batch, slots, strict=True):
+        if future.done():
+            continue  # the open gave up
+        # Lists are copied: an open may not change what another open reads.
+        mine = [_own(outcome[index]) for index in indices]
+        error = next((r for r in mine if isinstance(r, Exception)), None)
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(mine)
 
 
 def _own(reply: object) -> object:
@@ -139,21 +148,3 @@ async def execute_raw(
         raise
     finally:
         await pool.release(connection)
-
-
-def pack(commands: Sequence[RedisCommand]) -> bytes:
-    """`commands` in the Redis protocol (RESP arrays of bulk strings)."""
-    out: list[bytes] = []
-    for command in commands:
-        out.append(b"*%d\r\n" % len(command))
-        for arg in command:
-            if isinstance(arg, str):
-                data = arg.encode()
-            elif isinstance(arg, bytes):
-                data = arg
-            elif isinstance(arg, int | float) and not isinstance(arg, bool):
-                data = repr(arg).encode()
-            else:
-                raise TypeError(f"cannot send {type(arg).__name__} to the store: {arg!r}")
-            out.append(b"$%d\r\n%b\r\n" % (len(data), data))
-    return b"".join(out)

@@ -198,6 +198,7 @@ async def _services(app: web.Application, *, redis_url: str) -> AsyncIterator[No
             geoip.close()
         loop_lag.stop()
         await open_log.flush()
+        opens.close()
         metrics.flush_local()
         pool.shutdown()
         await redis.aclose()

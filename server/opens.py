@@ -133,6 +133,10 @@ class Opens:
         # The plans of remembered choices, with their cache keys, per format and scale.
         self._plans: LRU[tuple[object, ...], tuple[RenderPlan, str]] = LRU(MAX_REMEMBERED_CHOICES)
 
+    def close(self) -> None:
+        """Close the opens' own store connection (the shared client is the caller's)."""
+        self._batcher.close()
+
     def reads_address(self, prepared: PreparedBlock) -> bool:
         """Whether an open of this block looks at the reader's address (for its location):
         working the address out of proxy headers is skipped for the others."""

@@ -7,11 +7,14 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
+from redis import Redis as BlockingRedis
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as StoreConnectionError
 from redis.exceptions import ResponseError
-from support import BUSY_STORE
+from support import BUSY_STORE, free_port
 
-from content_sources.store_batch import StoreBatcher, execute_raw, pack
+from content_sources.store_batch import StoreBatcher, execute_raw
+from content_sources.store_pipe import pack
 
 
 @pytest.fixture
@@ -19,6 +22,13 @@ async def redis(redis_url: str) -> AsyncIterator[Redis]:
     client = Redis.from_url(redis_url, socket_timeout=2.0)
     yield client
     await client.aclose()
+
+
+@pytest.fixture
+async def batcher(redis: Redis) -> AsyncIterator[StoreBatcher]:
+    batcher = StoreBatcher(redis)
+    yield batcher
+    batcher.close()
 
 
 async def test_replies_come_back_raw_and_in_order(redis: Redis) -> None:
@@ -78,8 +88,9 @@ async def test_a_killed_connection_is_replaced_without_an_error(
     assert await execute_raw(redis, [("GET", "k")]) == [b"v"]
 
 
-async def test_concurrent_opens_each_get_their_own_replies(redis: Redis) -> None:
-    batcher = StoreBatcher(redis)
+async def test_concurrent_opens_each_get_their_own_replies(
+    redis: Redis, batcher: StoreBatcher
+) -> None:
     for i in range(50):
         await redis.set(f"p:{i}", str(i))
     replies = await asyncio.gather(
@@ -88,8 +99,9 @@ async def test_concurrent_opens_each_get_their_own_replies(redis: Redis) -> None
     assert replies == [[str(i).encode(), None] for i in range(50)]
 
 
-async def test_a_batch_with_an_error_fails_only_the_open_that_sent_it(redis: Redis) -> None:
-    batcher = StoreBatcher(redis)
+async def test_a_batch_with_an_error_fails_only_the_open_that_sent_it(
+    redis: Redis, batcher: StoreBatcher
+) -> None:
     await redis.set("p:ann", b"1")
     good, bad = await asyncio.gather(
         batcher.execute([("GET", "p:ann")]),
@@ -101,9 +113,8 @@ async def test_a_batch_with_an_error_fails_only_the_open_that_sent_it(redis: Red
 
 
 async def test_a_deadline_ends_the_wait_and_the_store_serves_the_next_batch(
-    redis: Redis, redis_url: str
+    redis: Redis, redis_url: str, batcher: StoreBatcher
 ) -> None:
-    batcher = StoreBatcher(redis)
     await redis.set("k", "v")
     async with Redis.from_url(redis_url) as other:
         stall = asyncio.ensure_future(other.eval(BUSY_STORE, 0, 500))
@@ -114,8 +125,9 @@ async def test_a_deadline_ends_the_wait_and_the_store_serves_the_next_batch(
     assert await batcher.execute([("GET", "k")], deadline=time.monotonic() + 5) == [b"v"]
 
 
-async def test_a_key_read_by_many_opens_at_once_is_read_once(redis: Redis) -> None:
-    batcher = StoreBatcher(redis)
+async def test_a_key_read_by_many_opens_at_once_is_read_once(
+    redis: Redis, batcher: StoreBatcher
+) -> None:
     await redis.rpush("events", "a", "b")
     await redis.config_resetstat()
     replies = await asyncio.gather(
@@ -127,3 +139,102 @@ async def test_a_key_read_by_many_opens_at_once_is_read_once(redis: Redis) -> No
     assert all(reply == [[b"a", b"b"], None] for reply in replies)
     replies[0][0].append(b"changed")  # each open has its own copy
     assert replies[1][0] == [b"a", b"b"]
+
+
+async def test_a_lost_connection_is_replaced_and_the_reads_sent_again(
+    redis: Redis, redis_url: str, batcher: StoreBatcher
+) -> None:
+    await redis.set("k", "v")
+    [first] = await batcher.execute([("CLIENT", "ID")])
+    # Killed with a blocking client, so that this event loop cannot see the connection
+    # close before the next read is written to it: that read is lost with it.
+    with BlockingRedis.from_url(redis_url) as killer:
+        assert killer.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+    assert await batcher.execute([("GET", "k")]) == [b"v"]
+    [second] = await batcher.execute([("CLIENT", "ID")])
+    assert second != first
+
+
+async def test_a_connection_that_answers_nothing_is_closed_and_replaced(
+    redis_url: str,
+) -> None:
+    slow_client = Redis.from_url(redis_url, socket_timeout=0.2)
+    batcher = StoreBatcher(slow_client)
+    try:
+        [first] = await batcher.execute([("CLIENT", "ID")])
+        async with Redis.from_url(redis_url) as other:
+            stall = asyncio.ensure_future(other.eval(BUSY_STORE, 0, 600))
+            await asyncio.sleep(0.1)
+            with pytest.raises(TimeoutError):
+                await batcher.execute([("GET", "k")])  # no deadline: the socket timeout
+            await stall
+        [second] = await batcher.execute([("CLIENT", "ID")])
+        assert second != first
+    finally:
+        batcher.close()
+        await slow_client.aclose()
+
+
+def with_credentials(url: str, username: str, password: str, db: int) -> str:
+    """`url` (redis:// or unix://) logged in as `username` on database `db`."""
+    scheme, _, rest = url.partition("://")
+    rest = rest.split("?")[0]
+    if scheme == "unix":
+        return f"unix://{username}:{password}@{rest}?db={db}"
+    return f"{scheme}://{username}:{password}@{rest.split('/')[0]}/{db}"
+
+
+@pytest.fixture
+async def store_user(redis: Redis) -> AsyncIterator[tuple[str, str]]:
+    await redis.execute_command(
+        "ACL", "SETUSER", "pipe-reader", "on", ">pipe-secret", "~*", "+@all"
+    )
+    yield "pipe-reader", "pipe-secret"
+    await redis.execute_command("ACL", "DELUSER", "pipe-reader")
+
+
+async def test_credentials_and_database_come_from_the_url(
+    redis_url: str, store_user: tuple[str, str]
+) -> None:
+    username, password = store_user
+    async with Redis.from_url(with_credentials(redis_url, username, password, 3)) as db3:
+        await db3.set("where", "db3")
+        batcher = StoreBatcher(db3)
+        try:
+            assert await batcher.execute([("GET", "where")]) == [b"db3"]
+        finally:
+            batcher.close()
+        await db3.flushdb()
+    async with Redis.from_url(with_credentials(redis_url, username, "wrong", 3)) as refused:
+        batcher = StoreBatcher(refused)
+        try:
+            with pytest.raises(ResponseError, match="WRONGPASS"):
+                await batcher.execute([("GET", "where")])
+        finally:
+            batcher.close()
+
+
+async def test_an_unreachable_store_is_a_connection_error() -> None:
+    async with Redis.from_url(f"redis://127.0.0.1:{free_port()}", socket_timeout=1) as nowhere:
+        batcher = StoreBatcher(nowhere)
+        try:
+            with pytest.raises(StoreConnectionError, match="cannot reach the store"):
+                await batcher.execute([("GET", "k")])
+        finally:
+            batcher.close()
+
+
+async def test_reads_waiting_when_the_batcher_closes_get_an_error(
+    redis_url: str, batcher: StoreBatcher
+) -> None:
+    async with Redis.from_url(redis_url) as other:
+        stall = asyncio.ensure_future(other.eval(BUSY_STORE, 0, 300))
+        await asyncio.sleep(0.1)
+        waiting = asyncio.ensure_future(batcher.execute([("GET", "k")]))
+        await asyncio.sleep(0.05)
+        batcher.close()
+        with pytest.raises(StoreConnectionError):
+            await waiting
+        with pytest.raises(StoreConnectionError, match="closed"):
+            await batcher.execute([("GET", "k")])
+        await stall
