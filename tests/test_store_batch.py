@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 from redis import Redis as BlockingRedis
@@ -155,12 +156,21 @@ async def test_a_lost_connection_is_replaced_and_the_reads_sent_again(
     assert second != first
 
 
+@asynccontextmanager
+async def batcher_on(url: str, **client_settings: float) -> AsyncIterator[StoreBatcher]:
+    """A batcher of its own on a client for `url`, closed afterwards."""
+    async with Redis.from_url(url, **client_settings) as client:
+        batcher = StoreBatcher(client)
+        try:
+            yield batcher
+        finally:
+            batcher.close()
+
+
 async def test_a_connection_that_answers_nothing_is_closed_and_replaced(
     redis_url: str,
 ) -> None:
-    slow_client = Redis.from_url(redis_url, socket_timeout=0.2)
-    batcher = StoreBatcher(slow_client)
-    try:
+    async with batcher_on(redis_url, socket_timeout=0.2) as batcher:
         [first] = await batcher.execute([("CLIENT", "ID")])
         async with Redis.from_url(redis_url) as other:
             stall = asyncio.ensure_future(other.eval(BUSY_STORE, 0, 600))
@@ -170,9 +180,6 @@ async def test_a_connection_that_answers_nothing_is_closed_and_replaced(
             await stall
         [second] = await batcher.execute([("CLIENT", "ID")])
         assert second != first
-    finally:
-        batcher.close()
-        await slow_client.aclose()
 
 
 def with_credentials(url: str, username: str, password: str, db: int) -> str:
@@ -197,31 +204,23 @@ async def test_credentials_and_database_come_from_the_url(
     redis_url: str, store_user: tuple[str, str]
 ) -> None:
     username, password = store_user
-    async with Redis.from_url(with_credentials(redis_url, username, password, 3)) as db3:
+    db3_url = with_credentials(redis_url, username, password, 3)
+    async with Redis.from_url(db3_url) as db3:
         await db3.set("where", "db3")
-        batcher = StoreBatcher(db3)
         try:
-            assert await batcher.execute([("GET", "where")]) == [b"db3"]
+            async with batcher_on(db3_url) as batcher:
+                assert await batcher.execute([("GET", "where")]) == [b"db3"]
         finally:
-            batcher.close()
-        await db3.flushdb()
-    async with Redis.from_url(with_credentials(redis_url, username, "wrong", 3)) as refused:
-        batcher = StoreBatcher(refused)
-        try:
-            with pytest.raises(ResponseError, match="WRONGPASS"):
-                await batcher.execute([("GET", "where")])
-        finally:
-            batcher.close()
+            await db3.flushdb()
+    async with batcher_on(with_credentials(redis_url, username, "wrong", 3)) as refused:
+        with pytest.raises(ResponseError, match="WRONGPASS"):
+            await refused.execute([("GET", "where")])
 
 
 async def test_an_unreachable_store_is_a_connection_error() -> None:
-    async with Redis.from_url(f"redis://127.0.0.1:{free_port()}", socket_timeout=1) as nowhere:
-        batcher = StoreBatcher(nowhere)
-        try:
-            with pytest.raises(StoreConnectionError, match="cannot reach the store"):
-                await batcher.execute([("GET", "k")])
-        finally:
-            batcher.close()
+    async with batcher_on(f"redis://127.0.0.1:{free_port()}", socket_timeout=1) as nowhere:
+        with pytest.raises(StoreConnectionError, match="cannot reach the store"):
+            await nowhere.execute([("GET", "k")])
 
 
 async def test_reads_waiting_when_the_batcher_closes_get_an_error(
