@@ -63,7 +63,7 @@ def _mac(keyed: hmac.HMAC, canonical: bytes) -> bytes:
 class Signer:
     """Signs with the first of its keys and accepts a signature made with any of them."""
 
-    __slots__ = ("_keys",)
+    __slots__ = ("_keyed",)
 
     def __init__(self, keys: Sequence[str]) -> None:
         # A bare string is a Sequence[str] too; accepting it would turn "secret" into
@@ -74,12 +74,12 @@ class Signer:
             raise ValueError("at least one signing key is required")
         if any(not key for key in keys):
             raise ValueError("signing keys must not be empty")
-        self._keys = tuple(hmac.new(key.encode("utf-8"), digestmod=hashlib.sha256) for key in keys)
+        self._keyed = tuple(hmac.new(key.encode("utf-8"), digestmod=hashlib.sha256) for key in keys)
 
     def signature(self, path: str, pairs: Iterable[tuple[str, str]]) -> str:
         """Return the signature of ``path`` and ``pairs`` made with the first key."""
         canonical = canonical_string(path, pairs).encode("utf-8")
-        return _mac(self._keys[0], canonical).decode("ascii")
+        return _mac(self._keyed[0], canonical).decode("ascii")
 
     def verify(self, path: str, pairs: Iterable[tuple[str, str]]) -> bool:
         """Return True when ``pairs`` hold exactly one ``sig`` that any key produced."""
@@ -116,8 +116,8 @@ class Signer:
         matched = False
         # Every key is tried even after a match, so the response time does not reveal
         # which key, old or new, signed the URL.
-        for key in self._keys:
-            matched |= hmac.compare_digest(_mac(key, message), candidate)
+        for keyed in self._keyed:
+            matched |= hmac.compare_digest(_mac(keyed, message), candidate)
         return matched
 
     def sign_url(self, url: str) -> str:
