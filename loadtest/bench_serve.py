@@ -385,9 +385,11 @@ def measure(args: argparse.Namespace) -> None:
     )
     print(line(f"overload at {offered:,.0f}/s offered", overload, None))
     defaults = overload.variants.get("default", 0)
+    drawn_rate = overload.variants.get("named", 0) / overload.duration_s
     print(
         f"  {defaults / max(1, sum(overload.variants.values())):.0%} answered with the default "
-        f"(shed), timeouts {overload.timeouts}, errors {overload.errors}"
+        f"(shed), timeouts {overload.timeouts}, errors {overload.errors}; "
+        f"{drawn_rate:,.0f} drawn per second, {drawn_rate / unique.case.rate:.0%} of capacity"
     )
     print(line("cache hits, 1 worker", one_worker_hits, None))
     print(f"  scaling on cache hits: {scaling(shared.case, one_worker_hits, args.workers)}")
