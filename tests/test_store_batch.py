@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import pytest
+import trustme
 from redis import Redis as BlockingRedis
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as StoreConnectionError
@@ -237,3 +240,45 @@ async def test_reads_waiting_when_the_batcher_closes_get_an_error(
         with pytest.raises(StoreConnectionError, match="closed"):
             await batcher.execute([("GET", "k")])
         await stall
+
+
+async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    finally:
+        writer.close()
+
+
+async def test_a_rediss_url_reaches_the_store_over_tls(
+    redis: Redis, redis_url: str, tmp_path: Path
+) -> None:
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(server_context)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    store = redis.connection_pool.connection_kwargs
+
+    async def tls_front(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Speaks only TLS, and forwards what it decrypts to the test store."""
+        if "path" in store:
+            to_store = await asyncio.open_unix_connection(store["path"])
+        else:
+            to_store = await asyncio.open_connection(store["host"], store["port"])
+        await asyncio.gather(relay(reader, to_store[1]), relay(to_store[0], writer))
+
+    front = await asyncio.start_server(tls_front, "127.0.0.1", 0, ssl=server_context)
+    port = front.sockets[0].getsockname()[1]
+    try:
+        await redis.set("k", "over TLS")
+        async with batcher_on(f"rediss://localhost:{port}/0?ssl_ca_certs={ca_file}") as batcher:
+            assert await batcher.execute([("GET", "k")]) == [b"over TLS"]
+        # The front refuses what is not TLS: the reply above did come through it.
+        async with batcher_on(f"redis://localhost:{port}/0", socket_timeout=1) as plain:
+            with pytest.raises((StoreConnectionError, TimeoutError)):
+                await plain.execute([("GET", "k")])
+    finally:
+        front.close()
+        await front.wait_closed()
