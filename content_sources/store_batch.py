@@ -57,6 +57,10 @@ class StoreBatcher:
         self._queue.append((commands, future, deadline))
         return await future
 
+    async def connect(self) -> None:
+        """Open the connection now; StoreConnectionError if the store cannot be reached."""
+        await self._pipe.connect()
+
     def close(self) -> None:
         """Close the connection; reads still waiting get a ConnectionError."""
         self._pipe.close()

@@ -144,6 +144,16 @@ class StorePipe:
             batch.timer = loop.call_later(self._timeout_s, self._expired, batch)
         self._send(batch)
 
+    async def connect(self) -> None:
+        """Open the connection now rather than at the first batch (which would wait for
+        it); StoreConnectionError if the store cannot be reached."""
+        if self._link is None:
+            if self._connecting is None:
+                self._connecting = asyncio.ensure_future(self._connect())
+            await asyncio.shield(self._connecting)
+        if self._link is None:
+            raise StoreConnectionError("cannot reach the store")
+
     def _send(self, batch: _Batch) -> None:
         if self._link is not None:
             self._link.write(batch)

@@ -177,6 +177,8 @@ async def _services(app: web.Application, *, redis_url: str) -> AsyncIterator[No
         feed.result()
     try:
         first_sync.result()
+        # Before serving, so the first opens do not wait for it.
+        await opens.connect()
     except (RedisError, OSError) as exc:
         log.error("store unreachable at startup (%s); /readyz stays 503 until it answers", exc)
     writer = asyncio.create_task(open_log.run(), name="open-log")

@@ -133,6 +133,10 @@ class Opens:
         # The plans of remembered choices, with their cache keys, per format and scale.
         self._plans: LRU[tuple[object, ...], tuple[RenderPlan, str]] = LRU(MAX_REMEMBERED_CHOICES)
 
+    async def connect(self) -> None:
+        """Open the opens' own store connection; StoreConnectionError if unreachable."""
+        await self._batcher.connect()
+
     def close(self) -> None:
         """Close the opens' own store connection (the shared client is the caller's)."""
         self._batcher.close()
