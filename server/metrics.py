@@ -50,7 +50,7 @@ FALLBACKS_SERIES = Counter(
 )
 QUEUE_DEPTH = Gauge(
     "atopen_render_queue_depth",
-    "Renders running or waiting for the pool",
+    "Renders running or waiting for the pool, and opens holding a place for one",
     multiprocess_mode="livesum",
 )
 LOOP_LAG = Gauge(

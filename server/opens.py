@@ -41,7 +41,7 @@ from server.lru import LRU
 from server.open_log import OpenLog
 from server.remote_images import RemoteImages, choose_with_remote_images
 from server.render_cache import RenderCache, plan_key
-from server.render_pool import OverloadedError, RenderPool
+from server.render_pool import OverloadedError, Place, RenderPool
 from server.selection import Choice, choose_variant, safe_link
 from server.signing import Signer
 
@@ -167,12 +167,16 @@ class Opens:
         # written within it; the time the open already waited for the loop counts too.
         now = time.monotonic()
         deadline = now + self._deadline_s * WORK_SHARE - self._loop_lag.seconds
-        if deadline - now < self._deadline_s * ANSWER_SHARE or (
-            # A block drawn per recipient renders at most opens: while the pool would
-            # refuse that render, nothing is looked up only to be thrown away.
-            prepared.personal_variants and self._pool.refusal(self._admit_by(deadline))
-        ):
+        if deadline - now < self._deadline_s * ANSWER_SHARE:
             return self._fallback(prepared, fmt, query.dpr, "overloaded")
+        place = None
+        if prepared.personal_variants and verified:
+            # A block drawn per recipient renders at most opens: its place in the render
+            # queue is taken first, so that nothing is looked up only to be thrown away.
+            try:
+                place = self._pool.admit(self._admit_by(deadline))
+            except OverloadedError:
+                return self._fallback(prepared, fmt, query.dpr, "overloaded")
         request = self._request(prepared, query, verified, user_agent, client_ip)
         # Each wait below is bounded by `deadline` where it happens; an open answered from
         # the render cache waits only for its store round trip.
@@ -181,7 +185,7 @@ class Opens:
                 prepared, request, anonymous=not verified, deadline=deadline
             )
             body, outcome = await self._render(
-                prepared, choice, fmt, query.dpr, deadline=deadline, memo=memo
+                prepared, choice, fmt, query.dpr, deadline=deadline, memo=memo, place=place
             )
         except TimeoutError:
             return self._fallback(prepared, fmt, query.dpr, "deadline")
@@ -190,6 +194,9 @@ class Opens:
         except Exception as exc:  # never an error image: log, then serve the default
             log.warning("open of %s fell back to the default: %r", prepared.block.id, exc)
             return self._fallback(prepared, fmt, query.dpr, "error")
+        finally:
+            if place is not None:
+                place.release()  # unused: the image came from a cache
         link = safe_link(prepared.block, choice.link) or prepared.default_link
         seen = remember_commands(request.recipient, context, self._last_seen_s)
         self._open_log.record(prepared.block.id, request.recipient, choice.variant, link, seen)
@@ -393,11 +400,13 @@ class Opens:
         *,
         deadline: float | None,
         memo: tuple[object, ...] | None = None,
+        place: Place | None = None,
     ) -> tuple[bytes, str]:
         """The choice's image: pre-rendered, cached, or rendered now in the pool.
 
         `deadline` is when the open must be answered (`time.monotonic()`), None for none;
-        `memo` the key of a remembered choice, whose plan is remembered too.
+        `memo` the key of a remembered choice, whose plan is remembered too; `place` the
+        open's place in the render queue, if it took one.
         """
         if choice.variant == "default" and prepared.default_is_static:
             return prepared.fallback(fmt, dpr), "static"
@@ -420,7 +429,9 @@ class Opens:
             nonlocal rendered
             rendered = True
             started = time.perf_counter()
-            body = await self._pool.run(partial(render, plan, deadline=deadline), deadline=admit_by)
+            body = await self._pool.run(
+                partial(render, plan, deadline=deadline), deadline=admit_by, place=place
+            )
             metrics.RENDER_SECONDS.observe(time.perf_counter() - started)
             metrics.RENDERS.labels(block.id).inc()
             return body

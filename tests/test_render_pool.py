@@ -58,3 +58,24 @@ async def test_a_full_queue_is_refused_whatever_the_deadline() -> None:
     finally:
         release.set()
         pool.shutdown()
+
+
+async def test_a_place_taken_before_the_render_counts_until_it_is_used_or_released() -> None:
+    pool = RenderPool(threads=1, max_waiting=1)
+    try:
+        first, second = pool.admit(), pool.admit()
+        assert pool.refusal() == "render queue full"
+        with pytest.raises(OverloadedError, match="queue full"):
+            pool.admit()
+        # A render in its place needs no other: it runs although the queue is full.
+        assert await pool.run(lambda: "drawn", place=first) == "drawn"
+        assert not first.held
+        assert pool.refusal() is None  # its place was given back when the render ended
+        second.release()
+        second.release()  # once only
+        third, fourth = pool.admit(), pool.admit()
+        assert pool.refusal() == "render queue full"
+        third.release()
+        fourth.release()
+    finally:
+        pool.shutdown()

@@ -15,6 +15,8 @@ from sample_blocks import greeting, slow_greeting
 from support import AUTH, TOKEN, decode, free_port, put_block, signed
 
 from renderers.plan import RenderPlan
+from server.keys import BLOCKS, OPENS
+from server.opens import OpenQuery
 from server.render_cache import RenderCache
 from server.settings import Settings, SettingsError, load_settings
 
@@ -216,6 +218,12 @@ async def test_a_full_render_queue_sheds_to_the_default_image(
     assert shed - before == variants.count("default")
 
 
+async def get_calls(store: aioredis.Redis) -> int:
+    """How many GETs (the profile reads) the store has answered."""
+    stats = await store.info("commandstats")
+    return int(stats.get("cmdstat_get", {}).get("calls", 0))
+
+
 async def test_while_the_pool_is_full_a_personal_open_reads_nothing_and_gets_the_default(
     make_client: Any, settings: Settings, redis_url: str
 ) -> None:
@@ -235,15 +243,44 @@ async def test_while_the_pool_is_full_a_personal_open_reads_nothing_and_gets_the
         raise AssertionError("the first render never started")
     shed = await metric(client, "atopen_fallbacks_total", reason="overloaded")
     async with aioredis.from_url(redis_url) as store:
-        reads = (await store.info("commandstats"))["cmdstat_get"]["calls"]
+        reads = await get_calls(store)
         response = await client.get(signed("/i/heavy.png?r=u1&dpr=2"))
-        assert (await store.info("commandstats"))["cmdstat_get"]["calls"] == reads
+        assert await get_calls(store) == reads
     assert response.status == 200
     assert response.headers["X-Atopen-Variant"] == "default"
     assert decode(await response.read()).size == (2000, 2000)
     assert await metric(client, "atopen_fallbacks_total", reason="overloaded") == shed + 1
     first = await busy
     assert first.headers["X-Atopen-Variant"] == "named"
+
+
+async def test_opens_starting_together_read_the_store_only_if_they_will_render(
+    make_client: Any, settings: Settings, redis_url: str
+) -> None:
+    """Each takes its place in the render queue before its reads: with room for one
+    render, the opens that arrive meanwhile are shed before reading anything, rather than
+    all reading their profile and all but one being refused at the pool."""
+    client = await make_client(
+        replace(settings, render_threads=1, render_queue=0, render_deadline_ms=20_000)
+    )
+    await put_block(client, "heavy", heavy_greeting())
+    for i in range(12):
+        await client.put(f"/api/v1/profiles/u{i}", json={"first_name": f"N{i}"}, headers=AUTH)
+    # Twelve opens that start in the same turn of the event loop, as from a burst of
+    # connections: the opens' own entry point, since HTTP requests would arrive spread out.
+    opens, heavy = client.server.app[OPENS], client.server.app[BLOCKS].get("heavy")
+    async with aioredis.from_url(redis_url) as store:
+        reads = await get_calls(store)
+        answers = await asyncio.gather(
+            *(
+                opens.image(heavy, "png", OpenQuery(f"u{i}", dpr=2), verified=True, user_agent=None)
+                for i in range(12)
+            )
+        )
+        profiles_read = await get_calls(store) - reads
+    variants = [answer.variant for answer in answers]
+    assert "default" in variants
+    assert profiles_read == variants.count("named") >= 1
 
 
 class StalledLoop:
