@@ -391,6 +391,10 @@ def measure(args: argparse.Namespace) -> None:
         f"(shed), timeouts {overload.timeouts}, errors {overload.errors}; "
         f"{drawn_rate:,.0f} drawn per second, {drawn_rate / unique.case.rate:.0%} of capacity"
     )
+    print(
+        f"  the load generator's own loop ran up to {overload.client_lag_ms(100):.0f} ms late "
+        f"(p99 {overload.client_lag_ms(99):.0f} ms): the latencies include that"
+    )
     print(line("cache hits, 1 worker", one_worker_hits, None))
     print(f"  scaling on cache hits: {scaling(shared.case, one_worker_hits, args.workers)}")
     print(line("unique renders, 1 worker", one_worker, None))

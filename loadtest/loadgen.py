@@ -18,10 +18,12 @@ import asyncio
 import itertools
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 REQUEST_TIMEOUT_S = 5.0
+# How often the generator checks how late its own event loop runs.
+LAG_TICK_S = 0.01
 
 
 @dataclass
@@ -32,6 +34,8 @@ class Result:
     variants: Counter[str] = field(default_factory=Counter)
     errors: int = 0
     timeouts: int = 0
+    # How late the generator's own event loop ran, every 10 ms: the latencies include it.
+    client_lag_s: list[float] = field(default_factory=list)
 
     @property
     def rate(self) -> float:
@@ -47,13 +51,21 @@ class Result:
             total.variants.update(part.variants)
             total.errors += part.errors
             total.timeouts += part.timeouts
+            total.client_lag_s.extend(part.client_lag_s)
         return total
 
     def percentile_ms(self, p: float) -> float:
-        if not self.latencies_s:
-            return float("nan")
-        ordered = sorted(self.latencies_s)
-        return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] * 1000
+        return _percentile_ms(self.latencies_s, p)
+
+    def client_lag_ms(self, p: float) -> float:
+        return _percentile_ms(self.client_lag_s, p)
+
+
+def _percentile_ms(values: Sequence[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] * 1000
 
 
 class _Connection:
@@ -104,8 +116,34 @@ async def run(
     user_agent: str = "Mozilla/5.0",
 ) -> Result:
     """Send the paths round-robin for `duration_s`; closed loop unless `rate` is given."""
-    requests = itertools.cycle(_encode(host, port, paths, user_agent))
     result = Result(duration_s)
+    end = time.perf_counter() + duration_s
+    watcher = asyncio.create_task(_watch_own_loop(result, end))
+    try:
+        requests = itertools.cycle(_encode(host, port, paths, user_agent))
+        await _send(host, port, requests, result, end, connections, rate)
+    finally:
+        await watcher
+    return result
+
+
+async def _watch_own_loop(result: Result, end: float) -> None:
+    loop = asyncio.get_running_loop()
+    while time.perf_counter() < end:
+        before = loop.time()
+        await asyncio.sleep(LAG_TICK_S)
+        result.client_lag_s.append(max(0.0, loop.time() - before - LAG_TICK_S))
+
+
+async def _send(
+    host: str,
+    port: int,
+    requests: Iterator[bytes],
+    result: Result,
+    end: float,
+    connections: int,
+    rate: float | None,
+) -> None:
     idle: list[_Connection] = []
 
     async def connect() -> _Connection:
@@ -134,7 +172,6 @@ async def run(
         result.variants[variant] += 1
         return connection
 
-    end = time.perf_counter() + duration_s
     if rate is None:
 
         async def loop() -> None:
@@ -145,7 +182,7 @@ async def run(
                 connection.close()
 
         await asyncio.gather(*(loop() for _ in range(connections)))
-        return result
+        return
 
     pending: set[asyncio.Task[None]] = set()
 
@@ -168,4 +205,3 @@ async def run(
         await asyncio.wait(pending, timeout=REQUEST_TIMEOUT_S + 1)
     for connection in idle:
         connection.close()
-    return result

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -52,6 +54,26 @@ async def test_the_load_generator_counts_what_the_server_answers(aiohttp_server:
     opened = await loadgen.run("127.0.0.1", server.port, ["/a"], duration_s=0.5, rate=200)
     assert 60 <= len(opened.latencies_s) <= 110  # about 100 started at 200/s
     assert opened.percentile_ms(99) < loadgen.REQUEST_TIMEOUT_S * 1000
+
+
+async def test_the_load_generator_reports_how_late_its_own_loop_ran(aiohttp_server: Any) -> None:
+    """A busy generator delays requests and answers itself: its results say by how much."""
+
+    async def handle(request: web.Request) -> web.Response:
+        return web.Response(body=b"x")
+
+    app = web.Application()
+    app.router.add_get("/", handle)
+    server = await aiohttp_server(app)
+
+    async def stall_once() -> None:
+        await asyncio.sleep(0.1)
+        time.sleep(0.3)  # noqa: ASYNC251 - a generator too busy to keep time
+
+    stall = asyncio.ensure_future(stall_once())
+    result = await loadgen.run("127.0.0.1", server.port, ["/"], duration_s=0.8, rate=100)
+    await stall
+    assert result.client_lag_ms(100) >= 250
 
 
 # A grandchild that burns 0.3 s of CPU, says so with its pid, and stays alive to be measured.
