@@ -244,6 +244,33 @@ async def test_store_stopped_mid_run_still_serves_the_default(
     assert (await client.get("/readyz")).status == 503
 
 
+async def test_opens_are_drawn_for_their_recipient_again_once_the_store_is_back(
+    make_client: Any, tmp_path: Any
+) -> None:
+    """A store restart drops every connection: the next opens read on new ones."""
+    store = EmbeddedRedis(tmp_path / "own-store")
+    store.start()
+    try:
+        client = await make_client(store_url=store.url)
+        await put_block(client, "hero", CART_REMINDER)
+        await client.put("/api/v1/profiles/u1", json={"first_name": "Ann"}, headers=AUTH)
+        await client.post(
+            "/api/v1/events", json={"recipient": "u1", "type": "purchase"}, headers=AUTH
+        )
+        assert (await open_image(client, signed("/i/hero.png?r=u1")))[0] == "thanks"
+        store.stop()
+        assert (await open_image(client, signed("/i/hero.png?r=u1&dpr=2")))[0] == "default"
+        store.start()
+        # Each open is a new recipient's, so no cache can answer: only the store can.
+        await client.put("/api/v1/profiles/u2", json={"first_name": "Bo"}, headers=AUTH)
+        await client.post(
+            "/api/v1/events", json={"recipient": "u2", "type": "purchase"}, headers=AUTH
+        )
+        assert (await open_image(client, signed("/i/hero.png?r=u2")))[0] == "thanks"
+    finally:
+        store.stop()
+
+
 async def test_deadline_overrun_serves_the_default(make_client: Any, settings: Settings) -> None:
     client = await make_client(replace(settings, render_deadline_ms=10))
     await put_block(client, "slow", slow_greeting())
