@@ -217,6 +217,13 @@ async def test_merge_fields_and_time_zone_reach_the_rules(client: TestClient[Any
     assert (await open_image(client, signed("/i/zone.png?r=u1&m.coupon=X1")))[0] == "named"
 
 
+async def add_buyer(client: TestClient[Any, Any], recipient: str, name: str) -> None:
+    """A recipient with a profile and a purchase (the cart reminder thanks them)."""
+    await client.put(f"/api/v1/profiles/{recipient}", json={"first_name": name}, headers=AUTH)
+    purchase = {"recipient": recipient, "type": "purchase"}
+    await client.post("/api/v1/events", json=purchase, headers=AUTH)
+
+
 async def test_store_stopped_mid_run_still_serves_the_default(
     make_client: Any, tmp_path: Any
 ) -> None:
@@ -225,10 +232,7 @@ async def test_store_stopped_mid_run_still_serves_the_default(
     try:
         client = await make_client(store_url=store.url)
         await put_block(client, "hero", CART_REMINDER)
-        await client.put("/api/v1/profiles/u1", json={"first_name": "Ann"}, headers=AUTH)
-        await client.post(
-            "/api/v1/events", json={"recipient": "u1", "type": "purchase"}, headers=AUTH
-        )
+        await add_buyer(client, "u1", "Ann")
         assert (await client.get(signed("/i/hero.png?r=u1"))).headers[
             "X-Atopen-Variant"
         ] == "thanks"
@@ -253,19 +257,13 @@ async def test_opens_are_drawn_for_their_recipient_again_once_the_store_is_back(
     try:
         client = await make_client(store_url=store.url)
         await put_block(client, "hero", CART_REMINDER)
-        await client.put("/api/v1/profiles/u1", json={"first_name": "Ann"}, headers=AUTH)
-        await client.post(
-            "/api/v1/events", json={"recipient": "u1", "type": "purchase"}, headers=AUTH
-        )
+        await add_buyer(client, "u1", "Ann")
         assert (await open_image(client, signed("/i/hero.png?r=u1")))[0] == "thanks"
         store.stop()
         assert (await open_image(client, signed("/i/hero.png?r=u1&dpr=2")))[0] == "default"
         store.start()
         # Each open is a new recipient's, so no cache can answer: only the store can.
-        await client.put("/api/v1/profiles/u2", json={"first_name": "Bo"}, headers=AUTH)
-        await client.post(
-            "/api/v1/events", json={"recipient": "u2", "type": "purchase"}, headers=AUTH
-        )
+        await add_buyer(client, "u2", "Bo")
         assert (await open_image(client, signed("/i/hero.png?r=u2")))[0] == "thanks"
     finally:
         store.stop()
