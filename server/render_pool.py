@@ -51,7 +51,7 @@ class RenderPool:
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="render")
         self._threads = threads
         self._max_waiting = max_waiting
-        self._running_or_waiting = 0  # places taken: renders to come, waiting or running
+        self._places = 0  # taken: renders to come, waiting for a thread or running
         self._rendering = 0  # of those, the renders waiting for a thread or running
         self._average_s = 0.0
         self._slots: asyncio.Semaphore | None = None
@@ -61,12 +61,12 @@ class RenderPool:
         refusal = self.refusal(deadline)
         if refusal is not None:
             raise OverloadedError(refusal)
-        self._running_or_waiting += 1
+        self._places += 1
         metrics.QUEUE_DEPTH.inc()
         return Place(self)
 
     def _leave(self) -> None:
-        self._running_or_waiting -= 1
+        self._places -= 1
         metrics.QUEUE_DEPTH.dec()
 
     async def run(
@@ -101,9 +101,9 @@ class RenderPool:
 
     def refusal(self, deadline: float | None = None) -> str | None:
         """Why a render asked for now would be refused (see `run`); None if it would not."""
-        if self._running_or_waiting >= self._threads + self._max_waiting:
+        if self._places >= self._threads + self._max_waiting:
             return "render queue full"
-        return self._no_time(self._running_or_waiting, deadline)
+        return self._no_time(self._places, deadline)
 
     def _no_time(self, ahead: int, deadline: float | None) -> str | None:
         """Whether `ahead` renders, at the recent average time each, leave no time to
