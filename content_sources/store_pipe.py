@@ -125,7 +125,7 @@ class StorePipe:
         self._timeout_s: float | None = kwargs.get("socket_timeout")
         self._link: _Link | None = None
         self._unsent: list[_Batch] = []
-        self._connecting: asyncio.Task[None] | None = None
+        self._connecting: asyncio.Task[Exception | None] | None = None
         self._closed = False
 
     def send(
@@ -147,12 +147,13 @@ class StorePipe:
     async def connect(self) -> None:
         """Open the connection now rather than at the first batch (which would wait for
         it); StoreConnectionError if the store cannot be reached."""
-        if self._link is None:
-            if self._connecting is None:
-                self._connecting = asyncio.ensure_future(self._connect())
-            await asyncio.shield(self._connecting)
-        if self._link is None:
-            raise StoreConnectionError("cannot reach the store")
+        if self._link is not None:
+            return
+        if self._connecting is None:
+            self._connecting = asyncio.ensure_future(self._connect())
+        failure = await asyncio.shield(self._connecting)
+        if failure is not None:
+            raise failure
 
     def _send(self, batch: _Batch) -> None:
         if self._link is not None:
@@ -162,27 +163,30 @@ class StorePipe:
         if self._connecting is None:
             self._connecting = asyncio.ensure_future(self._connect())
 
-    async def _connect(self) -> None:
+    async def _connect(self) -> Exception | None:
+        """Connect, then send what waited for it; the error the waiting batches got, if
+        the store could not be reached."""
         try:
             link = await self._open()
         except BaseException as exc:
             unsent, self._unsent = self._unsent, []
-            failure = exc if isinstance(exc, Exception) else StoreConnectionError("cancelled")
+            failure = _as_store_error(exc) if isinstance(exc, Exception) else None
             for batch in unsent:
-                batch.settle(_as_store_error(failure))
-            if not isinstance(exc, Exception):
+                batch.settle(failure or StoreConnectionError("the store connection is closed"))
+            if failure is None:
                 raise
-            return
+            return failure
         finally:
             self._connecting = None
         if self._closed:
             link.close()
-            return
+            return StoreConnectionError("the store connection is closed")
         self._link = link
         unsent, self._unsent = self._unsent, []
         for batch in unsent:
             if batch.deliver is not None:  # not given up while connecting
                 link.write(batch)
+        return None
 
     async def _open(self) -> _Link:
         """A new connection, past its handshake (credentials, then the database)."""
