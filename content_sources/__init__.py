@@ -98,7 +98,14 @@ async def gather_context(
     replies: list[object] = []
     if isinstance(store, StoreBatcher):
         if flat:
-            replies = await store.execute(flat, deadline)  # timed per round trip by the batcher
+            # Reads every open makes alike may be answered from the batcher's recent ones.
+            shared = all(
+                getattr(source, "shared_reads", False)
+                for source, batch in zip(active, commands, strict=True)
+                if batch
+            )
+            # Timed per round trip by the batcher.
+            replies = await store.execute(flat, deadline, shared=shared)
     elif flat:
         started = time.perf_counter()
         replies = await execute_raw(store, flat, deadline=deadline)

@@ -17,11 +17,13 @@ from typing import Protocol
 RedisCommand = tuple[str | bytes | int | float, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class OpenRequest:
     """What one open tells us, after the signature check.
 
-    `recipient` and `params` are empty when the URL's signature did not verify.
+    `recipient` and `params` are empty when the URL's signature did not verify. Treat it
+    as read-only (`dataclasses.replace` for a changed copy); it is not frozen because
+    one is made per open, and a frozen dataclass is four times as slow to make.
     """
 
     at: datetime
@@ -36,7 +38,12 @@ class OpenRequest:
 
 
 class Source(Protocol):
-    """One name in the rule context (`profile`, `events`, ...)."""
+    """One name in the rule context (`profile`, `events`, ...).
+
+    Two optional attributes: `always_build` (built at every open, whether or not the
+    block reads the name) and `shared_reads` (its commands are the same for every
+    recipient, so their replies may be shared by opens for a short while).
+    """
 
     @property
     def name(self) -> str: ...

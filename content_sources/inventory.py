@@ -74,6 +74,9 @@ def _mget(skus: frozenset[str]) -> tuple[RedisCommand, ...]:
 
 class InventorySource:
     name = "inventory"
+    # Every open of a block reads the same items: a worker may answer them from a
+    # read made less than `ATOPEN_INVENTORY_MAX_AGE_MS` ago.
+    shared_reads = True
 
     def commands(self, request: OpenRequest) -> Sequence[RedisCommand]:
         return _mget(request.skus)

@@ -4,7 +4,9 @@ At thousands of opens per second, each open's one round trip would be a separate
 write, read and connection checkout. Instead, every command issued during one turn of
 the event loop is queued, and at the end of the turn they are written as one batch on
 one pipelining connection (`StorePipe`); each open gets its own replies back. Latency is
-the same round trip; the per-command overhead is shared.
+the same round trip; the per-command overhead is shared. Reads that are the same for
+every open (a block's inventory items) can be kept for a short while, so that the opens
+of a spike share one read instead of each waiting for its own.
 
 `execute_raw` is the lean pipeline of the other hot paths (the opens' batched writes):
 redis-py's own pipeline costs tens of microseconds per command (encoding each argument,
@@ -17,6 +19,7 @@ import asyncio
 import math
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import partial
 
 from redis.asyncio import Redis
@@ -25,9 +28,20 @@ from redis.exceptions import ResponseError
 from content_sources.base import RedisCommand
 from content_sources.store_pipe import StorePipe, pack
 from server.deadlines import seconds_left
+from server.lru import LRU
 from server.metrics import STORE_SECONDS
 
 MAX_BATCH_COMMANDS = 2000
+# Distinct shared reads kept (a block's inventory items are one).
+MAX_SHARED_READS = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class _Kept:
+    """Replies to shared reads, and when they were asked for (`time.monotonic()`)."""
+
+    asked_at: float
+    replies: list[object]
 
 
 # An open's commands, where its replies go, and when it stops waiting for them.
@@ -35,21 +49,47 @@ _Waiting = tuple[Sequence[RedisCommand], "asyncio.Future[list[object]]", float |
 
 
 class StoreBatcher:
-    """Batches the reads of the opens of one turn of the event loop."""
+    """Batches the reads of the opens of one turn of the event loop, and keeps the
+    replies to shared reads (the same for every open) for up to `shared_max_age_s`."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, shared_max_age_s: float = 0.0) -> None:
         self._pipe = StorePipe(redis)
         self._queue: list[_Waiting] = []
+        self._shared_max_age_s = shared_max_age_s
+        self._shared: LRU[tuple[RedisCommand, ...], _Kept] = LRU(MAX_SHARED_READS)
 
     async def execute(
-        self, commands: Sequence[RedisCommand], deadline: float | None = None
+        self,
+        commands: Sequence[RedisCommand],
+        deadline: float | None = None,
+        *,
+        shared: bool = False,
     ) -> list[object]:
         """The replies to `commands` (reads only), in order; raises what the store raised.
 
         `deadline` (a `time.monotonic()` instant): TimeoutError if the replies are not
         back by then. Opens sent together share the earliest of their deadlines, which
         lie within one turn of the event loop: one timer per round trip, not per open.
+
+        `shared`: the replies are the same for every open (a block's inventory items),
+        so replies read less than `shared_max_age_s` ago (counted from when they were
+        asked for) are answered again without a round trip.
         """
+        if not shared or not self._shared_max_age_s:
+            return await self._read(commands, deadline)
+        key = tuple(commands)
+        now = time.monotonic()
+        kept = self._shared.get(key)
+        if kept is None or now - kept.asked_at >= self._shared_max_age_s:
+            kept = _Kept(now, await self._read(commands, deadline))
+            self._shared.put(key, kept)
+        return [_own(reply) for reply in kept.replies]
+
+    def forget_shared(self) -> None:
+        """Read shared data afresh from the next open on (this process changed it)."""
+        self._shared = LRU(MAX_SHARED_READS)
+
+    async def _read(self, commands: Sequence[RedisCommand], deadline: float | None) -> list[object]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[object]] = loop.create_future()
         if not self._queue:

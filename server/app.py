@@ -156,6 +156,7 @@ async def _services(app: web.Application, *, redis_url: str) -> AsyncIterator[No
         deadline_ms=settings.render_deadline_ms,
         click_memory_s=click_memory_s,
         last_seen_s=settings.last_seen_days * 86_400,
+        inventory_max_age_ms=settings.inventory_max_age_ms,
     )
     app[REDIS] = redis
     app[BLOCKS] = blocks

@@ -26,6 +26,8 @@ NO_CACHE = {
     "Pragma": "no-cache",
     "Expires": "0",
 }
+# An image's headers but for its variant and request id, made once per format.
+IMAGE_HEADERS = {fmt: {**NO_CACHE, "Content-Type": ctype} for fmt, ctype in CONTENT_TYPES.items()}
 
 
 def _client_ip(request: web.Request) -> str | None:
@@ -69,8 +71,11 @@ async def image(request: web.Request) -> web.Response:
     metrics.IMAGE_SECONDS.observe(time.perf_counter() - started)
     return web.Response(
         body=answer.body,
-        content_type=CONTENT_TYPES[fmt],
-        headers={**NO_CACHE, "X-Atopen-Variant": answer.variant, REQUEST_ID_HEADER: request_id},
+        headers={
+            **IMAGE_HEADERS[fmt],
+            "X-Atopen-Variant": answer.variant,
+            REQUEST_ID_HEADER: request_id,
+        },
     )
 
 

@@ -88,7 +88,7 @@ class OpenQuery:
         return OpenQuery(recipient, params, tz, dpr)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ImageAnswer:
     body: bytes
     variant: str
@@ -114,9 +114,10 @@ class Opens:
         deadline_ms: int,
         click_memory_s: int,
         last_seen_s: int,
+        inventory_max_age_ms: int,
     ) -> None:
         self._redis = redis
-        self._batcher = StoreBatcher(redis)
+        self._batcher = StoreBatcher(redis, shared_max_age_s=inventory_max_age_ms / 1000)
         self._signer = signer
         self._sources = tuple(sources)
         self._resources = resources
@@ -132,6 +133,8 @@ class Opens:
         self._choices: LRU[tuple[object, ...], Choice] = LRU(MAX_REMEMBERED_CHOICES)
         # The plans of remembered choices, with their cache keys, per format and scale.
         self._plans: LRU[tuple[object, ...], tuple[RenderPlan, str]] = LRU(MAX_REMEMBERED_CHOICES)
+        # Per set of names a block reads (blocks share a few such sets).
+        self._reads_address: dict[frozenset[str], bool] = {}
 
     async def connect(self) -> None:
         """Open the opens' own store connection; StoreConnectionError if unreachable."""
@@ -141,11 +144,19 @@ class Opens:
         """Close the opens' own store connection (the shared client is the caller's)."""
         self._batcher.close()
 
+    def inventory_changed(self) -> None:
+        """This process changed the inventory: the next opens read it afresh."""
+        self._batcher.forget_shared()
+
     def reads_address(self, prepared: PreparedBlock) -> bool:
         """Whether an open of this block looks at the reader's address (for its location):
         working the address out of proxy headers is skipped for the others."""
-        active = active_sources(self._sources, prepared.block.names)
-        return any(source.name == "geo" for source in active)
+        names = prepared.block.names
+        reads = self._reads_address.get(names)
+        if reads is None:
+            active = active_sources(self._sources, names)
+            reads = self._reads_address[names] = any(s.name == "geo" for s in active)
+        return reads
 
     def verified(
         self, prepared: PreparedBlock, path: str, raw_query: str, pairs: Sequence[tuple[str, str]]

@@ -14,6 +14,7 @@ from PIL import ImageChops
 from sample_blocks import greeting, slow_greeting
 from support import AUTH, TOKEN, decode, free_port, put_block, signed
 
+from content_sources.keys import inventory_key
 from renderers.plan import RenderPlan
 from server.keys import BLOCKS, OPENS
 from server.opens import OpenQuery
@@ -406,3 +407,33 @@ async def test_shared_choices_follow_the_data_and_the_client(client: Any) -> Non
     assert await variant("u10") == "stock"
     await client.patch("/api/v1/inventory/sku-1", json={"stock": 0}, headers=AUTH)
     assert await variant("u11") == "default"
+
+
+async def test_inventory_changed_elsewhere_shows_once_the_kept_read_is_too_old(
+    make_client: Any, settings: Settings, redis_url: str
+) -> None:
+    client = await make_client(replace(settings, inventory_max_age_ms=300))
+    await put_block(client, "stocked", SHARED_BLOCK)
+    await client.put("/api/v1/inventory/sku-1", json={"stock": 3}, headers=AUTH)
+
+    async def variant(rid: str) -> str:
+        response = await client.get(signed(f"/i/stocked.png?r={rid}"))
+        return str(response.headers["X-Atopen-Variant"])
+
+    assert await variant("u1") == "stock"
+    # Another process sells the last ones: this worker's opens see it within the max age.
+    store = aioredis.from_url(redis_url)
+    try:
+        await store.set(inventory_key("sku-1"), b'{"stock": 0}')
+    finally:
+        await store.aclose()
+    assert await variant("u2") == "stock"
+    await asyncio.sleep(0.35)
+    assert await variant("u3") == "default"
+
+
+def test_the_inventory_max_age_is_a_setting() -> None:
+    assert load_settings({}).inventory_max_age_ms == 100
+    assert load_settings({"ATOPEN_INVENTORY_MAX_AGE_MS": "0"}).inventory_max_age_ms == 0
+    with pytest.raises(SettingsError, match="ATOPEN_INVENTORY_MAX_AGE_MS"):
+        load_settings({"ATOPEN_INVENTORY_MAX_AGE_MS": "-1"})

@@ -145,6 +145,50 @@ async def test_a_key_read_by_many_opens_at_once_is_read_once(
     assert replies[1][0] == [b"a", b"b"]
 
 
+async def test_shared_reads_are_answered_again_until_they_are_too_old(redis: Redis) -> None:
+    batcher = StoreBatcher(redis, shared_max_age_s=0.2)
+    try:
+        read = [("MGET", "inv:1", "inv:2")]
+        await redis.mset({"inv:1": "5", "inv:2": "7"})
+        await redis.config_resetstat()
+        first = await batcher.execute(read, shared=True)
+        await redis.set("inv:1", "4")
+        again = await batcher.execute(read, shared=True)
+        unshared = await batcher.execute(read)
+        stats = await redis.info("commandstats")
+        assert first == again == [[b"5", b"7"]]
+        assert unshared == [[b"4", b"7"]]  # a read not marked shared always goes out
+        assert stats["cmdstat_mget"]["calls"] == 2
+        again[0].append(b"changed")  # each open still has its own copy
+        assert await batcher.execute(read, shared=True) == [[b"5", b"7"]]
+        await asyncio.sleep(0.25)
+        assert await batcher.execute(read, shared=True) == [[b"4", b"7"]]
+    finally:
+        batcher.close()
+
+
+async def test_forgotten_shared_reads_are_read_afresh(redis: Redis) -> None:
+    batcher = StoreBatcher(redis, shared_max_age_s=3600)
+    try:
+        await redis.set("inv:1", "5")
+        assert await batcher.execute([("GET", "inv:1")], shared=True) == [b"5"]
+        await redis.set("inv:1", "0")
+        assert await batcher.execute([("GET", "inv:1")], shared=True) == [b"5"]
+        batcher.forget_shared()
+        assert await batcher.execute([("GET", "inv:1")], shared=True) == [b"0"]
+    finally:
+        batcher.close()
+
+
+async def test_with_no_max_age_every_shared_read_goes_out(
+    redis: Redis, batcher: StoreBatcher
+) -> None:
+    await redis.set("inv:1", "5")
+    assert await batcher.execute([("GET", "inv:1")], shared=True) == [b"5"]
+    await redis.set("inv:1", "0")
+    assert await batcher.execute([("GET", "inv:1")], shared=True) == [b"0"]
+
+
 async def test_a_lost_connection_is_replaced_and_the_reads_sent_again(
     redis: Redis, redis_url: str, batcher: StoreBatcher
 ) -> None:
