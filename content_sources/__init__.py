@@ -104,8 +104,11 @@ async def gather_context(
                 for source, batch in zip(active, commands, strict=True)
                 if batch
             )
+            kept = store.kept(flat) if shared else None
             # Timed per round trip by the batcher.
-            replies = await store.execute(flat, deadline, shared=shared)
+            replies = (
+                kept if kept is not None else await store.execute(flat, deadline, shared=shared)
+            )
     elif flat:
         started = time.perf_counter()
         replies = await execute_raw(store, flat, deadline=deadline)

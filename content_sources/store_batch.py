@@ -77,12 +77,20 @@ class StoreBatcher:
         """
         if not shared or not self._shared_max_age_s:
             return await self._read(commands, deadline)
-        key = tuple(commands)
-        now = time.monotonic()
-        kept = self._shared.get(key)
-        if kept is None or now - kept.asked_at >= self._shared_max_age_s:
-            kept = _Kept(now, await self._read(commands, deadline))
-            self._shared.put(key, kept)
+        replies = self.kept(commands)
+        if replies is None:
+            asked_at = time.monotonic()
+            replies = await self._read(commands, deadline)
+            self._shared.put(tuple(commands), _Kept(asked_at, replies))
+            replies = [_own(reply) for reply in replies]
+        return replies
+
+    def kept(self, commands: Sequence[RedisCommand]) -> list[object] | None:
+        """The replies to shared `commands` if they were read recently enough, else None
+        (`execute` answers them too; this spares a coroutine when they were)."""
+        kept = self._shared.get(tuple(commands))
+        if kept is None or time.monotonic() - kept.asked_at >= self._shared_max_age_s:
+            return None
         return [_own(reply) for reply in kept.replies]
 
     def forget_shared(self) -> None:

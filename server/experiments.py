@@ -48,9 +48,13 @@ class Assignment:
     excluded: frozenset[str] = frozenset()
 
 
+# What every recipient may see of a block without a split (made once: one per open).
+EVERYTHING = Assignment()
+
+
 def assign(split: Split | None, block_id: str, recipient: str | None) -> Assignment:
     if split is None:
-        return Assignment()
+        return EVERYTHING
     arms = frozenset(split.weights)
     if recipient is None:
         return Assignment(excluded=arms)  # an arm belongs to a recipient

@@ -28,46 +28,45 @@ IMPRESSIONS_TTL_S = 400 * 86_400
 MAX_QUEUE = 100_000
 # Recipients' memories are written by one command per flush (per `MEMORIES_PER_CALL`
 # recipients): per-recipient commands cost more to encode than the store takes to run.
-# KEYS: the recipients' memories. ARGV: TTL seconds, then for each key the number of
-# block/entry pairs followed by the pairs: set them, and renew the memory's TTL.
+# Most opens of a flush share their block, variant and link, so each such entry is sent
+# once, with the keys that get it. KEYS: the recipients' memories, grouped by entry.
+# ARGV: TTL seconds, then per group the block, the entry and how many keys get it: set
+# it, and renew the memory's TTL.
 _REMEMBER_SCRIPT = """
-local at = 2
-for k = 1, #KEYS do
-  local count = tonumber(ARGV[at])
-  redis.call('HSET', KEYS[k], unpack(ARGV, at + 1, at + 2 * count))
-  redis.call('EXPIRE', KEYS[k], ARGV[1])
-  at = at + 1 + 2 * count
+local first = 1
+for g = 2, #ARGV, 3 do
+  local last = first + tonumber(ARGV[g + 2]) - 1
+  for k = first, last do
+    redis.call('HSET', KEYS[k], ARGV[g], ARGV[g + 1])
+    redis.call('EXPIRE', KEYS[k], ARGV[1])
+  end
+  first = last + 1
 end
 return 0
 """
 MEMORIES_PER_CALL = 500
+
+# One open: its block, recipient, variant and link.
+_Open = tuple[str, str | None, str, str]
 
 
 def impressions_key(block_id: str, day: str) -> str:
     return f"{PREFIX}impressions:{block_id}:{day}"
 
 
-class _Pending:
-    """The writes of the opens since the last flush, already added up: counts per
-    (block, day, variant), and each recipient's last render per block."""
-
-    __slots__ = ("counts", "extras", "memories", "opens")
-
-    def __init__(self) -> None:
-        self.opens = 0
-        self.counts: Counter[tuple[str, str, str]] = Counter()
-        self.memories: dict[str, dict[str, tuple[str, str, float]]] = defaultdict(dict)
-        self.extras: dict[str, Sequence[RedisCommand]] = {}
-
-
 class OpenLog:
-    """The opens' writes, added up as they come and flushed in one pipeline per interval."""
+    """The opens' writes, queued as they come and flushed in one pipeline per interval.
+
+    An open only appends to the queue; the flush adds them up. Both the day an open is
+    counted on and the time its memory records are the flush's (at most one interval
+    later than the open)."""
 
     def __init__(self, redis: Redis, *, click_memory_s: int, interval_s: float = 0.05) -> None:
         self._redis = redis
         self._click_memory_s = click_memory_s
         self._interval_s = interval_s
-        self._pending = _Pending()
+        self._opens: list[_Open] = []
+        self._extras: dict[str, Sequence[RedisCommand]] = {}
 
     def record(
         self,
@@ -78,16 +77,11 @@ class OpenLog:
         extra: Sequence[RedisCommand] = (),
     ) -> None:
         """Note an open; `extra` are further writes it makes (the last seen location)."""
-        pending = self._pending
-        if pending.opens >= MAX_QUEUE:
+        if len(self._opens) >= MAX_QUEUE:
             return  # the store is not keeping up: losing counts beats losing memory
-        pending.opens += 1
-        at = time.time()
-        pending.counts[(block_id, _day(int(at // 86_400)), variant)] += 1
-        if recipient is not None:
-            pending.memories[recipient][block_id] = (variant, link, at)
-            if extra:
-                pending.extras[recipient] = extra  # the newest per recipient
+        self._opens.append((block_id, recipient, variant, link))
+        if extra and recipient is not None:
+            self._extras[recipient] = extra  # the newest per recipient
 
     async def run(self) -> None:
         """Flush forever (until cancelled)."""
@@ -96,36 +90,56 @@ class OpenLog:
             await self.flush()
 
     async def flush(self) -> None:
-        pending, self._pending = self._pending, _Pending()
-        if not pending.opens:
+        opens, self._opens = self._opens, []
+        extras, self._extras = self._extras, {}
+        if not opens:
             return
+        at = time.time()
+        day = _day(int(at // 86_400))
         commands: list[RedisCommand] = []
+        counts = Counter((block_id, variant) for block_id, _, variant, _ in opens)
         counters = set()
-        for (block_id, day, variant), count in pending.counts.items():
+        for (block_id, variant), count in counts.items():
             counter = impressions_key(block_id, day)
             commands.append(("HINCRBY", counter, variant, count))
             counters.add(counter)
         commands.extend(("EXPIRE", counter, IMPRESSIONS_TTL_S) for counter in counters)
-        recipients = list(pending.memories)
-        for start in range(0, len(recipients), MEMORIES_PER_CALL):
-            chunk = recipients[start : start + MEMORIES_PER_CALL]
-            args: list[str | bytes | int] = [self._click_memory_s]
-            for recipient in chunk:
-                entries = pending.memories[recipient]
-                args.append(len(entries))
-                for block_id, (variant, link, at) in entries.items():
-                    args.append(block_id)
-                    args.append(orjson.dumps({"variant": variant, "link": link, "at": at}))
-            keys = [remembered_key(recipient) for recipient in chunk]
-            commands.append(("EVAL", _REMEMBER_SCRIPT, len(keys), *keys, *args))
-        commands.extend(c for extra in pending.extras.values() for c in extra)
+        commands.extend(self._remember(opens, at))
+        commands.extend(c for extra in extras.values() for c in extra)
         try:
             replies = await execute_raw(self._redis, commands)
             failed = next((r for r in replies if isinstance(r, Exception)), None)
             if failed is not None:
                 raise failed
         except (RedisError, OSError, TimeoutError) as exc:
-            log.warning("could not write %d opens: %r", pending.opens, exc)
+            log.warning("could not write %d opens: %r", len(opens), exc)
+
+    def _remember(self, opens: list[_Open], at: float) -> list[RedisCommand]:
+        """The commands that remember each recipient's last render of each block."""
+        latest: dict[tuple[str, str], tuple[str, str]] = {}
+        for block_id, recipient, variant, link in opens:
+            if recipient is not None:
+                latest[(recipient, block_id)] = (variant, link)  # the newest wins
+        groups: dict[tuple[str, str, str], list[str]] = defaultdict(list)
+        for (recipient, block_id), (variant, link) in latest.items():
+            groups[(block_id, variant, link)].append(remembered_key(recipient))
+        commands: list[RedisCommand] = []
+        keys: list[str] = []
+        args: list[str | bytes | int] = [self._click_memory_s]
+        for (block_id, variant, link), group_keys in groups.items():
+            entry = orjson.dumps({"variant": variant, "link": link, "at": at})
+            start = 0
+            while start < len(group_keys):
+                if len(keys) == MEMORIES_PER_CALL:
+                    commands.append(("EVAL", _REMEMBER_SCRIPT, len(keys), *keys, *args))
+                    keys, args = [], [self._click_memory_s]
+                part = group_keys[start : start + MEMORIES_PER_CALL - len(keys)]
+                keys.extend(part)
+                args.extend((block_id, entry, len(part)))
+                start += len(part)
+        if keys:
+            commands.append(("EVAL", _REMEMBER_SCRIPT, len(keys), *keys, *args))
+        return commands
 
 
 @lru_cache(maxsize=8)

@@ -62,9 +62,10 @@ ANSWER_SHARE = 0.2
 MERGE_PREFIX = "m."
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class OpenQuery:
-    """The email-facing URL's parameters, parsed leniently: a bad value is ignored."""
+    """The email-facing URL's parameters, parsed leniently: a bad value is ignored.
+    Read-only, but not frozen: one is made per open (see `OpenRequest`)."""
 
     recipient: str | None = None
     params: Mapping[str, str] = field(default_factory=dict)
