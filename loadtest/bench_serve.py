@@ -402,7 +402,16 @@ def measure(args: argparse.Namespace) -> None:
 
 
 def scaling(workers: loadgen.Result, one_worker: loadgen.Result, count: int) -> str:
-    return f"{count} workers = {workers.rate / max(one_worker.rate, 1e-9):.2f}x one worker"
+    """The ratio, and the cores the load generator took from the workers on this machine."""
+    return (
+        f"{count} workers = {workers.rate / max(one_worker.rate, 1e-9):.2f}x one worker "
+        f"(the load generator used {cores(workers):.2f} cores beside {count} workers, "
+        f"{cores(one_worker):.2f} beside one)"
+    )
+
+
+def cores(result: loadgen.Result) -> float:
+    return result.client_cpu_s / result.duration_s if result.duration_s else 0.0
 
 
 def cpu_line(unit: str, atopen_us: float | None, floor_name: str, floor_us: float | None) -> str:

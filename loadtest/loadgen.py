@@ -36,6 +36,8 @@ class Result:
     timeouts: int = 0
     # How late the generator's own event loop ran, every 10 ms: the latencies include it.
     client_lag_s: list[float] = field(default_factory=list)
+    # The CPU the generator itself spent: on the server's machine, taken from the server.
+    client_cpu_s: float = 0.0
 
     @property
     def rate(self) -> float:
@@ -52,6 +54,7 @@ class Result:
             total.errors += part.errors
             total.timeouts += part.timeouts
             total.client_lag_s.extend(part.client_lag_s)
+            total.client_cpu_s += part.client_cpu_s
         return total
 
     def percentile_ms(self, p: float) -> float:
@@ -118,12 +121,14 @@ async def run(
     """Send the paths round-robin for `duration_s`; closed loop unless `rate` is given."""
     result = Result(duration_s)
     end = time.perf_counter() + duration_s
+    cpu_before = time.process_time()
     watcher = asyncio.create_task(_watch_own_loop(result, end))
     try:
         requests = itertools.cycle(_encode(host, port, paths, user_agent))
         await _send(host, port, requests, result, end, connections, rate)
     finally:
         await watcher
+        result.client_cpu_s = time.process_time() - cpu_before
     return result
 
 

@@ -76,6 +76,30 @@ async def test_the_load_generator_reports_how_late_its_own_loop_ran(aiohttp_serv
     assert result.client_lag_ms(100) >= 250
 
 
+async def test_the_load_generator_reports_the_cpu_it_spent(aiohttp_server: Any) -> None:
+    """On the server's machine, the generator's CPU is taken from the server: it says how
+    much (all of this process's, so here the busy loop below counts too)."""
+
+    async def handle(request: web.Request) -> web.Response:
+        return web.Response(body=b"x")
+
+    app = web.Application()
+    app.router.add_get("/", handle)
+    server = await aiohttp_server(app)
+
+    async def burn_once() -> None:
+        await asyncio.sleep(0.1)
+        until = time.process_time() + 0.3
+        while time.process_time() < until:  # a generator busy with its own work
+            pass
+
+    burn = asyncio.ensure_future(burn_once())
+    result = await loadgen.run("127.0.0.1", server.port, ["/"], duration_s=0.8, rate=100)
+    await burn
+    assert result.client_cpu_s >= 0.3
+    assert loadgen.Result.combined([result, result]).client_cpu_s == 2 * result.client_cpu_s
+
+
 # A grandchild that burns 0.3 s of CPU, says so with its pid, and stays alive to be measured.
 BURN = (
     "import os, time\n"
