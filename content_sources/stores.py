@@ -16,6 +16,7 @@ for up to `MAX_NEAREST` stores within the configured radius, then their document
 from __future__ import annotations
 
 import logging
+from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -255,6 +256,25 @@ class StoreDirectory:
             pipe.hset(STORES_KEY, items=documents)
             pipe.geoadd(STORES_GEO_KEY, places)
             await pipe.execute()
+
+    async def page(
+        self, after: str | None, limit: int
+    ) -> tuple[list[tuple[str, JsonObject]], str | None]:
+        """Up to `limit` stores by id, from the first id after `after`; and the id to ask
+        the next page after, None on the last. Ids are sorted, so pages hold still while
+        stores are added or removed elsewhere in the list."""
+        keys = await self._redis.hkeys(STORES_KEY)
+        ids = sorted(k.decode() if isinstance(k, bytes) else str(k) for k in keys)
+        start = 0 if after is None else bisect_right(ids, after)
+        chosen = ids[start : start + limit]
+        raws = await self._redis.hmget(STORES_KEY, chosen) if chosen else []
+        stores = [
+            (store_id, store)
+            for store_id, raw in zip(chosen, raws, strict=True)
+            if (store := decode_object(raw)) is not None  # deleted since the ids were read
+        ]
+        more = start + limit < len(ids)
+        return stores, chosen[-1] if more else None
 
     async def delete(self, store_id: str) -> bool:
         async with self._redis.pipeline(transaction=True) as pipe:

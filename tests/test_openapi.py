@@ -433,6 +433,19 @@ async def test_real_answers_match_the_document(client: Client, document: dict[st
     await check("post", bulk, bulk, 200, json_body=[{"sku": "a", "stock": 1}, {"sku": "b"}])
     await check("post", bulk, bulk, 422, json_body=[{"stock": 1}])
 
+    one_store = "/api/v1/stores/{id}"
+    soho = {"name": "Soho", "address": "1 Soho Square", "lat": 51.51, "lon": -0.13}
+    await check("put", one_store, "/api/v1/stores/soho", 201, json_body=soho)
+    await check("put", one_store, "/api/v1/stores/soho", 422, json_body={"name": "Soho"})
+    await check("get", one_store, "/api/v1/stores/soho", 200)
+    stores = "/api/v1/stores"
+    await check("post", stores, stores, 200, json_body=[{"id": "camden", **soho}])
+    page = await check("get", stores, "/api/v1/stores?limit=1", 200)
+    assert page == {"stores": [{"id": "camden", "store": soho}], "next": "camden"}
+    await check("get", stores, "/api/v1/stores?limit=0", 422)
+    await check("delete", one_store, "/api/v1/stores/soho", 204)
+    await check("get", one_store, "/api/v1/stores/soho", 404)
+
     sign = "/api/v1/sign"
     urls = await check("post", sign, sign, 200, json_body={"urls": ["/i/hero.png?r=u1"]})
     assert urls["urls"][0].startswith("http://127.0.0.1:8080/i/hero.png?r=u1&sig=")

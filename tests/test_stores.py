@@ -408,6 +408,45 @@ async def test_a_bad_store_is_rejected_naming_every_field_and_nothing_is_stored(
     assert await stored_count(store) == (0, 0)
 
 
+async def test_stores_are_listed_a_page_at_a_time_sorted_by_id(
+    api: Client, store: aioredis.Redis
+) -> None:
+    ids = [f"s{i:02d}" for i in range(7)]
+    body = [{"id": i, **place(f"Shop {i}", 51.5, -0.1)} for i in reversed(ids)]
+    assert (await api.post("/api/v1/stores", json=body, headers=AUTH)).status == 200
+
+    async def page(query: str) -> dict[str, Any]:
+        response = await api.get(f"/api/v1/stores{query}", headers=AUTH)
+        assert response.status == 200
+        answer: dict[str, Any] = await response.json()
+        return answer
+
+    first = await page("?limit=3")
+    assert [s["id"] for s in first["stores"]] == ids[:3]
+    assert first["stores"][0]["store"] == place("Shop s00", 51.5, -0.1)
+    assert first["next"] == "s02"
+    # A store removed and one added before the cursor move nothing after it.
+    await api.delete("/api/v1/stores/s01", headers=AUTH)
+    await api.put("/api/v1/stores/a-new", json=place("New", 51.5, -0.1), headers=AUTH)
+    second = await page(f"?limit=3&after={first['next']}")
+    assert [s["id"] for s in second["stores"]] == ids[3:6]
+    last = await page(f"?limit=3&after={second['next']}")
+    assert [s["id"] for s in last["stores"]] == ids[6:]
+    assert last["next"] is None
+    everything = await page("")
+    assert [s["id"] for s in everything["stores"]] == ["a-new", "s00", *ids[2:]]
+    assert everything["next"] is None
+
+    for query, field in (
+        ("?limit=0", "limit"),
+        ("?limit=1001", "limit"),
+        ("?after=a%20b", "after"),
+    ):
+        response = await api.get(f"/api/v1/stores{query}", headers=AUTH)
+        assert response.status == 422
+        assert [d["field"] for d in (await response.json())["error"]["details"]] == [field]
+
+
 async def test_bulk_import_is_all_or_nothing(api: Client, store: aioredis.Redis) -> None:
     body = [{"id": key, **value} for key, value in STORES.items()]
     response = await api.post("/api/v1/stores", json=body, headers=AUTH)

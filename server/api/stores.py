@@ -31,6 +31,8 @@ from server.keys import REDIS
 routes = web.RouteTableDef()
 PATH = "/api/v1/stores/{id}"
 MAX_BULK = 10_000
+DEFAULT_PAGE = 100
+MAX_PAGE = 1000
 MAX_TEXT = 1000
 # Redis's geo index covers latitudes up to ±85.05112878 (the Web Mercator square).
 MAX_LAT = 85.05112878
@@ -132,6 +134,25 @@ async def delete_store(request: web.Request) -> web.Response:
     if not await _directory(request).delete(store_id):
         raise not_found(f"store {store_id!r}")
     return web.Response(status=204)
+
+
+@routes.get("/api/v1/stores")
+async def list_stores(request: web.Request) -> web.Response:
+    """A page of stores sorted by id: `?limit=` (1 to 1000, default 100) and `?after=`,
+    the `next` of the page before (null on the last page)."""
+    raw_limit = request.query.get("limit", str(DEFAULT_PAGE))
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_PAGE:
+        raise invalid("limit", f"must be a whole number from 1 to {MAX_PAGE}")
+    after = request.query.get("after")
+    if after is not None:
+        after = plain_id(after, "after")
+    stores, next_after = await _directory(request).page(after, int(raw_limit))
+    return json_response(
+        {
+            "stores": [{"id": store_id, "store": store} for store_id, store in stores],
+            "next": next_after,
+        }
+    )
 
 
 @routes.post("/api/v1/stores")
