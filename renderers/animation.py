@@ -7,6 +7,9 @@ those slot drawings together, then every slot drawing is mapped onto it once; a 
 is the previous frame with the changed slots pasted in, and the GIF encoder stores only
 the rectangle that changed. No frame is quantized on its own.
 
+Several timers animate together, one second per frame: each slot is drawn between what
+lies below and above its own timer, so layers keep their order.
+
 Frame 1 is the value at `now`: Outlook on Windows shows only the first frame. The GIF
 plays once and stays on its last frame rather than looping back to an older value.
 """
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from PIL import Image
@@ -55,55 +59,78 @@ class Timeline(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class Placed:
+    """An animated layer in its place: the canvas of everything below it (its own fixed
+    part drawn) and the layers above it, if any, on a transparent canvas."""
+
+    timeline: Timeline
+    below: Image.Image
+    above: Image.Image | None
+
+
+class _Together:
+    """Several placed timelines as one: their slots side by side, one frame per second
+    for the longest (a shorter one stays on its last value)."""
+
+    def __init__(self, placed: Sequence[Placed]) -> None:
+        self.owners = [(p, slot) for p in placed for slot in range(len(p.timeline.slots))]
+        self.slots = [p.timeline.slots[slot] for p, slot in self.owners]
+        count = max(len(p.timeline.frames) for p in placed)
+        self.frames = [
+            tuple(
+                content
+                for p in placed
+                for content in p.timeline.frames[min(i, len(p.timeline.frames) - 1)]
+            )
+            for i in range(count)
+        ]
+
+
 def animate_gif(
-    below: Image.Image,
-    timeline: Timeline,
-    above: Image.Image | None,
-    *,
-    max_bytes: int | None = None,
+    picture: Image.Image, placed: Sequence[Placed], *, max_bytes: int | None = None
 ) -> bytes:
-    """The GIF of `timeline` drawn over `below` and under `above` (both RGBA canvases).
+    """The GIF of the `placed` timelines animating together on `picture`, the whole still
+    picture but for their slots (RGBA).
 
     With `max_bytes`, fewer frames and then fewer colours until it fits (a shorter
     animation still starts at the right value); ByteBudgetError if nothing fits.
     """
-    timeline.draw_fixed(below)
-    plain = below if above is None else Image.alpha_composite(below, above)
-    tiles = _tiles(below, timeline, above)
-    transparent = has_transparency(plain) or any(has_transparency(t) for t in tiles.values())
-    frame_count = len(timeline.frames)
+    together = _Together(placed)
+    tiles = _tiles(together)
+    transparent = has_transparency(picture) or any(has_transparency(t) for t in tiles.values())
+    frame_count = len(together.frames)
     smallest = 0
     for colours in _COLOURS if max_bytes is not None else _COLOURS[:1]:
-        indexed_plain, indexed_tiles = _indexed(plain, tiles, colours, transparent)
+        indexed_plain, indexed_tiles = _indexed(picture, tiles, colours, transparent)
         count = frame_count
         while count >= 1:
-            data = _gif(indexed_plain, indexed_tiles, timeline, count, transparent)
+            data = _gif(indexed_plain, indexed_tiles, together, count, transparent)
             if max_bytes is None or len(data) <= max_bytes:
                 return data
             smallest = len(data) if not smallest else min(smallest, len(data))
             count = count // 2 if count > 1 else 0
-    width, height = plain.size
+    width, height = picture.size
     raise ByteBudgetError(
         f"a {width}x{height} animated GIF does not fit in {max_bytes:,} bytes "
         f"(the smallest encoding was {smallest:,} bytes)"
     )
 
 
-def _tiles(
-    below: Image.Image, timeline: Timeline, above: Image.Image | None
-) -> dict[tuple[int, str], Image.Image]:
-    """Each distinct slot content drawn once, with what is below and above it."""
+def _tiles(together: _Together) -> dict[tuple[int, str], Image.Image]:
+    """Each distinct slot content drawn once, with what is below and above its timeline."""
     tiles: dict[tuple[int, str], Image.Image] = {}
-    for frame in timeline.frames:
+    for frame in together.frames:
         for slot, content in enumerate(frame):
             if (slot, content) in tiles:
                 continue
-            rect = timeline.slots[slot]
+            placed, own_slot = together.owners[slot]
+            rect = together.slots[slot]
             box = (rect.left, rect.top, rect.right, rect.bottom)
-            tile = below.crop(box)
-            timeline.draw_slot(tile, slot, content)
-            if above is not None:
-                tile.alpha_composite(above.crop(box))
+            tile = placed.below.crop(box)
+            placed.timeline.draw_slot(tile, own_slot, content)
+            if placed.above is not None:
+                tile.alpha_composite(placed.above.crop(box))
             tiles[(slot, content)] = tile
     return tiles
 
@@ -156,17 +183,17 @@ def _shelves(
 def _gif(
     plain: Image.Image,
     tiles: dict[tuple[int, str], Image.Image],
-    timeline: Timeline,
+    together: _Together,
     count: int,
     transparent: bool,
 ) -> bytes:
     frames: list[Image.Image] = []
     shown: tuple[str, ...] | None = None
-    for contents in timeline.frames[:count]:
+    for contents in together.frames[:count]:
         frame = (frames[-1] if frames else plain).copy()
         for slot, content in enumerate(contents):
             if shown is None or shown[slot] != content:
-                rect = timeline.slots[slot]
+                rect = together.slots[slot]
                 frame.paste(tiles[(slot, content)], (rect.left, rect.top))
         frames.append(frame)
         shown = contents

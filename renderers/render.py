@@ -7,8 +7,8 @@ running thread, so the renderer checks the deadline itself between layers.
 The plan's first `static_prefix` layers look the same for every recipient (a
 background, a logo): their composed canvas is cached and copied, and only the layers
 after them are drawn; a PNG then compresses again only the rows those layers changed
-(`renderers.static_png`). A GIF with an animated countdown draws the layers below it once,
-those above it once, and lets `renderers.animation` make the frames.
+(`renderers.static_png`). A GIF with animated countdowns draws the layers below and
+above each once, and lets `renderers.animation` make the frames.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from datetime import datetime
 
 from PIL import Image
 
-from renderers.animation import animate_gif
+from renderers.animation import Placed, animate_gif
 from renderers.encode import encode
 from renderers.layers import LAYER_KINDS
 from renderers.layers.countdown import CountdownLayer, countdown_face
@@ -45,23 +45,55 @@ def render(plan: RenderPlan, *, deadline: float | None = None) -> bytes:
     canvas = static.canvas.copy() if static else Image.new("RGBA", size, _TRANSPARENT)
     rest = plan.layers[plan.static_prefix :]
     animated = _animated(plan, rest)
-    if animated is None:
-        _draw(canvas, rest, plan, deadline)
-        _check(deadline)
-        if static is not None and plan.format == "png":
-            data = static.png(canvas)
-            if data is not None and (plan.max_bytes is None or len(data) <= plan.max_bytes):
-                return data
-        return encode(canvas, plan.format, max_bytes=plan.max_bytes)
-    _draw(canvas, rest[:animated], plan, deadline)
-    above = None
-    if rest[animated + 1 :]:
-        above = Image.new("RGBA", canvas.size, _TRANSPARENT)
-        _draw(above, rest[animated + 1 :], plan, deadline)
-    countdown = rest[animated]
-    timeline = countdown_face(canvas, countdown, plan.dpr, plan.now, frames=None)
+    if animated:
+        return _animate(canvas, rest, animated, plan, deadline)
+    _draw(canvas, rest, plan, deadline)
     _check(deadline)
-    return animate_gif(canvas, timeline, above, max_bytes=plan.max_bytes)
+    if static is not None and plan.format == "png":
+        data = static.png(canvas)
+        if data is not None and (plan.max_bytes is None or len(data) <= plan.max_bytes):
+            return data
+    return encode(canvas, plan.format, max_bytes=plan.max_bytes)
+
+
+def _animate(
+    canvas: Image.Image,
+    layers: tuple[Layer, ...],
+    animated: list[int],
+    plan: RenderPlan,
+    deadline: float | None,
+) -> bytes:
+    """A GIF whose countdowns (at `animated` in `layers`) tick together, each drawn
+    between the layers below and above it."""
+    faces = []
+    belows = []
+    start = 0
+    for index in animated:
+        _draw(canvas, layers[start:index], plan, deadline)
+        face = countdown_face(canvas, layers[index], plan.dpr, plan.now, frames=None)
+        face.draw_fixed(canvas)
+        faces.append(face)
+        belows.append(canvas if index == animated[-1] else canvas.copy())
+        start = index + 1
+    # Above each countdown, from the top down: the layers up to the next countdown, its
+    # fixed part, and what is above that one.
+    aboves: list[Image.Image | None] = []
+    above: Image.Image | None = None
+    for k in reversed(range(len(animated))):
+        upper = layers[animated[k] + 1 : animated[k + 1] if k + 1 < len(animated) else None]
+        if upper or k + 1 < len(animated):
+            layer = Image.new("RGBA", canvas.size, _TRANSPARENT)
+            _draw(layer, upper, plan, deadline)
+            if k + 1 < len(animated):
+                faces[k + 1].draw_fixed(layer)
+            if above is not None:
+                layer.alpha_composite(above)
+            above = layer
+        aboves.insert(0, above)
+    _check(deadline)
+    picture = canvas if aboves[-1] is None else Image.alpha_composite(canvas, aboves[-1])
+    placed = [Placed(*parts) for parts in zip(faces, belows, aboves, strict=True)]
+    return animate_gif(picture, placed, max_bytes=plan.max_bytes)
 
 
 def _static_picture(plan: RenderPlan, deadline: float | None) -> StaticPicture | None:
@@ -82,14 +114,15 @@ def _static_picture(plan: RenderPlan, deadline: float | None) -> StaticPicture |
     return cached
 
 
-def _animated(plan: RenderPlan, layers: tuple[Layer, ...]) -> int | None:
-    """The index of the countdown that animates this GIF, if any (the first of them)."""
+def _animated(plan: RenderPlan, layers: tuple[Layer, ...]) -> list[int]:
+    """The indexes of the countdowns that animate this GIF (none in other formats)."""
     if plan.format != "gif":
-        return None
-    for index, layer in enumerate(layers):
-        if isinstance(layer, CountdownLayer) and layer.frames > 1:
-            return index
-    return None
+        return []
+    return [
+        index
+        for index, layer in enumerate(layers)
+        if isinstance(layer, CountdownLayer) and layer.frames > 1
+    ]
 
 
 def _draw(

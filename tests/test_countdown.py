@@ -13,7 +13,7 @@ from renderers.encode import ByteBudgetError
 from renderers.layers import LAYER_KINDS, needs_clock
 from renderers.layers.base import LayerError, parse_layer
 from renderers.layers.countdown import CountdownLayer
-from renderers.plan import ImageFormat, RenderPlan
+from renderers.plan import ImageFormat, Layer, RenderPlan
 from renderers.render import render
 from renderers.resources import LocalResources, builtin_fonts
 
@@ -210,6 +210,45 @@ def test_a_sixty_frame_gif_plays_once_a_second_and_stays_small(resources: LocalR
     assert image.info["duration"] == 1000
     assert "loop" not in image.info  # played once: it stops on its last value
     assert len(data) < 150_000
+
+
+def two_timers(resources: LocalResources, *between: Layer, **second: object) -> list[Image.Image]:
+    """A GIF with two timers, top and bottom, and `between` layers drawn between them."""
+    background = parse_layer(LAYER_KINDS["fill"], {"color": "#1b1f3b"}, resources)
+    top = countdown(resources, box=[10, 5, 580, 55], color="#ffd43b", frames=4)
+    bottom = countdown(resources, box=[10, 65, 580, 115], color="#ffffff", **second)
+    layers = (background, top, *between, bottom)
+    return frames(render(RenderPlan(600, 120, 1, "gif", layers, now=NOW)))
+
+
+def changed(a: Image.Image, b: Image.Image, box: tuple[int, int, int, int]) -> bool:
+    return ImageChops.difference(a.crop(box), b.crop(box)).getbbox() is not None
+
+
+TOP_HALF, BOTTOM_HALF = (0, 0, 600, 60), (0, 60, 600, 120)
+
+
+def test_every_timer_of_a_gif_ticks_and_a_shorter_one_stays_on_its_last_value(
+    resources: LocalResources,
+) -> None:
+    gif = two_timers(resources, frames=8, until="2026-12-31T00:00:00+01:00")
+    assert len(gif) == 8  # the longer timer's frames
+    assert changed(gif[0], gif[1], TOP_HALF)
+    assert changed(gif[0], gif[1], BOTTOM_HALF)
+    assert not changed(gif[3], gif[7], TOP_HALF)  # four frames: its last value stays
+    assert changed(gif[3], gif[7], BOTTOM_HALF)
+
+
+def test_a_layer_between_two_timers_covers_the_lower_one_in_every_frame(
+    resources: LocalResources,
+) -> None:
+    cover = parse_layer(
+        LAYER_KINDS["rect"], {"box": [0, 0, 600, 60], "color": "#0b6e4f"}, resources
+    )
+    gif = two_timers(resources, cover, frames=8)
+    assert all(not changed(gif[0], frame, TOP_HALF) for frame in gif)
+    assert gif[0].getpixel((300, 30)) == (11, 110, 79)
+    assert changed(gif[0], gif[1], BOTTOM_HALF)
 
 
 def test_only_the_changing_digits_differ_between_frames(resources: LocalResources) -> None:
