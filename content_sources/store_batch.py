@@ -79,15 +79,19 @@ class StoreBatcher:
             return await self._read(commands, deadline)
         replies = self.kept(commands)
         if replies is None:
-            asked_at = time.monotonic()
+            asked_at, kept = time.monotonic(), self._shared
             replies = await self._read(commands, deadline)
-            self._shared.put(tuple(commands), _Kept(asked_at, replies))
+            # Not if the data changed while the replies were on their way.
+            if kept is self._shared:
+                kept.put(tuple(commands), _Kept(asked_at, replies))
             replies = [_own(reply) for reply in replies]
         return replies
 
     def kept(self, commands: Sequence[RedisCommand]) -> list[object] | None:
         """The replies to shared `commands` if they were read recently enough, else None
         (`execute` answers them too; this spares a coroutine when they were)."""
+        if not self._shared_max_age_s:
+            return None
         kept = self._shared.get(tuple(commands))
         if kept is None or time.monotonic() - kept.asked_at >= self._shared_max_age_s:
             return None

@@ -180,6 +180,23 @@ async def test_forgotten_shared_reads_are_read_afresh(redis: Redis) -> None:
         batcher.close()
 
 
+async def test_a_read_on_its_way_when_the_data_changed_is_not_kept(redis: Redis) -> None:
+    batcher = StoreBatcher(redis, shared_max_age_s=3600)
+    try:
+        await redis.set("inv:1", "5")
+        await redis.config_resetstat()
+        reading = asyncio.ensure_future(batcher.execute([("GET", "inv:1")], shared=True))
+        await asyncio.sleep(0)  # the read is on its way
+        await redis.set("inv:1", "0")
+        batcher.forget_shared()
+        await reading  # whichever value it saw, it may predate the change
+        assert await batcher.execute([("GET", "inv:1")], shared=True) == [b"0"]
+        stats = await redis.info("commandstats")
+        assert stats["cmdstat_get"]["calls"] == 2  # read again, not kept
+    finally:
+        batcher.close()
+
+
 async def test_with_no_max_age_every_shared_read_goes_out(
     redis: Redis, batcher: StoreBatcher
 ) -> None:
