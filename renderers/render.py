@@ -82,13 +82,13 @@ def _animate(
     for k in reversed(range(len(animated))):
         upper = layers[animated[k] + 1 : animated[k + 1] if k + 1 < len(animated) else None]
         if upper or k + 1 < len(animated):
-            layer = Image.new("RGBA", canvas.size, _TRANSPARENT)
-            _draw(layer, upper, plan, deadline)
+            overlay = Image.new("RGBA", canvas.size, _TRANSPARENT)
+            _draw(overlay, upper, plan, deadline)
             if k + 1 < len(animated):
-                faces[k + 1].draw_fixed(layer)
+                faces[k + 1].draw_fixed(overlay)
             if above is not None:
-                layer.alpha_composite(above)
-            above = layer
+                overlay.alpha_composite(above)
+            above = overlay
         aboves.insert(0, above)
     _check(deadline)
     picture = canvas if aboves[-1] is None else Image.alpha_composite(canvas, aboves[-1])
