@@ -145,12 +145,21 @@ async def test_a_key_read_by_many_opens_at_once_is_read_once(
     assert replies[1][0] == [b"a", b"b"]
 
 
-async def test_shared_reads_are_answered_again_until_they_are_too_old(redis: Redis) -> None:
-    batcher = StoreBatcher(redis, shared_max_age_s=0.2)
+@asynccontextmanager
+async def keeping(redis: Redis, max_age_s: float) -> AsyncIterator[StoreBatcher]:
+    """A batcher that keeps shared reads for `max_age_s`."""
+    batcher = StoreBatcher(redis, shared_max_age_s=max_age_s)
     try:
-        read = [("MGET", "inv:1", "inv:2")]
-        await redis.mset({"inv:1": "5", "inv:2": "7"})
-        await redis.config_resetstat()
+        yield batcher
+    finally:
+        batcher.close()
+
+
+async def test_shared_reads_are_answered_again_until_they_are_too_old(redis: Redis) -> None:
+    read = [("MGET", "inv:1", "inv:2")]
+    await redis.mset({"inv:1": "5", "inv:2": "7"})
+    await redis.config_resetstat()
+    async with keeping(redis, 0.2) as batcher:
         first = await batcher.execute(read, shared=True)
         await redis.set("inv:1", "4")
         again = await batcher.execute(read, shared=True)
@@ -163,28 +172,22 @@ async def test_shared_reads_are_answered_again_until_they_are_too_old(redis: Red
         assert await batcher.execute(read, shared=True) == [[b"5", b"7"]]
         await asyncio.sleep(0.25)
         assert await batcher.execute(read, shared=True) == [[b"4", b"7"]]
-    finally:
-        batcher.close()
 
 
 async def test_forgotten_shared_reads_are_read_afresh(redis: Redis) -> None:
-    batcher = StoreBatcher(redis, shared_max_age_s=3600)
-    try:
-        await redis.set("inv:1", "5")
+    await redis.set("inv:1", "5")
+    async with keeping(redis, 3600) as batcher:
         assert await batcher.execute([("GET", "inv:1")], shared=True) == [b"5"]
         await redis.set("inv:1", "0")
         assert await batcher.execute([("GET", "inv:1")], shared=True) == [b"5"]
         batcher.forget_shared()
         assert await batcher.execute([("GET", "inv:1")], shared=True) == [b"0"]
-    finally:
-        batcher.close()
 
 
 async def test_a_read_on_its_way_when_the_data_changed_is_not_kept(redis: Redis) -> None:
-    batcher = StoreBatcher(redis, shared_max_age_s=3600)
-    try:
-        await redis.set("inv:1", "5")
-        await redis.config_resetstat()
+    await redis.set("inv:1", "5")
+    await redis.config_resetstat()
+    async with keeping(redis, 3600) as batcher:
         reading = asyncio.ensure_future(batcher.execute([("GET", "inv:1")], shared=True))
         await asyncio.sleep(0)  # the read is on its way
         await redis.set("inv:1", "0")
@@ -193,8 +196,6 @@ async def test_a_read_on_its_way_when_the_data_changed_is_not_kept(redis: Redis)
         assert await batcher.execute([("GET", "inv:1")], shared=True) == [b"0"]
         stats = await redis.info("commandstats")
         assert stats["cmdstat_get"]["calls"] == 2  # read again, not kept
-    finally:
-        batcher.close()
 
 
 async def test_with_no_max_age_every_shared_read_goes_out(
