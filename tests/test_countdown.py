@@ -215,8 +215,8 @@ def test_a_sixty_frame_gif_plays_once_a_second_and_stays_small(resources: LocalR
 def two_timers(resources: LocalResources, *between: Layer, **second: object) -> list[Image.Image]:
     """A GIF with two timers, top and bottom, and `between` layers drawn between them."""
     background = parse_layer(LAYER_KINDS["fill"], {"color": "#1b1f3b"}, resources)
-    top = countdown(resources, box=[10, 5, 580, 55], color="#ffd43b", frames=4)
-    bottom = countdown(resources, box=[10, 65, 580, 115], color="#ffffff", **second)
+    top = countdown(resources, box=[10, 5, 580, 50], color="#ffd43b", frames=4)
+    bottom = countdown(resources, box=[10, 65, 580, 50], color="#ffffff", **second)
     layers = (background, top, *between, bottom)
     return frames(render(RenderPlan(600, 120, 1, "gif", layers, now=NOW)))
 
