@@ -185,6 +185,27 @@ CASES: dict[str, tuple[ImageFormat, int, list[Raw]]] = {
             },
         ],
     ),
+    "barcode-printed": (
+        "png",
+        2,
+        [
+            {"type": "fill", "color": "#ffffff"},
+            {
+                "type": "barcode",
+                "box": [20, 10, 260, 100],
+                "data": "SPRING10",
+                "human_readable": "below",
+            },
+            {
+                "type": "barcode",
+                "box": [320, 10, 260, 100],
+                "data": "400638133393",
+                "symbology": "ean13",
+                "human_readable": "below",
+                "color": "#1b1f3b",
+            },
+        ],
+    ),
 }
 
 

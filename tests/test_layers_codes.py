@@ -77,6 +77,50 @@ def test_barcode_bars_read_back_from_the_pixels(resources: LocalResources, dpr: 
     assert read_bars(drawn(ean, 200, 50, dpr)) == EAN_4006381333931
 
 
+def bar_end(image: Image.Image, x: int) -> int:
+    """Where the bar through the middle of column `x` ends, going down."""
+    y = image.height // 2
+    while y + 1 < image.height and image.getpixel((x, y + 1)) < 128:  # type: ignore[operator]
+        y += 1
+    return y
+
+
+@pytest.mark.parametrize("dpr", [1, 2])
+def test_an_ean13_with_its_digits_below_reads_the_same_and_its_guards_reach_down(
+    resources: LocalResources, dpr: int
+) -> None:
+    fields = {"box": [0, 0, 240, 100], "data": "400638133393", "symbology": "ean13"}
+    printed = drawn(make(resources, "barcode", human_readable="below", **fields), 240, 100, dpr)
+    plain = drawn(make(resources, "barcode", **fields), 240, 100, dpr)
+    assert read_bars(printed) == read_bars(plain) == EAN_4006381333931
+    module = 240 * dpr // 113  # 11 + 95 + 7 modules with the quiet zones
+    left = (240 * dpr - 113 * module) // 2
+
+    def column(m: int) -> int:
+        return left + m * module + module // 2
+
+    guard = column(11)  # the start guard's first bar
+    data = column(11 + 3 + EAN_4006381333931[3:].index("1") + 3)  # a bar of the first digit
+    assert bar_end(plain, guard) == bar_end(plain, data) == 100 * dpr - 1
+    assert bar_end(printed, data) < bar_end(printed, guard) < 100 * dpr - 1
+    # The first digit is printed in the quiet zone left of the bars, which is otherwise blank.
+    quiet = (0, 0, column(10), 100 * dpr)
+    assert plain.crop(quiet).getextrema()[0] == 255
+    assert printed.crop(quiet).getextrema()[0] < 128
+
+
+def test_code128_text_is_printed_under_its_bars(resources: LocalResources) -> None:
+    fields = {"box": [10, 10, 300, 80], "data": "SPRING10"}
+    printed = drawn(make(resources, "barcode", human_readable="below", **fields), 320, 100)
+    plain = drawn(make(resources, "barcode", **fields), 320, 100)
+    assert read_bars(printed) == SPRING10
+    band = (10, 75, 310, 90)  # under the shortened bars
+    assert plain.crop(band).getextrema()[0] < 128  # the bars, down to the box's bottom
+    dark = [x for x in range(10, 310) if printed.crop((x, 80, x + 1, 90)).getextrema()[0] < 128]
+    assert dark
+    assert abs((min(dark) + max(dark)) / 2 - 160) <= 4  # centred under the bars
+
+
 def test_barcode_errors_name_the_data_field(resources: LocalResources) -> None:
     for fields in (
         {"box": [0, 0, 300, 50], "data": "4006381333932", "symbology": "ean13"},

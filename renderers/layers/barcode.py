@@ -4,6 +4,10 @@ Each module (the narrowest bar) is a whole number of canvas pixels, as wide as t
 allows, and the bars fill the box's height; the symbol is centred with its quiet zones.
 Data that does not encode (a wrong EAN-13 check digit) or does not fit the box is a
 FieldError when the layer is made.
+
+With `human_readable: below` the data is printed under the bars, as on packaging: an
+EAN-13's first digit left of the bars, then two groups of six, with the guard bars
+reaching down between them; Code 128's text centred under the bars.
 """
 
 from __future__ import annotations
@@ -17,11 +21,31 @@ from PIL import Image
 
 from renderers import barcodes, fields
 from renderers.fields import RGBA, Box, Field, FieldError
+from renderers.fonts import FontStack
+from renderers.glyphs import load_font
 from renderers.layers.base import expect
+from renderers.layers.text import DEFAULT_FACE
 from renderers.paint import Rect, fill_rect, paint_mask, scaled
+from renderers.pen import Pen
+from renderers.runs import Ruler, line_runs
 
 if TYPE_CHECKING:
     from renderers.plan import Layer
+
+
+# The printed digits' size, in modules (EAN-13's are about nine modules tall), and at
+# most this share of the box's height.
+TEXT_MODULES = 9
+TEXT_SHARE = 0.3
+
+
+@dataclass(frozen=True, slots=True)
+class Caption:
+    """Text printed under the bars, centred between two module positions."""
+
+    text: str
+    start: int
+    end: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +55,9 @@ class BarcodeLayer:
     pattern: str  # "1" dark and "0" light modules, quiet zones included
     color: RGBA
     background: RGBA
+    font: FontStack
+    captions: tuple[Caption, ...] = ()  # none: the bars fill the box
+    guards: tuple[tuple[int, int], ...] = ()  # module ranges that reach into the text
 
 
 class BarcodeKind:
@@ -42,13 +69,16 @@ class BarcodeKind:
         Field("symbology", fields.choice("code128", "ean13"), default="code128", templated=False),
         Field("color", fields.color, default=(0, 0, 0, 255)),
         Field("background", fields.color, default=(255, 255, 255, 255)),
+        Field("human_readable", fields.choice("none", "below"), default="none", templated=False),
+        Field("font", fields.font, default=DEFAULT_FACE),
     )
 
     def make(self, values: Mapping[str, object]) -> BarcodeLayer:
         box = cast(Box, values["box"])
         data = cast(str, values["data"])
+        ean = values["symbology"] == "ean13"
         try:
-            if values["symbology"] == "ean13":
+            if ean:
                 before, after = barcodes.EAN13_QUIET
                 bars = barcodes.ean13(data)
             else:
@@ -57,6 +87,15 @@ class BarcodeKind:
         except barcodes.BarcodeError as exc:
             raise FieldError(str(exc), field="data") from None
         pattern = "0" * before + bars + "0" * after
+        font = cast(FontStack, values["font"])
+        captions: tuple[Caption, ...] = ()
+        guards: tuple[tuple[int, int], ...] = ()
+        if values["human_readable"] == "below":
+            if ean:
+                full = data[:12] + str(barcodes.ean13_check_digit(data[:12]))
+                captions, guards = _ean13_text(full, before)
+            else:
+                captions = (Caption(data, before, before + len(bars)),)
         if len(pattern) > box[2]:
             raise FieldError(
                 f"its barcode is {len(pattern)} modules wide with its quiet zones: "
@@ -68,6 +107,9 @@ class BarcodeKind:
             pattern=pattern,
             color=cast(RGBA, values["color"]),
             background=cast(RGBA, values["background"]),
+            font=font,
+            captions=captions,
+            guards=guards,
         )
 
     def draw(self, canvas: Image.Image, layer: Layer, scale: int, now: datetime | None) -> None:
@@ -81,10 +123,19 @@ class BarcodeKind:
         if visible is None:
             return
         fill_rect(canvas, barcode.background, visible)
-        row = Image.frombytes("L", (len(barcode.pattern), 1), barcode.pattern.encode("ascii"))
-        bars = row.point(lambda v: 255 if v == ord("1") else 0).resize(
-            (width, box.height), Image.Resampling.NEAREST
-        )
+        bars = Image.new("L", (width, box.height), 0)
+        text_height = 0
+        if barcode.captions:
+            px, ascent, descent = _text_size(barcode, module, box.height)
+            text_height = ascent + descent
+        bars_height = max(1, box.height - text_height - (module if text_height else 0))
+        bars.paste(_modules(barcode.pattern, width, bars_height), (0, 0))
+        if barcode.guards:
+            guards_only = list("0" * len(barcode.pattern))
+            for start, end in barcode.guards:
+                guards_only[start:end] = barcode.pattern[start:end]
+            reach = (box.height - bars_height) // 2
+            bars.paste(_modules("".join(guards_only), width, reach), (0, bars_height))
         window = (
             visible.left - left,
             visible.top - box.top,
@@ -92,3 +143,49 @@ class BarcodeKind:
             visible.bottom - box.top,
         )
         paint_mask(canvas, barcode.color, bars.crop(window), (visible.left, visible.top))
+        if barcode.captions:
+            pen = Pen((width, box.height))
+            ruler = Ruler(barcode.font, px)
+            for caption in barcode.captions:
+                middle = (caption.start + caption.end) / 2 * module
+                runs = line_runs(caption.text, barcode.font, rtl=False)
+                x = middle - ruler.width(caption.text, px) / 2
+                pen.line(runs, ruler, round(x), box.height - descent, px)
+            text = Image.new("RGBA", (width, box.height), (0, 0, 0, 0))
+            pen.paint(text, (0, 0), barcode.color, barcode.color)
+            canvas.alpha_composite(text.crop(window), (visible.left, visible.top))
+
+
+def _modules(pattern: str, width: int, height: int) -> Image.Image:
+    """A mask of `pattern`'s dark modules stretched to `width` x `height`."""
+    row = Image.frombytes("L", (len(pattern), 1), pattern.encode("ascii"))
+    return row.point(lambda v: 255 if v == ord("1") else 0).resize(
+        (width, max(1, height)), Image.Resampling.NEAREST
+    )
+
+
+def _text_size(barcode: BarcodeLayer, module: int, height: int) -> tuple[int, int, int]:
+    """The captions' pixel size, ascent and descent: about nine modules tall, smaller
+    if the box is short or a caption would be wider than its place."""
+    px = max(1, min(module * TEXT_MODULES, int(height * TEXT_SHARE)))
+    ruler = Ruler(barcode.font, px)
+    while px > 1 and any(
+        ruler.width(c.text, px) > (c.end - c.start) * module for c in barcode.captions
+    ):
+        px -= 1
+    ascent, descent = load_font(barcode.font.primary, px).getmetrics()
+    return px, ascent, descent
+
+
+def _ean13_text(
+    digits: str, before: int
+) -> tuple[tuple[Caption, ...], tuple[tuple[int, int], ...]]:
+    """An EAN-13's printed digits and guard bars, in modules from the quiet zone's start:
+    the first digit in the quiet zone, six under each half, the guards between."""
+    start, middle, end = before, before + 45, before + 92
+    captions = (
+        Caption(digits[0], before - 8, before - 1),
+        Caption(digits[1:7], start + 3, middle),
+        Caption(digits[7:13], middle + 5, end),
+    )
+    return captions, ((start, start + 3), (middle, middle + 5), (end, end + 3))
