@@ -66,6 +66,16 @@ def text(content: str, **fields: object) -> Raw:
 
 
 BACKGROUND: Raw = {"type": "fill", "color": "#1b1f3b"}
+WHITE: Raw = {"type": "fill", "color": "#ffffff"}
+BARCODES: list[Raw] = [
+    {"type": "barcode", "box": [20, 20, 260, 80], "data": "SPRING10"},
+    {
+        "type": "barcode",
+        "box": [320, 20, 260, 80],
+        "data": "400638133393",
+        "symbology": "ean13",
+    },
+]
 CASES: dict[str, tuple[ImageFormat, int, list[Raw]]] = {
     "fill-rect": (
         "png",
@@ -87,7 +97,7 @@ CASES: dict[str, tuple[ImageFormat, int, list[Raw]]] = {
         "png",
         2,
         [
-            {"type": "fill", "color": "#ffffff"},
+            WHITE,
             text(
                 "stay bright",
                 color="#212529",
@@ -163,7 +173,7 @@ CASES: dict[str, tuple[ImageFormat, int, list[Raw]]] = {
         "png",
         1,
         [
-            {"type": "fill", "color": "#ffffff"},
+            WHITE,
             {
                 "type": "qr",
                 "box": [240, 0, 120, 120],
@@ -171,41 +181,9 @@ CASES: dict[str, tuple[ImageFormat, int, list[Raw]]] = {
             },
         ],
     ),
-    "barcode": (
-        "png",
-        1,
-        [
-            {"type": "fill", "color": "#ffffff"},
-            {"type": "barcode", "box": [20, 20, 260, 80], "data": "SPRING10"},
-            {
-                "type": "barcode",
-                "box": [320, 20, 260, 80],
-                "data": "400638133393",
-                "symbology": "ean13",
-            },
-        ],
-    ),
-    "barcode-printed": (
-        "png",
-        2,
-        [
-            {"type": "fill", "color": "#ffffff"},
-            {
-                "type": "barcode",
-                "box": [20, 10, 260, 100],
-                "data": "SPRING10",
-                "human_readable": "below",
-            },
-            {
-                "type": "barcode",
-                "box": [320, 10, 260, 100],
-                "data": "400638133393",
-                "symbology": "ean13",
-                "human_readable": "below",
-                "color": "#1b1f3b",
-            },
-        ],
-    ),
+    "barcode": ("png", 1, [WHITE, *BARCODES]),
+    # The same, with the data printed below, at dpr 2.
+    "barcode-printed": ("png", 2, [WHITE, *({**b, "human_readable": "below"} for b in BARCODES)]),
 }
 
 

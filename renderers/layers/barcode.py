@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, ClassVar, cast
+from typing import TYPE_CHECKING, ClassVar, NamedTuple, cast
 
 from PIL import Image
 
@@ -39,8 +39,7 @@ TEXT_MODULES = 9
 TEXT_SHARE = 0.3
 
 
-@dataclass(frozen=True, slots=True)
-class Caption:
+class Caption(NamedTuple):
     """Text printed under the bars, centred between two module positions."""
 
     text: str
