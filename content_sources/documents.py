@@ -51,11 +51,18 @@ def decode_object(raw: object) -> JsonObject | None:
 
 
 class DocumentStore:
-    """JSON objects under keys made by `key_of(id)`."""
+    """JSON objects under keys made by `key_of(id)`; `on_change` is called after each
+    write (a process that keeps copies of the documents forgets them)."""
 
-    def __init__(self, redis: Redis, key_of: Callable[[str], str]) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        key_of: Callable[[str], str],
+        on_change: Callable[[], None] = lambda: None,
+    ) -> None:
         self._redis = redis
         self._key_of = key_of
+        self._on_change = on_change
 
     async def get(self, doc_id: str) -> JsonObject | None:
         return decode_object(await self._redis.get(self._key_of(doc_id)))
@@ -63,6 +70,7 @@ class DocumentStore:
     async def put(self, doc_id: str, document: JsonObject) -> JsonObject:
         stored: JsonObject = without_nulls(document)
         await self._redis.set(self._key_of(doc_id), orjson.dumps(stored))
+        self._on_change()
         return stored
 
     async def put_many(self, documents: dict[str, JsonObject]) -> None:
@@ -71,6 +79,7 @@ class DocumentStore:
             for doc_id, document in documents.items():
                 pipe.set(self._key_of(doc_id), orjson.dumps(without_nulls(document)))
             await pipe.execute()
+        self._on_change()
 
     async def patch(
         self,
@@ -100,9 +109,13 @@ class DocumentStore:
                     pipe.multi()  # type: ignore[no-untyped-call]
                     pipe.set(key, orjson.dumps(patched))
                     await pipe.execute()
+                    self._on_change()
                     return patched
                 except WatchError:
                     continue
 
     async def delete(self, doc_id: str) -> bool:
-        return bool(await self._redis.delete(self._key_of(doc_id)))
+        deleted = bool(await self._redis.delete(self._key_of(doc_id)))
+        if deleted:
+            self._on_change()
+        return deleted

@@ -162,7 +162,7 @@ async def _services(app: web.Application, *, redis_url: str) -> AsyncIterator[No
     app[BLOCKS] = blocks
     app[OPENS] = opens
     app[PROFILES] = DocumentStore(redis, profile_key)
-    app[INVENTORY] = DocumentStore(redis, inventory_key)
+    app[INVENTORY] = DocumentStore(redis, inventory_key, on_change=opens.inventory_changed)
     app[EVENTS] = EventLog(
         redis,
         max_per_recipient=settings.events_max_per_recipient,

@@ -23,7 +23,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
-from content_sources import anonymous_context
+from content_sources import active_sources, anonymous_context
 from content_sources.base import OpenRequest, Source
 from content_sources.clock import zone
 from renderers.encode import ByteBudgetError
@@ -67,6 +67,9 @@ class PreparedBlock:
     # The choice depends only on data shared by all recipients (stock, the client, the
     # second), never on one recipient's: it can be evaluated once for many opens.
     choice_is_shared: bool
+    # An open looks at the reader's address (for its location): working the address out
+    # of proxy headers is skipped for the other blocks.
+    reads_address: bool
 
     def plan(
         self, variant: str, layers: tuple[Layer, ...], fmt: ImageFormat, dpr: int, now: datetime
@@ -188,6 +191,7 @@ def prepare_block(
         static_default,
         orders,
         shared_choice,
+        any(source.name == "geo" for source in active_sources(tuple(sources), block.names)),
     )
 
 

@@ -64,7 +64,7 @@ async def image(request: web.Request) -> web.Response:
             prepared, request.rel_url.raw_path, request.rel_url.raw_query_string, pairs
         ),
         user_agent=request.headers.get("User-Agent"),
-        client_ip=_client_ip(request) if opens.reads_address(prepared) else None,
+        client_ip=_client_ip(request) if prepared.reads_address else None,
     )
     request[OUTCOME] = answer.outcome
     metrics.IMAGE_OUTCOMES[answer.outcome.partition(":")[0]].inc()

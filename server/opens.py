@@ -18,7 +18,7 @@ from functools import partial
 
 from redis.asyncio import Redis
 
-from content_sources import active_sources, anonymous_context, gather_context
+from content_sources import anonymous_context, gather_context
 from content_sources.base import OpenRequest, Source
 from content_sources.geo import remember_commands
 from content_sources.http_data import HttpData, SourceTrace
@@ -134,8 +134,6 @@ class Opens:
         self._choices: LRU[tuple[object, ...], Choice] = LRU(MAX_REMEMBERED_CHOICES)
         # The plans of remembered choices, with their cache keys, per format and scale.
         self._plans: LRU[tuple[object, ...], tuple[RenderPlan, str]] = LRU(MAX_REMEMBERED_CHOICES)
-        # Per set of names a block reads (blocks share a few such sets).
-        self._reads_address: dict[frozenset[str], bool] = {}
 
     async def connect(self) -> None:
         """Open the opens' own store connection; StoreConnectionError if unreachable."""
@@ -148,16 +146,6 @@ class Opens:
     def inventory_changed(self) -> None:
         """This process changed the inventory: the next opens read it afresh."""
         self._batcher.forget_shared()
-
-    def reads_address(self, prepared: PreparedBlock) -> bool:
-        """Whether an open of this block looks at the reader's address (for its location):
-        working the address out of proxy headers is skipped for the others."""
-        names = prepared.block.names
-        reads = self._reads_address.get(names)
-        if reads is None:
-            active = active_sources(self._sources, names)
-            reads = self._reads_address[names] = any(s.name == "geo" for s in active)
-        return reads
 
     def verified(
         self, prepared: PreparedBlock, path: str, raw_query: str, pairs: Sequence[tuple[str, str]]

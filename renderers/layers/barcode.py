@@ -125,7 +125,7 @@ class BarcodeKind:
         bars = Image.new("L", (width, box.height), 0)
         text_height = 0
         if barcode.captions:
-            px, ascent, descent = _text_size(barcode, module, box.height)
+            ruler, px, ascent, descent = _text_size(barcode, module, box.height)
             text_height = ascent + descent
         bars_height = max(1, box.height - text_height - (module if text_height else 0))
         bars.paste(_modules(barcode.pattern, width, bars_height), (0, 0))
@@ -144,7 +144,6 @@ class BarcodeKind:
         paint_mask(canvas, barcode.color, bars.crop(window), (visible.left, visible.top))
         if barcode.captions:
             pen = Pen((width, box.height))
-            ruler = Ruler(barcode.font, px)
             for caption in barcode.captions:
                 middle = (caption.start + caption.end) / 2 * module
                 runs = line_runs(caption.text, barcode.font, rtl=False)
@@ -163,9 +162,9 @@ def _modules(pattern: str, width: int, height: int) -> Image.Image:
     )
 
 
-def _text_size(barcode: BarcodeLayer, module: int, height: int) -> tuple[int, int, int]:
-    """The captions' pixel size, ascent and descent: about nine modules tall, smaller
-    if the box is short or a caption would be wider than its place."""
+def _text_size(barcode: BarcodeLayer, module: int, height: int) -> tuple[Ruler, int, int, int]:
+    """The captions' ruler, pixel size, ascent and descent: about nine modules tall,
+    smaller if the box is short or a caption would be wider than its place."""
     px = max(1, min(module * TEXT_MODULES, int(height * TEXT_SHARE)))
     ruler = Ruler(barcode.font, px)
     while px > 1 and any(
@@ -173,7 +172,7 @@ def _text_size(barcode: BarcodeLayer, module: int, height: int) -> tuple[int, in
     ):
         px -= 1
     ascent, descent = load_font(barcode.font.primary, px).getmetrics()
-    return px, ascent, descent
+    return ruler, px, ascent, descent
 
 
 def _ean13_text(

@@ -16,7 +16,7 @@ from server.api.errors import (
     read_object,
 )
 from server.api.ids import sku as sku_id
-from server.keys import INVENTORY, OPENS
+from server.keys import INVENTORY
 
 routes = web.RouteTableDef()
 PATH = "/api/v1/inventory/{sku}"
@@ -48,9 +48,7 @@ def _answer(sku: str, item: dict[str, Any]) -> web.Response:
 async def put_item(request: web.Request) -> web.Response:
     sku = sku_id(request.match_info["sku"])
     item = check_item(await read_object(request))
-    stored = await request.app[INVENTORY].put(sku, item)
-    request.app[OPENS].inventory_changed()
-    return _answer(sku, stored)
+    return _answer(sku, await request.app[INVENTORY].put(sku, item))
 
 
 @routes.patch(PATH)
@@ -58,7 +56,6 @@ async def patch_item(request: web.Request) -> web.Response:
     sku = sku_id(request.match_info["sku"])
     patch = await read_object(request)
     patched = await request.app[INVENTORY].patch(sku, patch, create=False, check=check_item)
-    request.app[OPENS].inventory_changed()
     if patched is None:
         raise not_found(f"inventory item {sku!r}")
     return _answer(sku, patched)
@@ -76,9 +73,7 @@ async def get_item(request: web.Request) -> web.Response:
 @routes.delete(PATH)
 async def delete_item(request: web.Request) -> web.Response:
     sku = sku_id(request.match_info["sku"])
-    deleted = await request.app[INVENTORY].delete(sku)
-    request.app[OPENS].inventory_changed()
-    if not deleted:
+    if not await request.app[INVENTORY].delete(sku):
         raise not_found(f"inventory item {sku!r}")
     return web.Response(status=204)
 
@@ -103,5 +98,4 @@ async def bulk_items(request: web.Request) -> web.Response:
     if problems:
         raise invalid_fields(problems)
     await request.app[INVENTORY].put_many(items)
-    request.app[OPENS].inventory_changed()
     return json_response({"stored": len(items)})
