@@ -54,11 +54,9 @@ EXPIRED = "expired"
 DATA_SHARE = 0.6
 # Choices remembered for blocks whose choice depends only on shared data.
 MAX_REMEMBERED_CHOICES = 4096
-# The share of the deadline the open may work; the rest is for writing the answer,
-# which under three times capacity took 15-70 ms more (a busy event loop's turns).
-WORK_SHARE = 0.8
-# The share of the deadline a render admitted to the pool must leave.
-ANSWER_SHARE = 0.2
+# What the open leaves of its deadline for writing the answer, which under three times
+# capacity took 15-70 ms (a busy event loop's turns); at most a fifth of a short one.
+ANSWER_MARGIN_S = 0.1
 MERGE_PREFIX = "m."
 
 
@@ -129,6 +127,7 @@ class Opens:
         self._open_log = open_log
         self._loop_lag = loop_lag
         self._deadline_s = deadline_ms / 1000
+        self._work_s = self._deadline_s - min(ANSWER_MARGIN_S, self._deadline_s / 5)
         self._click_memory_s = click_memory_s
         self._last_seen_s = last_seen_s
         self._choices: LRU[tuple[object, ...], Choice] = LRU(MAX_REMEMBERED_CHOICES)
@@ -166,15 +165,15 @@ class Opens:
         # Work stops a little before the deadline, so that even the fallback answer is
         # written within it; the time the open already waited for the loop counts too.
         now = time.monotonic()
-        deadline = now + self._deadline_s * WORK_SHARE - self._loop_lag.seconds
-        if deadline - now < self._deadline_s * ANSWER_SHARE:
+        deadline = now + self._work_s - self._loop_lag.seconds
+        if deadline <= now:
             return self._fallback(prepared, fmt, query.dpr, "overloaded")
         place = None
         if prepared.personal_variants and verified:
             # A block drawn per recipient renders at most opens: its place in the render
             # queue is taken first, so that nothing is looked up only to be thrown away.
             try:
-                place = self._pool.admit(self._admit_by(deadline))
+                place = self._pool.admit(deadline)
             except OverloadedError:
                 return self._fallback(prepared, fmt, query.dpr, "overloaded")
         request = self._request(prepared, query, verified, user_agent, client_ip)
@@ -421,8 +420,7 @@ class Opens:
                 self._plans.put((memo, fmt, dpr), planned)
         plan, key = planned
         # The renderer checks the deadline between layers (a timeout cannot stop a running
-        # thread); the pool admits a render only if it should end with time to answer.
-        admit_by = None if deadline is None else self._admit_by(deadline)
+        # thread); the pool admits a render only if it should end by then.
         rendered = False
 
         async def render_now() -> bytes:
@@ -430,7 +428,7 @@ class Opens:
             rendered = True
             started = time.perf_counter()
             body = await self._pool.run(
-                partial(render, plan, deadline=deadline), deadline=admit_by, place=place
+                partial(render, plan, deadline=deadline), deadline=deadline, place=place
             )
             metrics.RENDER_SECONDS.observe(time.perf_counter() - started)
             metrics.RENDERS.labels(block.id).inc()
@@ -441,10 +439,6 @@ class Opens:
             plan, render_now, shared=shared, key=key, deadline=deadline
         )
         return body, "rendered" if rendered else "cached"
-
-    def _admit_by(self, deadline: float) -> float:
-        """When a render must start, at the latest, to leave time to answer by `deadline`."""
-        return deadline - self._deadline_s * ANSWER_SHARE
 
     def _fallback(
         self, prepared: PreparedBlock, fmt: ImageFormat, dpr: int, reason: metrics.FallbackReason

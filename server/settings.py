@@ -34,7 +34,11 @@ class Settings:
     # clients retry a second or more later. The kernel caps it at net.core.somaxconn.
     listen_backlog: int = 4096
     public_url: str = ""
-    render_deadline_ms: int = 250
+    # How long an open may take: how long a mail client or its proxy waits for an
+    # image (seconds; Camo, GitHub's image proxy, waits 10 s), not a latency target.
+    # Below capacity every open is drawn well within it; above, it is how much queue
+    # the pool keeps, and the opens past that get the default at once.
+    render_deadline_ms: int = 2000
     # How old the inventory an open sees may be: a worker reads a block's items once
     # for all its opens in this interval (at 6,500 opens a second, a read per open was
     # most of the store's work and a tenth of an open's). 0: every open reads them.
@@ -46,7 +50,10 @@ class Settings:
     log_level: str = "INFO"
     workers: int = 0
     render_threads: int = 0
-    render_queue: int = 64
+    # Opens that may hold a place in a worker's render queue beyond those rendering: a
+    # bound on memory. Time is bounded by the deadline, which refuses at once the opens
+    # the queue could not draw in time.
+    render_queue: int = 4096
     cache_memory_mb: int = 64
     cache_ttl_s: int = 3600
     metrics_tokens: tuple[str, ...] = ()

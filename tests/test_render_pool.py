@@ -11,10 +11,17 @@ import pytest
 from server.render_pool import OverloadedError, RenderPool
 
 
+def burn(seconds: float) -> None:
+    """A render's stand-in that takes the CPU, as drawing does (sleeping takes none)."""
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
+
+
 async def test_a_free_thread_renders_even_when_the_average_says_it_cannot_finish() -> None:
     pool = RenderPool(threads=1, max_waiting=4)
     try:
-        await pool.run(lambda: time.sleep(0.5))  # one slow render: the average is 50 ms
+        await pool.run(lambda: burn(0.5))  # one slow render: the average is 25 ms
         soon = time.monotonic() + 0.02
         assert pool.refusal(soon) is None
         assert await pool.run(lambda: "drawn", deadline=soon) == "drawn"
@@ -26,7 +33,7 @@ async def test_a_render_that_would_wait_past_its_deadline_is_refused() -> None:
     pool = RenderPool(threads=1, max_waiting=4)
     release = threading.Event()
     try:
-        await pool.run(lambda: time.sleep(0.5))
+        await pool.run(lambda: burn(0.5))  # the average is 25 ms of CPU
         busy = asyncio.ensure_future(pool.run(release.wait))
         await asyncio.sleep(0)  # it holds the only thread
         assert pool.refusal(time.monotonic() + 0.02) == "no time left to render"
@@ -78,4 +85,25 @@ async def test_a_place_taken_before_the_render_counts_until_it_is_used_or_releas
         third.release()
         fourth.release()
     finally:
+        pool.shutdown()
+
+
+async def test_a_render_that_waits_without_the_cpu_does_not_make_the_queue_look_slow() -> None:
+    """The wait ahead is predicted from the CPU renders take, not their wall time: when
+    answering refused opens takes the CPU, renders take longer by the clock, and a
+    prediction from that would refuse more opens, each of which takes more CPU."""
+    pool = RenderPool(threads=1, max_waiting=100)
+    release = threading.Event()
+    try:
+        await pool.run(lambda: time.sleep(0.5))
+        busy = asyncio.ensure_future(pool.run(release.wait))
+        await asyncio.sleep(0)
+        places = [pool.admit(time.monotonic() + 0.05) for _ in range(50)]
+        assert len(places) == 50
+        for place in places:
+            place.release()
+        release.set()
+        await busy
+    finally:
+        release.set()
         pool.shutdown()
