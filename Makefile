@@ -33,8 +33,10 @@ $(LOADTEST_STAMP): $(STAMP)
 
 ## Benchmarks (ratios against floors measured in the same run; nothing fails on time).
 bench: $(STAMP)
+	sh loadtest/install_tools.sh
 	$(BIN)/python -m loadtest.bench_render
 	$(BIN)/python -m loadtest.bench_serve
+	$(BIN)/python -m loadtest.bench_goodput
 
 ## Re-render the golden images after a deliberate change (then look at them).
 goldens: $(STAMP)

@@ -1,0 +1,395 @@
+"""`make bench` (goodput part): how many readers get their own image as the load grows.
+
+A rate counts answers, and an overloaded atopen answers fast with the default image: a
+reader who opens the email and sees the default got an answer, not the content meant
+for them. This prints a table of goodput: the readers per second who got their OWN
+variant (`X-Atopen-Variant` is the personalised variant's name, not "default").
+
+`atopen serve --workers 2` runs on the embedded store with one personalised block, and
+every request is a different reader with a profile, so that every open draws its own
+image and none is a render-cache hit. `wrk` sends the requests (it costs a fraction of
+what a Python client would on the server's two cores), driven by `goodput.lua`:
+- closed loop at 1 to 1,024 connections (each sends again when answered): the capacity
+  is the most right images per second any of these rows achieved;
+- open loop at 0.5x to 10x that capacity: requests start on a schedule whatever the
+  answers do, as opens arrive in real life, over many connections so that one is free
+  when a send is due. The arrival rate achieved is printed beside the target, with the
+  share of sends that went out late because no connection was free.
+Beside each row: the CPU the load generator took (it shares the machine with the
+server) and the server's. Nothing here fails on time; the machine is shared and noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+import redis
+
+from content_sources.keys import profile_key
+from loadtest.bench_serve import HOST, PERSONAL_BLOCK, SECRET, Server, api, atopen_server
+from loadtest.cpu import tree_cpu_s
+from server.embedded_store import EmbeddedRedis
+from server.signing import Signer
+
+CLOSED_CONNECTIONS = (1, 8, 32, 128, 512, 1024)
+OPEN_MULTIPLES = (0.5, 1.0, 2.0, 4.0, 10.0)
+BLOCK = "goodput"
+RIGHT_VARIANT = str(PERSONAL_BLOCK["variants"][0]["name"])  # type: ignore[index]
+# A mail client gives up on an image long before this; an answer later than it is not a
+# reader served.
+TIMEOUT_S = 5
+LUA_SCRIPT = Path(__file__).with_name("goodput.lua")
+# Readers handed to a closed-loop row, per second of it: default answers of an
+# overloaded server come fast, and a reader sent twice would be a render-cache hit.
+# A row that runs out sends some again and says so.
+CLOSED_READERS_PER_S = 16_000
+SEED_CHUNK = 5_000
+# A connection of the open loop is busy for one answer at a time: an admitted open may take
+# up to the render deadline (2 s), a refused one comes back at once. At ten times a
+# capacity of 1,400/s, about 2,800 connections wait on admitted opens; fewer connections
+# would cap the arrival rate below the target (the rows print it).
+OPEN_CONNECTIONS = 4096
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What goodput.lua counted over one wrk run."""
+
+    duration_s: float
+    threads: int
+    sent: int
+    answered: int
+    right: int
+    default: int
+    other: int
+    non200: int
+    errors: int  # socket errors: connect, read, write
+    timeouts_answered: int  # answered, but after TIMEOUT_S
+    timeouts_pending: int  # still waiting at the end, for longer than TIMEOUT_S
+    late: int  # open loop: sends that went out well after their due time
+    repeats: int  # sends of a reader already sent in this run
+    unmatched: int  # answers without the request number they were sent with
+    max_thread_sent: int
+    right_latencies_us: tuple[float, ...]
+
+    @property
+    def sent_rate(self) -> float:
+        return self.sent / self.duration_s
+
+    @property
+    def answered_rate(self) -> float:
+        return self.answered / self.duration_s
+
+    @property
+    def right_rate(self) -> float:
+        return self.right / self.duration_s
+
+    @property
+    def timeouts(self) -> int:
+        return self.timeouts_answered + self.timeouts_pending
+
+    @property
+    def share_right(self) -> float:
+        """Right images among the opens that ended: answered, failed, or waited past the
+        timeout (requests still young in flight when the run stopped count nowhere)."""
+        ended = self.answered + self.errors + self.timeouts_pending
+        return self.right / ended if ended else 0.0
+
+    def right_ms(self, percentile: float) -> float:
+        """A percentile of the right images' latency (send to answer), in milliseconds."""
+        if not self.right_latencies_us:
+            return math.nan
+        ordered = sorted(self.right_latencies_us)
+        index = min(len(ordered) - 1, int(percentile / 100 * len(ordered)))
+        return ordered[index] / 1000
+
+    def lines_used(self, available: int) -> int:
+        """How many lines of the paths file the run used (thread k sends lines k, k+n, ...)."""
+        return min(available, self.threads * self.max_thread_sent)
+
+
+def parse_outcome(text: str) -> Outcome:
+    """The result file goodput.lua's done() writes: `name=value` pairs on the first line,
+    then the right images' latencies in microseconds, one a line."""
+    first, _, rest = text.partition("\n")
+    pairs = (pair.partition("=") for pair in first.split())
+    fields = {name: int(float(value)) for name, _, value in pairs}
+    return Outcome(
+        duration_s=fields["duration_us"] / 1e6,
+        threads=fields["threads"],
+        sent=fields["sent"],
+        answered=fields["answered"],
+        right=fields["right"],
+        default=fields["default"],
+        other=fields["other"],
+        non200=fields["non200"],
+        errors=fields["connect_errors"] + fields["read_errors"] + fields["write_errors"],
+        timeouts_answered=fields["timeouts_answered"],
+        timeouts_pending=fields["timeouts_pending"],
+        late=fields["late"],
+        repeats=fields["repeats"],
+        unmatched=fields["unmatched"],
+        max_thread_sent=fields["max_thread_sent"],
+        right_latencies_us=tuple(float(line) for line in rest.split()),
+    )
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of the table: a load, what it got, and who used the CPU."""
+
+    label: str
+    target_rate: float | None  # open loop: the requests/s asked for; closed loop: None
+    outcome: Outcome
+    wrk_cores: float
+    atopen_cores: float | None
+
+
+def capacity(rows: Sequence[Row]) -> float:
+    """The most right images per second any closed-loop row achieved."""
+    return max((row.outcome.right_rate for row in rows if row.target_rate is None), default=0.0)
+
+
+HEADER = (
+    f"{'load':<22} {'offered/s':>9} {'sent/s':>8} {'late':>6} {'answered/s':>10} "
+    f"{'right/s':>8} {'right':>6} {'p50 right':>10} {'p99 right':>10} {'non-200':>7} "
+    f"{'errors':>6} {'timeouts':>8} {'wrk CPU':>7} {'atopen CPU':>10}"
+)
+
+
+def format_row(row: Row) -> str:
+    out = row.outcome
+    offered = "-" if row.target_rate is None else f"{row.target_rate:,.0f}"
+    late = "-" if row.target_rate is None else f"{out.late / max(out.sent, 1):.1%}"
+    atopen = "?" if row.atopen_cores is None else f"{row.atopen_cores:.2f}"
+    line = (
+        f"{row.label:<22} {offered:>9} {out.sent_rate:>8,.0f} {late:>6} "
+        f"{out.answered_rate:>10,.0f} {out.right_rate:>8,.0f} {out.share_right:>6.1%} "
+        f"{_ms(out.right_ms(50)):>10} {_ms(out.right_ms(99)):>10} {out.non200:>7} "
+        f"{out.errors:>6} {out.timeouts:>8} {row.wrk_cores:>7.2f} {atopen:>10}"
+    )
+    notes = []
+    if out.repeats:
+        notes.append(f"{out.repeats} sends repeated a reader (ran out of distinct ones)")
+    if out.unmatched:
+        notes.append(f"{out.unmatched} answers without their request number")
+    if out.other:
+        notes.append(f"{out.other} answers with another variant")
+    return line + "".join(f"\n  {note}" for note in notes)
+
+
+def _ms(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.1f} ms"
+
+
+class Readers:
+    """Distinct readers with profiles, each handed to one request only: their signed paths,
+    signed and seeded in the store as rows need them."""
+
+    def __init__(self, signer: Signer, redis_url: str) -> None:
+        self._signer = signer
+        self._redis_url = redis_url
+        self._paths: list[str] = []
+        self._next = 0
+
+    def take(self, count: int) -> list[str]:
+        """The next `count` unused readers' paths; `used` says how many a row consumed."""
+        self._grow(self._next + count)
+        return self._paths[self._next : self._next + count]
+
+    def used(self, count: int) -> None:
+        self._next += count
+
+    def _grow(self, size: int) -> None:
+        start = len(self._paths)
+        if size <= start:
+            return
+        with redis.Redis.from_url(self._redis_url) as store:
+            for chunk in range(start, size, SEED_CHUNK):
+                ids = range(chunk, min(size, chunk + SEED_CHUNK))
+                # A first name per reader makes each one's image different from all others.
+                store.mset(
+                    {profile_key(f"g{i}"): orjson.dumps({"first_name": f"G{i}"}) for i in ids}
+                )
+        self._paths.extend(
+            self._signer.sign_url(f"/i/{BLOCK}.png?r=g{i}") for i in range(start, size)
+        )
+
+
+@dataclass
+class Bench:
+    server: Server
+    readers: Readers
+    tmp: Path
+    seconds: int
+    open_connections: int
+
+    def closed(self, connections: int) -> Row:
+        return self._row(
+            f"closed {connections:>5} conn",
+            connections,
+            readers=CLOSED_READERS_PER_S * self.seconds,
+            rate=None,
+        )
+
+    def open(self, multiple: float, capacity_rate: float) -> Row:
+        rate = max(multiple * capacity_rate, 1.0)
+        # The sends the schedule makes, and a margin for the schedule's start.
+        readers = math.ceil(rate * self.seconds * 1.1) + self.open_connections
+        label = f"open {multiple:>4g}x {self.open_connections} conn"
+        return self._row(label, self.open_connections, readers=readers, rate=rate)
+
+    def _row(self, label: str, connections: int, *, readers: int, rate: float | None) -> Row:
+        paths = self.readers.take(readers)
+        paths_file = self.tmp / "paths.txt"
+        paths_file.write_text("\n".join(paths) + "\n")
+        cpu_before = tree_cpu_s(self.server.pids)
+        outcome, wrk_cores, wall_s = run_wrk(
+            self.server.port, paths_file, self.tmp / "out.txt", self.seconds, connections, rate
+        )
+        cpu_after = tree_cpu_s(self.server.pids)
+        self.readers.used(outcome.lines_used(len(paths)))
+        atopen_cores = (
+            None if cpu_before is None or cpu_after is None else (cpu_after - cpu_before) / wall_s
+        )
+        settle(self.server)
+        return Row(label, rate, outcome, wrk_cores, atopen_cores)
+
+
+def run_wrk(
+    port: int,
+    paths_file: Path,
+    out_file: Path,
+    seconds: int,
+    connections: int,
+    rate: float | None,
+) -> tuple[Outcome, float, float]:
+    """One wrk run: what goodput.lua counted, the cores wrk took, the run's wall time."""
+    threads = 1 if connections == 1 else 2
+    env = {
+        **os.environ,
+        "GOODPUT_PATHS": str(paths_file),
+        "GOODPUT_OUT": str(out_file),
+        "GOODPUT_RIGHT": RIGHT_VARIANT,
+        "GOODPUT_THREADS": str(threads),
+        "GOODPUT_TIMEOUT_MS": str(TIMEOUT_S * 1000),
+    }
+    if rate is not None:
+        env["GOODPUT_RATE"] = f"{rate:.3f}"
+    command = [
+        "wrk",
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{seconds}s",
+        f"--timeout={TIMEOUT_S}s",
+        f"--script={LUA_SCRIPT}",
+        f"http://{HOST}:{port}/",
+    ]
+    out_file.unlink(missing_ok=True)
+    # wrk is the only child that ends in here: the children's usage grows by its own.
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.monotonic()
+    done = subprocess.run(  # noqa: S603 - our own command
+        command, env=env, capture_output=True, text=True, timeout=seconds + 120, check=False
+    )
+    wall_s = time.monotonic() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode != 0 or not out_file.exists():
+        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr or done.stdout}")
+    used_s = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return parse_outcome(out_file.read_text()), used_s / wall_s, wall_s
+
+
+def settle(server: Server, *, idle_cores: float = 0.15, longest_s: float = 10.0) -> None:
+    """Wait until the server has finished what the last row queued, so that it does not
+    weigh on the next."""
+    deadline = time.monotonic() + longest_s
+    last = tree_cpu_s(server.pids)
+    while last is not None and time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = tree_cpu_s(server.pids)
+        if now is None or (now - last) / 0.5 < idle_cores:
+            return
+        last = now
+
+
+def raise_open_files(needed: int) -> None:
+    """Every connection is a file on both ends, and the server started here inherits it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        try:  # only with the privilege to raise the hard limit
+            resource.setrlimit(resource.RLIMIT_NOFILE, (needed, needed))
+            return
+        except (ValueError, OSError):
+            print(f"  open files are limited to {hard}: rows with many connections may fail")
+            needed = hard
+    resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+
+
+def measure(args: argparse.Namespace) -> None:
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed: run `sh loadtest/install_tools.sh` (make bench does)")
+    # Two ends per connection in this machine, and room for the store and the workers.
+    raise_open_files(2 * max(args.open_connections, *CLOSED_CONNECTIONS) + 4096)
+    signer = Signer([SECRET])
+    with tempfile.TemporaryDirectory(prefix="atopen-goodput-") as tmp_name:
+        tmp = Path(tmp_name)
+        with (
+            EmbeddedRedis(tmp / "store", persistent=False) as store,
+            atopen_server(store.url, args.workers, tmp / "data") as server,
+        ):
+            api(server.port, "PUT", f"/api/v1/blocks/{BLOCK}", PERSONAL_BLOCK)
+            time.sleep(1.5)  # every worker has the block (pub/sub)
+            bench = Bench(
+                server, Readers(signer, store.url), tmp, args.seconds, args.open_connections
+            )
+            print(
+                f"goodput: {args.workers} workers, every request a different reader, "
+                f'{args.seconds} s a row; right = variant "{RIGHT_VARIANT}", '
+                f"timeout {TIMEOUT_S} s, {os.cpu_count()} CPUs"
+            )
+            bench.closed(32)  # warm-up: fonts, templates and connections, not printed
+            print(HEADER, flush=True)
+            rows = []
+            for connections in CLOSED_CONNECTIONS:
+                rows.append(bench.closed(connections))
+                print(format_row(rows[-1]), flush=True)
+            top = capacity(rows)
+            print(f"capacity: {top:,.0f} right images/s (the best closed-loop row)", flush=True)
+            if not top:
+                # Nothing to scale the open loop by: every answer was the default.
+                print("no reader got their own image: the open loop is not run")
+                return
+            for multiple in OPEN_MULTIPLES:
+                print(format_row(bench.open(multiple, top)), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--seconds", type=int, default=5, help="length of each row")
+    parser.add_argument(
+        "--open-connections",
+        type=int,
+        default=OPEN_CONNECTIONS,
+        help="connections of the open-loop rows: enough that one is free when a send is due",
+    )
+    measure(parser.parse_args())
+
+
+if __name__ == "__main__":
+    main()
