@@ -107,6 +107,9 @@ class Block:
     split: Split | None = None
     sticky: bool = False
     max_bytes: int | None = None
+    # Some `when` or template can loop (`Expression.may_run_long`): each still stops
+    # within its time budget, but deciding the block is best done off the event loop.
+    rules_may_run_long: bool = False
 
 
 class _Collector:
@@ -230,6 +233,7 @@ def compile_block(
         split=split,
         sticky=reopen == "sticky",
         max_bytes=cast(int | None, max_bytes),
+        rules_may_run_long=any(s.may_run_long for s in sources),
     )
 
 

@@ -10,7 +10,7 @@ import orjson
 import pytest
 import redis
 from aiohttp.test_utils import TestClient
-from support import AUTH, decode
+from support import AUTH, decode, signed
 
 Client = TestClient[Any, Any]
 Definition = dict[str, Any]
@@ -304,3 +304,45 @@ async def test_block_can_be_created_again_after_delete(client: Client) -> None:
     assert body["definition"] == block("#0000ff")
     assert body["version"] > 1  # versions never repeat, so caches keyed on them stay right
     assert await default_pixel(client, "hero") == BLUE
+
+
+# A loop that would run for hours; the rule's time budget stops it.
+RUNAWAY = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}x"
+
+
+async def test_a_default_that_runs_away_is_422_naming_the_default(
+    client: Client, store: redis.Redis
+) -> None:
+    definition = block()
+    definition["default"]["layers"].append(
+        {"type": "text", "box": [4, 4, 112, 52], "text": RUNAWAY}
+    )
+    response = await put(client, "hero", definition)
+    assert response.status == 422, await response.text()
+    assert "default" in fields_of(await response.json())
+    assert store.hget("atopen:blocks", "hero") is None
+
+
+async def test_a_runaway_rule_falls_through_and_the_trace_says_why(client: Client) -> None:
+    definition = block()
+    runaway = copy.deepcopy(definition["variants"][0])
+    runaway["name"] = "runaway"
+    runaway["when"] = "range(100000) | select('in', range(100000) | list) | list | length > 0"
+    definition["variants"].insert(0, runaway)
+    assert (await put(client, "hero", definition)).status == 201
+    profile = await client.put("/api/v1/profiles/u1", json={"first_name": "Ann"}, headers=AUTH)
+    assert profile.status in (200, 201)
+
+    image = await client.get(signed("/i/hero.png?r=u1"))
+    assert image.status == 200
+    assert image.headers["X-Atopen-Variant"] == "named"
+    assert (await client.get("/healthz")).status == 200
+
+    preview = await client.post(
+        "/api/v1/blocks/hero/preview",
+        json={"recipient": "u1"},
+        headers={**AUTH, "Accept": "application/json"},
+    )
+    trace = (await preview.json())["trace"]
+    assert [(t["variant"], t["chosen"]) for t in trace] == [("runaway", False), ("named", True)]
+    assert "ms budget" in trace[0]["reason"]
