@@ -60,9 +60,9 @@ async def image(request: web.Request) -> web.Response:
         prepared,
         fmt,
         OpenQuery.parse(pairs),
-        verified=opens.verified(
-            prepared, request.rel_url.raw_path, request.rel_url.raw_query_string, pairs
-        ),
+        path=request.rel_url.raw_path,
+        raw_query=request.rel_url.raw_query_string,
+        pairs=pairs,
         user_agent=request.headers.get("User-Agent"),
         client_ip=_client_ip(request) if prepared.reads_address else None,
     )

@@ -1,9 +1,9 @@
 """Images from https URLs, fetched when an email is opened, for image layers whose `src` is one.
 
-Fetching is I/O, so it happens before rendering, like every other data source: the
-variant is chosen with `choose_with_remote_images`, which collects the URLs the chosen
-variant needs, fetches them concurrently and chooses again with the decoded images at
-hand. A URL that cannot be used (timeout, too large, not an image, a decompression
+Fetching is I/O, so it happens before rendering, like every other data source: an
+open's decision is made with `OpenResources`, which collects the URLs the chosen variant
+needs; the open fetches them concurrently and decides again with the decoded images at
+hand (`server/opens/`). A URL that cannot be used (timeout, too large, not an image, a decompression
 bomb, an error status) makes its variant fall through to the next one, like a missing
 value; the default never needs one (it must render without the network).
 
@@ -29,7 +29,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TypeVar
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
@@ -40,14 +39,9 @@ from PIL import Image
 from renderers.fields import FieldError, Resources, is_remote, remote_url
 from renderers.fonts import FontStack
 from renderers.resources import Asset, decode_image
-from server.deadlines import seconds_left
-
-T = TypeVar("T")
 
 CONTENT_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
 MAX_REDIRECTS = 3
-# Choosing a variant at most this many times: each pass may find the next variant's URLs.
-MAX_PASSES = 3
 _CHUNK_BYTES = 64 * 1024
 _PENDING = Image.new("RGBA", (1, 1), (0, 0, 0, 0))
 
@@ -266,30 +260,6 @@ class OpenResources:
         if self._final:
             raise FieldError(f"{url}: not fetched in time")
         return Asset(url, "pending", _PENDING)
-
-
-async def choose_with_remote_images(
-    choose: Callable[[Resources], T],
-    base: Resources,
-    images: RemoteImages,
-    deadline: float | None = None,
-) -> T:
-    """`choose(resources)` (the variant choice) with the remote images it needs fetched.
-
-    Chooses, fetches the URLs the choice needed, and chooses again with them (a URL that
-    failed makes its variant fall through, and the next may need other URLs), at most
-    MAX_PASSES times. The result never holds an image that was not fetched. Fetching
-    stops at `deadline` (a `time.monotonic()` instant) with TimeoutError.
-    """
-    fetched: dict[str, Asset | RemoteImageError] = {}
-    for _ in range(MAX_PASSES - 1):
-        resources = OpenResources(base, fetched)
-        result = choose(resources)
-        if not resources.pending:
-            return result
-        async with asyncio.timeout(seconds_left(deadline)):
-            fetched.update(await images.fetch_many(resources.pending))
-    return choose(OpenResources(base, fetched, final=True))
 
 
 class _PublicResolver(AbstractResolver):

@@ -19,19 +19,22 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from PIL import Image
 
-from renderers.fields import FieldError, Resources
+from renderers.fields import FieldError
 from renderers.layers import LAYER_KINDS
-from renderers.layers.base import LayerError, parse_layer
-from renderers.plan import Layer, RenderPlan
+from renderers.plan import RenderPlan
 from renderers.render import render
 from renderers.resources import Asset, LocalResources, builtin_fonts
+from server.blocks import Block, compile_block
+from server.experiments import EVERYTHING
+from server.opens import MAX_DECISIONS
+from server.opens.decide import decide
 from server.remote_images import (
     OpenResources,
     RemoteImageError,
     RemoteImageLimits,
     RemoteImages,
-    choose_with_remote_images,
 )
+from server.selection import Choice
 
 ServerFactory = Callable[[web.Application], Awaitable[TestServer]]
 LOCAL = RemoteImageLimits(
@@ -264,22 +267,33 @@ def red_blue() -> Asset:
     return Asset("https://cdn.example.com/shoe.png", "digest", image)
 
 
-def choose(
-    variants: list[list[dict[str, object]]],
-) -> Callable[[Resources], tuple[int, tuple[Layer, ...]]]:
-    """Like the server's variant choice: the first whose layers all parse, else the last."""
+def block_of(*variants: list[dict[str, object]]) -> Block:
+    """A block whose variants have these layers, in order, and a plain default."""
+    definition = {
+        "width": 100,
+        "height": 100,
+        "variants": [
+            {"name": f"v{index}", "layers": layers, "link": "https://shop.example.com/"}
+            for index, layers in enumerate(variants)
+        ],
+        "default": {"layers": FALLBACK, "link": "https://shop.example.com/"},
+    }
+    return compile_block("b", definition, 1, LocalResources([], builtin_fonts()))
 
-    def first_that_resolves(resources: Resources) -> tuple[int, tuple[Layer, ...]]:
-        for index, layers in enumerate(variants):
-            try:
-                return index, tuple(
-                    parse_layer(LAYER_KINDS[str(raw["type"])], raw, resources) for raw in layers
-                )
-            except (LayerError, FieldError):
-                continue
-        raise AssertionError("the last variant always resolves")
 
-    return first_that_resolves
+async def decide_fetching(block: Block, fetcher: RemoteImages) -> Choice:
+    """An open's decision as the server makes it: decide, fetch what the decision needs,
+    and decide again, until nothing is missing or the last decision."""
+    gathered: dict[str, Asset | RemoteImageError] = {}
+    resources = LocalResources([], builtin_fonts())
+    for attempt in range(1, MAX_DECISIONS + 1):
+        decision = decide(
+            block, {}, resources, gathered, EVERYTHING, final=attempt == MAX_DECISIONS
+        )
+        if decision.needs is None:
+            return decision.choice
+        gathered.update(await fetcher.fetch_many(decision.needs.images))
+    raise AssertionError("the last decision is final")
 
 
 IMAGE = {"type": "image", "box": [0, 0, 100, 100], "fit": "cover", "radius": 30}
@@ -289,12 +303,11 @@ FALLBACK = [{"type": "fill", "color": "#00ff00"}]
 async def test_the_chosen_variant_gets_its_remote_image_drawn_rounded_and_cropped() -> None:
     url = "https://cdn.example.com/shoe.png"
     fetcher = Canned({url: red_blue()})
-    index, layers = await choose_with_remote_images(
-        choose([[{**IMAGE, "src": url}], FALLBACK]), LocalResources([], builtin_fonts()), fetcher
-    )
-    assert index == 0
+    choice = await decide_fetching(block_of([{**IMAGE, "src": url}]), fetcher)
+    assert choice.variant == "v0"
     assert fetcher.asked == [url]
-    image = Image.open(io.BytesIO(render(RenderPlan(100, 100, 1, "png", layers)))).convert("RGBA")
+    plan = RenderPlan(100, 100, 1, "png", choice.layers)
+    image = Image.open(io.BytesIO(render(plan))).convert("RGBA")
     assert image.getpixel((0, 0))[3] == 0  # type: ignore[index]  # rounded corner
     assert image.getpixel((5, 50)) == (255, 0, 0, 255)  # cover: the red half fills the left
     assert image.getpixel((95, 50)) == (0, 0, 255, 255)
@@ -303,23 +316,27 @@ async def test_the_chosen_variant_gets_its_remote_image_drawn_rounded_and_croppe
 async def test_a_failed_remote_image_makes_its_variant_fall_through() -> None:
     url = "https://cdn.example.com/gone.png"
     fetcher = Canned({url: RemoteImageError(f"{url}: HTTP 404")})
-    index, layers = await choose_with_remote_images(
-        choose([[{**IMAGE, "src": url}], FALLBACK]), LocalResources([], builtin_fonts()), fetcher
-    )
-    assert index == 1
-    assert layers[0].kind == "fill"
+    choice = await decide_fetching(block_of([{**IMAGE, "src": url}], FALLBACK), fetcher)
+    assert choice.variant == "v1"
+    assert choice.layers[0].kind == "fill"
 
 
 async def test_every_url_of_a_variant_is_fetched_in_one_pass() -> None:
     urls = [f"https://cdn.example.com/{n}.png" for n in range(3)]
     fetcher = Canned({url: red_blue() for url in urls})
-    variant = [{**IMAGE, "src": url} for url in urls]
-    index, layers = await choose_with_remote_images(
-        choose([variant, FALLBACK]), LocalResources([], builtin_fonts()), fetcher
-    )
-    assert index == 0
+    choice = await decide_fetching(block_of([{**IMAGE, "src": url} for url in urls]), fetcher)
+    assert choice.variant == "v0"
     assert sorted(fetcher.asked) == urls
-    assert all(layer.src.digest == "digest" for layer in layers)  # type: ignore[union-attr]
+    assert all(layer.src.digest == "digest" for layer in choice.layers)  # type: ignore[union-attr]
+
+
+async def test_the_next_variant_s_images_are_fetched_when_the_first_s_fail() -> None:
+    gone, shoe = "https://cdn.example.com/gone.png", "https://cdn.example.com/shoe.png"
+    fetcher = Canned({gone: RemoteImageError(f"{gone}: HTTP 404"), shoe: red_blue()})
+    block = block_of([{**IMAGE, "src": gone}], [{**IMAGE, "src": shoe}])
+    choice = await decide_fetching(block, fetcher)
+    assert choice.variant == "v1"
+    assert fetcher.asked == [gone, shoe]
 
 
 def test_open_resources_check_urls_and_pass_the_rest_through() -> None:

@@ -13,6 +13,7 @@ import redis.asyncio as aioredis
 from PIL import ImageChops
 from sample_blocks import greeting, slow_greeting
 from support import AUTH, TOKEN, decode, free_port, put_block, signed
+from yarl import URL
 
 from content_sources.keys import inventory_key
 from renderers.plan import RenderPlan
@@ -272,10 +273,19 @@ async def test_opens_starting_together_read_the_store_only_if_they_will_render(
     opens, heavy = client.server.app[OPENS], client.server.app[BLOCKS].get("heavy")
     async with aioredis.from_url(redis_url) as store:
         reads = await get_calls(store)
+        urls = [URL(signed(f"/i/heavy.png?r=u{i}&dpr=2")) for i in range(12)]
         answers = await asyncio.gather(
             *(
-                opens.image(heavy, "png", OpenQuery(f"u{i}", dpr=2), verified=True, user_agent=None)
-                for i in range(12)
+                opens.image(
+                    heavy,
+                    "png",
+                    OpenQuery.parse(list(url.query.items())),
+                    path=url.raw_path,
+                    raw_query=url.raw_query_string,
+                    pairs=list(url.query.items()),
+                    user_agent=None,
+                )
+                for url in urls
             )
         )
         profiles_read = await get_calls(store) - reads

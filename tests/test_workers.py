@@ -47,8 +47,8 @@ def serving(redis_url: str, data_dir: Path, workers: int, **settings: str) -> It
         ATOPEN_METRICS_PORT=str(metrics_port),
         ATOPEN_RENDER_DEADLINE_MS="20000",
         ATOPEN_LOG_LEVEL="WARNING",
-        **settings,
     )
+    env.update(settings)  # a test's own settings win over the defaults above
     command = [sys.executable, "-m", "server", "serve", "--workers", str(workers)]
     process = subprocess.Popen(command, env=env)  # noqa: S603 - our own command
     base = f"http://127.0.0.1:{port}"

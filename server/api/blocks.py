@@ -130,7 +130,7 @@ async def preview_block(request: web.Request) -> web.Response:
         skus=prepared.block.skus,
     )
     opens = request.app[OPENS]
-    choice = await opens.decide(prepared, open_request, overrides)
+    choice = await opens.preview(prepared, open_request, overrides)
     if _wants_json(request.headers.get("Accept", "")):
         return json_response(
             {

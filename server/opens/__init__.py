@@ -1,0 +1,281 @@
+"""One email open, from the request to the image bytes or the click's target, in stages:
+
+    admit  -> gather  -> decide  -> draw  -> answer
+    (admit.py, gather.py, decide.py, draw.py, answer.py)
+
+1. admit: the open's deadline, and its place in the render queue; when the renders
+   ahead would not leave it time, the pre-rendered default at once.
+2. gather: the store round trip, the stores near the reader, live HTTP data.
+3. decide: the variant, from that data alone (pure). When it finds something missing
+   that a fetch can bring (a SKU a rule computed, a remote image), gather fetches it
+   and decide runs again, a bounded number of times.
+4. draw: the image, pre-rendered, cached, or rendered off the event loop.
+5. answer: the open is remembered (for the click, the impression, the last place seen).
+
+No stage calls back into an earlier one; `Opens` below runs them top to bottom. Any
+failure on the way serves the block's pre-rendered default: an image request never gets
+anything but an image.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+
+from redis.asyncio import Redis
+
+from content_sources import anonymous_context
+from content_sources.base import OpenRequest, Source
+from content_sources.http_data import HttpData
+from content_sources.keys import remembered_key
+from content_sources.remembered import decode_memory
+from content_sources.store_batch import StoreBatcher
+from renderers.fields import Resources
+from renderers.plan import ImageFormat
+from server.block_store import PreparedBlock
+from server.experiments import assign
+from server.loop_lag import LoopLag
+from server.open_log import OpenLog
+from server.opens.admit import Admission
+from server.opens.answer import Recorder, fallback, link_of
+from server.opens.decide import ChoiceMemo, Decision, decide, decide_unsigned
+from server.opens.draw import Drawer
+from server.opens.gather import Gathered, Gatherer
+from server.opens.query import ImageAnswer, OpenQuery
+from server.remote_images import RemoteImages
+from server.render_cache import RenderCache
+from server.render_pool import OverloadedError, RenderPool
+from server.selection import Choice, safe_link
+from server.signing import Signer
+
+__all__ = ["ImageAnswer", "OpenQuery", "Opens"]
+
+log = logging.getLogger("atopen.opens")
+
+# Decisions at most this many times per open: each may find more to fetch (a computed
+# SKU, the next variant's remote images); the last decides with what is there.
+MAX_DECISIONS = 3
+
+
+class Opens:
+    """Answers image opens, clicks and previews for the blocks in the snapshot."""
+
+    def __init__(
+        self,
+        *,
+        redis: Redis,
+        signer: Signer,
+        sources: Sequence[Source],
+        resources: Resources,
+        pool: RenderPool,
+        cache: RenderCache,
+        http_data: HttpData,
+        remote_images: RemoteImages,
+        open_log: OpenLog,
+        loop_lag: LoopLag,
+        deadline_ms: int,
+        click_memory_s: int,
+        last_seen_s: int,
+        inventory_max_age_ms: int,
+    ) -> None:
+        self._redis = redis
+        self._batcher = StoreBatcher(redis, shared_max_age_s=inventory_max_age_ms / 1000)
+        self._signer = signer
+        self._sources = tuple(sources)
+        self._resources = resources
+        self._deadline_s = deadline_ms / 1000
+        self._click_memory_s = click_memory_s
+        self._admission = Admission(pool, loop_lag, deadline_ms)
+        self._gatherer = Gatherer(
+            redis=redis,
+            batcher=self._batcher,
+            sources=self._sources,
+            http_data=http_data,
+            remote_images=remote_images,
+            deadline_ms=deadline_ms,
+        )
+        self._memo = ChoiceMemo()
+        self._drawer = Drawer(pool, cache)
+        self._recorder = Recorder(open_log, last_seen_s)
+
+    async def connect(self) -> None:
+        """Open the opens' own store connection; StoreConnectionError if unreachable."""
+        await self._batcher.connect()
+
+    def close(self) -> None:
+        """Close the opens' own store connection (the shared client is the caller's)."""
+        self._batcher.close()
+
+    def inventory_changed(self) -> None:
+        """This process changed the inventory: the next opens read it afresh."""
+        self._batcher.forget_shared()
+
+    def verified(
+        self, prepared: PreparedBlock, path: str, raw_query: str, pairs: Sequence[tuple[str, str]]
+    ) -> bool:
+        return prepared.block.public or self._signer.verify_request(path, raw_query, pairs)
+
+    async def image(
+        self,
+        prepared: PreparedBlock,
+        fmt: ImageFormat,
+        query: OpenQuery,
+        *,
+        path: str,
+        raw_query: str,
+        pairs: Sequence[tuple[str, str]],
+        user_agent: str | None,
+        client_ip: str | None = None,
+    ) -> ImageAnswer:
+        """The image for this open; the pre-rendered default on any failure or overrun."""
+        try:
+            admitted = self._admission.admit(prepared)
+        except OverloadedError:
+            return fallback(prepared, fmt, query.dpr, "overloaded")
+        try:
+            verified = self.verified(prepared, path, raw_query, pairs)
+            request = self._request(prepared, query, verified, user_agent, client_ip)
+            if not verified:
+                admitted.release()  # the unsigned default is drawn from no data
+                choice = self._unsigned(prepared, request)
+                context: Mapping[str, object] = {}
+                memo = None
+            else:
+                gathered = await self._gatherer.gather(
+                    request, prepared.block, {}, admitted.deadline
+                )
+                choice, memo = await self._decide(prepared, gathered, admitted.deadline)
+                request, context = gathered.request, gathered.context
+            body, outcome = await self._drawer.draw(
+                prepared,
+                choice,
+                fmt,
+                query.dpr,
+                deadline=admitted.deadline,
+                memo=memo,
+                place=admitted.place,
+            )
+        except TimeoutError:
+            return fallback(prepared, fmt, query.dpr, "deadline")
+        except OverloadedError:
+            return fallback(prepared, fmt, query.dpr, "overloaded")
+        except Exception as exc:  # never an error image: log, then serve the default
+            log.warning("open of %s fell back to the default: %r", prepared.block.id, exc)
+            return fallback(prepared, fmt, query.dpr, "error")
+        finally:
+            admitted.release()  # unused: the image came from a cache
+        self._recorder.record(prepared, request, choice, context)
+        return ImageAnswer(body, choice.variant, outcome)
+
+    async def click(
+        self,
+        prepared: PreparedBlock,
+        query: OpenQuery,
+        *,
+        verified: bool,
+        user_agent: str | None,
+        client_ip: str | None = None,
+    ) -> str:
+        """Where a click goes: the remembered render's link, else what would render now."""
+        if not verified:
+            return prepared.default_link
+        request = self._request(prepared, query, verified, user_agent, client_ip)
+        try:
+            async with asyncio.timeout(self._deadline_s):
+                link = None
+                if request.recipient is not None:
+                    link = await self._recall_link(prepared.block.id, request.recipient, request)
+                if link is None:
+                    until = time.monotonic() + self._deadline_s
+                    gathered = await self._gatherer.gather(request, prepared.block, {}, until)
+                    choice, _ = await self._decide(prepared, gathered, until)
+                    link = choice.link
+        except Exception as exc:
+            log.warning("click on %s fell back to the default link: %r", prepared.block.id, exc)
+            return prepared.default_link
+        return safe_link(prepared.block, link) or prepared.default_link
+
+    async def preview(
+        self, prepared: PreparedBlock, request: OpenRequest, overrides: Mapping[str, object]
+    ) -> Choice:
+        """The variant `request` would get (no deadline, nothing remembered)."""
+        gathered = await self._gatherer.gather(request, prepared.block, overrides, None)
+        choice, _ = await self._decide(prepared, gathered, None)
+        return choice
+
+    async def render_choice(
+        self, prepared: PreparedBlock, choice: Choice, fmt: ImageFormat, dpr: int
+    ) -> bytes:
+        body, _ = await self._drawer.draw(prepared, choice, fmt, dpr, deadline=None)
+        return body
+
+    def link_of(self, prepared: PreparedBlock, choice: Choice) -> str:
+        return link_of(prepared, choice)
+
+    async def _decide(
+        self, prepared: PreparedBlock, gathered: Gathered, deadline: float | None
+    ) -> tuple[Choice, tuple[object, ...] | None]:
+        """Decide, fetching what each decision finds missing; the choice, and the key it
+        is remembered by when it holds for every open with the same shared data."""
+        block = prepared.block
+        memo = None if gathered.overrides else self._memo.key(prepared, gathered.context)
+        if memo is not None and (remembered := self._memo.get(memo)) is not None:
+            return remembered, memo
+        assignment = assign(block.split, block.id, gathered.request.recipient)
+        for attempt in range(1, MAX_DECISIONS + 1):
+            final = attempt == MAX_DECISIONS
+            args = (block, gathered.context, self._resources, gathered.images, assignment)
+            decision: Decision
+            if block.rules_may_run_long:
+                # A rule that loops runs in a thread, within its time budget: the event
+                # loop goes on serving the other opens meanwhile.
+                decision = await asyncio.to_thread(decide, *args, final=final)
+            else:
+                decision = decide(*args, final=final)
+            if decision.needs is None:
+                break
+            await self._gatherer.more(gathered, decision.needs, block, deadline)
+        choice = decision.choice
+        if gathered.data_trace:
+            choice = replace(choice, data_trace=gathered.data_trace)
+        if gathered.computed_skus:
+            memo = None
+        elif memo is not None:
+            self._memo.put(memo, choice)
+        return choice, memo
+
+    def _unsigned(self, prepared: PreparedBlock, request: OpenRequest) -> Choice:
+        context = anonymous_context(self._sources, request)
+        return decide_unsigned(prepared.block, context, self._resources)
+
+    def _request(
+        self,
+        prepared: PreparedBlock,
+        query: OpenQuery,
+        verified: bool,
+        user_agent: str | None,
+        client_ip: str | None,
+    ) -> OpenRequest:
+        at = datetime.now(UTC)
+        if not verified:
+            return OpenRequest(at=at, block_tz=prepared.block.tz, user_agent=user_agent)
+        return OpenRequest(
+            at=at,
+            block_id=prepared.block.id,
+            recipient=query.recipient,
+            params=query.params,
+            tz=query.tz,
+            block_tz=prepared.block.tz,
+            user_agent=user_agent,
+            client_ip=client_ip,
+            skus=prepared.block.skus,
+        )
+
+    async def _recall_link(self, block_id: str, recipient: str, request: OpenRequest) -> str | None:
+        raw = await self._redis.hget(remembered_key(recipient), block_id)
+        entry = decode_memory(raw, request.at, self._click_memory_s)
+        return str(entry["link"]) if entry is not None else None

@@ -1,0 +1,49 @@
+"""Stage 5 of an open, answer: what is remembered of it, and the default when it fails.
+
+Nothing here waits: the open log takes a tuple and writes it with the others of the
+next 50 ms (what the click will follow, the impression, where the reader was seen).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from content_sources.base import OpenRequest
+from content_sources.geo import remember_commands
+from renderers.plan import ImageFormat
+from server import metrics
+from server.block_store import PreparedBlock
+from server.open_log import OpenLog
+from server.opens.query import ImageAnswer
+from server.selection import Choice, safe_link
+
+
+class Recorder:
+    def __init__(self, open_log: OpenLog, last_seen_s: int) -> None:
+        self._open_log = open_log
+        self._last_seen_s = last_seen_s
+
+    def record(
+        self,
+        prepared: PreparedBlock,
+        request: OpenRequest,
+        choice: Choice,
+        context: Mapping[str, object],
+    ) -> None:
+        """Remember the open: its variant and link for the click, and the reader's place."""
+        seen = remember_commands(request.recipient, context, self._last_seen_s)
+        link = link_of(prepared, choice)
+        self._open_log.record(prepared.block.id, request.recipient, choice.variant, link, seen)
+
+
+def link_of(prepared: PreparedBlock, choice: Choice) -> str:
+    """Where a click on the chosen variant goes: its link if allowed, else the default's."""
+    return safe_link(prepared.block, choice.link) or prepared.default_link
+
+
+def fallback(
+    prepared: PreparedBlock, fmt: ImageFormat, dpr: int, reason: metrics.FallbackReason
+) -> ImageAnswer:
+    """The block's pre-rendered default: no store, no CPU (counted by `reason`)."""
+    metrics.FALLBACKS[reason].inc()
+    return ImageAnswer(prepared.fallback(fmt, dpr), "default", f"fallback:{reason}")

@@ -1,0 +1,124 @@
+"""Stage 3 of an open, decide: the variant, from the gathered data alone.
+
+Pure and synchronous: no I/O, no clock but the open's own. It either decides for good or
+says what it found missing (`Needs`), which the gather stage fetches before it decides
+again. The marketer's rules it runs are bounded in time (`server.expressions`); a block
+whose rules may run long is decided off the event loop by the caller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+from content_sources.inventory import InventoryView
+from renderers.fields import Resources
+from renderers.layers.countdown import CountdownLayer
+from renderers.resources import Asset
+from server.block_store import PreparedBlock
+from server.blocks import Block
+from server.experiments import Assignment
+from server.lru import LRU
+from server.opens.gather import Needs
+from server.remote_images import OpenResources, RemoteImageError
+from server.selection import Choice, choose_variant
+
+# The variant that replaces a countdown's once its time is up (if the block has one).
+EXPIRED = "expired"
+# Choices remembered for blocks whose choice depends only on shared data.
+MAX_REMEMBERED_CHOICES = 4096
+
+
+@dataclass(slots=True)
+class Decision:
+    """The variant chosen; with `needs`, chosen without data a fetch could still bring."""
+
+    choice: Choice
+    needs: Needs | None = None
+
+
+def decide(
+    block: Block,
+    context: Mapping[str, object],
+    resources: Resources,
+    images: Mapping[str, Asset | RemoteImageError],
+    assignment: Assignment,
+    *,
+    final: bool,
+) -> Decision:
+    """The first variant that applies and resolves, else the default, with the rules of
+    experiments (`assignment`), sticky blocks and expired countdowns.
+
+    `final`: decide for good with what is there (a remote image not fetched makes its
+    variant fall through); otherwise report what is missing as `needs`.
+    """
+    now = context.get("now")
+    now = now if isinstance(now, datetime) else datetime.now(UTC)
+    shown = context.get("last_shown")
+    keep = shown.get("variant") if block.sticky and isinstance(shown, dict) else None
+    holdout = assignment.holdout
+    # `expired` is never chosen in order: it replaces a countdown whose time is up.
+    excluded = assignment.excluded | {EXPIRED}
+    open_resources = OpenResources(resources, images, final=final)
+    choice = choose_variant(
+        block,
+        context,
+        open_resources,
+        default_only=holdout,
+        excluded=excluded,
+        keep=keep if isinstance(keep, str) and keep not in excluded else None,
+        default_reason="experiment holdout" if holdout else "no other variant applied",
+    )
+    if _timer_is_up(choice, now) and any(v.name == EXPIRED for v in block.variants):
+        expired = choose_variant(block, context, open_resources, keep=EXPIRED, excluded=excluded)
+        if expired.variant == EXPIRED:
+            choice = expired
+    choice = replace(choice, now=now)
+    inventory = context.get("inventory")
+    skus = inventory.unfetched if isinstance(inventory, InventoryView) else set()
+    if final or not (skus or open_resources.pending):
+        return Decision(choice)
+    return Decision(choice, Needs(frozenset(skus), frozenset(open_resources.pending)))
+
+
+def decide_unsigned(block: Block, context: Mapping[str, object], resources: Resources) -> Choice:
+    """An open without a valid signature gets the default, drawn with no recipient data."""
+    return choose_variant(block, context, resources, default_only=True, default_reason="unsigned")
+
+
+class ChoiceMemo:
+    """Choices of blocks whose choice depends only on shared data (live stock, the
+    client, the second): equal data make equal choices, so thousands of recipients
+    share one evaluation of the rules."""
+
+    def __init__(self, size: int = MAX_REMEMBERED_CHOICES) -> None:
+        self._choices: LRU[tuple[object, ...], Choice] = LRU(size)
+
+    @staticmethod
+    def key(prepared: PreparedBlock, context: Mapping[str, object]) -> tuple[object, ...] | None:
+        """The shared data the block's choice depends on; None when it depends on more."""
+        if not prepared.choice_is_shared:
+            return None
+        inventory = context.get("inventory")
+        now = context.get("now")
+        client = context.get("client")
+        return (
+            prepared.block.id,
+            prepared.block.version,
+            inventory.fingerprint() if isinstance(inventory, InventoryView) else None,
+            now.isoformat(timespec="seconds") if isinstance(now, datetime) else None,
+            tuple(sorted(client.items())) if isinstance(client, dict) else None,
+        )
+
+    def get(self, key: tuple[object, ...]) -> Choice | None:
+        return self._choices.get(key)
+
+    def put(self, key: tuple[object, ...], choice: Choice) -> None:
+        self._choices.put(key, choice)
+
+
+def _timer_is_up(choice: Choice, now: datetime) -> bool:
+    return any(
+        isinstance(layer, CountdownLayer) and layer.deadline(now) <= now for layer in choice.layers
+    )

@@ -1,0 +1,74 @@
+"""Stage 4 of an open, draw: the chosen variant's image, pre-rendered, cached, or rendered
+now in the render pool, off the event loop."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from functools import partial
+
+from renderers.plan import ImageFormat, RenderPlan
+from renderers.render import render
+from server import metrics
+from server.block_store import PreparedBlock
+from server.lru import LRU
+from server.opens.decide import MAX_REMEMBERED_CHOICES
+from server.render_cache import RenderCache, plan_key
+from server.render_pool import Place, RenderPool
+from server.selection import Choice
+
+
+class Drawer:
+    def __init__(self, pool: RenderPool, cache: RenderCache) -> None:
+        self._pool = pool
+        self._cache = cache
+        # The plans of remembered choices, with their cache keys, per format and scale.
+        self._plans: LRU[tuple[object, ...], tuple[RenderPlan, str]] = LRU(MAX_REMEMBERED_CHOICES)
+
+    async def draw(
+        self,
+        prepared: PreparedBlock,
+        choice: Choice,
+        fmt: ImageFormat,
+        dpr: int,
+        *,
+        deadline: float | None,
+        memo: tuple[object, ...] | None = None,
+        place: Place | None = None,
+    ) -> tuple[bytes, str]:
+        """The choice's image, and whether it was `static`, `cached` or `rendered`.
+
+        `deadline` is when the open's work must end (`time.monotonic()`), None for none;
+        `memo` the key of a remembered choice, whose plan is remembered too; `place` the
+        open's place in the render queue, if it took one.
+        """
+        if choice.variant == "default" and prepared.default_is_static:
+            return prepared.fallback(fmt, dpr), "static"
+        planned = None if memo is None else self._plans.get((memo, fmt, dpr))
+        if planned is None:
+            now = choice.now or datetime.now(UTC)
+            new_plan = prepared.plan(choice.variant, choice.layers, fmt, dpr, now)
+            planned = (new_plan, plan_key(new_plan))
+            if memo is not None:
+                self._plans.put((memo, fmt, dpr), planned)
+        plan, key = planned
+        rendered = False
+
+        async def render_now() -> bytes:
+            nonlocal rendered
+            rendered = True
+            started = time.perf_counter()
+            # The renderer checks the deadline between layers (a timeout cannot stop a
+            # running thread); the pool admits a render only if it should end by then.
+            body = await self._pool.run(
+                partial(render, plan, deadline=deadline), deadline=deadline, place=place
+            )
+            metrics.RENDER_SECONDS.observe(time.perf_counter() - started)
+            metrics.RENDERS.labels(prepared.block.id).inc()
+            return body
+
+        shared = choice.variant not in prepared.personal_variants
+        body = await self._cache.get_or_render(
+            plan, render_now, shared=shared, key=key, deadline=deadline
+        )
+        return body, "rendered" if rendered else "cached"
