@@ -172,9 +172,13 @@ async def _services(app: web.Application, *, redis_url: str) -> AsyncIterator[No
     # block changed while this process started would otherwise be unknown here for a while.
     first_sync: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     feed = asyncio.create_task(blocks.follow_changes(first_sync), name="block-changes")
+    # From before the first sync, which can take a while: until it is done, writers wait
+    # for this process (the feed registers it), so it starts serving with their changes.
+    heartbeat = asyncio.create_task(blocks.keep_alive(), name="block-heartbeat")
     # Also wake if the feed itself fails outright (a bug): its error ends the startup.
     await asyncio.wait({first_sync, feed}, return_when=asyncio.FIRST_COMPLETED)
     if feed.done():
+        await stop_task(heartbeat)
         feed.result()
     try:
         first_sync.result()
@@ -184,7 +188,7 @@ async def _services(app: web.Application, *, redis_url: str) -> AsyncIterator[No
         log.error("store unreachable at startup (%s); /readyz stays 503 until it answers", exc)
     writer = asyncio.create_task(open_log.run(), name="open-log")
     counts = asyncio.create_task(metrics.flush_local_periodically(), name="metrics")
-    tasks = [feed, writer, counts]
+    tasks = [heartbeat, feed, writer, counts]
     policy = RfmPolicy(settings.segments_window_days, settings.segments_history_days)
     app[RFM_POLICY] = policy
     if settings.segments_interval_s:
@@ -195,6 +199,8 @@ async def _services(app: web.Application, *, redis_url: str) -> AsyncIterator[No
     finally:
         for task in tasks:
             await stop_task(task)
+        # Writers wait for this process no longer (else until its heartbeat goes stale).
+        await blocks.leave()
         await session.close()
         await remote_images.close()
         if geoip is not None:

@@ -1,4 +1,5 @@
-"""Block changes reach every running process within a second, with no store read per open."""
+"""Block changes reach every running process by the time the write answers, with no store
+read per open."""
 
 from __future__ import annotations
 
