@@ -9,6 +9,7 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 from PIL import Image
 
+from server.block_store import APPLIED_KEY, WORKERS_KEY
 from server.signing import Signer
 
 SECRET = "test-secret"
@@ -50,3 +51,10 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def data_keys(store: Any) -> list[bytes]:
+    """The keys of a (synchronous) store client that hold data: all but the running
+    workers' own presence, which every app writes when it starts."""
+    presence = {WORKERS_KEY.encode(), APPLIED_KEY.encode()}
+    return [key for key in store.keys("*") if key not in presence]

@@ -11,7 +11,7 @@ import orjson
 import pytest
 import redis
 from aiohttp.test_utils import TestClient
-from support import AUTH, put_block, signed
+from support import AUTH, data_keys, put_block, signed
 
 from content_sources.keys import event_ids_key, events_key
 from server.settings import Settings
@@ -130,7 +130,7 @@ async def test_rejected_batch_stores_nothing(client: Client, store: redis.Redis)
     response = await post(client, batch)
     assert response.status == 422
     assert bad_fields(await response.json()) == ["[2].type"]
-    assert store.dbsize() == 0
+    assert data_keys(store) == []
     # Nothing was remembered either: the good events store when sent again.
     assert (await (await post(client, batch[:2])).json())["stored"] == 2
 
@@ -145,7 +145,7 @@ async def test_every_bad_event_in_a_batch_is_named(client: Client, store: redis.
     response = await post(client, batch)
     assert response.status == 422
     assert bad_fields(await response.json()) == ["[0].ts", "[2].recipient", "[3].props"]
-    assert store.dbsize() == 0
+    assert data_keys(store) == []
 
 
 INVALID = {
@@ -171,7 +171,7 @@ async def test_invalid_event_is_422_naming_the_field(
     in_batch = await post(client, [{"recipient": "u1", "type": "view"}, event])
     assert in_batch.status == 422
     assert bad_fields(await in_batch.json()) == [f"[1].{field}"]
-    assert store.dbsize() == 0
+    assert data_keys(store) == []
 
 
 @pytest.mark.parametrize("body", [[], "view", 3, None])
@@ -183,7 +183,7 @@ async def test_body_must_be_an_event_or_a_non_empty_batch(
     )
     assert response.status == 422
     assert bad_fields(await response.json()) == ["body"]
-    assert store.dbsize() == 0
+    assert data_keys(store) == []
 
 
 async def test_batch_over_1000_is_refused(client: Client, store: redis.Redis) -> None:
@@ -191,7 +191,7 @@ async def test_batch_over_1000_is_refused(client: Client, store: redis.Redis) ->
     response = await post(client, batch)
     assert response.status == 422
     assert bad_fields(await response.json()) == ["body"]
-    assert store.dbsize() == 0
+    assert data_keys(store) == []
     accepted = await post(client, batch[:1000])
     assert await accepted.json() == {"received": 1000, "stored": 1000}
 

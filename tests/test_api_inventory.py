@@ -9,7 +9,7 @@ import orjson
 import pytest
 import redis
 from aiohttp.test_utils import TestClient
-from support import AUTH, put_block, signed
+from support import AUTH, data_keys, put_block, signed
 
 from content_sources.keys import inventory_key
 
@@ -80,7 +80,7 @@ async def test_patch_of_an_unknown_sku_is_404_and_creates_nothing(
     response = await client.patch(PATH.format("nope"), json={"stock": 1}, headers=AUTH)
     assert response.status == 404
     assert (await response.json())["error"]["code"] == "not_found"
-    assert store.dbsize() == 0
+    assert data_keys(store) == []
 
 
 BAD_VALUES = [
@@ -128,7 +128,7 @@ async def test_bad_sku_in_the_path_is_422(client: Client, store: redis.Redis, sk
     response = await client.put(PATH.format(sku), json=ITEM, headers=AUTH)
     assert response.status == 422
     assert bad_fields(await response.json()) == ["sku"]
-    assert store.dbsize() == 0
+    assert data_keys(store) == []
 
 
 async def test_bulk_stores_every_item(client: Client, store: redis.Redis) -> None:
@@ -155,7 +155,7 @@ async def test_rejected_bulk_stores_nothing(client: Client, store: redis.Redis) 
     assert bad_fields(await response.json()) == ["[2].stock", "[3].price", "[4].sku", "[5]"]
     for sku in ("sku-0", "sku-1"):
         assert (await client.get(PATH.format(sku), headers=AUTH)).status == 404
-    assert store.dbsize() == 0
+    assert data_keys(store) == []
 
 
 @pytest.mark.parametrize("body", [[], {"sku": "sku-1", "stock": 1}])
@@ -165,7 +165,7 @@ async def test_bulk_body_must_be_a_non_empty_array(
     response = await client.post("/api/v1/inventory", json=body, headers=AUTH)
     assert response.status == 422
     assert bad_fields(await response.json()) == ["body"]
-    assert store.dbsize() == 0
+    assert data_keys(store) == []
 
 
 IN_STOCK = {

@@ -11,7 +11,7 @@ import pytest
 import redis
 from aiohttp.test_utils import TestClient
 from sample_blocks import greeting
-from support import AUTH, put_block, signed
+from support import AUTH, data_keys, put_block, signed
 
 from content_sources.keys import (
     event_ids_key,
@@ -177,7 +177,7 @@ async def test_email_address_as_recipient_id_is_422(
     response = await client.request(method, PATH.format("ann@example.com"), **kwargs)
     assert response.status == 422
     assert bad_fields(await response.json()) == ["rid"]
-    assert store.dbsize() == 0
+    assert data_keys(store) == []
 
 
 async def test_body_must_be_an_object(client: Client, store: redis.Redis) -> None:
@@ -185,7 +185,7 @@ async def test_body_must_be_an_object(client: Client, store: redis.Redis) -> Non
         response = await put(client, "u1", body)
         assert response.status == 422
         assert bad_fields(await response.json()) == ["body"]
-    assert store.dbsize() == 0
+    assert data_keys(store) == []
 
 
 async def test_get_unknown_profile_is_404(client: Client) -> None:
