@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(BIN)/python -m loadtest.bench_render
 	$(BIN)/python -m loadtest.bench_serve
 	$(BIN)/python -m loadtest.bench_goodput
+	$(BIN)/python -m loadtest.bench_instructions
 
 ## Re-render the golden images after a deliberate change (then look at them).
 goldens: $(STAMP)

@@ -45,6 +45,8 @@ end
 return 0
 """
 MEMORIES_PER_CALL = 500
+# How often the queued opens are written, unless the log is given its own interval.
+FLUSH_INTERVAL_S = 0.05
 
 # One open: its block, recipient, variant and link.
 _Open = tuple[str, str | None, str, str]
@@ -61,10 +63,12 @@ class OpenLog:
     counted on and the time its memory records are the flush's (at most one interval
     later than the open)."""
 
-    def __init__(self, redis: Redis, *, click_memory_s: int, interval_s: float = 0.05) -> None:
+    def __init__(
+        self, redis: Redis, *, click_memory_s: int, interval_s: float | None = None
+    ) -> None:
         self._redis = redis
         self._click_memory_s = click_memory_s
-        self._interval_s = interval_s
+        self._interval_s = FLUSH_INTERVAL_S if interval_s is None else interval_s
         self._opens: list[_Open] = []
         self._extras: dict[str, Sequence[RedisCommand]] = {}
 
