@@ -174,7 +174,7 @@ async def _services(app: web.Application, *, redis_url: str) -> AsyncIterator[No
     feed = asyncio.create_task(blocks.follow_changes(first_sync), name="block-changes")
     # From before the first sync, which can take a while: until it is done, writers wait
     # for this process (the feed registers it), so it starts serving with their changes.
-    heartbeat = asyncio.create_task(blocks.keep_alive(), name="block-heartbeat")
+    heartbeat = asyncio.create_task(blocks.presence.keep_alive(), name="block-heartbeat")
     # Also wake if the feed itself fails outright (a bug): its error ends the startup.
     await asyncio.wait({first_sync, feed}, return_when=asyncio.FIRST_COMPLETED)
     if feed.done():
@@ -200,7 +200,7 @@ async def _services(app: web.Application, *, redis_url: str) -> AsyncIterator[No
         for task in tasks:
             await stop_task(task)
         # Writers wait for this process no longer (else until its heartbeat goes stale).
-        await blocks.leave()
+        await blocks.presence.leave()
         await session.close()
         await remote_images.close()
         if geoip is not None:

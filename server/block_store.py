@@ -18,9 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import secrets
-import socket
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -42,6 +39,7 @@ from renderers.render import render
 from server.blocks import SCALES, Block, BlockError, Problem, compile_block
 from server.layer_order import LayerOrder, layer_order
 from server.selection import DefaultUnavailableError, choose_variant, safe_link
+from server.worker_presence import WorkerPresence
 
 log = logging.getLogger("atopen.blocks")
 
@@ -52,20 +50,6 @@ CHANNEL = "atopen:blocks:changed"
 # one script writes a block with its change number, one transaction reads every block
 # with the number they are at, one script reads the heartbeats with the acknowledgements.
 CHANGES_KEY = "{atopen:blocks}:changes"  # the number of the last change to any block
-WORKERS_KEY = "{atopen:blocks}:workers"  # sorted set: process id -> last heartbeat (store time)
-APPLIED_KEY = "{atopen:blocks}:applied"  # hash: process id -> the last change it holds
-HEARTBEAT_INTERVAL_S = 1.0
-# A process whose heartbeat is older is taken for dead (killed, its machine gone): a write
-# no longer waits for it. Long enough for a busy event loop to miss a few heartbeats.
-STALE_AFTER_S = 5.0
-# Dead processes' entries are removed by the others' heartbeats after this long.
-FORGET_AFTER_S = 60.0
-# How long a put or delete waits for live processes to take its change before it answers
-# anyway. Taking a change means preparing the block (its pre-renders): a large block on
-# a loaded machine takes a few seconds.
-ACK_TIMEOUT_S = 10.0
-ACK_POLL_FIRST_S = 0.002
-ACK_POLL_MAX_S = 0.05
 FORMATS: tuple[ImageFormat, ...] = ("png", "jpg", "gif")
 RESYNC_INTERVAL_S = 30.0
 SUBSCRIBE_TIMEOUT_S = 2.0
@@ -88,36 +72,6 @@ local removed = redis.call('HDEL', KEYS[1], ARGV[1])
 local change = redis.call('INCR', KEYS[2])
 redis.call('PUBLISH', ARGV[2], change .. ' ' .. ARGV[1])
 return {removed, change}
-"""
-# KEYS: workers, applied; ARGV: process id, forget after (s). The store's clock, the
-# same for every server, tells fresh heartbeats from stale ones.
-_HEARTBEAT = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-redis.call('ZADD', KEYS[1], now, ARGV[1])
-local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
-if #gone > 0 then
-  redis.call('ZREM', KEYS[1], unpack(gone))
-  redis.call('HDEL', KEYS[2], unpack(gone))
-end
-return 0
-"""
-# KEYS: workers, applied; ARGV: change, stale after (s), the asking process. The live
-# processes, other than the asking one, that do not hold the change yet.
-_BEHIND = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local live = redis.call('ZRANGEBYSCORE', KEYS[1], now - tonumber(ARGV[2]), '+inf')
-local behind = {}
-if #live > 0 then
-  local applied = redis.call('HMGET', KEYS[2], unpack(live))
-  for i, worker in ipairs(live) do
-    if worker ~= ARGV[3] and (tonumber(applied[i]) or 0) < tonumber(ARGV[1]) then
-      behind[#behind + 1] = worker
-    end
-  end
-end
-return behind
 """
 
 
@@ -279,9 +233,9 @@ class BlockStore:
         self._prepare = prepare
         self._snapshot: dict[str, PreparedBlock] = {}
         self.loaded = False
-        # Names this process among all the store's processes (of every server): a pid
-        # alone repeats across machines and restarts.
-        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        # This process among all the store's processes: writers wait for each to take
+        # their change.
+        self.presence = WorkerPresence(redis)
         # A sync's read can be answered just before a put or delete made here, and come
         # back after it: applied, it would undo that change until the change's own
         # message arrives. Each put or delete takes the next number; a sync leaves alone
@@ -290,8 +244,6 @@ class BlockStore:
         self._changed_here: dict[str, int] = {}
         self._store_script = redis.register_script(_STORE)
         self._remove_script = redis.register_script(_REMOVE)
-        self._heartbeat_script = redis.register_script(_HEARTBEAT)
-        self._behind_script = redis.register_script(_BEHIND)
 
     def get(self, block_id: str) -> PreparedBlock | None:
         """The hot path's lookup: memory only."""
@@ -302,7 +254,7 @@ class BlockStore:
 
     async def put(self, block_id: str, definition: object) -> PreparedBlock:
         """Validate, store with the next version, tell every process, update this one, and
-        answer once every live process serves it (see `_until_everywhere`)."""
+        answer once every live process serves it (see `WorkerPresence.until_everywhere`)."""
         prepared = await asyncio.to_thread(
             partial(self._prepare, block_id, definition, 0, "", strict=True)
         )
@@ -319,7 +271,7 @@ class BlockStore:
         )
         self._snapshot[block_id] = prepared
         self._note_change(block_id)
-        await self._until_everywhere(change, block_id)
+        await self.presence.until_everywhere(change, block_id)
         return prepared
 
     async def delete(self, block_id: str) -> bool:
@@ -329,51 +281,8 @@ class BlockStore:
         self._snapshot.pop(block_id, None)
         self._note_change(block_id)
         if removed:
-            await self._until_everywhere(int(change), block_id)
+            await self.presence.until_everywhere(int(change), block_id)
         return bool(removed)
-
-    async def _until_everywhere(self, change: int, block_id: str) -> None:
-        """Wait until every other live process holds `change`, at most `ACK_TIMEOUT_S`.
-
-        The change is stored either way: past the timeout, or when the store stops
-        answering, the write answers all the same and the log names who lags."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + ACK_TIMEOUT_S
-        pause = ACK_POLL_FIRST_S
-        while True:
-            try:
-                behind = [
-                    w.decode() if isinstance(w, bytes) else str(w)
-                    for w in await self._behind_script(
-                        keys=[WORKERS_KEY, APPLIED_KEY],
-                        args=[change, STALE_AFTER_S, self.worker_id],
-                    )
-                ]
-            except (RedisError, OSError) as exc:
-                log.warning(
-                    "block %s: change %d is stored, but whether every worker has it is "
-                    "unknown (%s)",
-                    block_id,
-                    change,
-                    exc,
-                    extra={"fields": {"block": block_id, "change": change}},
-                )
-                return
-            if not behind:
-                return
-            if loop.time() >= deadline:
-                log.warning(
-                    "block %s: change %d not acknowledged within %gs by worker(s) %s; "
-                    "answered anyway: they serve the previous state until they take it",
-                    block_id,
-                    change,
-                    ACK_TIMEOUT_S,
-                    ", ".join(sorted(behind)),
-                    extra={"fields": {"block": block_id, "change": change, "workers": behind}},
-                )
-                return
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, ACK_POLL_MAX_S)
 
     async def sync_all(self) -> int:
         """Load every stored block whose version differs from the snapshot's. Returns the
@@ -440,44 +349,6 @@ class BlockStore:
             # serving its last good snapshot, if any; the log says why.
             log.error("block %s could not be loaded: %s", block_id, exc)
 
-    async def keep_alive(self) -> None:
-        """Run until cancelled: renew this process's heartbeat every `HEARTBEAT_INTERVAL_S`.
-
-        Writers wait only for processes with a fresh heartbeat, so one that dies holds
-        up no write for longer than `STALE_AFTER_S`."""
-        failing = False
-        while True:
-            try:
-                await self._heartbeat()
-                failing = False
-            except (RedisError, OSError) as exc:
-                if not failing:
-                    log.warning(
-                        "block heartbeat failed (%s); writers stop waiting for this worker "
-                        "after %gs, and it may serve blocks they changed since",
-                        exc,
-                        STALE_AFTER_S,
-                    )
-                failing = True
-            await asyncio.sleep(HEARTBEAT_INTERVAL_S)
-
-    async def leave(self) -> None:
-        """On a clean stop: writers need not wait for this process's heartbeat to go stale."""
-        with contextlib.suppress(RedisError, OSError):
-            async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.zrem(WORKERS_KEY, self.worker_id)
-                pipe.hdel(APPLIED_KEY, self.worker_id)
-                await pipe.execute()
-
-    async def _heartbeat(self) -> None:
-        await self._heartbeat_script(
-            keys=[WORKERS_KEY, APPLIED_KEY], args=[self.worker_id, FORGET_AFTER_S]
-        )
-
-    async def _acknowledge(self, change: int) -> None:
-        """Tell writers this process's snapshot holds every change up to `change`."""
-        await self._redis.hset(APPLIED_KEY, self.worker_id, change)
-
     async def follow_changes(self, first_sync: asyncio.Future[None] | None = None) -> None:
         """Run until cancelled: apply published changes, resync periodically and on reconnect.
 
@@ -490,12 +361,12 @@ class BlockStore:
             try:
                 # Registered before subscribing: a change made from now on is waited for
                 # here, even one made before this process's first sync has finished.
-                await self._heartbeat()
+                await self.presence.heartbeat()
                 async with self._redis.pubsub() as pubsub:
                     await pubsub.subscribe(CHANNEL)
                     await _subscription_confirmed(pubsub)
                     # Anything missed while not subscribed.
-                    await self._acknowledge(await self.sync_all())
+                    await self.presence.acknowledge(await self.sync_all())
                     if first_sync is not None and not first_sync.done():
                         first_sync.set_result(None)
                     backoff = 0.1
@@ -522,9 +393,9 @@ class BlockStore:
                 # Messages arrive in the order of their numbers, and the snapshot now
                 # holds this change and every one before it.
                 if number.isdigit():
-                    await self._acknowledge(int(number))
+                    await self.presence.acknowledge(int(number))
             if loop.time() >= next_resync:
-                await self._acknowledge(await self.sync_all())
+                await self.presence.acknowledge(await self.sync_all())
                 next_resync = loop.time() + RESYNC_INTERVAL_S
 
 

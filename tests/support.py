@@ -9,8 +9,8 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 from PIL import Image
 
-from server.block_store import APPLIED_KEY, WORKERS_KEY
 from server.signing import Signer
+from server.worker_presence import APPLIED_KEY, WORKERS_KEY
 
 SECRET = "test-secret"
 TOKEN = "test-token"

@@ -24,8 +24,8 @@ from sample_blocks import greeting
 from support import AUTH, decode, put_block, signed
 from test_workers import serving, worker_pid
 
-from server import block_store
-from server.block_store import APPLIED_KEY, WORKERS_KEY
+from server import worker_presence
+from server.worker_presence import APPLIED_KEY, WORKERS_KEY
 
 OPENS = 60
 IMAGE = "/i/fresh.png?r=u1"
@@ -176,7 +176,7 @@ async def test_a_stale_worker_is_not_waited_for(
     client = await make_client()
     async with aioredis.from_url(redis_url) as store:
         now = await store_time(store)
-        await store.zadd(WORKERS_KEY, {"gone:1:dead": now - block_store.STALE_AFTER_S - 1})
+        await store.zadd(WORKERS_KEY, {"gone:1:dead": now - worker_presence.STALE_AFTER_S - 1})
         await store.hset(APPLIED_KEY, "gone:1:dead", 0)
     with caplog.at_level(logging.WARNING, logger="atopen.blocks"):
         await put_block(client, "fresh", version("first"))
@@ -192,7 +192,7 @@ async def test_a_worker_that_never_acknowledges_is_waited_for_only_up_to_a_timeo
 ) -> None:
     """A worker that looks alive but never takes the change (its change feed is cut, say):
     the write answers after the timeout all the same, and the log names that worker."""
-    monkeypatch.setattr(block_store, "ACK_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(worker_presence, "ACK_TIMEOUT_S", 0.3)
     client = await make_client()
     async with aioredis.from_url(redis_url) as store:
         # Its heartbeat stays fresh for longer than the test runs.
