@@ -97,6 +97,17 @@ class StoreBatcher:
             return None
         return [_own(reply) for reply in kept.replies]
 
+    def kept_replies(self, commands: tuple[RedisCommand, ...]) -> object | None:
+        """What stands for the kept replies to shared `commands`: the same object for as
+        long as the same replies are kept, None when they are not or are too old. A
+        caller may remember what it made of them under it."""
+        if not self._shared_max_age_s:
+            return None
+        kept = self._shared.get(commands)
+        if kept is None or time.monotonic() - kept.asked_at >= self._shared_max_age_s:
+            return None
+        return kept
+
     def forget_shared(self) -> None:
         """Read shared data afresh from the next open on (this process changed it)."""
         self._shared = LRU(MAX_SHARED_READS)

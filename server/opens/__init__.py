@@ -12,6 +12,10 @@
 4. draw: the image, pre-rendered, cached, or rendered off the event loop.
 5. answer: the open is remembered (for the click, the impression, the last place seen).
 
+An open of a block whose rules read nothing but reads shared by all its opens (its
+inventory items) skips gather and decide while the same replies are kept: it takes the
+choice an earlier open made from them (shared.py).
+
 No stage calls back into an earlier one; `Opens` below runs them top to bottom. Any
 failure on the way serves the block's pre-rendered default: an image request never gets
 anything but an image.
@@ -46,6 +50,7 @@ from server.opens.decide import ChoiceMemo, Decision, decide, decide_unsigned
 from server.opens.draw import Drawer
 from server.opens.gather import Gathered, Gatherer
 from server.opens.query import ImageAnswer, OpenQuery
+from server.opens.shared import SharedChoices
 from server.remote_images import RemoteImages
 from server.render_cache import RenderCache
 from server.render_pool import OverloadedError, RenderPool
@@ -99,6 +104,7 @@ class Opens:
             deadline_ms=deadline_ms,
         )
         self._memo = ChoiceMemo()
+        self._shared = SharedChoices(self._sources, self._batcher)
         self._drawer = Drawer(pool, cache)
         self._recorder = Recorder(open_log, last_seen_s)
 
@@ -138,18 +144,27 @@ class Opens:
             return fallback(prepared, fmt, query.dpr, "overloaded")
         try:
             verified = self.verified(prepared, path, raw_query, pairs)
-            request = self._request(prepared, query, verified, user_agent, client_ip)
-            if not verified:
+            recipient = query.recipient if verified else None
+            context: Mapping[str, object] = {}
+            memo = None
+            shared = self._shared.of(prepared) if verified else None
+            kept, decided = (None, None) if shared is None else shared.now()
+            if decided is not None:
+                # The same shared data as an earlier open: its choice, without the context.
+                choice, memo = decided
+            elif not verified:
                 admitted.release()  # the unsigned default is drawn from no data
+                request = self._request(prepared, query, verified, user_agent, client_ip)
                 choice = self._unsigned(prepared, request)
-                context: Mapping[str, object] = {}
-                memo = None
             else:
+                request = self._request(prepared, query, verified, user_agent, client_ip)
                 gathered = await self._gatherer.gather(
                     request, prepared.block, {}, admitted.deadline
                 )
                 choice, memo = await self._decide(prepared, gathered, admitted.deadline)
-                request, context = gathered.request, gathered.context
+                context = gathered.context
+                if shared is not None and kept is not None and memo is not None:
+                    shared.remember(kept, choice, memo)
             body, outcome = await self._drawer.draw(
                 prepared,
                 choice,
@@ -168,7 +183,7 @@ class Opens:
             return fallback(prepared, fmt, query.dpr, "error")
         finally:
             admitted.release()  # unused: the image came from a cache
-        self._recorder.record(prepared, request, choice, context)
+        self._recorder.record(prepared, recipient, choice, context)
         return ImageAnswer(body, choice.variant, outcome)
 
     async def click(

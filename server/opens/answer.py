@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from content_sources.base import OpenRequest
 from content_sources.geo import remember_commands
 from renderers.plan import ImageFormat
 from server import metrics
@@ -26,14 +25,14 @@ class Recorder:
     def record(
         self,
         prepared: PreparedBlock,
-        request: OpenRequest,
+        recipient: str | None,
         choice: Choice,
         context: Mapping[str, object],
     ) -> None:
         """Remember the open: its variant and link for the click, and the reader's place."""
-        seen = remember_commands(request.recipient, context, self._last_seen_s)
+        seen = remember_commands(recipient, context, self._last_seen_s)
         link = link_of(prepared, choice)
-        self._open_log.record(prepared.block.id, request.recipient, choice.variant, link, seen)
+        self._open_log.record(prepared.block.id, recipient, choice.variant, link, seen)
 
 
 def link_of(prepared: PreparedBlock, choice: Choice) -> str:
