@@ -14,7 +14,12 @@ from pathlib import Path
 import pytest
 from fontTools.colorLib.builder import buildCOLR, buildCPAL
 from fontTools.fontBuilder import FontBuilder
+from fontTools.misc import sstruct
 from fontTools.pens.ttGlyphPen import TTGlyphPen
+from fontTools.ttLib import newTable
+from fontTools.ttLib.tables import C_B_D_T_, E_B_L_C_
+from fontTools.ttLib.tables.BitmapGlyphMetrics import SmallGlyphMetrics
+from fontTools.ttLib.tables.E_B_L_C_ import sbitLineMetricsFormat
 from PIL import Image, ImageChops, ImageDraw
 
 from renderers import fonts as fonts_module
@@ -253,15 +258,78 @@ def test_emoji_presentation_prefers_a_colour_face(tmp_path: Path) -> None:
     assert itemize("😀", stack)[0].face.name != colour.name  # a face before it has the emoji
 
 
-@pytest.mark.skipif(
-    not any(face_info(face).strike for face in default_fallback()),
-    reason="no colour bitmap emoji font (Debian: fonts-noto-color-emoji) on this machine",
-)
-def test_a_bitmap_emoji_font_is_scaled_to_the_text_size(resources: LocalResources) -> None:
+BITMAP_STRIKE_PX = 109  # the one size of Noto Color Emoji's bitmaps
+
+
+def make_bitmap_emoji_font(path: Path) -> FontFace:
+    """A tiny CBDT/CBLC font whose only glyph, for U+1F389, is a colour bitmap.
+
+    Like Noto Color Emoji it has no outlines, only PNGs in one strike of
+    BITMAP_STRIKE_PX pixels; the PNG is a hue and saturation gradient: many colours.
+    """
+    side, ascender, upem = 100, 88, 2048
+    hue = Image.linear_gradient("L").rotate(90).resize((side, side))
+    saturation = Image.linear_gradient("L").resize((side, side))
+    bright = Image.new("L", (side, side), 255)
+    picture = Image.merge("HSV", (hue, saturation, bright)).convert("RGBA")
+    png = io.BytesIO()
+    picture.save(png, "PNG")
+
+    glyph = C_B_D_T_.cbdt_bitmap_format_17(None, None)
+    glyph.metrics = SmallGlyphMetrics()
+    glyph.metrics.width = glyph.metrics.height = side
+    glyph.metrics.BearingX = (BITMAP_STRIKE_PX - side) // 2
+    glyph.metrics.BearingY = ascender
+    glyph.metrics.Advance = BITMAP_STRIKE_PX
+    glyph.imageData = png.getvalue()
+    location = E_B_L_C_.eblc_index_sub_table_1(None, None)
+    location.indexFormat, location.imageFormat, location.names = 1, 17, ["party"]
+    line = E_B_L_C_.SbitLineMetrics()
+    for name in sstruct.getformat(sbitLineMetricsFormat)[1]:
+        setattr(line, name, 0)
+    line.ascender = line.maxBeforeBL = ascender
+    line.descender = line.minAfterBL = ascender - BITMAP_STRIKE_PX
+    line.widthMax = BITMAP_STRIKE_PX
+    strike = E_B_L_C_.Strike()
+    strike.indexSubTables = [location]
+    sizes = strike.bitmapSizeTable
+    sizes.hori = sizes.vert = line
+    sizes.ppemX = sizes.ppemY = BITMAP_STRIKE_PX
+    sizes.colorRef, sizes.bitDepth, sizes.flags = 0, 32, 1  # 32-bit colour, horizontal
+
+    ascent = round(upem * ascender / BITMAP_STRIKE_PX)
+    builder = FontBuilder(upem, isTTF=True)  # no glyf table: bitmaps only
+    builder.setupGlyphOrder([".notdef", "party"])
+    builder.setupCharacterMap({0x1F389: "party"})
+    builder.setupHorizontalMetrics({".notdef": (upem, 0), "party": (upem, 0)})
+    builder.setupHorizontalHeader(ascent=ascent, descent=ascent - upem)
+    builder.setupNameTable({"familyName": "Test Bitmap Emoji", "styleName": "Regular"})
+    builder.setupOS2(
+        sTypoAscender=ascent,
+        sTypoDescender=ascent - upem,
+        usWinAscent=ascent,
+        usWinDescent=upem - ascent,
+    )
+    builder.setupPost()
+    builder.setupMaxp()
+    builder.font["CBDT"] = cbdt = newTable("CBDT")
+    cbdt.version, cbdt.strikeData = 3.0, [{"party": glyph}]
+    builder.font["CBLC"] = cblc = newTable("CBLC")
+    cblc.version, cblc.strikes = 3.0, [strike]
+    builder.save(str(path))
+    return FontFace("test-bitmap-emoji", str(path))
+
+
+def test_a_bitmap_emoji_font_is_scaled_to_the_text_size(tmp_path: Path) -> None:
+    bitmap = make_bitmap_emoji_font(tmp_path / "bitmap.ttf")
+    assert face_info(bitmap).colour
+    assert face_info(bitmap).strike == BITMAP_STRIKE_PX
+    fallback = (*without_colour_faces()[:-1], bitmap, without_colour_faces()[-1])
+    resources = LocalResources([], builtin_fonts(), fallback=fallback)
+    assert itemize("🎉", resources.font("sans"))[0].face == bitmap
     for size in (20, 60):
-        layer = parse_layer(
-            LAYER_KINDS["text"], {"box": [0, 0, 200, 100], "text": "🎉", "size": size}, resources
-        )
+        fields = {"box": [0, 0, 200, 100], "text": "🎉", "size": size, "font": "sans"}
+        layer = parse_layer(LAYER_KINDS["text"], fields, resources)
         image = Image.open(io.BytesIO(render(RenderPlan(200, 100, 1, "png", (layer,)))))
         bbox = image.getbbox()
         assert bbox is not None
