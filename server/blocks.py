@@ -335,8 +335,17 @@ def _link(raw: object, path: str, errors: _Collector, *, required: bool) -> Temp
         except ExpressionError as exc:
             errors.add(path, str(exc))
             return ""
+    from server.selection import click_target  # selection builds on this module
+
     if not is_http_url(raw):
         errors.add(path, "must be an absolute http or https URL")
+    elif click_target(raw.strip()) is None:
+        # Clicks would silently go to the default's link: say so while the author looks.
+        errors.add(
+            path,
+            "must be a link browsers read as written: no user name or password, "
+            "backslash or control character",
+        )
     return raw
 
 

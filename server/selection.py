@@ -7,16 +7,18 @@ The trace says why each variant was or was not chosen.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
-from urllib.parse import urlsplit
+
+from ada_url import SchemeType, idna_to_ascii, parse_url
 
 from content_sources.http_data import SourceTrace
 from renderers.fields import FieldError, Resources
 from renderers.plan import Layer
-from server.blocks import Block, LayerTemplate, VariantTemplate, is_http_url
+from server.blocks import Block, LayerTemplate, VariantTemplate
 from server.expressions import MissingValueError, Template
 
 
@@ -110,15 +112,63 @@ def _resolve_layer(
 
 
 def safe_link(block: Block, link: str) -> str | None:
-    """The link if a click may go there: http(s) to a host the block names literally."""
-    host = _http_host(link)
-    return link.strip() if host is not None and host in block.hosts else None
+    """Where a click may go: the link as a browser reads it (its WHATWG `href`), if that
+    is http(s) to a host the block names; None for anything else."""
+    target = click_target(link)
+    if target is None:
+        return None
+    href, host = target
+    return href if host in block.hosts or host in _browser_hosts(block.hosts) else None
 
 
 @lru_cache(maxsize=4096)
-def _http_host(link: str) -> str | None:
-    """The host of an http(s) link, None for anything else (kept: most opens of a
-    block share a handful of links)."""
-    if not link or not is_http_url(link):
+def click_target(link: str) -> tuple[str, str] | None:
+    """The `href` and host a browser would visit for `link`, None if it is not a plain
+    http(s) URL (kept: most opens of a block share a handful of links).
+
+    The host is read with the WHATWG URL parser browsers use, not `urlsplit`: the two
+    disagree on links such as `https://evil.example\\@shop.example.com/`, where a
+    browser visits evil.example. A trailing dot is dropped from the host: `example.com.`
+    names the same DNS host as `example.com`.
+    """
+    # Browsers read `\\` as `/` in http(s) URLs and silently drop tabs and newlines, so
+    # text containing them does not mean what it shows; a link that needs them is not
+    # one a marketer meant to compute.
+    if _UNCLEAR.search(link):
         return None
-    return (urlsplit(link.strip()).hostname or "").rstrip(".").lower()
+    try:
+        parts = parse_url(link.strip(), _PARTS)
+    except ValueError:  # not a URL at all, or text that is not valid Unicode
+        return None
+    # Credentials in a link only serve to disguise its host (`https://shop.example.com@
+    # evil.example/`); shops do not put them in emails.
+    if parts["scheme_type"] not in _HTTP or parts["username"] or parts["password"]:
+        return None
+    href = parts["href"]
+    # The href goes into `Location` verbatim; WHATWG serialisation percent-encodes
+    # everything outside printable ASCII, and this keeps it so if the parser ever differs.
+    if not _HEADER_SAFE.fullmatch(href):
+        return None
+    return href, parts["hostname"].removesuffix(".")
+
+
+@lru_cache(maxsize=1024)
+def _browser_hosts(hosts: frozenset[str]) -> frozenset[str]:
+    """A block's hosts as the parser spells them (`shöp.example` is `xn--shp-tna.example`,
+    full-width letters are ASCII), so a host listed in Unicode matches its links."""
+    spelled: set[str] = set()
+    for host in hosts:
+        try:
+            ascii_host = idna_to_ascii(host).decode("ascii").removesuffix(".")
+        except UnicodeError:  # not encodable: no link can have it as its host
+            continue
+        if ascii_host:  # empty when the name is not a valid domain
+            spelled.add(ascii_host)
+    return frozenset(spelled)
+
+
+_PARTS = ("href", "username", "password", "hostname", "scheme_type")
+_HTTP = (SchemeType.HTTP, SchemeType.HTTPS)
+# A backslash or any ASCII control character (C0, DEL) anywhere in the link.
+_UNCLEAR = re.compile(r"[\\\x00-\x1f\x7f]")
+_HEADER_SAFE = re.compile(r"[\x21-\x7e]+")
