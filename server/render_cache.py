@@ -44,6 +44,14 @@ class RenderCache:
         self._ttl = shared_ttl_s
         self._in_flight: dict[str, asyncio.Future[bytes]] = {}
 
+    def cached(self, key: str) -> bytes | None:
+        """The bytes kept in this process under `key` (a `plan_key`), counted as a memory
+        hit; None, counting nothing, when they are not (then `get_or_render`)."""
+        body = self._memory.get(key)
+        if body is not None:
+            metrics.MEMORY_HITS.inc()
+        return body
+
     async def get_or_render(
         self,
         plan: RenderPlan,

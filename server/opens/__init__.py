@@ -146,12 +146,12 @@ class Opens:
             verified = self.verified(prepared, path, raw_query, pairs)
             recipient = query.recipient if verified else None
             context: Mapping[str, object] = {}
-            memo = None
+            memo = link = None
             shared = self._shared.of(prepared) if verified else None
             kept, decided = (None, None) if shared is None else shared.now()
             if decided is not None:
                 # The same shared data as an earlier open: its choice, without the context.
-                choice, memo = decided
+                choice, memo, link = decided
             elif not verified:
                 admitted.release()  # the unsigned default is drawn from no data
                 request = self._request(prepared, query, verified, user_agent, client_ip)
@@ -183,7 +183,7 @@ class Opens:
             return fallback(prepared, fmt, query.dpr, "error")
         finally:
             admitted.release()  # unused: the image came from a cache
-        self._recorder.record(prepared, recipient, choice, context)
+        self._recorder.record(prepared, recipient, choice, context, link)
         return ImageAnswer(body, choice.variant, outcome)
 
     async def click(

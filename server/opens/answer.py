@@ -28,10 +28,13 @@ class Recorder:
         recipient: str | None,
         choice: Choice,
         context: Mapping[str, object],
+        link: str | None = None,
     ) -> None:
-        """Remember the open: its variant and link for the click, and the reader's place."""
-        seen = remember_commands(recipient, context, self._last_seen_s)
-        link = link_of(prepared, choice)
+        """Remember the open: its variant and link for the click (`link_of`, given when
+        known already), and the reader's place (from `context`, when one was built)."""
+        seen = remember_commands(recipient, context, self._last_seen_s) if context else ()
+        if link is None:
+            link = link_of(prepared, choice)
         self._open_log.record(prepared.block.id, recipient, choice.variant, link, seen)
 
 

@@ -52,6 +52,9 @@ class Drawer:
             if memo is not None:
                 self._plans.put((memo, fmt, dpr), planned)
         plan, key = planned
+        body = self._cache.cached(key)
+        if body is not None:  # most opens of shared content: no coroutine, no closure
+            return body, "cached"
         rendered = False
 
         async def render_now() -> bytes:

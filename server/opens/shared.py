@@ -18,6 +18,7 @@ from content_sources import active_sources
 from content_sources.base import OpenRequest, RedisCommand, Source
 from content_sources.store_batch import StoreBatcher
 from server.block_store import PreparedBlock
+from server.opens.answer import link_of
 from server.selection import Choice
 
 # Blocks whose reads and choice are followed; past that, forgotten all at once (the
@@ -25,8 +26,8 @@ from server.selection import Choice
 MAX_BLOCKS = 4096
 # What stands for the replies of a block that reads nothing at all.
 _NO_READS = object()
-# A choice, and the key it is remembered by (`ChoiceMemo`).
-Decided = tuple[Choice, tuple[object, ...]]
+# A choice, the key it is remembered by (`ChoiceMemo`) and where its click goes.
+Decided = tuple[Choice, tuple[object, ...], str]
 
 
 class SharedReads:
@@ -59,7 +60,8 @@ class SharedReads:
         """`choice`, remembered by `memo`, was made from the replies `kept` stands for;
         kept unless other replies were read meanwhile."""
         if self.kept() is kept:
-            self._replies, self._decided = kept, (choice, memo)
+            self._replies = kept
+            self._decided = (choice, memo, link_of(self.prepared, choice))
 
 
 class SharedChoices:
