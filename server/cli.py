@@ -22,11 +22,12 @@ from server.supervisor import WORKER_GRACE_S, Supervisor
 
 @contextlib.contextmanager
 def store_url(settings: Settings) -> Iterator[str]:
-    """`ATOPEN_REDIS_URL`, or a real embedded Redis under the data dir for the run's length."""
+    """`ATOPEN_REDIS_URL`, or a real embedded Redis under the data dir for the run's length,
+    started again on the same URL (with its data) whenever it dies."""
     if settings.redis_url:
         yield settings.redis_url
         return
-    with EmbeddedRedis(settings.data_dir / "redis") as embedded:
+    with EmbeddedRedis(settings.data_dir / "redis", keep_alive=True) as embedded:
         yield embedded.url
 
 

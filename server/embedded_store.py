@@ -5,6 +5,10 @@ Redis semantics (Lua, TTLs, atomic counters) it has in production. So instead of
 in-process imitation it starts a genuine redis-server as a child process, serving only a
 Unix socket inside the data directory, and makes sure that child never outlives it.
 The tests use the same class to get a real server.
+
+With `keep_alive`, a server that dies (killed, crashed, out of memory) is started again
+on the same socket, from its append-only file, so clients only see an outage as long
+as the restart.
 """
 
 from __future__ import annotations
@@ -12,10 +16,12 @@ from __future__ import annotations
 import atexit
 import contextlib
 import fcntl
+import logging
 import os
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 from types import TracebackType
@@ -42,6 +48,14 @@ _LOCK_NAME = "start.lock"
 
 _STOP_GRACE_S = 10.0
 _LOG_TAIL_LINES = 20
+
+# How often the keeper looks at the server, and how a server that keeps dying right
+# after each restart is restarted ever more slowly (as the supervisor does for workers).
+_WATCH_INTERVAL_S = 0.1
+_RESTART_BACKOFF_MAX_S = 30.0
+_STABLE_AFTER_S = 10.0
+
+log = logging.getLogger("atopen.store")
 
 
 class EmbeddedStoreError(RuntimeError):
@@ -85,15 +99,32 @@ class EmbeddedRedis:
     thread: Linux delivers the parent-death signal when the *thread* that spawned the
     child exits, so starting from a short-lived worker thread would stop the server
     as soon as that thread ends.
+
+    With `keep_alive`, a thread of this instance (the keeper) watches the server from
+    `start()` to `stop()` and starts it again, on the same socket, whenever it dies: a
+    persistent store comes back with its data, a non-persistent one comes back empty.
     """
 
-    def __init__(self, data_dir: Path, *, persistent: bool = True) -> None:
+    def __init__(
+        self, data_dir: Path, *, persistent: bool = True, keep_alive: bool = False
+    ) -> None:
         self._data_dir = Path(data_dir).absolute()
         self._persistent = persistent
+        self._keep_alive = keep_alive
         self._process: subprocess.Popen[bytes] | None = None
         self._socket_path: Path | None = None
         # Set only when the data dir's own socket path is too long to bind.
         self._socket_dir: Path | None = None
+        self._binary = ""
+        # When the current server was spawned, and where its lines in redis.log begin.
+        self._spawned_at = 0.0
+        self._log_offset = 0
+        # Serialises the keeper's restarts with start() and stop(); reentrant because a
+        # failed start() stops what it began.
+        self._lock = threading.RLock()
+        self._keeper: threading.Thread | None = None
+        self._stopping = False
+        self._wake = threading.Event()  # set by stop(), to end the keeper's waits
 
     @property
     def url(self) -> str:
@@ -129,24 +160,34 @@ class EmbeddedRedis:
         Raises EmbeddedStoreError, with the end of redis.log, when no binary is found, the
         data dir is already served by a live server, or the server fails to come up.
         """
-        if self._process is not None:
-            raise RuntimeError("the embedded store is already started")
-        binary = find_redis_server()
-        try:
-            self._data_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise EmbeddedStoreError(
-                f"Cannot create the data dir {self._data_dir} ({error}); set "
-                "ATOPEN_DATA_DIR to a writable directory."
-            ) from error
-        # The lock closes the window between "nobody serves this dir" and "our server
-        # listens", in which a second atopen process would otherwise start a rival
-        # server on the same append-only file.
-        with open(self._data_dir / _LOCK_NAME, "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            self._refuse_if_served()
-            self._remove_stale_files()
-            self._spawn(binary, timeout_s)
+        with self._lock:
+            if self._process is not None:
+                raise RuntimeError("the embedded store is already started")
+            binary = find_redis_server()
+            try:
+                self._data_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise EmbeddedStoreError(
+                    f"Cannot create the data dir {self._data_dir} ({error}); set "
+                    "ATOPEN_DATA_DIR to a writable directory."
+                ) from error
+            # The lock closes the window between "nobody serves this dir" and "our server
+            # listens", in which a second atopen process would otherwise start a rival
+            # server on the same append-only file.
+            with open(self._data_dir / _LOCK_NAME, "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                self._refuse_if_served()
+                self._remove_stale_files()
+                self._spawn(binary, timeout_s)
+            if self._keep_alive:
+                self._stopping = False
+                self._wake.clear()
+                # A daemon: the interpreter joins other threads before running atexit,
+                # where a store nobody stopped is stopped (and this thread with it).
+                self._keeper = threading.Thread(
+                    target=self._keep, name="embedded-store-keeper", daemon=True
+                )
+                self._keeper.start()
 
     def stop(self) -> None:
         """Stop the server and wait for it to exit. Safe to call repeatedly.
@@ -154,6 +195,17 @@ class EmbeddedRedis:
         SIGTERM makes redis-server shut down cleanly: it flushes and fsyncs the
         append-only file, then removes its socket and pidfile.
         """
+        with self._lock:
+            # Under the lock, so that the keeper sees it before it could restart the
+            # server, and ends only once the server it may have spawned is stopped.
+            self._stopping = True
+            self._stop_server()
+        self._wake.set()
+        keeper, self._keeper = self._keeper, None
+        if keeper is not None and keeper is not threading.current_thread():
+            keeper.join()
+
+    def _stop_server(self) -> None:
         process = self._process
         if process is not None and process.poll() is None:
             process.terminate()
@@ -247,8 +299,14 @@ class EmbeddedRedis:
             ("pidfile", str(self._data_dir / _PIDFILE_NAME)),
             ("logfile", str(self._data_dir / _LOGFILE_NAME)),
             ("loglevel", "warning"),
-            # The append-only file alone gives durability (at most ~1 s lost on a
-            # crash); RDB snapshots would only add fork pauses.
+            # The append-only file alone gives durability; RDB snapshots would only add
+            # fork pauses. Redis writes each command to the file before it replies, so a
+            # killed or crashed server loses nothing it acknowledged (the kernel holds
+            # it); but when the disk is so slow that the last second's sync still runs,
+            # Redis holds its writes back for up to 2 s while it goes on replying.
+            # `everysec` leaves the last second unsynced: a crash of the machine loses
+            # it. `always` syncs before each reply: a profile PUT took twice as long
+            # (0.4 -> 0.8 ms one at a time) on a fast virtual disk.
             ("save", ""),
             ("appendonly", "yes" if self._persistent else "no"),
             ("appendfsync", "everysec"),
@@ -262,35 +320,114 @@ class EmbeddedRedis:
 
     def _spawn(self, binary: str, timeout_s: float) -> None:
         log_path = self._data_dir / _LOGFILE_NAME
+        self._log_offset = 0
         try:
             socket_path = self._choose_socket_path()
             self._socket_path = socket_path
-            config = self._write_config(socket_path)
-            # Errors found before redis-server reads `logfile` (a bad config line) go to
-            # its stderr; sending both streams to redis.log keeps every message together.
-            with open(log_path, "ab") as log:
-                log_start = log.tell()
-                self._process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
-                    [binary, str(config)],
-                    cwd=self._data_dir,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=log,
-                    # Out of the terminal's process group: Ctrl-C goes to atopen alone,
-                    # which stops the server itself once its in-flight requests are done.
-                    process_group=0,
-                    preexec_fn=die_with_parent(),
-                )
+            process = self._launch(binary, socket_path)
             atexit.register(self.stop)
-            _wait_until_ready(self._process, socket_path, timeout_s)
+            _wait_until_ready(process, socket_path, timeout_s)
         except OSError as error:
-            self.stop()
+            self._stop_server()
             raise EmbeddedStoreError(
                 f"Could not start the embedded store ({binary}) in {self._data_dir}: {error}"
             ) from error
         except EmbeddedStoreError as error:
-            self.stop()
-            raise EmbeddedStoreError(f"{error}\n{_log_tail(log_path, log_start)}") from None
+            self._stop_server()
+            raise EmbeddedStoreError(f"{error}\n{_log_tail(log_path, self._log_offset)}") from None
+
+    def _launch(self, binary: str, socket_path: Path) -> subprocess.Popen[bytes]:
+        """Write redis.conf and spawn redis-server on it; it becomes `self._process`."""
+        config = self._write_config(socket_path)
+        # Errors found before redis-server reads `logfile` (a bad config line) go to
+        # its stderr; sending both streams to redis.log keeps every message together.
+        with open(self._data_dir / _LOGFILE_NAME, "ab") as log:
+            self._log_offset = log.tell()
+            self._binary = binary
+            self._spawned_at = time.monotonic()
+            self._process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+                [binary, str(config)],
+                cwd=self._data_dir,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                # Out of the terminal's process group: Ctrl-C goes to atopen alone,
+                # which stops the server itself once its in-flight requests are done.
+                process_group=0,
+                preexec_fn=die_with_parent(),
+            )
+        return self._process
+
+    def _keep(self) -> None:
+        """The keeper thread: until `stop()`, start the server again whenever it has died.
+
+        The watch lives here, in the process that owns the server, rather than in the
+        workers' supervisor: `atopen demo` has no supervisor, only this instance knows
+        the socket, lock and child to restart, and the supervisor's loop sleeps through
+        a worker's restart backoff (up to 30 s), which the store must not wait for.
+        A server restarted from here gets its parent-death signal when this thread ends,
+        which is only after `stop()` has stopped it (or with the whole process).
+        """
+        failures = 0
+        while True:
+            self._wake.wait(_WATCH_INTERVAL_S)
+            try:
+                with self._lock:
+                    if self._told_to_stop():
+                        return
+                    process = self._process
+                    if process is None or process.poll() is None:
+                        continue
+                    lived = time.monotonic() - self._spawned_at
+                    failures = 0 if lived > _STABLE_AFTER_S else failures + 1
+                    delay = min(_RESTART_BACKOFF_MAX_S, 0.5 * 2**failures) if failures else 0.0
+                    log.error(
+                        "embedded store (redis-server pid %d) exited with %s after %.1fs; "
+                        "restarting it in %.1fs. %s",
+                        process.pid,
+                        process.returncode,
+                        lived,
+                        delay,
+                        _log_tail(self._data_dir / _LOGFILE_NAME, self._log_offset),
+                    )
+                    # Counted as a life, so a restart that fails outright backs off too.
+                    self._spawned_at = time.monotonic()
+                self._wake.wait(delay)
+                with self._lock:
+                    if self._told_to_stop():  # while waiting out the delay
+                        return
+                    self._restart()
+                    log.warning("embedded store restarted (redis-server pid %s)", self.pid)
+            except (EmbeddedStoreError, OSError) as error:
+                log.error("embedded store could not be restarted: %s", error)
+            except Exception:
+                # The keeper must outlive its own bugs: the server it spawned dies with it.
+                log.exception("embedded store keeper failed; watching on")
+
+    def _told_to_stop(self) -> bool:
+        """Whether `stop()` has been called; read under the lock."""
+        return self._stopping
+
+    def _restart(self) -> None:
+        """Start the server again on the socket it had, so that clients find it there."""
+        socket_path = self._socket_path
+        if socket_path is None:
+            raise RuntimeError("the embedded store has not been started")
+        with open(self._data_dir / _LOCK_NAME, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            # Another atopen may have taken the data dir over while ours was down.
+            self._refuse_if_served()
+            if socket_path.is_socket():
+                socket_path.unlink()  # the dead server's
+            (self._data_dir / _PIDFILE_NAME).unlink(missing_ok=True)
+            if self._socket_dir is not None:
+                # A process that found the server dead may have removed its files.
+                self._socket_dir.mkdir(mode=0o700, exist_ok=True)
+                link = self._local_socket
+                if not (link.is_symlink() and Path(os.readlink(link)) == socket_path):
+                    link.unlink(missing_ok=True)
+                    link.symlink_to(socket_path)
+            self._launch(self._binary, socket_path)
 
 
 def _wait_until_ready(

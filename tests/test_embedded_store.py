@@ -8,6 +8,7 @@ import signal
 import stat
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -257,3 +258,106 @@ def test_a_server_that_never_answers_is_stopped(
     assert "started" in str(caught.value)
     with pytest.raises(ProcessLookupError):
         os.kill(int(pid_file.read_text()), 0)
+
+
+def until_served_again(store: EmbeddedRedis, killed: int) -> redis.Redis:
+    """A client of `store` once a server other than `killed` answers on its socket."""
+    deadline = time.monotonic() + 30
+    while store.pid == killed or not store.running:
+        assert time.monotonic() < deadline, "the store was not restarted"
+        time.sleep(0.05)
+    client = redis.Redis.from_url(store.url)
+    while True:
+        try:
+            client.ping()
+            return client
+        except (redis.ConnectionError, redis.TimeoutError):
+            assert time.monotonic() < deadline, "the restarted store never answered"
+            time.sleep(0.05)
+
+
+@pytest.mark.parametrize("dir_name", ["store", LONG_NAME], ids=["short-path", "long-path"])
+def test_a_kept_alive_store_comes_back_with_its_data(tmp_path: Path, dir_name: str) -> None:
+    data_dir = tmp_path / dir_name
+    with EmbeddedRedis(data_dir, keep_alive=True) as store:
+        url = store.url
+        with sync_client(store) as client:
+            client.set("acknowledged", 1)
+        killed = store.pid
+        assert killed is not None
+        os.kill(killed, signal.SIGKILL)
+
+        with until_served_again(store, killed) as client:
+            assert client.get("acknowledged") == b"1"
+        assert store.url == url  # clients reconnect where they were
+        with pytest.raises(EmbeddedStoreError, match="already in use"):
+            EmbeddedRedis(data_dir).start()
+    assert not os.path.lexists(data_dir / "redis.sock")
+
+
+def test_a_kept_alive_non_persistent_store_comes_back_empty(tmp_path: Path) -> None:
+    with EmbeddedRedis(tmp_path / "store", persistent=False, keep_alive=True) as store:
+        with sync_client(store) as client:
+            client.set("forgotten", 1)
+        killed = store.pid
+        assert killed is not None
+        os.kill(killed, signal.SIGKILL)
+
+        with until_served_again(store, killed) as client:
+            assert client.get("forgotten") is None
+            client.set("new", 1)
+
+
+def test_a_stopped_kept_alive_store_stays_stopped(tmp_path: Path) -> None:
+    data_dir = tmp_path / "store"
+    store = EmbeddedRedis(data_dir, keep_alive=True)
+    store.start()
+    pid = store.pid
+    assert pid is not None
+    store.stop()
+
+    assert wait_until_gone(pid)
+    assert not store.running
+    assert not any(t.name == "embedded-store-keeper" for t in threading.enumerate())
+    # Nobody serves the data dir: another store may take it.
+    with EmbeddedRedis(data_dir) as successor, sync_client(successor) as client:
+        assert client.ping()
+
+
+KEPT_ALIVE_CHILD_SCRIPT = """
+import sys, time
+from pathlib import Path
+from server.embedded_store import EmbeddedRedis
+
+store = EmbeddedRedis(Path(sys.argv[1]), keep_alive=True)
+store.start()
+first = store.pid
+print(first, flush=True)
+while store.pid == first or not store.running:
+    time.sleep(0.05)
+print(store.pid, flush=True)
+time.sleep(120)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
+def test_a_killed_parent_leaves_no_restarted_server_behind(tmp_path: Path) -> None:
+    with subprocess.Popen(  # noqa: S603 - our own interpreter and script
+        [sys.executable, "-c", KEPT_ALIVE_CHILD_SCRIPT, str(tmp_path / "store")],
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        stdout=subprocess.PIPE,
+    ) as parent:
+        assert parent.stdout is not None
+        first = int(parent.stdout.readline())
+        os.kill(first, signal.SIGKILL)
+        line = parent.stdout.readline()
+        assert line, "the child process did not restart its embedded store"
+        restarted = int(line)
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait()
+
+    outlived = not wait_until_gone(restarted)
+    if outlived:
+        os.kill(restarted, signal.SIGKILL)
+    assert not outlived, "a restarted redis-server outlived its SIGKILLed parent"

@@ -3,30 +3,82 @@
 Handlers raise `ApiError`; the wrapper every API handler gets
 (`server.request_handling.api_handler`) turns it into the response. Messages are written
 for the marketer reading them, never `str()` of an internal exception.
+
+A request that fails because the store cannot be reached (down, restarting, still
+loading its data, not answering in time) answers 503 `store_unavailable` with
+`Retry-After`, not 500: nothing went wrong with the request, and the same request will
+succeed once the store is back.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import sys
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
 from aiohttp import web
+from redis.exceptions import BusyLoadingError
+from redis.exceptions import ConnectionError as StoreConnectionError
+from redis.exceptions import TimeoutError as StoreTimeoutError
+
+# What the store client raises while the store is out of reach; BusyLoadingError (a
+# restarted store still reading its append-only file) is a ConnectionError already, named
+# for the reader.
+STORE_OUTAGES = (StoreConnectionError, StoreTimeoutError, BusyLoadingError)
+# The embedded store is restarted within a second or so of dying, and a client that
+# retries sooner would only find it loading: a second is the wait worth asking for.
+STORE_RETRY_AFTER_S = 1
 
 
 class ApiError(Exception):
     def __init__(
-        self, status: int, code: str, message: str, details: Sequence[dict[str, str]] = ()
+        self,
+        status: int,
+        code: str,
+        message: str,
+        details: Sequence[dict[str, str]] = (),
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.details = list(details)
+        self.headers = dict(headers or {})
 
     def response(self) -> web.Response:
+        # The catch-all that answers 500 builds its error inside its `except` clause: when
+        # what it caught is the store being out of reach, the answer is a 503 instead.
+        if self.status == 500 and is_store_outage(sys.exc_info()[1]):
+            return store_unavailable().response()
         body = {"error": {"code": self.code, "message": self.message, "details": self.details}}
-        return json_response(body, status=self.status)
+        response = json_response(body, status=self.status)
+        response.headers.update(self.headers)
+        return response
+
+
+def store_unavailable() -> ApiError:
+    """503: the store is out of reach; the request did nothing that can be counted on."""
+    return ApiError(
+        503,
+        "store_unavailable",
+        "the data store is unavailable right now; nothing is confirmed: retry the request "
+        f"in {STORE_RETRY_AFTER_S} s or later",
+        headers={"Retry-After": str(STORE_RETRY_AFTER_S)},
+    )
+
+
+def is_store_outage(exc: BaseException | None) -> bool:
+    """Whether `exc`, or an error it was raised from or while handling, is the store
+    being out of reach (a handler may wrap the store's error in one of its own)."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, STORE_OUTAGES):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+    return False
 
 
 def invalid(field: str, message: str) -> ApiError:
