@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 from sample_blocks import greeting
 from support import AUTH, decode, put_block, signed
+from test_serving import metric
 from test_workers import serving, until_every_worker_serves
 
 from server.settings import Settings
@@ -76,6 +77,8 @@ async def test_sixty_readers_opening_at_once_all_get_their_own_image(
     assert all(decode(body).size == (400, 100) for _, _, body in answers)
 
 
+# A `when` that runs past its time budget (a hundred thousand items, twice over).
+LOOPING_WHEN = "range(100000) | map('string') | map('length') | sum > 0 and range(100000) | sum"
 # Ten billion turns printing nothing (the output cap would stop one that prints).
 LOOPING_RULE = (
     "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
@@ -108,3 +111,23 @@ async def test_a_rule_that_loops_does_not_stop_health_checks_or_other_opens(
     assert answer.status == 200
     assert answer.headers["X-Atopen-Variant"] == "default"
     assert decode(await answer.read()).size == (400, 100)
+
+
+async def test_an_open_waits_for_looping_rules_no_longer_than_its_deadline(
+    make_client: Any, settings: Settings
+) -> None:
+    """Each rule stops at its budget, but forty of them in a row would take two seconds:
+    the open gives up at its deadline and answers the default, counted as a deadline
+    (had it waited for the rules, it would have served the default's pre-render)."""
+    client = await make_client(replace(settings, render_deadline_ms=300))
+    block = greeting()
+    looping = dict(block["variants"][0], when=LOOPING_WHEN)
+    block["variants"] = [dict(looping, name=f"loop{i}") for i in range(40)]
+    await put_block(client, "looping", block)
+    await client.put("/api/v1/profiles/u1", json={"first_name": "Ada"}, headers=AUTH)
+    before = await metric(client, "atopen_fallbacks_total", reason="deadline")
+    answer = await client.get(signed("/i/looping.png?r=u1"))
+    assert answer.status == 200
+    assert answer.headers["X-Atopen-Variant"] == "default"
+    assert decode(await answer.read()).size == (400, 100)
+    assert await metric(client, "atopen_fallbacks_total", reason="deadline") == before + 1

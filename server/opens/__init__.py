@@ -41,6 +41,7 @@ from content_sources.store_batch import StoreBatcher
 from renderers.fields import Resources
 from renderers.plan import ImageFormat
 from server.block_store import PreparedBlock
+from server.deadlines import seconds_left
 from server.experiments import assign
 from server.loop_lag import LoopLag
 from server.open_log import OpenLog
@@ -247,8 +248,10 @@ class Opens:
             decision: Decision
             if block.rules_may_run_long:
                 # A rule that loops runs in a thread, within its time budget: the event
-                # loop goes on serving the other opens meanwhile.
-                decision = await asyncio.to_thread(decide, *args, final=final)
+                # loop goes on serving the other opens meanwhile. The open waits for it
+                # no longer than its deadline (each of many rules has its own budget).
+                async with asyncio.timeout(seconds_left(deadline)):
+                    decision = await asyncio.to_thread(decide, *args, final=final)
             else:
                 decision = decide(*args, final=final)
             if decision.needs is None:
