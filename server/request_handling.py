@@ -17,7 +17,7 @@ from typing import cast
 
 from aiohttp import web
 
-from server.api.errors import ApiError
+from server.api.errors import ApiError, is_store_outage, store_unavailable
 from server.keys import REQUEST_ID, SETTINGS
 from server.logs import CURRENT_REQUEST_ID
 
@@ -111,7 +111,10 @@ async def _api(request: web.Request, handler: Handler) -> web.StreamResponse:
         if exc.status < 400:
             raise
         return ApiError(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason).response()
-    except Exception:
+    except Exception as exc:
+        if is_store_outage(exc):
+            log.warning("API request failed: the store is out of reach (%r)", exc)
+            return store_unavailable().response()
         log.exception("API request failed")
         return ApiError(500, "internal", "internal error; see the server log").response()
 

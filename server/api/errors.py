@@ -12,7 +12,6 @@ succeed once the store is back.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -48,10 +47,6 @@ class ApiError(Exception):
         self.headers = dict(headers or {})
 
     def response(self) -> web.Response:
-        # The catch-all that answers 500 builds its error inside its `except` clause: when
-        # what it caught is the store being out of reach, the answer is a 503 instead.
-        if self.status == 500 and is_store_outage(sys.exc_info()[1]):
-            return store_unavailable().response()
         body = {"error": {"code": self.code, "message": self.message, "details": self.details}}
         response = json_response(body, status=self.status)
         response.headers.update(self.headers)
