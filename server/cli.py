@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import gc
+import socket
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
@@ -95,6 +97,7 @@ def _serve(args: argparse.Namespace) -> None:
     if args.workers is not None:
         settings = replace(settings, workers=args.workers)
     require_secret(settings)
+    require_free_port(settings)
     configure_logging(settings.log_level)
     with store_url(settings) as url:
         Supervisor(settings, url).run()
@@ -114,6 +117,7 @@ def _demo(args: argparse.Namespace) -> None:
     from server.demo import announce_demo, demo_settings, install_demo
 
     settings = demo_settings(_with_listen_args(load_settings(), args))
+    require_free_port(settings)
     configure_logging(settings.log_level)
     with store_url(settings) as url:
         run(settings, url, install_demo, listening=announce_demo)
@@ -128,6 +132,35 @@ def _sign(args: argparse.Namespace) -> None:
         print(settings.base_url + signed if signed.startswith("/") else signed)
 
 
+class PortInUseError(Exception):
+    """Something already listens on the address atopen was asked to listen on."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(
+            f"{settings.host}:{settings.port} is in use: stop what listens there, or choose "
+            "another port with --port or ATOPEN_PORT"
+        )
+
+
+def require_free_port(settings: Settings) -> None:
+    """PortInUseError if anything listens on the address. Workers bind with SO_REUSEPORT,
+    which would let them join another server of the same user on that port and share
+    its traffic: a plain bind first tells a port in use from one that is free."""
+    try:
+        info = socket.getaddrinfo(settings.host, settings.port, type=socket.SOCK_STREAM)[0]
+    except OSError:
+        return  # an unknown host: binding will say so
+    with socket.socket(info[0], socket.SOCK_STREAM) as probe:
+        # Connections of an earlier run in TIME_WAIT do not hold the port.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(info[4])
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUseError(settings) from None
+            raise
+
+
 def _with_listen_args(settings: Settings, args: argparse.Namespace) -> Settings:
     if args.host:
         settings = replace(settings, host=args.host)
@@ -140,7 +173,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="atopen", description="Render email content at the moment an email is opened."
     )
-    commands = parser.add_subparsers(dest="command", required=True)
+    # `worker` is the supervisor's, not a user's: left out of the list and the help.
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{serve,demo,sign}")
     for name, handler, text in (
         ("serve", _serve, "serve with settings from ATOPEN_* environment variables"),
         ("demo", _demo, "serve on the embedded store with demo blocks and data loaded"),
@@ -155,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 type=int,
                 help="worker processes (default: ATOPEN_WORKERS, else the number of CPUs)",
             )
-    worker = commands.add_parser("worker", help=argparse.SUPPRESS)
+    worker = commands.add_parser("worker")
     worker.set_defaults(handler=_worker)
     sign = commands.add_parser(
         "sign", help="sign email-facing URLs with ATOPEN_SECRET", description="sign URLs"
@@ -165,7 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         args.handler(args)
-    except (SettingsError, EmbeddedStoreError, ValueError) as exc:
+    except (SettingsError, EmbeddedStoreError, ValueError, PortInUseError) as exc:
         print(f"atopen: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -9,7 +9,11 @@ writes an HTML page that embeds the signed URLs the way an email would.
 from __future__ import annotations
 
 import html
+import os
 import secrets
+import shlex
+import shutil
+import sys
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -125,7 +129,21 @@ def _banner(settings: Settings, page: Path, examples: list[tuple[str, str]]) -> 
         "  try:",
         f"    curl -H 'Authorization: Bearer {settings.api_tokens[0]}' "
         f"{settings.base_url}/api/v1/blocks",
-        f"    ATOPEN_SECRET={settings.secrets[0]} atopen sign '/i/cart-reminder.png?r=ann'",
+        f"    ATOPEN_SECRET={settings.secrets[0]} {_atopen_command()} sign "
+        "'/i/cart-reminder.png?r=ann'",
         "",
     ]
     return "\n".join(lines)
+
+
+def _atopen_command() -> str:
+    """How to run `atopen` from a shell here: by name when it is on PATH, else by the path
+    of the one installed beside this interpreter (`make demo` installs it in .venv/bin,
+    which is not on PATH), else as a module."""
+    if shutil.which("atopen"):
+        return "atopen"
+    beside = Path(sys.executable).parent / "atopen"
+    if beside.exists():
+        here = beside.is_relative_to(Path.cwd())
+        return shlex.quote(os.path.relpath(beside) if here else str(beside))
+    return f"{shlex.quote(sys.executable)} -m server"

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -100,6 +102,16 @@ def test_demo_serves_signed_images_and_stops_its_store(tmp_path: Path) -> None:
         output = process.communicate(timeout=30)[0]
     assert process.returncode == 0, output
     assert "demo email page" in output
+    # The banner's own `sign` line runs as printed, and signs for the port it serves on.
+    sign_line = next(line.strip() for line in output.splitlines() if " sign '" in line)
+    assignment, command = sign_line.split(" ", 1)
+    name, _, secret = assignment.partition("=")
+    signed = subprocess.run(  # noqa: S603 - the command our banner printed
+        shlex.split(command), env={**env, name: secret}, capture_output=True, text=True
+    )
+    assert signed.returncode == 0, signed.stderr
+    signed_url = signed.stdout.strip()
+    assert signed_url.startswith(f"http://127.0.0.1:{port}/i/cart-reminder.png?r=ann&sig=")
     deadline = time.monotonic() + 10
     while _alive(store_pid):
         assert time.monotonic() < deadline, "the embedded store outlived the demo"
@@ -114,3 +126,24 @@ def _alive(pid: int) -> bool:
     # A zombie (exited, not yet reaped by an unrelated parent) counts as gone.
     with open(f"/proc/{pid}/stat") as stat:
         return stat.read().split()[2] != "Z"
+
+
+@pytest.mark.parametrize("command", ["serve", "demo"])
+def test_a_port_in_use_is_named_not_a_traceback(tmp_path: Path, command: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = clean_env(tmp_path, ATOPEN_PORT=str(port), ATOPEN_SECRET="k")
+        result = atopen(command, env=env)
+    assert result.returncode == 2
+    assert f"127.0.0.1:{port} is in use" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_help_lists_only_the_commands_a_user_runs(tmp_path: Path) -> None:
+    result = atopen("--help", env=clean_env(tmp_path))
+    assert result.returncode == 0
+    assert "{serve,demo,sign}" in result.stdout
+    assert "worker" not in result.stdout
+    assert "SUPPRESS" not in result.stdout
