@@ -142,6 +142,14 @@ def compile_block(
         raise BlockError([*errors.problems, Problem("body", "must be a JSON object")])
     for key in sorted(set(definition) - _BLOCK_KEYS):
         errors.add(key, "unknown field")
+    # The definition is stored and answered as it was sent, so a `null` would come back
+    # as a value the field cannot hold. Leaving the field out is how to say "none"; the
+    # other fields' own checks refuse `null` already.
+    for key in ("tz", "split", "max_bytes"):
+        if key in definition and definition[key] is None:
+            errors.add(key, "must not be null: leave the field out")
+    if not isinstance(definition.get("description", ""), str):
+        errors.add("description", "must be a string")
     width = _int_field(definition, "width", errors)
     height = _int_field(definition, "height", errors)
     if width and height and width * height * max(SCALES) ** 2 > MAX_OUTPUT_PIXELS:
@@ -189,7 +197,7 @@ def compile_block(
     )
     for field_path, message in split_problems:
         errors.add(field_path, message)
-    max_bytes = definition.get("max_bytes")
+    max_bytes = _whole(definition.get("max_bytes"))
     if max_bytes is not None and (
         isinstance(max_bytes, bool)
         or not isinstance(max_bytes, int)
@@ -251,11 +259,16 @@ def _all_sources(variant: VariantTemplate) -> Iterator[Expression | Template]:
 
 
 def _int_field(definition: Mapping[str, Any], name: str, errors: _Collector) -> int | None:
-    value = definition.get(name)
+    value = _whole(definition.get(name))
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_SIDE_PX:
         errors.add(name, f"required: an integer from 1 to {MAX_SIDE_PX} (pixels)")
         return None
     return value
+
+
+def _whole(value: object) -> object:
+    """`value`, as an int if it is a whole number as JSON counts them (`600.0` is one)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 def _valid_zone(name: object) -> bool:

@@ -102,6 +102,10 @@ async def preview_block(request: web.Request) -> web.Response:
     )
     if unknown:
         raise invalid_fields([{"field": k, "message": "unknown field"} for k in unknown])
+    # Every field is optional: a field is given or left out, and `null` is neither.
+    nulls = sorted(k for k, v in body.items() if v is None)
+    if nulls:
+        raise invalid_fields([{"field": k, "message": "must not be null"} for k in nulls])
     recipient = body.get("recipient")
     if recipient is not None:
         recipient = recipient_id(recipient)

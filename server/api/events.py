@@ -30,6 +30,10 @@ def parse_event(raw: object, prefix: str, now: datetime) -> tuple[str, Event]:
     unknown = sorted(set(raw) - _KEYS)
     if unknown:
         raise invalid(f"{field}{unknown[0]}", "unknown field")
+    # `ts` and `id` are optional: given or left out; `null` is neither.
+    for name in ("ts", "id"):
+        if name in raw and raw[name] is None:
+            raise invalid(f"{field}{name}", "must not be null: leave the field out")
     recipient = recipient_id(raw.get("recipient"), f"{field}recipient")
     kind = raw.get("type")
     if not isinstance(kind, str) or not _TYPE.match(kind):

@@ -27,7 +27,12 @@ _STRING_FIELDS = ("name", "image", "url")
 def check_item(item: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """The known fields must have their types; any other field is kept as given."""
     stock = item.get("stock")
-    if stock is not None and (isinstance(stock, bool) or not isinstance(stock, int) or stock < 0):
+    if stock is not None and (
+        isinstance(stock, bool)
+        # A whole number as JSON counts them: `3.0` is one.
+        or not (isinstance(stock, int) or (isinstance(stock, float) and stock.is_integer()))
+        or stock < 0
+    ):
         raise invalid(f"{prefix}stock", "must be a whole number, 0 or more")
     price = item.get("price")
     if price is not None and (
