@@ -14,6 +14,9 @@ Everything that can be checked without a recipient is checked at `PUT`
   (scheme and host before any `{{`), or listed in `allow_hosts`; the rendered URL is
   checked against that list again, so a template cannot send recipient data elsewhere.
   Redirects are not followed, for the same reason.
+- The address is checked too: the client session connects only to public addresses
+  and the networks in `ATOPEN_FETCH_ALLOW` (`content_sources.outbound`, whose
+  connector the server's session uses), whatever the URL's spelling or DNS answer.
 - Secrets (API keys) come from the server's configuration, never from the block, and only
   header templates see them, as `secrets.NAME`; header templates see nothing else, so a
   secret cannot be moved into a URL, a body or the cache key. URL and body templates see
@@ -25,7 +28,10 @@ request per process for identical concurrent misses), and gives each source eith
 selected JSON value or a `Missing` value saying why, so variants that need it fall
 through. It never raises: a slow, failing, huge or malformed answer, or a cache that is
 down, only makes that value missing. The returned trace says what each source did and
-how long it took, for previews and logs; it never contains header values.
+how long it took, for previews; it never contains header values, and says why a
+request failed only coarsely (`refused`, `status 404`, `the request failed`): addresses,
+ports and exception text would map the network behind the URL to whoever can preview.
+Those go to the log, at WARNING, with the block id.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ from redis.exceptions import RedisError
 
 from content_sources.http_data_spec import HttpSourceSpec
 from content_sources.keys import PREFIX
+from content_sources.outbound import AddressRefused, check_spelling, is_refusal
 from server.expressions import (
     Missing,
     MissingValueError,
@@ -54,7 +61,8 @@ from server.expressions import (
 
 log = logging.getLogger("atopen.http_data")
 
-Outcome = Literal["ok", "cached", "timeout", "error", "skipped"]
+Outcome = Literal["ok", "cached", "timeout", "error", "refused", "skipped"]
+REFUSED = "not an address atopen may fetch from"
 
 
 def select(document: object, path: Sequence[str]) -> object:
@@ -114,6 +122,14 @@ class _Failed(Exception):
     """The answer is unusable; the message says why (never holds header values)."""
 
 
+class _Refused(_Failed):
+    """The URL names an address atopen does not fetch from."""
+
+
+class _Detail(Exception):
+    """What the log says beyond a failure's message."""
+
+
 class HttpData:
     """Fetches blocks' HTTP sources for opens; one per process.
 
@@ -134,15 +150,19 @@ class HttpData:
         specs: Mapping[str, HttpSourceSpec],
         context: Mapping[str, object],
         deadline: float | None = None,
+        *,
+        block: str = "",
     ) -> Fetched:
         """Every source's value, by `deadline` (a `time.monotonic()` instant) at the latest.
 
         A source still pending at the deadline is missing with outcome `timeout`; its
         shared request goes on (bounded by its own timeout) and may fill the cache.
+        `block` names the block in the log lines of failed requests.
         """
         started = time.monotonic()
         tasks = {
-            name: asyncio.ensure_future(self._one(spec, context)) for name, spec in specs.items()
+            name: asyncio.ensure_future(self._one(spec, context, block))
+            for name, spec in specs.items()
         }
         try:
             if tasks:
@@ -166,24 +186,27 @@ class HttpData:
         return Fetched(values, tuple(trace))
 
     async def _one(
-        self, spec: HttpSourceSpec, context: Mapping[str, object]
+        self, spec: HttpSourceSpec, context: Mapping[str, object], block: str
     ) -> tuple[object, SourceTrace]:
         started = time.monotonic()
         try:
             request = self._request(spec, context)
         except MissingValueError as exc:
             answer = _Answer(None, "skipped", f"the request needs a missing value: {exc}")
+        except _Refused as exc:
+            _warn(block, spec.name, "refused (%s)", exc.__cause__)
+            answer = _Answer(None, "refused", REFUSED)
         except _Failed as exc:
             answer = _Answer(None, "error", str(exc))
         else:
-            answer = await self._shared(spec, request)
+            answer = await self._shared(spec, request, block)
         elapsed = round((time.monotonic() - started) * 1000, 1)
         trace = SourceTrace(spec.name, answer.outcome, elapsed, answer.detail)
         if answer.outcome in ("ok", "cached"):
             return answer.value, trace
         return Missing(hint=f"data.{spec.name}: {answer.detail}"), trace
 
-    async def _shared(self, spec: HttpSourceSpec, request: _Request) -> _Answer:
+    async def _shared(self, spec: HttpSourceSpec, request: _Request, block: str) -> _Answer:
         """Single flight: the first open to ask resolves; identical concurrent ones wait.
 
         Shielded, so an open that gives up (its deadline) does not cancel the others' answer.
@@ -195,7 +218,7 @@ class HttpData:
             note = "shared with a concurrent open"
             detail = "; ".join(part for part in (answer.detail, note) if part)
             return _Answer(answer.value, answer.outcome, detail)
-        flight = asyncio.ensure_future(self._resolve(spec, request))
+        flight = asyncio.ensure_future(self._resolve(spec, request, block))
         self._flights[key] = flight
 
         def forget(done: asyncio.Task[_Answer]) -> None:
@@ -218,6 +241,10 @@ class HttpData:
         host = hostname.rstrip(".")
         if host not in spec.hosts:
             raise _Failed(f"host {host!r} is not allowed for this source")
+        try:
+            check_spelling(hostname)  # with its trailing dot: 127.0.0.1. is unusual too
+        except AddressRefused as exc:
+            raise _Refused(REFUSED) from exc
         body = spec.body.render(context) if isinstance(spec.body, Template) else spec.body
         headers: dict[str, str] = {}
         for name, value in spec.headers.items():
@@ -235,7 +262,7 @@ class HttpData:
         digest = hashlib.sha256(orjson.dumps(material)).hexdigest()
         return _Request(spec.method, url, headers, body, f"{PREFIX}http:{digest}")
 
-    async def _resolve(self, spec: HttpSourceSpec, request: _Request) -> _Answer:
+    async def _resolve(self, spec: HttpSourceSpec, request: _Request, block: str) -> _Answer:
         """Cache, else the network; an answer, never an exception."""
         value: object = None
         try:
@@ -248,13 +275,20 @@ class HttpData:
         except TimeoutError:
             return _Answer(None, "timeout", f"no answer within {round(spec.timeout_s * 1000)} ms")
         except _Failed as exc:
+            cause = "" if exc.__cause__ is None else f" ({exc.__cause__})"
+            _warn(block, spec.name, "%s from %s%s", exc, _origin(request.url), cause)
             return _Answer(None, "error", str(exc))
         except orjson.JSONDecodeError:
             return _Answer(None, "error", "the cached answer is not JSON")
         except RedisError:
             return _Answer(None, "error", "the cache is unavailable")
         except Exception as exc:  # a broken source must never break the open
-            return _Answer(None, "error", f"request failed ({type(exc).__name__})")
+            refused = is_refusal(exc)
+            reason = "refused" if refused else "the request failed"
+            _warn(block, spec.name, "%s: %s (%s)", _origin(request.url), reason, _explained(exc))
+            if refused:
+                return _Answer(None, "refused", REFUSED)
+            return _Answer(None, "error", "the request failed")
         if spec.ttl_s:
             try:
                 await self._redis.set(request.cache_key, orjson.dumps(value), ex=spec.ttl_s)
@@ -275,10 +309,12 @@ class HttpData:
             allow_redirects=False,
         ) as response:
             if not 200 <= response.status < 300:
-                raise _Failed(f"HTTP {response.status}")
+                raise _Failed(f"status {response.status}")
             kind = response.content_type
             if kind != "application/json" and not kind.endswith("+json"):
-                raise _Failed(f"content type {kind!r} is not JSON")
+                # The server's own words stay in the log: an answer's headers are not
+                # the previewer's to read.
+                raise _Failed("the content type is not JSON") from _Detail(repr(kind))
             too_big = _Failed(f"the answer is larger than {spec.max_bytes} bytes")
             if (response.content_length or 0) > spec.max_bytes:
                 raise too_big
@@ -298,3 +334,26 @@ class HttpData:
         if value is None:
             raise _Failed("the selected value is null")
         return value
+
+
+def _warn(block: str, source: str, message: str, *args: object) -> None:
+    """A failed request's whole story, for operators: the trace gives only its outline."""
+    log.warning(
+        f"block %s, data.%s: {message}",
+        block or "?",
+        source,
+        *args,
+        extra={"fields": {"block": block, "source": source}},
+    )
+
+
+def _origin(url: str) -> str:
+    """Scheme, host and port, for the log: the path and query may hold recipient data."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+
+
+def _explained(exc: BaseException) -> str:
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"{type(exc).__name__}: {exc.os_error}"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

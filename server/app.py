@@ -20,6 +20,7 @@ from content_sources.events import EventLog
 from content_sources.geo import open_geoip
 from content_sources.http_data import HttpData
 from content_sources.keys import inventory_key, profile_key
+from content_sources.outbound import guarded_connector
 from content_sources.segments import RfmPolicy
 from renderers.fonts import FontError, FontFace, available_fonts
 from renderers.resources import LocalResources
@@ -142,6 +143,7 @@ async def _services(app: web.Application, *, redis_url: str) -> AsyncIterator[No
             max_pixels=settings.remote_image_max_pixels,
             ttl_s=settings.remote_image_cache_s,
             cache_bytes=settings.remote_image_cache_mb * 1024 * 1024,
+            fetch_allow=settings.fetch_allow,
         )
     )
     geoip = open_geoip(settings.geoip_db) if settings.geoip_db is not None else None
@@ -150,8 +152,10 @@ async def _services(app: web.Application, *, redis_url: str) -> AsyncIterator[No
         redis,
         BlockPreparer(resources, sources, frozenset(settings.data_secrets)),
     )
+    # Live data connects only to public addresses and ATOPEN_FETCH_ALLOW's networks.
     session = aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=100, ttl_dns_cache=300), trust_env=False
+        connector=guarded_connector(settings.fetch_allow, limit=100, ttl_dns_cache=300),
+        trust_env=False,
     )
     http_data = HttpData(settings.data_secrets, session, redis)
     opens = Opens(

@@ -10,8 +10,12 @@ value; the default never needs one (it must render without the network).
 Every fetch is bounded: connect and read timeouts and a total one, a byte limit (the
 declared length is checked before reading, the body while reading), the content type,
 and the pixel count, checked from the image header before any pixel is decoded. Only
-public addresses are fetched (no loopback, private or link-local ones, including after
-a redirect), so a URL from recipient data cannot reach the service's own network.
+public addresses are fetched, and those in `ATOPEN_FETCH_ALLOW` (the rule is
+`content_sources.outbound`'s, shared with live data), on every hop of a redirect, so a
+URL from recipient data cannot reach the service's own network.
+
+Why a fetch failed is logged; the error itself says only `refused`, `timed out` or
+`connection failed`, since it reaches previews, which must not map the network.
 
 Images are cached by URL for a TTL, failures for a shorter one (a broken URL is not
 hammered on every open), and concurrent requests for one URL share one fetch, which
@@ -23,8 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import ipaddress
-import socket
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
@@ -32,10 +35,10 @@ from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
-from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.resolver import ThreadedResolver
+from aiohttp.abc import AbstractResolver
 from PIL import Image
 
+from content_sources.outbound import IPNetwork, check_host, guarded_connector, is_refusal
 from renderers.fields import FieldError, Resources, is_remote, remote_url
 from renderers.fonts import FontStack
 from renderers.resources import Asset, decode_image
@@ -44,6 +47,8 @@ CONTENT_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
 MAX_REDIRECTS = 3
 _CHUNK_BYTES = 64 * 1024
 _PENDING = Image.new("RGBA", (1, 1), (0, 0, 0, 0))
+
+log = logging.getLogger("atopen.remote_images")
 
 
 class RemoteImageError(Exception):
@@ -62,7 +67,8 @@ class RemoteImageLimits:
     failure_ttl_s: float = 30.0
     cache_bytes: int = 64 * 1024 * 1024
     allow_http: bool = False  # tests only: plain http to a local server
-    allow_private: bool = False  # tests only: loopback and private addresses
+    # Networks reachable besides public addresses: `ATOPEN_FETCH_ALLOW`.
+    fetch_allow: tuple[IPNetwork, ...] = ()
 
 
 class RemoteImages:
@@ -73,9 +79,12 @@ class RemoteImages:
         limits: RemoteImageLimits | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
+        resolver: AbstractResolver | None = None,
     ) -> None:
+        """`resolver` resolves names before the address check (the system's by default)."""
         self.limits = limits or RemoteImageLimits()
         self._clock = clock
+        self._resolver = resolver
         self._session: aiohttp.ClientSession | None = None
         self._cache: OrderedDict[str, tuple[float, Asset | RemoteImageError]] = OrderedDict()
         self._cached_bytes = 0
@@ -151,7 +160,11 @@ class RemoteImages:
             else:
                 raise RemoteImageError(f"{url}: more than {MAX_REDIRECTS} redirects")
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise RemoteImageError(f"{url}: {_reason(exc)}") from None
+            reason = _reason(exc)
+            # The host, not the URL: a templated URL can carry recipient data.
+            host = urlsplit(target).netloc.rpartition("@")[2]
+            log.warning("remote image from %s: %s (%s)", host, reason, _detail(exc))
+            raise RemoteImageError(f"{url}: {reason}") from None
         try:
             image = await asyncio.to_thread(decode_image, url, data, max_pixels=self._max_pixels())
         except FieldError as exc:
@@ -176,21 +189,22 @@ class RemoteImages:
         return bytes(body)
 
     def _check_target(self, url: str) -> None:
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+            host = parts.hostname or ""
+        except ValueError:  # a redirect to an unbalanced IPv6 bracket, say
+            raise RemoteImageError(f"{url}: not a valid URL") from None
         if parts.scheme not in (("https", "http") if self.limits.allow_http else ("https",)):
             raise RemoteImageError(f"{url}: only https URLs are fetched")
-        host = parts.hostname or ""
-        try:
-            address = ipaddress.ip_address(host)
-        except ValueError:
-            return  # a name: the resolver checks the addresses it stands for
-        if not (self.limits.allow_private or address.is_global):
-            raise RemoteImageError(f"{url}: not a public address")
+        # A literal is refused here, before any request; the connector checks it again,
+        # and checks every address a name resolves to.
+        check_host(host, self.limits.fetch_allow)
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
-            resolver = _PublicResolver(ThreadedResolver(), allow_private=self.limits.allow_private)
-            connector = aiohttp.TCPConnector(resolver=resolver, limit=64, ttl_dns_cache=60)
+            connector = guarded_connector(
+                self.limits.fetch_allow, resolver=self._resolver, limit=64, ttl_dns_cache=60
+            )
             self._session = aiohttp.ClientSession(connector=connector, auto_decompress=True)
         return self._session
 
@@ -262,34 +276,21 @@ class OpenResources:
         return Asset(url, "pending", _PENDING)
 
 
-class _PublicResolver(AbstractResolver):
-    """Resolves names to public addresses only: a URL must not reach a private network."""
-
-    def __init__(self, inner: AbstractResolver, *, allow_private: bool) -> None:
-        self._inner = inner
-        self._allow_private = allow_private
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        results = await self._inner.resolve(host, port, family)
-        public = [
-            r for r in results if self._allow_private or ipaddress.ip_address(r["host"]).is_global
-        ]
-        if not public:
-            raise OSError(f"{host} has no public address")
-        return public
-
-    async def close(self) -> None:
-        await self._inner.close()
-
-
 def _reason(exc: Exception) -> str:
+    """What the error may say: previews show it, and addresses or ports would map the
+    network behind the URL."""
     if isinstance(exc, TimeoutError):
         return "timed out"
+    if is_refusal(exc):
+        return "refused: not an address atopen may fetch from"
+    return "connection failed"
+
+
+def _detail(exc: Exception) -> str:
+    """For the log: the whole story, addresses included."""
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return str(exc.os_error)  # the resolver's "no public address", say
-    return str(exc) or type(exc).__name__
+        return f"{type(exc).__name__}: {exc.os_error}"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _size(value: Asset | RemoteImageError) -> int:

@@ -67,6 +67,8 @@ class Settings:
     remote_image_cache_mb: int = 64
     geoip_db: Path | None = None
     trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = ()
+    # Networks live data and remote images may reach besides public addresses.
+    fetch_allow: tuple[IPv4Network | IPv6Network, ...] = ()
     last_seen_days: int = 180
     stores_max_km: int = 1000
     segments_interval_s: int = 3600
@@ -180,6 +182,15 @@ def _trusted_proxies(name: str, raw: str) -> tuple[IPv4Network | IPv6Network, ..
         raise SettingsError(f"{name}: {exc}") from None
 
 
+def _fetch_allow(name: str, raw: str) -> tuple[IPv4Network | IPv6Network, ...]:
+    from content_sources.outbound import parse_allow  # content_sources imports this module
+
+    try:
+        return parse_allow(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name}: {exc}") from None
+
+
 def _segments_interval(name: str, raw: str) -> int:
     value = _int(0, 604_800)(name, raw)
     if 0 < value < 60:
@@ -224,6 +235,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "ATOPEN_REMOTE_IMAGE_CACHE_MB": ("remote_image_cache_mb", _int(0, 4096)),
     "ATOPEN_GEOIP_DB": ("geoip_db", _geoip_db),
     "ATOPEN_TRUSTED_PROXIES": ("trusted_proxies", _trusted_proxies),
+    "ATOPEN_FETCH_ALLOW": ("fetch_allow", _fetch_allow),
     "ATOPEN_LAST_SEEN_DAYS": ("last_seen_days", _int(1, 3650)),
     "ATOPEN_STORES_MAX_KM": ("stores_max_km", _int(1, 20_000)),
     "ATOPEN_SEGMENTS_INTERVAL_S": ("segments_interval_s", _segments_interval),

@@ -11,7 +11,11 @@ from aiohttp import web
 from sample_blocks import greeting
 from support import AUTH, put_block, signed
 
+from content_sources.outbound import parse_allow
 from server.segments_job import recompute_segments
+
+# The partner API listens on loopback, which live data reaches only when allowed.
+LOOPBACK = parse_allow("127.0.0.1/32")
 
 
 def weather_block(port: int) -> dict[str, Any]:
@@ -50,7 +54,9 @@ async def test_live_data_chooses_the_variant_and_stays_cached(
     from dataclasses import replace
 
     server, seen = await partner(aiohttp_server)
-    client = await make_client(replace(settings, data_secrets={"WEATHER_TOKEN": "w-123"}))
+    client = await make_client(
+        replace(settings, data_secrets={"WEATHER_TOKEN": "w-123"}, fetch_allow=LOOPBACK)
+    )
     await put_block(client, "weather", weather_block(server.port))
     for rid, city in (("u1", "Lisbon"), ("u2", "Oslo")):
         await client.put(f"/api/v1/profiles/{rid}", json={"city": city}, headers=AUTH)
@@ -77,7 +83,12 @@ async def test_a_slow_partner_makes_the_value_missing_not_the_open(
 
     server, _ = await partner(aiohttp_server, delay_s=2.0)
     client = await make_client(
-        replace(settings, data_secrets={"WEATHER_TOKEN": "w"}, render_deadline_ms=1000)
+        replace(
+            settings,
+            data_secrets={"WEATHER_TOKEN": "w"},
+            render_deadline_ms=1000,
+            fetch_allow=LOOPBACK,
+        )
     )
     await put_block(client, "weather", weather_block(server.port))
     await client.put("/api/v1/profiles/u1", json={"city": "Lisbon"}, headers=AUTH)

@@ -1,7 +1,8 @@
 """Remote images: every limit against a real local HTTP server, the cache, and the hand-off.
 
 The server here is plain http on loopback, so these fetchers allow both (production
-allows neither); one test checks that loopback is refused when not allowed.
+allows plain http never, loopback only when `ATOPEN_FETCH_ALLOW` lists it); one test
+checks that both are refused when not allowed.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from PIL import Image
 
+from content_sources.outbound import parse_allow
 from renderers.fields import FieldError
 from renderers.layers import LAYER_KINDS
 from renderers.plan import RenderPlan
@@ -43,7 +45,7 @@ LOCAL = RemoteImageLimits(
     max_bytes=50_000,
     max_pixels=1_000_000,
     allow_http=True,
-    allow_private=True,
+    fetch_allow=parse_allow("127.0.0.1/32"),
 )
 
 
@@ -219,9 +221,9 @@ async def test_private_addresses_and_plain_http_are_refused_by_default(
     try:
         with pytest.raises(RemoteImageError, match="only https"):
             await strict.fetch(f"{base}/ok.png")
-        with pytest.raises(RemoteImageError, match="not a public address"):
+        with pytest.raises(RemoteImageError, match="refused"):
             await strict.fetch(f"https://127.0.0.1:{base.rsplit(':', 1)[1]}/ok.png")
-        with pytest.raises(RemoteImageError, match="no public address"):
+        with pytest.raises(RemoteImageError, match="refused"):
             await strict.fetch(f"https://localhost:{base.rsplit(':', 1)[1]}/ok.png")
     finally:
         await strict.close()
