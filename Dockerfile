@@ -18,15 +18,19 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends build-essential \
     && rm -rf /var/lib/apt/lists/*
 
-ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 UV_NO_CACHE=1
 RUN python -m venv /opt/venv
-# Only pyproject.toml, so this layer is rebuilt when dependencies change, not on every
-# code change. It installs what `pip install .[embedded]` would, minus the project
-# itself: the code runs from /app.
-COPY pyproject.toml /build/pyproject.toml
+# Only pyproject.toml and the lock, so this layer is rebuilt when dependencies change,
+# not on every code change. It installs what `pip install .[embedded]` would, minus the
+# project itself (the code runs from /app), at the versions and hashes in
+# requirements.lock: the same set `make` installs, without the dev and loadtest extras.
+# The lock is a constraints file here, which pip refuses when it has hashes; uv takes it
+# and checks them. uv itself comes from the lock, hash-checked, and stays in the builder.
+COPY pyproject.toml requirements.lock /build/
 RUN python -c "import tomllib; p = tomllib.load(open('/build/pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies'] + p['optional-dependencies']['embedded']))" > /build/requirements.txt \
-    && /opt/venv/bin/pip install --upgrade pip \
-    && /opt/venv/bin/pip install -r /build/requirements.txt
+    && awk '/^uv==/ { found = 1 } found { print; if (!/\\$/) exit }' /build/requirements.lock > /build/uv.txt \
+    && pip install --require-hashes -r /build/uv.txt \
+    && uv pip install --compile-bytecode --python /opt/venv/bin/python -c /build/requirements.lock -r /build/requirements.txt
 
 # ---- runtime
 FROM ${PYTHON_IMAGE}

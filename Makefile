@@ -3,17 +3,29 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+LOCK := requirements.lock
 
 LOADTEST_STAMP := $(VENV)/.installed-loadtest
 
-.PHONY: demo serve test lint fmt bench goldens loadtest clean
+.PHONY: demo serve test lint fmt bench goldens loadtest lock clean
 
-$(STAMP): pyproject.toml
+# Every dependency (extras included) at the version and hashes in the lock, so every
+# machine runs the same set; then atopen itself, built by the locked setuptools.
+$(STAMP): pyproject.toml $(LOCK)
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "atopen needs Python 3.11 or newer")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[embedded,dev]'
+	$(BIN)/pip install --quiet -r $(LOCK)
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
+
+## Re-pin the lock after a change to the dependencies in pyproject.toml (pins already in
+## the lock are kept; `make lock LOCK_FLAGS=--upgrade` takes the newest releases).
+LOCK_FLAGS ?=
+lock: | $(STAMP)
+	$(BIN)/uv pip compile pyproject.toml --all-extras --python-version 3.11 \
+		--python-platform linux --generate-hashes --custom-compile-command 'make lock' \
+		--quiet $(LOCK_FLAGS) -o $(LOCK)
 
 ## Start the service on the embedded store with demo blocks and data.
 demo: $(STAMP)

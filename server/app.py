@@ -60,10 +60,10 @@ from server.request_handling import (
 from server.segments_job import run_segments_job
 from server.settings import Settings, SettingsError
 from server.signing import Signer
+from server.templates_dir import TEMPLATES_DIR as TEMPLATES_DIR  # re-exported: others use it
 
 log = logging.getLogger("atopen")
 
-TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 # Store commands on the open path must fail fast: the render deadline is a few hundred ms.
 STORE_TIMEOUT_S = 2.0
 

@@ -129,7 +129,8 @@ def test_build_context_leaves_out_local_state_and_secrets() -> None:
 
 
 def test_runtime_copies_the_source_tree_beside_its_templates() -> None:
-    """`TEMPLATES_DIR` is the `server` package's parent + `/templates`: keep that layout."""
+    """`server.templates_dir` takes `templates/` beside the `server` package when it is
+    there, as in a checkout: keep that layout."""
     stage = final_stage()
     workdir = only("WORKDIR", stage).args
     destinations = {dest.rstrip("/") for _, dest in copies(stage)}
@@ -229,6 +230,34 @@ def test_builder_installs_the_embedded_extra(tmp_path: Path) -> None:
     project: dict[str, Any] = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     expected = project["dependencies"] + project["optional-dependencies"]["embedded"]
     assert out.stdout.splitlines() == expected
+
+
+def test_builder_installs_at_the_locked_versions_and_hashes(tmp_path: Path) -> None:
+    """The lock constrains the install, and uv (which checks a constraint's hashes) is
+    itself installed from the lock with its hashes."""
+    builder = INSTRUCTIONS[: [i for i, ins in enumerate(INSTRUCTIONS) if ins.name == "FROM"][-1]]
+    copied = [sources for sources, _ in copies(builder)]
+    assert any("requirements.lock" in sources for sources in copied)
+    run = next(ins.args for ins in builder if ins.name == "RUN" and "tomllib" in ins.args)
+    steps = [step.strip() for step in run.split("&&")]
+    install = steps[-1].split()
+    assert install[:3] == ["uv", "pip", "install"]
+    assert install[install.index("-c") + 1] == "/build/requirements.lock"
+    assert install[install.index("-r") + 1] == "/build/requirements.txt"
+    assert "pip install --require-hashes -r /build/uv.txt" in steps
+    # The step that cuts uv's entry out of the lock, run on the real lock.
+    (cut,) = [s for s in steps if s.startswith("awk ")]
+    words = shlex.split(cut)
+    assert words[-2:] == [">", "/build/uv.txt"]
+    lock = str(ROOT / "requirements.lock")
+    command = [lock if w == "/build/requirements.lock" else w for w in words[:-2]]
+    entry = subprocess.run(  # noqa: S603 - the Dockerfile's own command
+        command, capture_output=True, text=True, check=True, timeout=30
+    ).stdout.splitlines()
+    assert re.fullmatch(r"uv==[\w.]+ \\", entry[0])
+    assert len(entry) > 2
+    assert all(re.fullmatch(r"\s+--hash=sha256:[0-9a-f]{64}( \\)?", ln) for ln in entry[1:])
+    assert not entry[-1].endswith("\\")
 
 
 async def test_healthcheck_command_passes_against_a_running_server(
