@@ -18,6 +18,7 @@ from server import metrics
 from server.blocks import literal_format
 from server.keys import BLOCKS, OPENS, OUTCOME, SETTINGS
 from server.opens import OpenQuery
+from server.opens.query import query_pairs
 from server.request_handling import REQUEST_ID_HEADER, begin_request
 
 routes = web.RouteTableDef()
@@ -63,14 +64,16 @@ async def image(request: web.Request) -> web.Response:
         metrics.IMAGE_OUTCOMES["unknown_block"].inc()
         return _unknown_image(request_id)
     started = time.perf_counter()
-    pairs = list(request.rel_url.query.items())
+    url = request.rel_url
+    raw_query = url.raw_query_string
+    pairs = query_pairs(raw_query)
     opens = request.app[OPENS]
     answer = await opens.image(
         prepared,
         fmt,
         OpenQuery.parse(pairs),
-        path=request.rel_url.raw_path,
-        raw_query=request.rel_url.raw_query_string,
+        path=url.raw_path,
+        raw_query=raw_query,
         pairs=pairs,
         user_agent=request.headers.get("User-Agent"),
         client_ip=_client_ip(request) if prepared.reads_address else None,
@@ -100,14 +103,14 @@ async def click(request: web.Request) -> web.Response:
             status=404, text="unknown block\n", headers={**NO_CACHE, REQUEST_ID_HEADER: request_id}
         )
     started = time.perf_counter()
-    pairs = list(request.rel_url.query.items())
+    url = request.rel_url
+    raw_query = url.raw_query_string
+    pairs = query_pairs(raw_query)
     opens = request.app[OPENS]
     location = await opens.click(
         prepared,
         OpenQuery.parse(pairs),
-        verified=opens.verified(
-            prepared, request.rel_url.raw_path, request.rel_url.raw_query_string, pairs
-        ),
+        verified=opens.verified(prepared, url.raw_path, raw_query, pairs),
         user_agent=request.headers.get("User-Agent"),
         client_ip=_client_ip(request),
     )

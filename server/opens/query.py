@@ -4,9 +4,25 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from urllib.parse import parse_qsl
 
 MAX_RECIPIENT_LEN = 256
 MERGE_PREFIX = "m."
+
+
+def query_pairs(raw_query: str) -> list[tuple[str, str]]:
+    """The decoded pairs of a query string as received, in order, blank values kept: what
+    yarl's `URL.query` holds (and `parse_qsl(raw_query, keep_blank_values=True)`), without
+    the multidict an open never reads by name."""
+    if "%" in raw_query:
+        return parse_qsl(raw_query, keep_blank_values=True)
+    # Nothing to decode but '+', as yarl does it.
+    pairs = []
+    for name_value in raw_query.replace("+", " ").split("&"):
+        if name_value:
+            name, _, value = name_value.partition("=")
+            pairs.append((name, value))
+    return pairs
 
 
 @dataclass(slots=True)
