@@ -17,7 +17,7 @@ from renderers.encode import CONTENT_TYPES, TRANSPARENT_GIF
 from server import metrics
 from server.blocks import literal_format
 from server.keys import BLOCKS, OPENS, OUTCOME, SETTINGS
-from server.opens import OpenQuery
+from server.opens import ImageAnswer, OpenQuery
 from server.opens.query import query_pairs
 from server.request_handling import REQUEST_ID_HEADER, begin_request
 
@@ -68,16 +68,23 @@ async def image(request: web.Request) -> web.Response:
     raw_query = url.raw_query_string
     pairs = query_pairs(raw_query)
     opens = request.app[OPENS]
-    answer = await opens.image(
-        prepared,
-        fmt,
-        OpenQuery.parse(pairs),
-        path=url.raw_path,
-        raw_query=raw_query,
-        pairs=pairs,
-        user_agent=request.headers.get("User-Agent"),
-        client_ip=_client_ip(request) if prepared.reads_address else None,
-    )
+    query = OpenQuery.parse(pairs)
+    path = url.raw_path
+    now = opens.image_now(prepared, fmt, query, path=path, raw_query=raw_query, pairs=pairs)
+    if isinstance(now, ImageAnswer):
+        answer = now
+    else:
+        answer = await opens.image(
+            prepared,
+            fmt,
+            query,
+            path=path,
+            raw_query=raw_query,
+            pairs=pairs,
+            user_agent=request.headers.get("User-Agent"),
+            client_ip=_client_ip(request) if prepared.reads_address else None,
+            verified=now,
+        )
     request[OUTCOME] = answer.outcome
     metrics.IMAGE_OUTCOMES[answer.outcome.partition(":")[0]].inc()
     metrics.IMAGE_SECONDS.observe(time.perf_counter() - started)

@@ -14,7 +14,9 @@
 
 An open of a block whose rules read nothing but reads shared by all its opens (its
 inventory items) skips gather and decide while the same replies are kept: it takes the
-choice an earlier open made from them (shared.py).
+choice an earlier open made from them (shared.py). When that choice's image is in memory
+too, `image_now` answers the open at once, without creating a coroutine; every other
+open goes through `image`.
 
 No stage calls back into an earlier one; `Opens` below runs them top to bottom. Any
 failure on the way serves the block's pre-rendered default: an image request never gets
@@ -126,6 +128,44 @@ class Opens:
     ) -> bool:
         return prepared.block.public or self._signer.verify_request(path, raw_query, pairs)
 
+    def image_now(
+        self,
+        prepared: PreparedBlock,
+        fmt: ImageFormat,
+        query: OpenQuery,
+        *,
+        path: str,
+        raw_query: str,
+        pairs: Sequence[tuple[str, str]],
+    ) -> ImageAnswer | bool | None:
+        """The answer of an open with nothing to wait for, without a coroutine: a signed
+        open of a block whose shared choice is made (shared.py) and whose image is in
+        this process's memory, answered, recorded and counted as `image` would.
+
+        Otherwise what `image` is to be given as `verified`: whether the open is signed,
+        or None when that was not checked (admission comes first for the opens that may
+        render; a signature that cannot even be checked is `image`'s to log)."""
+        if not self._admission.lets_in_placeless(prepared):
+            return None
+        try:
+            if not self.verified(prepared, path, raw_query, pairs):
+                return False
+        except Exception:
+            return None
+        try:
+            shared = self._shared.of(prepared)
+            decided = None if shared is None else shared.now()[1]
+            if decided is None:
+                return True
+            choice, memo, link = decided
+            body = self._drawer.kept(prepared, choice, fmt, query.dpr, memo)
+        except Exception:
+            return True  # `image` fails the same way, and serves the default
+        if body is None:
+            return True
+        self._recorder.record(prepared, query.recipient, choice, {}, link)
+        return ImageAnswer(body, choice.variant, "cached")
+
     async def image(
         self,
         prepared: PreparedBlock,
@@ -137,14 +177,17 @@ class Opens:
         pairs: Sequence[tuple[str, str]],
         user_agent: str | None,
         client_ip: str | None = None,
+        verified: bool | None = None,
     ) -> ImageAnswer:
-        """The image for this open; the pre-rendered default on any failure or overrun."""
+        """The image for this open; the pre-rendered default on any failure or overrun.
+        `verified` is whether the open is signed, when `image_now` found out already."""
         try:
             admitted = self._admission.admit(prepared)
         except OverloadedError:
             return fallback(prepared, fmt, query.dpr, "overloaded")
         try:
-            verified = self.verified(prepared, path, raw_query, pairs)
+            if verified is None:
+                verified = self.verified(prepared, path, raw_query, pairs)
             recipient = query.recipient if verified else None
             context: Mapping[str, object] = {}
             memo = link = None

@@ -40,6 +40,12 @@ class Admission:
         deadline_s = deadline_ms / 1000
         self._work_s = deadline_s - min(ANSWER_MARGIN_S, deadline_s / 5)
 
+    def lets_in_placeless(self, prepared: PreparedBlock) -> bool:
+        """Whether `admit` would let the open in now without a place in the render queue
+        (its block draws nothing per recipient, and the loop is not late past its
+        deadline): such an open may be answered at once when its image is in memory."""
+        return not prepared.personal_variants and self._loop_lag.seconds < self._work_s
+
     def admit(self, prepared: PreparedBlock) -> Admitted:
         """Let the open in, or OverloadedError: the default, at once.
 

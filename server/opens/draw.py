@@ -25,6 +25,22 @@ class Drawer:
         # The plans of remembered choices, with their cache keys, per format and scale.
         self._plans: LRU[tuple[object, ...], tuple[RenderPlan, str]] = LRU(MAX_REMEMBERED_CHOICES)
 
+    def kept(
+        self,
+        prepared: PreparedBlock,
+        choice: Choice,
+        fmt: ImageFormat,
+        dpr: int,
+        memo: tuple[object, ...],
+    ) -> bytes | None:
+        """What `draw` answers `cached` for a remembered choice whose plan and image are
+        both kept in memory (the hit counted); None, counting nothing, when `draw` would
+        do more (a static default, a plan to make, an image to fetch or render)."""
+        if choice.variant == "default" and prepared.default_is_static:
+            return None
+        planned = self._plans.get((memo, fmt, dpr))
+        return None if planned is None else self._cache.cached(planned[1])
+
     async def draw(
         self,
         prepared: PreparedBlock,
