@@ -55,11 +55,17 @@ def _unknown_image(request_id: str) -> web.Response:
     )
 
 
+# The image formats by URL extension, as `literal_format` reads them.
+FORMATS = {ext: literal_format(ext) for ext in ("png", "jpg", "jpeg", "gif")}
+
+
 @routes.get(r"/i/{block}.{ext:png|jpg|jpeg|gif}")
 async def image(request: web.Request) -> web.Response:
     request_id = begin_request(request)
-    fmt = literal_format(request.match_info["ext"])
-    prepared = request.app[BLOCKS].get(request.match_info["block"])
+    match_info = request.match_info
+    fmt = FORMATS.get(match_info["ext"])
+    app = request.app
+    prepared = app[BLOCKS].get(match_info["block"])
     if prepared is None or fmt is None:
         metrics.IMAGE_OUTCOMES["unknown_block"].inc()
         return _unknown_image(request_id)
@@ -67,7 +73,7 @@ async def image(request: web.Request) -> web.Response:
     url = request.rel_url
     raw_query = url.raw_query_string
     pairs = query_pairs(raw_query)
-    opens = request.app[OPENS]
+    opens = app[OPENS]
     query = OpenQuery.parse(pairs)
     path = url.raw_path
     now = opens.image_now(prepared, fmt, query, path=path, raw_query=raw_query, pairs=pairs)
