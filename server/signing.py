@@ -24,6 +24,8 @@ from hmac import compare_digest
 from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
 SIG_PARAM = "sig"
+_SIG_FIRST = SIG_PARAM + "="
+_SIG_AFTER = "&" + SIG_PARAM + "="
 
 # Only the RFC 3986 unreserved characters stay literal, so every sender that follows
 # the contract produces byte-identical canonical strings whatever its URL library does.
@@ -120,10 +122,10 @@ class Signer:
         canonical string can match (no signer signs anything else), whose pairs decode
         to exactly the request's. Any other query is canonicalised as in `verify`.
         """
-        if raw_query.startswith(SIG_PARAM + "="):
-            head, candidate = "", raw_query[len(SIG_PARAM) + 1 :]
+        if raw_query.startswith(_SIG_FIRST):
+            head, candidate = "", raw_query[len(_SIG_FIRST) :]
         else:
-            head, found, candidate = raw_query.rpartition("&" + SIG_PARAM + "=")
+            head, found, candidate = raw_query.rpartition(_SIG_AFTER)
             if not found:
                 return self.verify(path, pairs)
         if "&" not in candidate and self._matches(path + "?" + head, candidate):
@@ -136,9 +138,15 @@ class Signer:
         message = canonical.encode("utf-8")
         matched = False
         # Every key is tried even after a match, so the response time does not reveal
-        # which key, old or new, signed the URL.
+        # which key, old or new, signed the URL. `_Keyed.signature`, written out: a call
+        # per key costs a tenth of checking a signature.
         for keyed in self._keyed:
-            matched |= compare_digest(keyed.signature(message), candidate)
+            inner = keyed.inner.copy()
+            inner.update(message)
+            outer = keyed.outer.copy()
+            outer.update(inner.digest())
+            made = b2a_base64(outer.digest(), newline=False).translate(_URLSAFE).rstrip(b"=")
+            matched |= compare_digest(made, candidate)
         return matched
 
     def sign_url(self, url: str) -> str:

@@ -110,6 +110,7 @@ class Opens:
         self._shared = SharedChoices(self._sources, self._batcher)
         self._drawer = Drawer(pool, cache)
         self._recorder = Recorder(open_log, last_seen_s)
+        self._open_log = open_log
 
     async def connect(self) -> None:
         """Open the opens' own store connection; StoreConnectionError if unreachable."""
@@ -148,13 +149,14 @@ class Opens:
         if not self._admission.lets_in_placeless(prepared):
             return None
         try:
-            if not self.verified(prepared, path, raw_query, pairs):
+            # `verified`, written out.
+            if not (prepared.block.public or self._signer.verify_request(path, raw_query, pairs)):
                 return False
         except Exception:
             return None
         try:
             shared = self._shared.of(prepared)
-            decided = None if shared is None else shared.now()[1]
+            decided = None if shared is None else shared.decided()
             if decided is None:
                 return True
             choice, memo, link = decided
@@ -163,7 +165,8 @@ class Opens:
             return True  # `image` fails the same way, and serves the default
         if body is None:
             return True
-        self._recorder.record(prepared, query.recipient, choice, {}, link)
+        # No rule context was built: nothing of the reader's place to remember.
+        self._open_log.record(prepared.block.id, query.recipient, choice.variant, link)
         return ImageAnswer(body, choice.variant, "cached")
 
     async def image(

@@ -56,6 +56,12 @@ class SharedReads:
         kept = self.kept()
         return kept, self._decided if kept is not None and kept is self._replies else None
 
+    def decided(self) -> Decided | None:
+        """The choice made from the replies kept now, if one was (`now` without the
+        replies; `kept` written out, one call fewer per open)."""
+        kept = self._batcher.kept_replies(self.commands) if self.commands else _NO_READS
+        return self._decided if kept is not None and kept is self._replies else None
+
     def remember(self, kept: object, choice: Choice, memo: tuple[object, ...]) -> None:
         """`choice`, remembered by `memo`, was made from the replies `kept` stands for;
         kept unless other replies were read meanwhile."""
