@@ -92,8 +92,7 @@ async def image(request: web.Request) -> web.Response:
             verified=now,
         )
     request[OUTCOME] = answer.outcome
-    metrics.IMAGE_OUTCOMES[answer.outcome.partition(":")[0]].inc()
-    metrics.IMAGE_SECONDS.observe(time.perf_counter() - started)
+    metrics.count_image(answer.outcome, time.perf_counter() - started)
     response = web.Response(body=answer.body, headers=IMAGE_HEADERS[fmt])
     headers = response.headers
     headers.add(VARIANT_HEADER, answer.variant)

@@ -155,6 +155,16 @@ MEMORY_MISSES = LocalCount(CACHE.labels("memory", "miss"))
 STORE_SECONDS = LocalHistogram(STORE_SECONDS_SERIES)
 
 
+def count_image(outcome: str, seconds: float) -> None:
+    """An image open answered: its outcome (`cached`, or `fallback:deadline` counted as
+    `fallback`) and its time. `LocalCount.inc` and `LocalHistogram.observe` written out:
+    each call costs as much as what it does, and every open makes these."""
+    IMAGE_OUTCOMES[outcome.partition(":")[0]]._pending += 1
+    seconds_tally = IMAGE_SECONDS
+    seconds_tally._counts[bisect_left(seconds_tally._bounds, seconds)] += 1
+    seconds_tally._sum += seconds
+
+
 def exposition() -> bytes:
     """Every sample, summed over worker processes when there are several."""
     if os.environ.get(MULTIPROCESS_DIR_VARIABLE):
