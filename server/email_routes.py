@@ -100,7 +100,8 @@ async def image(request: web.Request) -> web.Response:
     return response
 
 
-@routes.get("/i/{anything:.*}")
+# `[\s\S]`, not `.`: a path with a line break is an unknown image too (a 404 pixel).
+@routes.get(r"/i/{anything:[\s\S]*}")
 async def unknown_image(request: web.Request) -> web.Response:
     """Any other image path (an unknown format, say) is an unknown block: the 404 pixel."""
     return _unknown_image(begin_request(request))

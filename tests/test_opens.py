@@ -7,6 +7,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
 from PIL import ImageChops
@@ -350,3 +351,11 @@ async def test_membership_test_fetches_the_item(client: TestClient[Any, Any]) ->
     assert (await open_image(client, url))[0] == "default"
     await client.put("/api/v1/inventory/sku-7", json={"stock": 1}, headers=AUTH)
     assert (await open_image(client, url))[0] == "named"
+
+
+@pytest.mark.parametrize("path", ["/i/a%0Ab", "/i/a%0Db.png", "/i/%0A", "/i/x/y.gif"])
+async def test_any_unknown_image_path_gets_the_404_pixel(client: Any, path: str) -> None:
+    response = await client.get(path)
+    assert response.status == 404
+    assert response.content_type == "image/gif"
+    assert decode(await response.read()).size == (1, 1)

@@ -87,7 +87,9 @@ class Gatherer:
         gathered.context = await self._read_store(gathered, block, deadline)
         if block.data:
             until = None if deadline is None else min(deadline, time.monotonic() + self._data_s)
-            fetched = await self._http_data.fetch_all(block.data, gathered.context, until)
+            fetched = await self._http_data.fetch_all(
+                block.data, gathered.context, until, block=block.id
+            )
             gathered.overrides["data"] = gathered.context["data"] = fetched.values
             gathered.data_trace = fetched.trace
         return gathered
