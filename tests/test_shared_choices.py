@@ -27,6 +27,14 @@ def needing(stock: int) -> dict[str, Any]:
     return {**SHARED_BLOCK, "variants": [variant]}
 
 
+async def stocked_client(make_client: Any, settings: Settings, block_id: str) -> Any:
+    """An app keeping inventory reads, three of sku-1 in stock, and a block needing one."""
+    client = await make_client(replace(settings, inventory_max_age_ms=KEPT_MS))
+    await client.put("/api/v1/inventory/sku-1", json={"stock": 3}, headers=AUTH)
+    await put_block(client, block_id, needing(1))
+    return client
+
+
 async def variant_of(client: Any, url: str) -> str:
     response = await client.get(url)
     assert response.status == 200
@@ -36,9 +44,7 @@ async def variant_of(client: Any, url: str) -> str:
 async def test_a_new_version_of_the_block_decides_at_once(
     make_client: Any, settings: Settings
 ) -> None:
-    client = await make_client(replace(settings, inventory_max_age_ms=KEPT_MS))
-    await client.put("/api/v1/inventory/sku-1", json={"stock": 3}, headers=AUTH)
-    await put_block(client, "shared", needing(1))
+    client = await stocked_client(make_client, settings, "shared")
     assert [await variant_of(client, signed(f"/i/shared.png?r=u{i}")) for i in range(3)] == [
         "stock"
     ] * 3
@@ -52,9 +58,7 @@ async def test_a_new_version_of_the_block_decides_at_once(
 async def test_stock_changed_here_shows_at_the_next_open(
     make_client: Any, settings: Settings
 ) -> None:
-    client = await make_client(replace(settings, inventory_max_age_ms=KEPT_MS))
-    await client.put("/api/v1/inventory/sku-1", json={"stock": 3}, headers=AUTH)
-    await put_block(client, "shared", needing(1))
+    client = await stocked_client(make_client, settings, "shared")
     assert await variant_of(client, signed("/i/shared.png?r=u1")) == "stock"
     assert await variant_of(client, signed("/i/shared.png?r=u2")) == "stock"
     await client.patch("/api/v1/inventory/sku-1", json={"stock": 0}, headers=AUTH)
@@ -64,9 +68,7 @@ async def test_stock_changed_here_shows_at_the_next_open(
 async def test_an_unsigned_open_of_a_shared_block_gets_the_default(
     make_client: Any, settings: Settings
 ) -> None:
-    client = await make_client(replace(settings, inventory_max_age_ms=KEPT_MS))
-    await client.put("/api/v1/inventory/sku-1", json={"stock": 3}, headers=AUTH)
-    await put_block(client, "shared", needing(1))
+    client = await stocked_client(make_client, settings, "shared")
     assert await variant_of(client, signed("/i/shared.png?r=u1")) == "stock"
     assert await variant_of(client, "/i/shared.png?r=u2&sig=forged") == "default"
 
@@ -74,9 +76,7 @@ async def test_an_unsigned_open_of_a_shared_block_gets_the_default(
 async def test_every_reader_of_a_shared_choice_is_remembered_and_counted(
     make_client: Any, settings: Settings, redis_url: str
 ) -> None:
-    client = await make_client(replace(settings, inventory_max_age_ms=KEPT_MS))
-    await client.put("/api/v1/inventory/sku-1", json={"stock": 3}, headers=AUTH)
-    await put_block(client, "counted", needing(1))
+    client = await stocked_client(make_client, settings, "counted")
     readers = [f"reader{i}" for i in range(5)]
     for reader in readers:
         assert await variant_of(client, signed(f"/i/counted.png?r={reader}")) == "stock"
