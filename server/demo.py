@@ -129,7 +129,8 @@ def _banner(settings: Settings, page: Path, examples: list[tuple[str, str]]) -> 
         "  try:",
         f"    curl -H 'Authorization: Bearer {settings.api_tokens[0]}' "
         f"{settings.base_url}/api/v1/blocks",
-        f"    ATOPEN_SECRET={settings.secrets[0]} {_atopen_command()} sign "
+        f"    ATOPEN_SECRET={settings.secrets[0]} ATOPEN_PUBLIC_URL={settings.base_url} "
+        f"{_atopen_command()} sign "
         "'/i/cart-reminder.png?r=ann'",
         "",
     ]

@@ -105,10 +105,13 @@ def test_demo_serves_signed_images_and_stops_its_store(tmp_path: Path) -> None:
     assert "demo email page" in output
     # The banner's own `sign` line runs as printed, and signs for the port it serves on.
     sign_line = next(line.strip() for line in output.splitlines() if " sign '" in line)
-    assignment, command = sign_line.split(" ", 1)
-    name, _, secret = assignment.partition("=")
+    words = shlex.split(sign_line)
+    assignments = dict(word.split("=", 1) for word in words if "=" in word.split("/")[0])
+    command = [word for word in words if "=" not in word.split("/")[0]]
+    # Run as a newcomer's shell would: without the demo's own port in the environment.
+    shell_env = {k: v for k, v in env.items() if k != "ATOPEN_PORT"}
     signed = subprocess.run(  # noqa: S603 - the command our banner printed
-        shlex.split(command), env={**env, name: secret}, capture_output=True, text=True
+        command, env={**shell_env, **assignments}, capture_output=True, text=True
     )
     assert signed.returncode == 0, signed.stderr
     signed_url = signed.stdout.strip()
