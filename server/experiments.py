@@ -77,14 +77,19 @@ def parse_split(
     if not isinstance(weights, dict) or len(weights) < 1:
         problems.append(("split.weights", "required: variant names with whole-number weights"))
         weights = {}
+    whole: dict[str, int] = {}
     for name, weight in weights.items():
         if name not in variant_names:
             problems.append((f"split.weights.{name}", "not a variant of this block"))
-        if isinstance(weight, bool) or not isinstance(weight, int) or not 1 <= weight <= 10_000:
+        # JSON has one number type: 50.0 is as good as 50; true is not a number here.
+        number = weight if isinstance(weight, int | float) and not isinstance(weight, bool) else 0
+        if not (1 <= number <= 10_000 and float(number).is_integer()):
             problems.append((f"split.weights.{name}", "must be a whole number from 1 to 10000"))
+        else:
+            whole[name] = int(number)
     holdout = raw.get("holdout", 0)
     if isinstance(holdout, bool) or not isinstance(holdout, int | float) or not 0 <= holdout < 100:
         problems.append(("split.holdout", "must be a percentage from 0 up to (not including) 100"))
     if problems:
         return None, problems
-    return Split(dict(weights), float(holdout)), []
+    return Split(whole, float(holdout)), []

@@ -161,6 +161,22 @@ async def test_a_bad_split_is_rejected_naming_the_field(client: Any) -> None:
     assert fields == {"split.weights.coupon-c", "split.holdout"}
 
 
+@pytest.mark.parametrize(
+    ("weight", "accepted"),
+    [(50.0, True), (50.5, False), (True, False), (0, False), (10**400, False), ("50", False)],
+)
+async def test_split_weights_are_whole_numbers_however_json_writes_them(
+    client: Any, weight: object, accepted: bool
+) -> None:
+    block = experiment_block()
+    block["split"]["weights"] = {name: weight for name in block["split"]["weights"]}
+    response = await client.put("/api/v1/blocks/ab", json=block, headers=AUTH)
+    assert response.status == (201 if accepted else 422), await response.text()
+    if accepted:  # stored as sent, and served
+        assert (await response.json())["definition"]["split"]["weights"]["coupon-a"] == 50.0
+        assert (await client.get(signed("/i/ab.png?r=u1"))).status == 200
+
+
 async def test_a_sticky_block_keeps_the_first_variant(client: Any, redis_url: str) -> None:
     block = greeting("Your code: {{ params.code }}")
     block["variants"][0]["when"] = "inventory['coupons'].stock > 0"
