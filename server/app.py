@@ -10,7 +10,7 @@ from functools import partial
 from pathlib import Path
 
 import aiohttp
-from aiohttp import hdrs, web
+from aiohttp import web
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -54,6 +54,7 @@ from server.request_handling import (
     API_PREFIX,
     api_handler,
     api_not_routed,
+    not_routed,
     routes_with,
     with_request_id,
 )
@@ -96,24 +97,14 @@ def create_app(settings: Settings, *, redis_url: str) -> web.Application:
     ):
         app.router.add_routes(routes_with(api_handler, table))
     app.router.add_route("*", API_PREFIX + "{path:.*}", api_handler(api_not_routed))
-    app.on_response_prepare.append(_answer_headers)
+    # Last, under `/`: what no route serves (aiohttp's 404 or 405, named `Server: atopen`).
+    app.router.add_route("*", "/{path:.*}", not_routed)
     app.cleanup_ctx.append(partial(_services, redis_url=redis_url))
     if settings.metrics_port:
         app.cleanup_ctx.append(
             partial(metrics.metrics_port, host=settings.host, port=settings.metrics_port)
         )
     return app
-
-
-async def _answer_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """Name the server without its versions (aiohttp's default tells them to everyone),
-    and give a 405 the `Allow` header HTTP requires, listing what the path does serve."""
-    response.headers[hdrs.SERVER] = "atopen"
-    if response.status == 405 and hdrs.ALLOW not in response.headers:
-        allowed: set[str] = set()
-        for resource in request.app.router.resources():
-            allowed |= (await resource.resolve(request))[1]
-        response.headers[hdrs.ALLOW] = ",".join(sorted(allowed - {hdrs.METH_ANY}))
 
 
 async def _services(app: web.Application, *, redis_url: str) -> AsyncIterator[None]:

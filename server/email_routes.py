@@ -19,14 +19,17 @@ from server.blocks import literal_format
 from server.keys import BLOCKS, OPENS, OUTCOME, SETTINGS
 from server.opens import ImageAnswer, OpenQuery
 from server.opens.query import query_pairs
-from server.request_handling import REQUEST_ID_HEADER, begin_request
+from server.request_handling import REQUEST_ID_HEADER, SERVER_NAME, begin_request
 
 routes = web.RouteTableDef()
 
+# Every email answer's headers but its own: no caching, and the server named without its
+# versions (aiohttp adds its own `Server` only to a response that has none).
 NO_CACHE = {
     "Cache-Control": "no-store, no-cache, must-revalidate, max-age=0",
     "Pragma": "no-cache",
     "Expires": "0",
+    "Server": SERVER_NAME,
 }
 # An image's headers but for its variant and request id, made once per format: a
 # response copies a multidict of its own kind faster than it builds one from a dict.

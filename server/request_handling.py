@@ -15,7 +15,7 @@ import os
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import cast
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from multidict import istr
 
 from server.api.errors import ApiError, is_store_outage, store_unavailable
@@ -27,6 +27,9 @@ log = logging.getLogger("atopen.api")
 API_PREFIX = "/api/v1/"
 PUBLIC_API_PATHS = frozenset({"/api/v1/openapi.json"})
 REQUEST_ID_HEADER = "X-Request-Id"
+# The `Server` header of every answer: the name without versions (aiohttp's default tells
+# them to everyone). aiohttp only sets its own when a response has none.
+SERVER_NAME = "atopen"
 
 # Ids are a random per-process prefix and a counter (16 hex digits): unique across
 # processes and restarts, without a system call per request.
@@ -66,7 +69,9 @@ def with_request_id(handler: Handler) -> Handler:
     async def handle(request: web.Request) -> web.StreamResponse:
         request_id = begin_request(request)
         response = await handler(request)
-        response.headers[REQUEST_ID_HEADER] = request_id
+        headers = response.headers
+        headers[REQUEST_ID_HEADER] = request_id
+        headers[hdrs.SERVER] = SERVER_NAME
         return response
 
     return handle
@@ -95,18 +100,35 @@ def routes_with(
     return wrapped
 
 
-async def api_not_routed(request: web.Request) -> web.StreamResponse:
-    """An `/api/v1/` path no route serves: 405 if another method would be, else 404
-    (registered last, behind `api_handler`, so both come as JSON errors)."""
+async def _allowed_elsewhere(request: web.Request) -> set[str]:
+    """The methods the request's path is served with by the routes other than its own."""
     allowed: set[str] = set()
     own = request.match_info.route.resource
     for resource in request.app.router.resources():
         if resource is not own:
             _, methods = await resource.resolve(request)
             allowed |= methods
+    return allowed - {hdrs.METH_ANY}
+
+
+async def api_not_routed(request: web.Request) -> web.StreamResponse:
+    """An `/api/v1/` path no route serves: 405 (with `Allow`) if another method would be,
+    else 404 (registered behind `api_handler`, so both come as JSON errors)."""
+    allowed = await _allowed_elsewhere(request)
     if allowed:
-        raise ApiError(405, "method_not_allowed", "Method Not Allowed")
+        allow: dict[str, str] = {hdrs.ALLOW: ",".join(sorted(allowed))}
+        raise ApiError(405, "method_not_allowed", "Method Not Allowed", headers=allow)
     raise ApiError(404, "not_found", "Not Found")
+
+
+async def not_routed(request: web.Request) -> web.StreamResponse:
+    """Any other path no route serves (registered last, under `/`): aiohttp's own 405 (with
+    `Allow`) or 404, named by the server's `Server` header."""
+    allowed = await _allowed_elsewhere(request)
+    headers = {hdrs.SERVER: SERVER_NAME}
+    if allowed:
+        raise web.HTTPMethodNotAllowed(request.method, allowed, headers=headers)
+    raise web.HTTPNotFound(headers=headers)
 
 
 async def _api(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -122,7 +144,11 @@ async def _api(request: web.Request, handler: Handler) -> web.StreamResponse:
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return ApiError(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason).response()
+        code = exc.reason.lower().replace(" ", "_")
+        allow: dict[str, str] | None = (
+            {hdrs.ALLOW: exc.headers[hdrs.ALLOW]} if hdrs.ALLOW in exc.headers else None
+        )
+        return ApiError(exc.status, code, exc.reason, headers=allow).response()
     except Exception as exc:
         if is_store_outage(exc):
             log.warning("API request failed: the store is out of reach (%r)", exc)
