@@ -35,21 +35,41 @@ Deliver = Callable[[list[object] | BaseException], None]
 SEND_ATTEMPTS = 2
 
 
+# Argument types hiredis packs exactly as `pack` does (exact types: a bool is not an int
+# to the store, and a subclass may write itself otherwise).
+_PLAIN_TYPES = frozenset({str, bytes, int})
+# (Its stub takes a one-item tuple; it takes any length.)
+_hiredis_pack = cast(Callable[[RedisCommand], bytes], hiredis.pack_command)
+
+
 def pack(commands: Sequence[RedisCommand]) -> bytes:
-    """`commands` in the Redis protocol (RESP arrays of bulk strings)."""
-    out: list[bytes] = []
-    for command in commands:
-        out.append(b"*%d\r\n" % len(command))
-        for arg in command:
-            if isinstance(arg, str):
-                data = arg.encode()
-            elif isinstance(arg, bytes):
-                data = arg
-            elif isinstance(arg, int | float) and not isinstance(arg, bool):
-                data = repr(arg).encode()
-            else:
-                raise TypeError(f"cannot send {type(arg).__name__} to the store: {arg!r}")
-            out.append(b"$%d\r\n%b\r\n" % (len(data), data))
+    """`commands` in the Redis protocol (RESP arrays of bulk strings).
+
+    A command of plain arguments (str, bytes, int) is packed by hiredis, in C: the open
+    log's commands carry an argument per reader. Any other is packed by `pack_command`,
+    to the same bytes, refusing what the store cannot take."""
+    plain = _PLAIN_TYPES.issuperset
+    return b"".join(
+        _hiredis_pack(command)
+        if type(command) is tuple and plain(map(type, command))
+        else pack_command(command)
+        for command in commands
+    )
+
+
+def pack_command(command: RedisCommand) -> bytes:
+    """One command in the Redis protocol, packed in Python."""
+    out = [b"*%d\r\n" % len(command)]
+    for arg in command:
+        if isinstance(arg, str):
+            data = arg.encode()
+        elif isinstance(arg, bytes):
+            data = arg
+        elif isinstance(arg, int | float) and not isinstance(arg, bool):
+            data = repr(arg).encode()
+        else:
+            raise TypeError(f"cannot send {type(arg).__name__} to the store: {arg!r}")
+        out.append(b"$%d\r\n%b\r\n" % (len(data), data))
     return b"".join(out)
 
 

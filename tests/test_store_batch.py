@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import hiredis
 import pytest
 import trustme
 from redis import Redis as BlockingRedis
@@ -17,8 +18,9 @@ from redis.exceptions import ConnectionError as StoreConnectionError
 from redis.exceptions import ResponseError
 from support import BUSY_STORE, free_port
 
+from content_sources.base import RedisCommand
 from content_sources.store_batch import StoreBatcher, execute_raw
-from content_sources.store_pipe import pack
+from content_sources.store_pipe import pack, pack_command
 
 
 @pytest.fixture
@@ -344,3 +346,26 @@ async def test_a_rediss_url_reaches_the_store_over_tls(
     finally:
         front.close()
         await front.wait_closed()
+
+
+AWKWARD_COMMANDS: list[RedisCommand] = [
+    ("SET", "", b""),
+    ("SET", "Zoë ☃ 𝄞", "日本語"),
+    ("HSET", "h", "big", 2**100, "small", -(2**70), "zero", 0, "one", -1),
+    ("SET", b"a\r\nb", b"\r\n*1\r\n$3\r\n"),
+    ("SET", "line\r\nbreak", b"\x00\xff" * 1000),
+    ("EVAL", "return 1", 3, "k1", "k2", "k3", 86_400, b"{}", 2),
+    ("PING",),
+]
+
+
+def test_pack_writes_the_bytes_hiredis_does_and_python_would() -> None:
+    for command in AWKWARD_COMMANDS:
+        by_hiredis = hiredis.pack_command(command)  # type: ignore[arg-type]
+        assert pack([command]) == by_hiredis, command
+        assert pack_command(command) == by_hiredis, command
+    assert pack(AWKWARD_COMMANDS) == b"".join(pack([c]) for c in AWKWARD_COMMANDS)
+
+
+def test_pack_of_mixed_arguments_writes_floats_as_their_repr() -> None:
+    assert pack([("SET", "k", 2.5, 7)]) == b"*4\r\n$3\r\nSET\r\n$1\r\nk\r\n$3\r\n2.5\r\n$1\r\n7\r\n"
