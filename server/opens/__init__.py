@@ -149,8 +149,7 @@ class Opens:
         if not self._admission.lets_in_placeless(prepared):
             return None
         try:
-            # `verified`, written out.
-            if not (prepared.block.public or self._signer.verify_request(path, raw_query, pairs)):
+            if not self.verified(prepared, path, raw_query, pairs):
                 return False
         except Exception:
             return None
