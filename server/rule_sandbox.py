@@ -37,7 +37,7 @@ from jinja2.filters import make_attrgetter
 from jinja2.nodes import EvalContext
 from jinja2.runtime import Context
 from jinja2.sandbox import SandboxedEnvironment
-from jinja2.utils import generate_lorem_ipsum
+from jinja2.utils import generate_lorem_ipsum, missing
 
 T = TypeVar("T")
 
@@ -70,9 +70,22 @@ class MissingValueError(Exception):
 
 
 class Missing(ChainableUndefined, StrictUndefined):
-    """Undefined that chains through `a.b.c` and `| default`, but fails on any real use."""
+    """Undefined that chains through `a.b.c` and `| default`, but fails on any real use.
+
+    Its message names the data in the marketer's words (`profile.first_name is missing`)
+    rather than Jinja's (`'dict object' has no attribute 'first_name'`): the generated
+    code passes each lookup's path along (`_PathCodeGenerator`).
+    """
 
     __slots__ = ()
+
+    @property
+    def _undefined_message(self) -> str:
+        if self._undefined_hint:
+            return self._undefined_hint
+        if self._undefined_obj is missing:  # a top-level name the open does not have
+            return f"{self._undefined_name} is missing"
+        return str(super()._undefined_message)
 
 
 def _finalize(value: object) -> object:
@@ -243,6 +256,56 @@ class _MeteredCodeGenerator(CodeGenerator):
         super().visit_Concat(node, frame)
         self.write(")")
 
+    # A lookup on data the rule names (`profile.first_name`, `inventory['sku-1'].stock`)
+    # carries its path, so a missing value says which data it was (`Missing`). Other
+    # lookups, and the async code this environment never generates, are Jinja's own.
+    def visit_Getattr(self, node: nodes.Getattr, frame: Frame) -> None:
+        path = data_path(node)
+        if path is None or self.environment.is_async:
+            super().visit_Getattr(node, frame)
+            return
+        self.write("environment.getattr_at(")
+        self.visit(node.node, frame)
+        self.write(f", {node.attr!r}, {path!r})")
+
+    def visit_Getitem(self, node: nodes.Getitem, frame: Frame) -> None:
+        path = data_path(node)
+        if path is None or self.environment.is_async or isinstance(node.arg, nodes.Slice):
+            super().visit_Getitem(node, frame)
+            return
+        self.write("environment.getitem_at(")
+        self.visit(node.node, frame)
+        self.write(", ")
+        self.visit(node.arg, frame)
+        self.write(f", {path!r})")
+
+
+def data_path(node: nodes.Node) -> str | None:
+    """How the rule names the data `node` reads, as the marketer wrote it
+    (`profile.address.city`, `inventory['sku-1'].stock`, `events.last('purchase').props`),
+    or None when it is not a lookup on a name (a filter's result, a literal)."""
+    if isinstance(node, nodes.Name):
+        return node.name
+    if isinstance(node, nodes.Getattr):
+        base = data_path(node.node)
+        return None if base is None else f"{base}.{node.attr}"
+    if isinstance(node, nodes.Getitem):
+        base = data_path(node.node)
+        if base is None:
+            return None
+        if isinstance(node.arg, nodes.Const):
+            return f"{base}[{node.arg.value!r}]"
+        return f"{base}[{data_path(node.arg) or '…'}]"
+    if isinstance(node, nodes.Call) and not (node.dyn_args or node.dyn_kwargs):
+        callee = data_path(node.node)
+        arguments = [*node.args, *(keyword.value for keyword in node.kwargs)]
+        if callee is None or not all(isinstance(a, nodes.Const) for a in arguments):
+            return None
+        written = [repr(a.value) for a in node.args]  # type: ignore[attr-defined]
+        written += [f"{k.key}={k.value.value!r}" for k in node.kwargs]  # type: ignore[attr-defined]
+        return f"{callee}({', '.join(written)})"
+    return None
+
 
 class _BoundedSandbox(SandboxedEnvironment):
     """Jinja2's sandbox, with operators, calls and filters bounded in size and time.
@@ -257,6 +320,23 @@ class _BoundedSandbox(SandboxedEnvironment):
     # What the generated code calls as `environment.metered` and `environment.sized`.
     metered = staticmethod(_metered)
     sized = staticmethod(_sized)
+
+    def getattr_at(self, obj: Any, attribute: str, path: str) -> Any:
+        """`obj.attribute`, where the rule calls that `path`: a missing value says so."""
+        return self._named(self.getattr(obj, attribute), obj, attribute, path)
+
+    def getitem_at(self, obj: Any, argument: Any, path: str) -> Any:
+        """`obj[argument]`, where the rule calls that `path`: a missing value says so."""
+        return self._named(self.getitem(obj, argument), obj, argument, path)
+
+    def _named(self, value: Any, obj: Any, name: Any, path: str) -> Any:
+        # A value missing further up says where already; a source's own hint
+        # ("no 'purchase' event") is better than the path.
+        if not isinstance(value, Undefined) or isinstance(obj, Undefined):
+            return value
+        if value._undefined_hint is not None:
+            return value
+        return self.undefined(f"{path} is missing", obj, name)
 
     def call_binop(self, context: Any, operator_name: str, left: Any, right: Any) -> Any:
         if operator_name == "**":
