@@ -6,13 +6,13 @@ every block, so that a recipient's name in any script is drawn with real glyphs:
 first face of the stack that has a character draws it (see `renderers.runs`).
 
 Faces come from three places, in rising priority: the system's fonts as fontconfig
-lists them, the built-in ones (installed from PyPI with atopen), and a fonts directory
+lists them, the built-in ones (the files in `renderers/fontfiles/`, shipped in the package
+with their licences and pinned by hash in its SHA256SUMS), and a fonts directory
 (`ATOPEN_FONTS_DIR`), whose files win, so an operator can replace any face.
 """
 
 from __future__ import annotations
 
-import importlib.resources
 import shutil
 import subprocess
 from collections.abc import Iterable, Mapping
@@ -21,6 +21,8 @@ from pathlib import Path
 
 DEFAULT_FONT = "sans"
 FONT_SUFFIXES = (".ttf", ".otf", ".ttc", ".otc")
+# The built-in font files, beside this module (see docs/fonts.md for where they come from).
+FONT_FILES_DIR = Path(__file__).resolve().parent / "fontfiles"
 # fc-list runs once at startup; a fontconfig that hangs must not stop the service.
 _FC_LIST_TIMEOUT_S = 10.0
 
@@ -56,11 +58,9 @@ class FontStack:
 
 @dataclass(frozen=True, slots=True)
 class _Bundled:
-    """A face of the fallback chain: which file of which PyPI package."""
+    """A face of the fallback chain: its file, relative to FONT_FILES_DIR."""
 
     name: str
-    package: str  # the import name
-    distribution: str  # what to pip install
     file: str
 
 
@@ -71,7 +71,7 @@ class _Bundled:
 # goes before them.
 _FALLBACK: tuple[_Bundled, ...] = (
     *(
-        _Bundled(f"noto-sans-{script}".removesuffix("-"), "manimgx_fonts", "manimgx-fonts", file)
+        _Bundled(f"noto-sans-{script}".removesuffix("-"), f"noto/{file}")
         for script, file in (
             ("", "NotoSans[wght].ttf"),
             ("arabic", "NotoSansArabic[wght].ttf"),
@@ -95,22 +95,18 @@ _FALLBACK: tuple[_Bundled, ...] = (
             ("ethiopic", "NotoSansEthiopic[wght].ttf"),
         )
     ),
-    _Bundled(
-        "noto-sans-cjk",
-        "noto_cjk_sans_jp_regular",
-        "noto-cjk-sans-jp-regular",
-        "NotoSansCJKjp-Regular.otf",
-    ),
-    _Bundled("noto-sans-symbols", "manimgx_fonts", "manimgx-fonts", "NotoSansSymbols[wght].ttf"),
+    _Bundled("noto-sans-cjk", "noto_cjk/NotoSansCJKjp-Regular.otf"),
+    _Bundled("noto-sans-symbols", "noto/NotoSansSymbols[wght].ttf"),
 )
-_MONOCHROME_EMOJI = _Bundled("noto-emoji", "manimgx_fonts", "manimgx-fonts", "NotoEmoji[wght].ttf")
+_MONOCHROME_EMOJI = _Bundled("noto-emoji", "noto/NotoEmoji[wght].ttf")
 
 
 def builtin_fonts() -> dict[str, Path]:
-    """The Roboto family shipped with the `font_roboto` package, plus `sans` and `sans-bold`."""
-    # The package is installed as plain files; FreeType opens fonts by path.
-    root = Path(str(importlib.resources.files("font_roboto").joinpath("files")))
+    """The built-in Roboto family, plus `sans` and `sans-bold`."""
+    root = FONT_FILES_DIR / "roboto"
     fonts = {path.stem.lower(): path for path in sorted(root.glob("Roboto-*.ttf"))}
+    if "roboto-regular" not in fonts or "roboto-bold" not in fonts:
+        raise FontError(f"the built-in Roboto fonts are missing from {root}: reinstall atopen")
     fonts[DEFAULT_FONT] = fonts["roboto-regular"]
     fonts["sans-bold"] = fonts["roboto-bold"]
     return fonts
@@ -119,24 +115,14 @@ def builtin_fonts() -> dict[str, Path]:
 def bundled_fonts() -> dict[str, FontFace]:
     """Every face of the fallback chain by name (also nameable in a block's `font`).
 
-    Raises FontError naming the first face whose package or file is missing: the
-    service must not start without them, or some recipients would get boxes for names.
+    Raises FontError naming the first face whose file is missing: the service must
+    not start without them, or some recipients would get boxes for names.
     """
     faces: dict[str, FontFace] = {}
     for bundled in (*_FALLBACK, _MONOCHROME_EMOJI):
-        try:
-            root = importlib.resources.files(bundled.package)
-        except ModuleNotFoundError:
-            raise FontError(
-                f"font {bundled.name!r} is missing: install the {bundled.distribution!r} "
-                "package (pip install atopen installs it)"
-            ) from None
-        path = Path(str(root.joinpath(bundled.file)))
+        path = FONT_FILES_DIR / bundled.file
         if not path.is_file():
-            raise FontError(
-                f"font {bundled.name!r} is missing: {bundled.file} is not in the "
-                f"{bundled.distribution!r} package; reinstall it"
-            )
+            raise FontError(f"font {bundled.name!r} is missing: no {path}; reinstall atopen")
         faces[bundled.name] = FontFace(bundled.name, str(path))
     return faces
 
