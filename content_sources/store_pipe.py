@@ -20,11 +20,10 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import cast
+from typing import Any, Protocol, cast
 
 import hiredis
-from redis.asyncio import Redis
-from redis.asyncio.connection import SSLConnection
+from redis.asyncio.connection import AbstractConnection, SSLConnection
 from redis.exceptions import ConnectionError as StoreConnectionError
 from redis.exceptions import ResponseError
 
@@ -135,13 +134,23 @@ class _Link(asyncio.Protocol):
         self.transport.abort()
 
 
-class StorePipe:
-    """Sends batches of read commands on one connection to `redis`'s store (its URL's
-    host or socket, credentials, database and TLS), opened when first needed."""
+class Endpoint(Protocol):
+    """Where a pipe connects, and how: a client's connection pool, or a cluster node."""
 
-    def __init__(self, redis: Redis) -> None:
-        self._pool = redis.connection_pool
-        kwargs = self._pool.connection_kwargs
+    connection_kwargs: dict[str, Any]
+
+    @property
+    def connection_class(self) -> type[AbstractConnection]: ...
+
+
+class StorePipe:
+    """Sends batches of read commands on one connection to `endpoint` (a client's pool:
+    its URL's host or socket, credentials, database and TLS; or one cluster node),
+    opened when first needed."""
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self._endpoint = endpoint
+        kwargs = endpoint.connection_kwargs
         self._timeout_s: float | None = kwargs.get("socket_timeout")
         self._link: _Link | None = None
         self._unsent: list[_Batch] = []
@@ -210,16 +219,16 @@ class StorePipe:
 
     async def _open(self) -> _Link:
         """A new connection, past its handshake (credentials, then the database)."""
-        kwargs = self._pool.connection_kwargs
+        kwargs = self._endpoint.connection_kwargs
         loop = asyncio.get_running_loop()
         async with asyncio.timeout(kwargs.get("socket_connect_timeout")):
             if "path" in kwargs:
                 _, link = await loop.create_unix_connection(lambda: _Link(self), kwargs["path"])
             else:
                 ssl_context = None
-                if issubclass(self._pool.connection_class, SSLConnection):
-                    connection = self._pool.make_connection()  # type: ignore[no-untyped-call]
-                    ssl_context = connection.ssl_context.get()
+                connection_class = self._endpoint.connection_class
+                if issubclass(connection_class, SSLConnection):
+                    ssl_context = connection_class(**kwargs).ssl_context.get()
                 _, link = await loop.create_connection(
                     lambda: _Link(self),
                     kwargs.get("host", "localhost"),

@@ -25,6 +25,8 @@ from content_sources.segments import RfmPolicy
 from renderers.fonts import FontError, FontFace, available_fonts
 from renderers.resources import LocalResources
 from server import email_routes, health, metrics
+from server.api import access as access_api
+from server.api import audit as audit_api
 from server.api import blocks as blocks_api
 from server.api import events as events_api
 from server.api import inventory as inventory_api
@@ -93,6 +95,8 @@ def create_app(settings: Settings, *, redis_url: str) -> web.Application:
         inventory_api.routes,
         signing_api.routes,
         stores_api.routes,
+        access_api.routes,
+        audit_api.routes,
         openapi_routes,
     ):
         app.router.add_routes(routes_with(api_handler, table))

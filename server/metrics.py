@@ -179,7 +179,9 @@ def metrics_route(tokens: tuple[str, ...]) -> web.RouteDef:
 
     async def handle(request: web.Request) -> web.Response:
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        allowed = [hmac.compare_digest(token.encode(), t.encode()) for t in tokens]
+        # Header bytes that are not UTF-8 arrive as surrogates: compared as those bytes.
+        given = token.encode("utf-8", "surrogateescape")
+        allowed = [hmac.compare_digest(given, t.encode()) for t in tokens]
         if scheme.lower() != "bearer" or not any(allowed):
             return web.Response(status=401, text="metrics need a bearer token\n")
         return _metrics_response()

@@ -8,7 +8,6 @@ middleware and a second layer of its own. The email routes, the hottest, call
 
 from __future__ import annotations
 
-import hmac
 import itertools
 import logging
 import os
@@ -18,6 +17,8 @@ from typing import cast
 from aiohttp import hdrs, web
 from multidict import istr
 
+from server.api import audit
+from server.api.access import API_TOKEN, authenticate, require_scope
 from server.api.errors import ApiError, is_store_outage, store_unavailable
 from server.keys import REQUEST_ID, SETTINGS
 from server.logs import CURRENT_REQUEST_ID
@@ -132,9 +133,18 @@ async def not_routed(request: web.Request) -> web.StreamResponse:
 
 
 async def _api(request: web.Request, handler: Handler) -> web.StreamResponse:
+    response = await _answer(request, handler)
+    if audit.is_audited(request):
+        await audit.record(request, request.get(API_TOKEN), response.status)
+    return response
+
+
+async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         if request.path not in PUBLIC_API_PATHS:
-            _authenticate(request)
+            token = authenticate(request, request.app[SETTINGS].api_access)
+            request[API_TOKEN] = token  # known before the scope check: a 403 is audited too
+            require_scope(request, token)
         return await handler(request)
     except ApiError as exc:
         return exc.response()
@@ -155,15 +165,3 @@ async def _api(request: web.Request, handler: Handler) -> web.StreamResponse:
             return store_unavailable().response()
         log.exception("API request failed")
         return ApiError(500, "internal", "internal error; see the server log").response()
-
-
-def _authenticate(request: web.Request) -> None:
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    tokens = request.app[SETTINGS].api_tokens
-    if scheme.lower() != "bearer" or not token:
-        raise ApiError(401, "unauthorized", "missing bearer token (Authorization: Bearer TOKEN)")
-    # Compare against every token, so timing does not tell which one is close.
-    matches = [hmac.compare_digest(token.encode(), t.encode()) for t in tokens]
-    if not any(matches):
-        raise ApiError(401, "unauthorized", "invalid bearer token")

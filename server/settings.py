@@ -14,6 +14,7 @@ from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from server.api.access import ApiToken, Scope, all_tokens, parse_scoped_tokens
 from server.cpus import usable_cpus
 
 
@@ -25,6 +26,12 @@ class SettingsError(ValueError):
 class Settings:
     secrets: tuple[str, ...] = ()
     api_tokens: tuple[str, ...] = ()
+    # Named tokens with scopes (`ATOPEN_API_TOKENS`); `api_tokens` have full access.
+    scoped_api_tokens: tuple[ApiToken, ...] = ()
+    # The audit log of API writes kept in the store: at most this many entries, none
+    # older than this many days (the log lines go wherever the logs go).
+    audit_max_entries: int = 100_000
+    audit_retention_days: int = 365
     redis_url: str | None = None
     data_dir: Path = Path(".atopen")
     host: str = "127.0.0.1"
@@ -100,9 +107,16 @@ class Settings:
         return self.render_threads or max(1, usable_cpus() // self.worker_count)
 
     @property
+    def api_access(self) -> tuple[ApiToken, ...]:
+        """Every token the API takes, with its name and scopes."""
+        return all_tokens(self.api_tokens, self.scoped_api_tokens)
+
+    @property
     def metrics_token_list(self) -> tuple[str, ...]:
-        """Who may read /metrics: its own tokens, else the API's."""
-        return self.metrics_tokens or self.api_tokens
+        """Who may read /metrics: its own tokens, else the API's that may read."""
+        if self.metrics_tokens:
+            return self.metrics_tokens
+        return tuple(t.token for t in self.api_access if t.allows(Scope.READ))
 
     @property
     def assets_dir(self) -> Path:
@@ -115,6 +129,13 @@ def _csv(name: str, raw: str) -> tuple[str, ...]:
     if any(not v for v in values):
         raise SettingsError(f"{name}: empty entry in comma-separated list")
     return values
+
+
+def _scoped_tokens(name: str, raw: str) -> tuple[ApiToken, ...]:
+    try:
+        return parse_scoped_tokens(name, raw)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
 
 
 def _int(lo: int, hi: int) -> Callable[[str, str], int]:
@@ -206,6 +227,9 @@ _DATA_SECRET = re.compile(r"^ATOPEN_SECRET_([A-Z0-9_]+)$")
 _VARIABLES: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "ATOPEN_SECRET": ("secrets", _csv),
     "ATOPEN_API_TOKEN": ("api_tokens", _csv),
+    "ATOPEN_API_TOKENS": ("scoped_api_tokens", _scoped_tokens),
+    "ATOPEN_AUDIT_MAX_ENTRIES": ("audit_max_entries", _int(100, 10_000_000)),
+    "ATOPEN_AUDIT_RETENTION_DAYS": ("audit_retention_days", _int(1, 3650)),
     "ATOPEN_REDIS_URL": ("redis_url", _redis_url),
     "ATOPEN_DATA_DIR": ("data_dir", lambda _n, raw: Path(raw)),
     "ATOPEN_HOST": ("host", _text),
@@ -258,6 +282,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         if (match := _DATA_SECRET.match(name)) is not None and value
     }
     settings = Settings(**values)  # type: ignore[arg-type]
+    if set(settings.api_tokens) & {t.token for t in settings.scoped_api_tokens}:
+        raise SettingsError(
+            "ATOPEN_API_TOKENS: a token is in ATOPEN_API_TOKEN too; give each token once"
+        )
     if settings.segments_history_days < settings.segments_window_days:
         raise SettingsError(
             "ATOPEN_SEGMENTS_HISTORY_DAYS: must be at least ATOPEN_SEGMENTS_WINDOW_DAYS"
