@@ -14,6 +14,8 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
+from content_sources.cluster_pipe import cluster_client
+
 JsonObject = dict[str, Any]
 
 
@@ -74,8 +76,11 @@ class DocumentStore:
         return stored
 
     async def put_many(self, documents: dict[str, JsonObject]) -> None:
-        """Store all or nothing: one MULTI/EXEC transaction."""
-        async with self._redis.pipeline(transaction=True) as pipe:
+        """Store all or nothing: one MULTI/EXEC transaction. On a Redis Cluster, where
+        the documents live in different slots, each is stored whole but not all at once
+        (every document is checked before any is written)."""
+        atomic = cluster_client(self._redis) is None
+        async with self._redis.pipeline(transaction=atomic) as pipe:
             for doc_id, document in documents.items():
                 pipe.set(self._key_of(doc_id), orjson.dumps(without_nulls(document)))
             await pipe.execute()

@@ -16,6 +16,7 @@ import orjson
 from redis.asyncio import Redis
 
 from content_sources.base import OpenRequest, RedisCommand
+from content_sources.cluster_pipe import cluster_client
 from content_sources.keys import event_ids_key, events_key
 from server.expressions import Missing
 
@@ -133,13 +134,15 @@ return kept
 
 
 class EventLog:
-    """Writes events: all recipients of one batch in one transaction, all or nothing."""
+    """Writes events: all recipients of one batch in one transaction, all or nothing; on
+    a Redis Cluster (where recipients live in different slots) each recipient's events
+    are written all or nothing."""
 
     def __init__(self, redis: Redis, *, max_per_recipient: int, retention: timedelta) -> None:
         self._redis = redis
         self._max = max_per_recipient
         self._retention = retention
-        self._script = redis.register_script(_STORE_SCRIPT)
+        self._atomic = cluster_client(redis) is None
 
     async def store(self, events: Sequence[tuple[str, Event]], now: datetime) -> int:
         """Store (recipient, event) pairs; returns the number newly stored."""
@@ -148,13 +151,12 @@ class EventLog:
             by_recipient.setdefault(recipient, []).append(event)
         retention_ms = int(self._retention.total_seconds() * 1000)
         oldest_kept = int(now.timestamp() * 1000) - retention_ms
-        async with self._redis.pipeline(transaction=True) as pipe:
+        async with self._redis.pipeline(transaction=self._atomic) as pipe:
             for recipient, batch in by_recipient.items():
                 argv: list[str | int | bytes] = [self._max, retention_ms, oldest_kept]
                 for event in batch:
                     argv += [event.id, int(event.ts.timestamp() * 1000), event.encode()]
-                await self._script(
-                    keys=[events_key(recipient), event_ids_key(recipient)], args=argv, client=pipe
-                )
+                # The script itself, not its digest: a cluster node may not have it cached.
+                pipe.eval(_STORE_SCRIPT, 2, events_key(recipient), event_ids_key(recipient), *argv)
             counts = await pipe.execute()
         return sum(int(c) for c in counts)

@@ -272,11 +272,11 @@ async def write_records(redis: Redis, records: Mapping[str, bytes]) -> int:
     """Store recipients' records in one round trip; returns how many were written."""
     if not records:
         return 0
-    script = redis.register_script(_WRITE_RECORD)
     async with redis.pipeline(transaction=False) as pipe:
         for recipient, record in records.items():
-            keys = [purchases_key(recipient), rfm_key(recipient)]
-            await script(keys=keys, args=[record, RECORD_TTL_S], client=pipe)
+            # The script itself, not its digest: a cluster node may not have it cached.
+            keys = (purchases_key(recipient), rfm_key(recipient))
+            pipe.eval(_WRITE_RECORD, 2, *keys, record, RECORD_TTL_S)
         written = await pipe.execute()
     return sum(int(w) for w in written)
 

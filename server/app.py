@@ -11,7 +11,6 @@ from pathlib import Path
 
 import aiohttp
 from aiohttp import web
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from content_sources import build_sources
@@ -63,6 +62,7 @@ from server.request_handling import (
 from server.segments_job import run_segments_job
 from server.settings import Settings, SettingsError
 from server.signing import Signer
+from server.store_client import open_store
 from server.templates_dir import TEMPLATES_DIR as TEMPLATES_DIR  # re-exported: others use it
 
 log = logging.getLogger("atopen")
@@ -114,9 +114,7 @@ def create_app(settings: Settings, *, redis_url: str) -> web.Application:
 async def _services(app: web.Application, *, redis_url: str) -> AsyncIterator[None]:
     """Start the store client, render pool, block snapshot and its change feed; stop in reverse."""
     settings = app[SETTINGS]
-    redis = Redis.from_url(
-        redis_url, socket_timeout=STORE_TIMEOUT_S, socket_connect_timeout=STORE_TIMEOUT_S
-    )
+    redis = open_store(redis_url, timeout_s=STORE_TIMEOUT_S)
     pool = RenderPool(threads=settings.render_thread_count, max_waiting=settings.render_queue)
     cache = RenderCache(
         redis,

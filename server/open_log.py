@@ -20,6 +20,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from content_sources.base import RedisCommand
+from content_sources.cluster_pipe import cluster_client, slot_of
 from content_sources.keys import PREFIX, remembered_key
 from content_sources.store_batch import execute_raw
 
@@ -68,6 +69,7 @@ class OpenLog:
     ) -> None:
         self._redis = redis
         self._click_memory_s = click_memory_s
+        self._by_slot = cluster_client(redis) is not None
         self._interval_s = FLUSH_INTERVAL_S if interval_s is None else interval_s
         self._opens: list[_Open] = []
         self._extras: dict[str, Sequence[RedisCommand]] = {}
@@ -124,6 +126,18 @@ class OpenLog:
         for block_id, recipient, variant, link in opens:
             if recipient is not None:
                 latest[(recipient, block_id)] = (variant, link)  # the newest wins
+        if not self._by_slot:
+            return self._remember_calls(latest, at)
+        # On a Redis Cluster a script's keys must share a slot: one call per slot.
+        by_slot: dict[int, dict[tuple[str, str], tuple[str, str]]] = defaultdict(dict)
+        for (recipient, block_id), shown in latest.items():
+            by_slot[slot_of(remembered_key(recipient))][(recipient, block_id)] = shown
+        return [c for part in by_slot.values() for c in self._remember_calls(part, at)]
+
+    def _remember_calls(
+        self, latest: dict[tuple[str, str], tuple[str, str]], at: float
+    ) -> list[RedisCommand]:
+        """The script calls that write `latest` (recipient, block -> variant, link)."""
         groups: dict[tuple[str, str, str], list[str]] = defaultdict(list)
         for (recipient, block_id), (variant, link) in latest.items():
             groups[(block_id, variant, link)].append(remembered_key(recipient))

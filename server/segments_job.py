@@ -153,15 +153,14 @@ async def run_segments_job(
 
 
 async def _fold_events(redis: Redis, now: datetime, policy: RfmPolicy) -> int:
-    script = redis.register_script(_FOLD)
     oldest_ms = int(now.timestamp() * 1000) - policy.history_days * DAY_MS
     args: list[int | str] = [policy.history_days * 86_400, oldest_ms, PURCHASE]
     folded = 0
     async for batch in _recipients(redis, _EVENTS_PREFIX):
         async with redis.pipeline(transaction=False) as pipe:
             for recipient in batch:
-                keys = [events_key(recipient), purchases_key(recipient)]
-                await script(keys=keys, args=args, client=pipe)
+                # The script itself, not its digest: a cluster node may not have it cached.
+                pipe.eval(_FOLD, 2, events_key(recipient), purchases_key(recipient), *args)
             folded += sum(int(n) for n in await pipe.execute())
     return folded
 

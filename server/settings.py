@@ -152,9 +152,20 @@ def _int(lo: int, hi: int) -> Callable[[str, str], int]:
 
 
 def _redis_url(name: str, raw: str) -> str:
+    from server.store_client import StoreUrlError, cluster_seeds, is_cluster_url
+
+    if is_cluster_url(raw):
+        try:
+            cluster_seeds(raw)
+        except StoreUrlError as exc:
+            raise SettingsError(f"{name}: {exc}") from None
+        return raw
     scheme = urlsplit(raw).scheme
     if scheme not in ("redis", "rediss", "unix"):
-        raise SettingsError(f"{name}: expected a redis://, rediss:// or unix:// URL, got {raw!r}")
+        raise SettingsError(
+            f"{name}: expected a redis://, rediss://, unix:// or redis+cluster:// URL, "
+            f"got {raw!r}"
+        )
     return raw
 
 
