@@ -16,10 +16,12 @@ from redis.asyncio import Redis
 from content_sources.base import OpenRequest, Source
 from content_sources.client import ClientSource
 from content_sources.clock import ClockSource
+from content_sources.engagement import EngagementSource
 from content_sources.events import EventsSource
 from content_sources.geo import GeoSource
 from content_sources.inventory import InventorySource
 from content_sources.params import ParamsSource
+from content_sources.poll import PollSource
 from content_sources.profile import ProfileSource
 from content_sources.remembered import LastShownSource
 from content_sources.segments import SegmentsSource
@@ -33,6 +35,7 @@ from server.settings import Settings
 _DEPENDS: dict[str, frozenset[str]] = {
     "now": frozenset({"profile"}),  # the profile's time zone
     "events": frozenset({"now"}),
+    "engagement": frozenset({"now"}),
     "rfm": frozenset({"now"}),
     "geo": frozenset({"client", "profile"}),  # whose address it is; the stored location
     "stores": frozenset({"geo", "now"}),
@@ -69,12 +72,14 @@ def build_sources(settings: Settings, geoip: Reader | None = None) -> tuple[Sour
         ClockSource(),
         SegmentsSource(),
         EventsSource(settings.events_max_per_recipient),
+        EngagementSource(),
         InventorySource(),
         LastShownSource(settings.click_memory_days * 86_400),
         ClientSource(),
         geo,
         StoresSource(geo, settings.stores_max_km),
         ParamsSource(),
+        PollSource(),
     )
 
 

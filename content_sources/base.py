@@ -35,6 +35,8 @@ class OpenRequest:
     user_agent: str | None = None
     client_ip: str | None = None
     skus: frozenset[str] = frozenset()
+    # The block's poll options, in order (`poll`): none when the block has no poll.
+    poll_options: tuple[str, ...] = ()
 
 
 class Source(Protocol):

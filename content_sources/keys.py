@@ -38,6 +38,26 @@ def last_seen_key(recipient: str) -> str:
     return f"{PREFIX}last-seen:{{{recipient}}}"
 
 
+def engagement_key(recipient: str) -> str:
+    """The recipient's human opens and clicks (for `engagement`): a sorted set by time."""
+    return f"{PREFIX}engagement:{{{recipient}}}"
+
+
+def last_click_key(recipient: str) -> str:
+    """When the recipient last clicked (any click): how a burst of clicks is told apart."""
+    return f"{PREFIX}last-click:{{{recipient}}}"
+
+
+def poll_votes_key(recipient: str) -> str:
+    """The recipient's poll votes: a hash of block id -> the option they chose."""
+    return f"{PREFIX}poll-votes:{{{recipient}}}"
+
+
+def poll_tally_key(block_id: str) -> str:
+    """A poll's tally, shared by every recipient: a hash of option -> votes."""
+    return f"{PREFIX}poll-tally:{{{block_id}}}"
+
+
 def inventory_key(sku: str) -> str:
     return f"{PREFIX}inventory:{sku}"
 
@@ -52,4 +72,7 @@ def recipient_keys(recipient: str) -> tuple[str, ...]:
         purchases_key(recipient),
         rfm_key(recipient),
         last_seen_key(recipient),
+        poll_votes_key(recipient),
+        engagement_key(recipient),
+        last_click_key(recipient),
     )

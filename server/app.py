@@ -30,6 +30,7 @@ from server.api import blocks as blocks_api
 from server.api import events as events_api
 from server.api import inventory as inventory_api
 from server.api import profiles as profiles_api
+from server.api import records as records_api
 from server.api import signing as signing_api
 from server.api import stores as stores_api
 from server.block_store import BlockPreparer, BlockStore, stop_task
@@ -37,6 +38,7 @@ from server.keys import (
     BLOCKS,
     EVENTS,
     INVENTORY,
+    OPEN_LOG,
     OPENS,
     PROFILES,
     REDIS,
@@ -48,6 +50,7 @@ from server.loop_lag import LoopLag
 from server.open_log import OpenLog
 from server.openapi import routes as openapi_routes
 from server.opens import Opens
+from server.records.writes import record_writer
 from server.remote_images import RemoteImageLimits, RemoteImages
 from server.render_cache import RenderCache
 from server.render_pool import RenderPool
@@ -95,6 +98,7 @@ def create_app(settings: Settings, *, redis_url: str) -> web.Application:
         inventory_api.routes,
         signing_api.routes,
         stores_api.routes,
+        records_api.routes,
         access_api.routes,
         audit_api.routes,
         openapi_routes,
@@ -122,7 +126,7 @@ async def _services(app: web.Application, *, redis_url: str) -> AsyncIterator[No
         shared_ttl_s=settings.cache_ttl_s,
     )
     click_memory_s = settings.click_memory_days * 86_400
-    open_log = OpenLog(redis, click_memory_s=click_memory_s)
+    open_log = OpenLog(redis, click_memory_s=click_memory_s, records=record_writer(settings))
     loop_lag = LoopLag()
     loop_lag.start()
     resources = LocalResources(
@@ -170,6 +174,7 @@ async def _services(app: web.Application, *, redis_url: str) -> AsyncIterator[No
     app[REDIS] = redis
     app[BLOCKS] = blocks
     app[OPENS] = opens
+    app[OPEN_LOG] = open_log
     app[PROFILES] = DocumentStore(redis, profile_key)
     app[INVENTORY] = DocumentStore(redis, inventory_key, on_change=opens.inventory_changed)
     app[EVENTS] = EventLog(

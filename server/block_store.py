@@ -54,7 +54,7 @@ FORMATS: tuple[ImageFormat, ...] = ("png", "jpg", "gif")
 RESYNC_INTERVAL_S = 30.0
 SUBSCRIBE_TIMEOUT_S = 2.0
 # Rule names whose values belong to one recipient (or their location).
-PERSONAL_NAMES = frozenset({"profile", "events", "params", "geo"})
+PERSONAL_NAMES = frozenset({"profile", "events", "params", "geo", "engagement"})
 # Rule names whose values are the same for every recipient at one moment.
 SHARED_NAMES = frozenset({"inventory", "client", "now"})
 

@@ -26,6 +26,7 @@ from server.expressions import (
     constant_subscripts,
     is_template,
 )
+from server.polls import Poll, parse_poll
 
 MAX_SIDE_PX = 2000
 MAX_VARIANTS = 50
@@ -47,6 +48,7 @@ _BLOCK_KEYS = {
     "split",
     "reopen",
     "max_bytes",
+    "poll",
 }
 _FORMATS: tuple[ImageFormat, ...] = ("png", "jpg", "gif")
 SCALES = (1, 2, 3)
@@ -107,6 +109,7 @@ class Block:
     split: Split | None = None
     sticky: bool = False
     max_bytes: int | None = None
+    poll: Poll | None = None
     # Some `when` or template can loop (`Expression.may_run_long`): each still stops
     # within its time budget, but deciding the block is best done off the event loop.
     rules_may_run_long: bool = False
@@ -145,7 +148,7 @@ def compile_block(
     # The definition is stored and answered as it was sent, so a `null` would come back
     # as a value the field cannot hold. Leaving the field out is how to say "none"; the
     # other fields' own checks refuse `null` already.
-    for key in ("tz", "split", "max_bytes"):
+    for key in ("tz", "split", "max_bytes", "poll"):
         if key in definition and definition[key] is None:
             errors.add(key, "must not be null: leave the field out")
     if not isinstance(definition.get("description", ""), str):
@@ -204,6 +207,11 @@ def compile_block(
         or not MIN_BUDGET_BYTES <= max_bytes <= MAX_BUDGET_BYTES
     ):
         errors.add("max_bytes", f"an integer from {MIN_BUDGET_BYTES} to {MAX_BUDGET_BYTES} (bytes)")
+    poll = None
+    if definition.get("poll") is not None:
+        poll, poll_problems = parse_poll(definition["poll"])
+        for field_path, message in poll_problems:
+            errors.add(field_path, message)
     reopen = definition.get("reopen", "fresh")
     if reopen not in ("fresh", "sticky"):
         errors.add("reopen", "must be fresh (decide at every open) or sticky (keep the first)")
@@ -217,6 +225,10 @@ def compile_block(
         # A layer that shows the time (a countdown) counts from the open's `now`.
         {"now"} if _shows_time((*variants, default)) else (),
     )
+    if "poll" in names and poll is None and "poll" not in definition:
+        # Else every variant that shows the tally would silently never be served.
+        errors.add("poll", "required: the variants read poll.*")
+        raise BlockError(errors.problems)
     skus = frozenset().union(
         *(
             constant_subscripts(s.source, "inventory", expression=isinstance(s, Expression))
@@ -241,6 +253,7 @@ def compile_block(
         split=split,
         sticky=reopen == "sticky",
         max_bytes=cast(int | None, max_bytes),
+        poll=poll,
         rules_may_run_long=any(s.may_run_long for s in sources),
     )
 

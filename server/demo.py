@@ -105,7 +105,7 @@ def write_demo_page(app: web.Application, recipients: list[str]) -> Path:
                 f"<h3>{html.escape(block.id)} &middot; recipient {html.escape(rid)}</h3>\n"
                 f'<a href="{html.escape(click)}"><img src="{html.escape(image)}" '
                 f'width="{block.width}" height="{block.height}" alt="{html.escape(block.id)}" '
-                f'style="display:block;border:0"></a>'
+                f'style="display:block;border:0"></a>{_vote_links(app, block.id, rid)}'
             )
     page = app[SETTINGS].data_dir / "demo-email.html"
     page.write_text(
@@ -115,6 +115,22 @@ def write_demo_page(app: web.Application, recipients: list[str]) -> Path:
         "reload to open the email again.</p>\n" + "\n".join(rows) + "\n</body></html>\n"
     )
     return page.resolve()
+
+
+def _vote_links(app: web.Application, block_id: str, recipient: str) -> str:
+    """A poll's vote links as an email shows them beside its tally image: one signed
+    click URL per option, each with `vote=OPTION`."""
+    prepared = app[BLOCKS].get(block_id)
+    poll = prepared.block.poll if prepared else None
+    if poll is None:
+        return ""
+    signer = app[SIGNER]
+    base = app[SETTINGS].base_url
+    urls = {
+        o: base + signer.sign_url(f"/c/{block_id}?r={recipient}&vote={o}") for o in poll.options
+    }
+    links = [f'<a href="{html.escape(url)}">{html.escape(o)}</a>' for o, url in urls.items()]
+    return "\n<p>Vote: " + " &middot; ".join(links) + "</p>"
 
 
 def _banner(settings: Settings, page: Path, examples: list[tuple[str, str]]) -> str:

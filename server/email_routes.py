@@ -16,9 +16,10 @@ from content_sources.client_address import client_ip
 from renderers.encode import CONTENT_TYPES, TRANSPARENT_GIF
 from server import metrics
 from server.blocks import literal_format
-from server.keys import BLOCKS, OPENS, OUTCOME, SETTINGS
+from server.keys import BLOCKS, OPEN_LOG, OPENS, OUTCOME, REDIS, SETTINGS
 from server.opens import ImageAnswer, OpenQuery
 from server.opens.query import query_pairs
+from server.polls import vote_in, vote_target
 from server.request_handling import REQUEST_ID_HEADER, SERVER_NAME, begin_request
 
 routes = web.RouteTableDef()
@@ -96,6 +97,15 @@ async def image(request: web.Request) -> web.Response:
         )
     request[OUTCOME] = answer.outcome
     metrics.count_image(answer.outcome, time.perf_counter() - started)
+    app[OPEN_LOG].answered(
+        prepared.block.id,
+        prepared.block.version,
+        answer.variant,
+        answer.recipient,
+        request.headers.get("User-Agent"),
+        answer.country,
+        answer.outcome,
+    )
     response = web.Response(body=answer.body, headers=IMAGE_HEADERS[fmt])
     headers = response.headers
     headers.add(VARIANT_HEADER, answer.variant)
@@ -123,15 +133,31 @@ async def click(request: web.Request) -> web.Response:
     raw_query = url.raw_query_string
     pairs = query_pairs(raw_query)
     opens = request.app[OPENS]
-    location = await opens.click(
-        prepared,
-        OpenQuery.parse(pairs),
-        verified=opens.verified(prepared, url.raw_path, raw_query, pairs),
-        user_agent=request.headers.get("User-Agent"),
-        client_ip=_client_ip(request),
-    )
+    query = OpenQuery.parse(pairs)
+    verified = opens.verified(prepared, url.raw_path, raw_query, pairs)
+    vote = vote_in(pairs)
+    location = None
+    if vote is not None:  # a poll's vote (section 6 of the contract)
+        recipient = query.recipient if verified else None
+        location = await vote_target(request.app[REDIS], prepared, recipient, vote)
+    if location is None:
+        location = await opens.click(
+            prepared,
+            query,
+            verified=verified,
+            user_agent=request.headers.get("User-Agent"),
+            client_ip=_client_ip(request),
+        )
     metrics.CLICKS.inc()
     metrics.CLICK_SECONDS.observe(time.perf_counter() - started)
+    request.app[OPEN_LOG].clicked(
+        prepared.block.id,
+        prepared.block.version,
+        query.recipient if verified else None,
+        location,
+        request.headers.get("User-Agent"),
+        request.method == "HEAD",
+    )
     return web.Response(
         status=302, headers={**NO_CACHE, "Location": location, REQUEST_ID_HEADER: request_id}
     )

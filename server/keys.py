@@ -9,6 +9,7 @@ from content_sources.documents import DocumentStore
 from content_sources.events import EventLog
 from content_sources.segments import RfmPolicy
 from server.block_store import BlockStore
+from server.open_log import OpenLog
 from server.opens import Opens
 from server.settings import Settings
 from server.signing import Signer
@@ -18,6 +19,7 @@ REDIS = web.AppKey("redis", Redis)
 SIGNER = web.AppKey("signer", Signer)
 BLOCKS = web.AppKey("blocks", BlockStore)
 OPENS = web.AppKey("opens", Opens)
+OPEN_LOG = web.AppKey("open_log", OpenLog)
 PROFILES = web.AppKey("profiles", DocumentStore)
 INVENTORY = web.AppKey("inventory", DocumentStore)
 EVENTS = web.AppKey("events", EventLog)

@@ -1,8 +1,9 @@
 """The writes an open makes, batched off the response path.
 
-Each open remembers what it showed (for the click) and counts an impression. Writing
-them one by one would add a store round trip per open; instead they are queued and
-flushed together in one pipeline every few milliseconds.
+Each open remembers what it showed (for the click) and counts an impression, and each
+answer to an image request and each click is recorded (server/records). Writing them
+one by one would add a store round trip per open; instead they are queued and flushed
+together in one pipeline every few milliseconds.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from content_sources.base import RedisCommand
 from content_sources.cluster_pipe import cluster_client, slot_of
 from content_sources.keys import PREFIX, remembered_key
 from content_sources.store_batch import execute_raw
+from server.records.writes import PendingRecords, RecordWriter
 
 log = logging.getLogger("atopen.opens")
 IMPRESSIONS_TTL_S = 400 * 86_400
@@ -65,14 +67,53 @@ class OpenLog:
     later than the open)."""
 
     def __init__(
-        self, redis: Redis, *, click_memory_s: int, interval_s: float | None = None
+        self,
+        redis: Redis,
+        *,
+        click_memory_s: int,
+        interval_s: float | None = None,
+        records: RecordWriter | None = None,
     ) -> None:
+        """`records`: how answers and clicks are recorded; None records nothing."""
         self._redis = redis
         self._click_memory_s = click_memory_s
         self._by_slot = cluster_client(redis) is not None
         self._interval_s = FLUSH_INTERVAL_S if interval_s is None else interval_s
         self._opens: list[_Open] = []
         self._extras: dict[str, Sequence[RedisCommand]] = {}
+        self._records = records
+        self._pending = PendingRecords()
+
+    def answered(
+        self,
+        block_id: str,
+        version: int,
+        variant: str,
+        recipient: str | None,
+        user_agent: str | None,
+        country: str | None,
+        outcome: str,
+    ) -> None:
+        """Record an answer to an image request (`recipient` only if the URL was signed)."""
+        opens = self._pending.opens
+        if self._records is not None and len(opens) < MAX_QUEUE:
+            opens.append(
+                (time.time(), block_id, version, variant, recipient, user_agent, country, outcome)
+            )
+
+    def clicked(
+        self,
+        block_id: str,
+        version: int,
+        recipient: str | None,
+        link: str,
+        user_agent: str | None,
+        head: bool,
+    ) -> None:
+        """Record a click (`recipient` only if the URL was signed; `head`: a HEAD request)."""
+        clicks = self._pending.clicks
+        if self._records is not None and len(clicks) < MAX_QUEUE:
+            clicks.append((time.time(), block_id, version, recipient, link, user_agent, head))
 
     def record(
         self,
@@ -98,11 +139,22 @@ class OpenLog:
     async def flush(self) -> None:
         opens, self._opens = self._opens, []
         extras, self._extras = self._extras, {}
-        if not opens:
+        pending, self._pending = self._pending, PendingRecords()
+        commands: list[RedisCommand] = []
+        if self._records is not None and (pending.opens or pending.clicks):
+            try:
+                commands = await self._record_commands(self._records, pending)
+            except Exception as exc:  # a record lost is logged; the opens' writes go on
+                log.warning(
+                    "could not record %d opens and %d clicks: %r",
+                    len(pending.opens),
+                    len(pending.clicks),
+                    exc,
+                )
+        if not opens and not commands:
             return
         at = time.time()
         day = _day(int(at // 86_400))
-        commands: list[RedisCommand] = []
         counts = Counter((block_id, variant) for block_id, _, variant, _ in opens)
         counters = set()
         for (block_id, variant), count in counts.items():
@@ -119,6 +171,16 @@ class OpenLog:
                 raise failed
         except (RedisError, OSError, TimeoutError) as exc:
             log.warning("could not write %d opens: %r", len(opens), exc)
+
+    async def _record_commands(
+        self, records: RecordWriter, pending: PendingRecords
+    ) -> list[RedisCommand]:
+        """The writes that record `pending`; clicks are classified from a read first."""
+        replies: list[object] = []
+        reads = records.click_reads(pending.clicks)
+        if reads:
+            replies = await execute_raw(self._redis, reads)
+        return records.commands(records.records(pending, replies))
 
     def _remember(self, opens: list[_Open], at: float) -> list[RedisCommand]:
         """The commands that remember each recipient's last render of each block."""

@@ -53,6 +53,11 @@ class Settings:
     events_max_per_recipient: int = 500
     events_retention_days: int = 90
     click_memory_days: int = 30
+    # Records of opens and clicks (docs/records.md): the newest this many, none older
+    # than this many days. 0 records nothing (nor reports beyond impressions by variant,
+    # nor engagement).
+    records_max: int = 1_000_000
+    records_days: int = 30
     api_max_body_bytes: int = 8 * 1024 * 1024
     log_level: str = "INFO"
     workers: int = 0
@@ -252,6 +257,8 @@ _VARIABLES: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "ATOPEN_EVENTS_MAX_PER_RECIPIENT": ("events_max_per_recipient", _int(1, 100_000)),
     "ATOPEN_EVENTS_RETENTION_DAYS": ("events_retention_days", _int(1, 3650)),
     "ATOPEN_CLICK_MEMORY_DAYS": ("click_memory_days", _int(1, 3650)),
+    "ATOPEN_RECORDS_MAX": ("records_max", _int(0, 1_000_000_000)),
+    "ATOPEN_RECORDS_DAYS": ("records_days", _int(1, 3650)),
     "ATOPEN_API_MAX_BODY_BYTES": ("api_max_body_bytes", _int(1024, 1 << 30)),
     "ATOPEN_LOG_LEVEL": ("log_level", _log_level),
     "ATOPEN_WORKERS": ("workers", _int(0, 256)),

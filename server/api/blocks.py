@@ -24,9 +24,12 @@ from server.block_store import PreparedBlock
 from server.blocks import BLOCK_ID_PATTERN, BlockError, literal_format
 from server.keys import BLOCKS, OPENS, REDIS
 from server.open_log import impressions_key
+from server.records.reports import BY_VALUES, block_report
 
 routes = web.RouteTableDef()
 PATH = "/api/v1/blocks/{id}"
+# The longest span a report covers: the counters are kept 400 days.
+MAX_REPORT_DAYS = 400
 
 
 def _prepared(request: web.Request) -> PreparedBlock:
@@ -70,11 +73,32 @@ async def delete_block(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/blocks/{id}/stats")
 async def block_stats(request: web.Request) -> web.Response:
-    """Impressions per day and variant (UTC days), newest first: `?days=7` (1-400)."""
+    """With `from`, `to` or `by`: the report's rows (server/records/reports.py) over the
+    UTC days from `from` to `to` (default: the 30 days to now), by variant, client,
+    country or day. Otherwise impressions per day and variant, newest first: `?days=7`."""
     prepared = _prepared(request)
-    raw_days = request.query.get("days", "7")
-    if not raw_days.isdigit() or not 1 <= int(raw_days) <= 400:
-        raise invalid("days", "must be a whole number from 1 to 400")
+    query = request.query
+    if {"from", "to", "by"} & query.keys():
+        start, end = _report_range(query.get("from"), query.get("to"))
+        by = query.get("by", "variant")
+        if by not in BY_VALUES:
+            raise invalid("by", f"must be one of {', '.join(BY_VALUES)}")
+        days = [(start.date() + timedelta(days=i)).isoformat() for i in range(_days(start, end))]
+        report = await block_report(
+            request.app[REDIS], prepared.block.id, days, by, prepared.block.split
+        )
+        return json_response(
+            {
+                "id": prepared.block.id,
+                "from": start.isoformat(),
+                "to": end.isoformat(),
+                "by": by,
+                **report,
+            }
+        )
+    raw_days = query.get("days", "7")
+    if not raw_days.isdigit() or not 1 <= int(raw_days) <= MAX_REPORT_DAYS:
+        raise invalid("days", f"must be a whole number from 1 to {MAX_REPORT_DAYS}")
     today = datetime.now(UTC).date()
     days = [(today - timedelta(days=i)).isoformat() for i in range(int(raw_days))]
     async with request.app[REDIS].pipeline(transaction=False) as pipe:
@@ -90,6 +114,22 @@ async def block_stats(request: web.Request) -> web.Response:
             },
         }
     )
+
+
+def _report_range(raw_from: str | None, raw_to: str | None) -> tuple[datetime, datetime]:
+    """A report's instants (UTC); its rows cover the whole UTC days they fall on."""
+    end = _instant(raw_to, "to")
+    start = _instant(raw_from, "from") if raw_from is not None else end - timedelta(days=29)
+    if start > end:
+        raise invalid("from", "must not be after `to`")
+    if _days(start, end) > MAX_REPORT_DAYS:
+        raise invalid("from", f"must be at most {MAX_REPORT_DAYS} days before `to`")
+    return start, end
+
+
+def _days(start: datetime, end: datetime) -> int:
+    """How many UTC days from the one `start` falls on to the one `end` falls on."""
+    return (end.date() - start.date()).days + 1
 
 
 @routes.post("/api/v1/blocks/{id}/preview")
@@ -132,6 +172,7 @@ async def preview_block(request: web.Request) -> web.Response:
         block_tz=prepared.block.tz,
         user_agent=user_agent,
         skus=prepared.block.skus,
+        poll_options=prepared.block.poll.options if prepared.block.poll else (),
     )
     opens = request.app[OPENS]
     choice = await opens.preview(prepared, open_request, overrides)
@@ -163,15 +204,15 @@ def _zone_name(value: object) -> str | None:
     return value
 
 
-def _instant(value: object) -> datetime:
+def _instant(value: object, field: str = "at") -> datetime:
     if value is None:
         return datetime.now(UTC)
     if not isinstance(value, str):
-        raise invalid("at", "must be an ISO 8601 date-time string")
+        raise invalid(field, "must be an ISO 8601 date-time string")
     try:
         at = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise invalid("at", "must be an ISO 8601 date-time, e.g. 2026-05-01T12:00:00Z") from None
+        raise invalid(field, "must be an ISO 8601 date-time, e.g. 2026-05-01T12:00:00Z") from None
     return (at if at.tzinfo else at.replace(tzinfo=UTC)).astimezone(UTC)
 
 

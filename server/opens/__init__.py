@@ -48,7 +48,7 @@ from server.experiments import assign
 from server.loop_lag import LoopLag
 from server.open_log import OpenLog
 from server.opens.admit import Admission
-from server.opens.answer import Recorder, fallback, link_of
+from server.opens.answer import Recorder, country_of, fallback, link_of
 from server.opens.decide import ChoiceMemo, Decision, decide, decide_unsigned
 from server.opens.draw import Drawer
 from server.opens.gather import Gathered, Gatherer
@@ -166,7 +166,7 @@ class Opens:
             return True
         # No rule context was built: nothing of the reader's place to remember.
         self._open_log.record(prepared.block.id, query.recipient, choice.variant, link)
-        return ImageAnswer(body, choice.variant, "cached")
+        return ImageAnswer(body, choice.variant, "cached", query.recipient)
 
     async def image(
         self,
@@ -187,6 +187,7 @@ class Opens:
             admitted = self._admission.admit(prepared)
         except OverloadedError:
             return fallback(prepared, fmt, query.dpr, "overloaded")
+        recipient: str | None = None
         try:
             if verified is None:
                 verified = self.verified(prepared, path, raw_query, pairs)
@@ -221,16 +222,16 @@ class Opens:
                 place=admitted.place,
             )
         except TimeoutError:
-            return fallback(prepared, fmt, query.dpr, "deadline")
+            return fallback(prepared, fmt, query.dpr, "deadline", recipient)
         except OverloadedError:
-            return fallback(prepared, fmt, query.dpr, "overloaded")
+            return fallback(prepared, fmt, query.dpr, "overloaded", recipient)
         except Exception as exc:  # never an error image: log, then serve the default
             log.warning("open of %s fell back to the default: %r", prepared.block.id, exc)
-            return fallback(prepared, fmt, query.dpr, "error")
+            return fallback(prepared, fmt, query.dpr, "error", recipient)
         finally:
             admitted.release()  # unused: the image came from a cache
         self._recorder.record(prepared, recipient, choice, context, link)
-        return ImageAnswer(body, choice.variant, outcome)
+        return ImageAnswer(body, choice.variant, outcome, recipient, country_of(context))
 
     async def click(
         self,
@@ -336,6 +337,7 @@ class Opens:
             user_agent=user_agent,
             client_ip=client_ip,
             skus=prepared.block.skus,
+            poll_options=prepared.block.poll.options if prepared.block.poll else (),
         )
 
     async def _recall_link(self, block_id: str, recipient: str, request: OpenRequest) -> str | None:

@@ -44,8 +44,22 @@ def link_of(prepared: PreparedBlock, choice: Choice) -> str:
 
 
 def fallback(
-    prepared: PreparedBlock, fmt: ImageFormat, dpr: int, reason: metrics.FallbackReason
+    prepared: PreparedBlock,
+    fmt: ImageFormat,
+    dpr: int,
+    reason: metrics.FallbackReason,
+    recipient: str | None = None,
 ) -> ImageAnswer:
-    """The block's pre-rendered default: no store, no CPU (counted by `reason`)."""
+    """The block's pre-rendered default: no store, no CPU (counted by `reason`).
+    `recipient`: whom it is for, when the signature was checked already."""
     metrics.FALLBACKS[reason].inc()
-    return ImageAnswer(prepared.fallback(fmt, dpr), "default", f"fallback:{reason}")
+    return ImageAnswer(prepared.fallback(fmt, dpr), "default", f"fallback:{reason}", recipient)
+
+
+def country_of(context: Mapping[str, object]) -> str | None:
+    """The reader's country as the open located them (an ISO 3166 code), if it did."""
+    geo = context.get("geo")
+    country = geo.get("country") if isinstance(geo, Mapping) else None
+    if isinstance(country, str) and len(country) == 2 and country.isalpha():
+        return country.upper()
+    return None

@@ -58,3 +58,7 @@ class ImageAnswer:
     body: bytes
     variant: str
     outcome: str  # rendered | cached | static | fallback:<reason>
+    # What the open is recorded with: the recipient when the URL was signed for them,
+    # and their country when the open located them.
+    recipient: str | None = None
+    country: str | None = None

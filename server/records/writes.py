@@ -1,0 +1,327 @@
+"""What the open log writes for records: the stream, the report counters, engagement.
+
+An open or a click only appends a tuple here (no classification, no encoding, no
+store); the open log's flush, every few milliseconds and off the response path, turns
+the batch into store commands:
+
+- one script that appends the batch's records to the stream and trims it to
+  `max_records` and `retention_s` (see `stream.py`);
+- per block and UTC day, one hash of counters by variant, client and country, and
+  HyperLogLogs of the human readers and clickers (see `reports.py`);
+- per recipient, their human opens and clicks in a sorted set (what `engagement` reads).
+
+Clicks need one read first, for their fetch class (classify.py): when the block's image
+was last fetched for that recipient, and when they last clicked.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from itertools import count
+
+from content_sources.base import RedisCommand
+from content_sources.client import classify_client
+from content_sources.keys import engagement_key, last_click_key, remembered_key
+from content_sources.remembered import decode_memory
+from server.records.classify import classify_click, classify_open
+from server.records.keys import (
+    DIMENSIONS,
+    STATS_TTL_S,
+    STREAM_KEY,
+    TRIMMED_KEY,
+    clickers_key,
+    readers_key,
+    stats_field,
+    stats_key,
+    utc_day,
+)
+from server.records.record import Record
+from server.settings import Settings
+
+# Engagement keeps each recipient's newest human opens and clicks, this many and this old.
+ENGAGEMENT_MAX = 1_000
+ENGAGEMENT_DAYS = 400
+# How long a click is remembered for the next one's burst check (classify.py, C3).
+LAST_CLICK_TTL_MS = 60_000
+# Per script call: the stream's records, and the recipients of an engagement script.
+RECORDS_PER_CALL = 1_000
+RECIPIENTS_PER_CALL = 500
+# The most entries one flush trims: a lowered limit is reached over several flushes.
+_MAX_TRIM = 10_000
+
+# Appends ARGV[3..] to the stream KEYS[1], then trims it exactly to ARGV[1] entries and
+# to entries from ARGV[2] (ms) on, and notes in KEYS[2] the newest entry it removed: a
+# cursor older than that has missed records (the export answers 410).
+APPEND_SCRIPT = f"""
+for i = 3, #ARGV do
+  redis.call('XADD', KEYS[1], '*', 'r', ARGV[i])
+end
+local cut = nil
+local excess = redis.call('XLEN', KEYS[1]) - tonumber(ARGV[1])
+if excess > 0 then
+  local oldest = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', math.min(excess, {_MAX_TRIM}))
+  cut = oldest[#oldest][1]
+end
+local aged = redis.call('XREVRANGE', KEYS[1], '(' .. ARGV[2] .. '-0', '-', 'COUNT', 1)
+if #aged > 0 then
+  local a = aged[1][1]
+  if cut == nil then
+    cut = a
+  else
+    local cm, cs = string.match(cut, '(%d+)-(%d+)')
+    local am, as = string.match(a, '(%d+)-(%d+)')
+    if tonumber(am) > tonumber(cm) or (am == cm and tonumber(as) > tonumber(cs)) then
+      cut = a
+    end
+  end
+end
+if cut ~= nil then
+  local ms, seq = string.match(cut, '(%d+)-(%d+)')
+  redis.call('XTRIM', KEYS[1], 'MINID', ms .. '-' .. (tonumber(seq) + 1))
+  redis.call('SET', KEYS[2], cut)
+end
+return #ARGV - 2
+"""
+
+# Adds recipients' human opens and clicks to their engagement sets, trimmed by age and
+# count. KEYS: the sets. ARGV: oldest score kept, most kept, TTL seconds, then per key
+# how many (score, member) pairs follow, and the pairs.
+ENGAGEMENT_SCRIPT = """
+local a = 4
+for k = 1, #KEYS do
+  local n = tonumber(ARGV[a])
+  for i = a + 1, a + 2 * n, 2 do
+    redis.call('ZADD', KEYS[k], ARGV[i], ARGV[i + 1])
+  end
+  a = a + 1 + 2 * n
+  redis.call('ZREMRANGEBYSCORE', KEYS[k], '-inf', '(' .. ARGV[1])
+  redis.call('ZREMRANGEBYRANK', KEYS[k], 0, -(tonumber(ARGV[2]) + 1))
+  redis.call('EXPIRE', KEYS[k], ARGV[3])
+end
+return 0
+"""
+
+# An open as the image route leaves it: time (s), block, version, variant, recipient,
+# User-Agent, country, outcome.
+PendingOpen = tuple[float, str, int, str, str | None, str | None, str | None, str]
+# A click: time (s), block, version, recipient, link, User-Agent, whether it was a HEAD.
+PendingClick = tuple[float, str, int, str | None, str, str | None, bool]
+
+# Members of the engagement sets are unique across processes and flushes.
+_MEMBER_PREFIX = f"{os.getpid():x}"
+_member_numbers = count()
+
+
+@dataclass(slots=True)
+class PendingRecords:
+    opens: list[PendingOpen] = field(default_factory=list)
+    clicks: list[PendingClick] = field(default_factory=list)
+
+
+class RecordWriter:
+    """Turns a flush's opens and clicks into records and the commands that keep them."""
+
+    def __init__(self, *, max_records: int, retention_s: int, click_memory_s: int) -> None:
+        self.max_records = max_records
+        self._retention_s = retention_s
+        self._click_memory_s = click_memory_s
+
+    def click_reads(self, clicks: Sequence[PendingClick]) -> list[RedisCommand]:
+        """What classifying `clicks` needs read first: two commands per click."""
+        commands: list[RedisCommand] = []
+        for _, block, _, recipient, _, _, _ in clicks:
+            if recipient is None:
+                continue
+            commands.append(("HGET", remembered_key(recipient), block))
+            commands.append(("GET", last_click_key(recipient)))
+        return commands
+
+    def records(self, pending: PendingRecords, click_replies: Sequence[object]) -> list[Record]:
+        """Every pending open and click as a record, classified."""
+        out = [
+            Record(
+                int(at * 1000),
+                "open",
+                block,
+                version,
+                variant,
+                recipient,
+                kind := classify_client(user_agent).kind,
+                classify_open(kind, user_agent),
+                country,
+                outcome,
+                None,
+            )
+            for at, block, version, variant, recipient, user_agent, country, outcome in (
+                pending.opens
+            )
+        ]
+        out.extend(self._clicks(pending.clicks, click_replies))
+        return out
+
+    def commands(self, records: Sequence[Record], now: float | None = None) -> list[RedisCommand]:
+        """The writes that keep `records`: stream, report counters, engagement."""
+        if not records:
+            return []
+        now = time.time() if now is None else now
+        commands = self._append(records, now)
+        commands.extend(_report_commands(records))
+        commands.extend(_engagement_commands(records, now))
+        last_clicks = {
+            r.recipient: r.ts_ms for r in records if r.type == "click" and r.recipient is not None
+        }
+        commands.extend(
+            ("SET", last_click_key(recipient), ts_ms, "PX", LAST_CLICK_TTL_MS)
+            for recipient, ts_ms in last_clicks.items()
+        )
+        return commands
+
+    def _clicks(self, clicks: Sequence[PendingClick], replies: Sequence[object]) -> list[Record]:
+        reply = iter(replies)
+        previous: dict[str, float] = {}  # the recipient's previous click, as seen so far
+        out = []
+        for at, block, version, recipient, link, user_agent, head in sorted(clicks):
+            kind = classify_client(user_agent).kind
+            variant = None
+            after_fetch = after_click = None
+            if recipient is not None:
+                memory, last_click = next(reply, None), next(reply, None)
+                entry = decode_memory(memory, datetime.fromtimestamp(at, UTC), self._click_memory_s)
+                if entry is not None and isinstance(fetched := entry["at"], datetime):
+                    variant = str(entry["variant"])
+                    after_fetch = at - fetched.timestamp()
+                earlier = previous.get(recipient)
+                if earlier is None and isinstance(last_click, bytes | str):
+                    earlier = int(last_click) / 1000
+                if earlier is not None:
+                    after_click = at - earlier
+                previous[recipient] = at
+            fetch_class = classify_click(
+                kind,
+                user_agent,
+                after_fetch_s=after_fetch,
+                after_previous_click_s=after_click,
+                head=head,
+            )
+            out.append(
+                Record(
+                    int(at * 1000),
+                    "click",
+                    block,
+                    version,
+                    variant,
+                    recipient,
+                    kind,
+                    fetch_class,
+                    None,
+                    None,
+                    link,
+                )
+            )
+        return out
+
+    def _append(self, records: Sequence[Record], now: float) -> list[RedisCommand]:
+        oldest_ms = int((now - self._retention_s) * 1000)
+        commands: list[RedisCommand] = []
+        for start in range(0, len(records), RECORDS_PER_CALL):
+            part = records[start : start + RECORDS_PER_CALL]
+            commands.append(
+                (
+                    "EVAL",
+                    APPEND_SCRIPT,
+                    2,
+                    STREAM_KEY,
+                    TRIMMED_KEY,
+                    self.max_records,
+                    oldest_ms,
+                    *(r.encode() for r in part),
+                )
+            )
+        return commands
+
+
+def _report_commands(records: Sequence[Record]) -> list[RedisCommand]:
+    """Counters by block, day and each dimension's value, and the unique readers and
+    clickers as HyperLogLogs (Redis's own `PFADD`). A person's click shows they read the
+    message, so a human clicker is a reader too (an Apple Mail reader's opens are all
+    prefetches)."""
+    counts: Counter[tuple[str, str, str]] = Counter()
+    readers: defaultdict[tuple[str, str, str], set[str]] = defaultdict(set)
+    clickers: defaultdict[tuple[str, str, str], set[str]] = defaultdict(set)
+    for r in records:
+        day = utc_day(r.ts_ms)
+        values = _dimension_values(r)
+        human = r.fetch_class == "human"
+        metrics: tuple[str, ...]
+        if r.type == "open":
+            metrics = ("impressions", "human_opens" if human else "machine_fetches")
+        else:
+            metrics = ("clicks",) if human else ()
+        for dimension, value in zip(DIMENSIONS, values, strict=True):
+            for metric in metrics:
+                counts[(r.block, day, stats_field(dimension, value, metric))] += 1
+            if human and r.recipient is not None:
+                readers[(r.block, day, stats_field(dimension, value))].add(r.recipient)
+                if r.type == "click":
+                    clickers[(r.block, day, stats_field(dimension, value))].add(r.recipient)
+    commands: list[RedisCommand] = []
+    hashes = set()
+    for (block, day, name), n in counts.items():
+        commands.append(("HINCRBY", stats_key(block, day), name, n))
+        hashes.add(stats_key(block, day))
+    commands.extend(("EXPIRE", key, STATS_TTL_S) for key in hashes)
+    for key_of, sets in ((readers_key, readers), (clickers_key, clickers)):
+        for (block, day, name), members in sets.items():
+            key = key_of(block, day, name)
+            commands.append(("PFADD", key, *sorted(members)))
+            commands.append(("EXPIRE", key, STATS_TTL_S))
+    return commands
+
+
+def _dimension_values(record: Record) -> tuple[str, str, str]:
+    """The record's value in each of `DIMENSIONS`: variant, client, country."""
+    return (record.variant or "unknown", record.client, record.country or "unknown")
+
+
+def _engagement_commands(records: Sequence[Record], now: float) -> list[RedisCommand]:
+    by_recipient: defaultdict[str, list[tuple[int, str]]] = defaultdict(list)
+    for r in records:
+        if r.fetch_class == "human" and r.recipient is not None:
+            member = f"{r.type[0]}\t{r.block}\t{_MEMBER_PREFIX}.{next(_member_numbers)}"
+            by_recipient[r.recipient].append((r.ts_ms, member))
+    if not by_recipient:
+        return []
+    head: list[str | bytes | int] = [
+        int((now - ENGAGEMENT_DAYS * 86_400) * 1000),
+        ENGAGEMENT_MAX,
+        ENGAGEMENT_DAYS * 86_400,
+    ]
+    commands: list[RedisCommand] = []
+    recipients = list(by_recipient)
+    for start in range(0, len(recipients), RECIPIENTS_PER_CALL):
+        part = recipients[start : start + RECIPIENTS_PER_CALL]
+        args: list[str | bytes | int] = list(head)
+        for recipient in part:
+            pairs = by_recipient[recipient]
+            args.append(len(pairs))
+            for score, member in pairs:
+                args.extend((score, member))
+        keys = [engagement_key(r) for r in part]
+        commands.append(("EVAL", ENGAGEMENT_SCRIPT, len(keys), *keys, *args))
+    return commands
+
+
+def record_writer(settings: Settings) -> RecordWriter | None:
+    """The record writer the settings ask for; None when recording is off."""
+    if settings.records_max == 0:
+        return None
+    return RecordWriter(
+        max_records=settings.records_max,
+        retention_s=settings.records_days * 86_400,
+        click_memory_s=settings.click_memory_days * 86_400,
+    )
