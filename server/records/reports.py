@@ -28,7 +28,7 @@ from typing import Literal
 from redis.asyncio import Redis
 
 from server.experiments import Split
-from server.records.keys import Dimension, clickers_key, readers_key, stats_key
+from server.records.keys import Dimension, clickers_key, readers_key, stats_field, stats_key
 from server.records.significance import two_proportion_p_value, wilson_interval
 
 By = Literal["variant", "client", "country", "day"]
@@ -51,7 +51,7 @@ async def block_report(
     per_day = [_parse(h) for h in hashes]
     if by == "day":
         groups = {
-            day: [(day, value) for (dimension, value) in counts if dimension == "variant"]
+            day: [(day, stats_field("variant", v)) for (d, v) in counts if d == "variant"]
             for day, counts in zip(days, per_day, strict=True)
         }
         totals = {
@@ -98,7 +98,7 @@ def _by_dimension(
     for day, counts in zip(days, per_day, strict=True):
         for (d, value), metrics in counts.items():
             if d == dimension:
-                groups[value].append((day, f"{dimension}={value}"))
+                groups[value].append((day, stats_field(dimension, value)))
                 parts[value].append(metrics)
     return dict(groups), {value: _sum(p) for value, p in parts.items()}
 
@@ -126,7 +126,8 @@ async def _uniques(
 def _ordered(
     groups: Mapping[str, object], totals: Mapping[str, Mapping[str, int]], by: By
 ) -> list[str]:
-    """Days in order; other rows by impressions, most first, then by name."""
+    """Days in order (each day of the span, those without opens too); other rows by
+    impressions, most first, then by name."""
     if by == "day":
         return sorted(groups)
     return sorted(groups, key=lambda k: (-totals[k].get("impressions", 0), k))
