@@ -48,7 +48,9 @@ def bar_block(**poll: Any) -> dict[str, Any]:
     }
 
 
-async def vote(client: TestClient[Any, Any], recipient: str, option: str, block: str = "poll") -> str:
+async def vote(
+    client: TestClient[Any, Any], recipient: str, option: str, block: str = "poll"
+) -> str:
     response = await client.get(
         signed(f"/c/{block}?r={recipient}&vote={option}"), allow_redirects=False
     )
@@ -87,7 +89,9 @@ async def test_a_signed_vote_goes_to_the_results_and_shows_in_the_image(
     assert await red_pixels(client, "u2") == (66, "tally")
 
 
-async def test_a_vote_changed_twice_counts_once(client: TestClient[Any, Any], redis_url: str) -> None:
+async def test_a_vote_changed_twice_counts_once(
+    client: TestClient[Any, Any], redis_url: str
+) -> None:
     await put_block(client, "poll", bar_block(results=RESULTS))
     for option in ("yes", "no", "yes", "yes"):
         await vote(client, "u1", option)
@@ -185,7 +189,11 @@ async def test_rules_see_total_counts_percentages_and_mine(client: TestClient[An
     ]
     block = bar_block()
     block["variants"] = [
-        {"name": "checked", "when": " and ".join(rules), "layers": [{"type": "fill", "color": "#f00"}]}
+        {
+            "name": "checked",
+            "when": " and ".join(rules),
+            "layers": [{"type": "fill", "color": "#f00"}],
+        }
     ]
     await put_block(client, "poll", block)
     for recipient, option in (("u1", "yes"), ("u2", "no"), ("u3", "maybe")):
@@ -200,7 +208,10 @@ async def test_rules_see_total_counts_percentages_and_mine(client: TestClient[An
 async def test_mine_is_missing_before_a_vote(client: TestClient[Any, Any]) -> None:
     block = bar_block()
     block["variants"] = [
-        {"name": "thanks", "layers": [{"type": "text", "box": [0, 0, 200, 20], "text": "{{ poll.mine }}"}]}
+        {
+            "name": "thanks",
+            "layers": [{"type": "text", "box": [0, 0, 200, 20], "text": "{{ poll.mine }}"}],
+        }
     ]
     await put_block(client, "poll", block)
     response = await client.post(
@@ -213,7 +224,9 @@ async def test_mine_is_missing_before_a_vote(client: TestClient[Any, Any]) -> No
     assert body["trace"][0]["reason"] == "missing value: poll.mine is missing"
 
 
-async def test_an_unsigned_open_shows_the_default_with_no_tally(client: TestClient[Any, Any]) -> None:
+async def test_an_unsigned_open_shows_the_default_with_no_tally(
+    client: TestClient[Any, Any],
+) -> None:
     await put_block(client, "poll", bar_block(results=RESULTS))
     await vote(client, "u1", "yes")
     response = await client.get("/i/poll.png?r=u1")
