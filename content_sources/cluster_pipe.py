@@ -335,7 +335,7 @@ async def execute_raw_on_cluster(
 
     async def on_node(node: ClusterNode, indices: list[int]) -> None:
         try:
-            answers = await _on_connection(node, [parts[i] for i in indices], timeout_s)
+            answers = await on_connection(node, [parts[i] for i in indices], timeout_s)
         except (RedisError, OSError, TimeoutError) as exc:
             answers = [exc] * len(indices)
         for index, answer in zip(indices, answers, strict=True):
@@ -347,9 +347,11 @@ async def execute_raw_on_cluster(
     return assemble(replies, sources)
 
 
-async def _on_connection(
-    node: ClusterNode, commands: list[RedisCommand], timeout_s: float | None
+async def on_connection(
+    node: ClusterNode, commands: Sequence[RedisCommand], timeout_s: float | None
 ) -> list[object]:
+    """`commands` in one write on one of `node`'s pooled connections: their replies, an
+    error reply as its ResponseError."""
     connection = node.acquire_connection()
     replies: list[object] = []
     try:

@@ -20,8 +20,9 @@ from multidict import istr
 from server.api import audit
 from server.api.access import API_TOKEN, authenticate, require_scope
 from server.api.errors import ApiError, is_store_outage, store_unavailable
-from server.keys import REQUEST_ID, SETTINGS
+from server.keys import REDIS, REQUEST_ID, SETTINGS
 from server.logs import CURRENT_REQUEST_ID
+from server.replication import until_replicated
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 log = logging.getLogger("atopen.api")
@@ -136,6 +137,9 @@ async def _api(request: web.Request, handler: Handler) -> web.StreamResponse:
     response = await _answer(request, handler)
     if audit.is_audited(request):
         await audit.record(request, request.get(API_TOKEN), response.status)
+        if response.status < 400:
+            # On a Redis Cluster: once the replicas hold the write (server/replication.py).
+            await until_replicated(request.app[REDIS])
     return response
 
 

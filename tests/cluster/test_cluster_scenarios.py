@@ -1,0 +1,188 @@
+"""The end-to-end scenarios on a real Redis Cluster (three masters, three replicas).
+
+The app is the real one, started on `redis+cluster://` with every node as a seed; what
+is checked is what a reader or a marketer notices: the variant served, the image, the
+click's target, what the API answers. The last test counts the commands each node ran
+for one open: a personal open reads from its recipient's master only, in one batch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+from local_cluster import LocalCluster
+from sample_blocks import CART_REMINDER, greeting
+from support import AUTH, decode, put_block, signed
+
+from content_sources.keys import events_key, profile_key
+from server import metrics
+from server.templates_dir import TEMPLATES_DIR
+
+Client = Any
+
+# A block that names three items, which the cluster spreads over different slots.
+SKUS = ("sku-red", "sku-green", "sku-blue")
+STOCK_BLOCK: dict[str, Any] = {
+    "width": 300,
+    "height": 60,
+    "format": "png",
+    "variants": [
+        {
+            "name": "all-in-stock",
+            "when": " and ".join(f"inventory['{sku}'].stock > 0" for sku in SKUS),
+            "layers": [
+                {"type": "fill", "color": "#0b6e4f"},
+                {
+                    "type": "text",
+                    "box": [4, 4, 292, 52],
+                    "text": "{{ inventory['sku-red'].name }} and more, in stock",
+                },
+            ],
+            "link": "https://shop.example.com/all",
+        }
+    ],
+    "default": {
+        "layers": [{"type": "fill", "color": "#222222"}],
+        "link": "https://shop.example.com/",
+    },
+}
+
+
+async def open_image(client: Client, path: str, size: tuple[int, int]) -> str:
+    """Open `path` signed: the variant served, once the image is checked whole."""
+    response = await client.get(signed(path))
+    assert response.status == 200
+    assert response.headers["Content-Type"] == "image/png"
+    assert decode(await response.read()).size == size
+    return str(response.headers["X-Atopen-Variant"])
+
+
+async def call(client: Client, method: str, path: str, body: Any = None) -> Any:
+    response = await client.request(method, path, json=body, headers=AUTH)
+    assert response.status < 300, await response.text()
+    return await response.json() if response.status != 204 else None
+
+
+async def test_personal_opens_clicks_and_their_data_written_through_the_api(
+    client: Client, cluster: LocalCluster
+) -> None:
+    await put_block(client, "cart", CART_REMINDER)
+    # Recipients whose keys the cluster places on different masters.
+    readers = [f"reader-{n}" for n in range(12)]
+    masters = {cluster.master_of(profile_key(r)).port for r in readers}
+    assert len(masters) == 3, "the readers should span every master"
+    for reader in readers:
+        await call(client, "PUT", f"/api/v1/profiles/{reader}", {"first_name": reader})
+    half = len(readers) // 2
+    events = [{"recipient": r, "type": "purchase"} for r in readers[:half]]
+    events += [
+        {"recipient": r, "type": "cart_abandoned", "props": {"item": "the red scarf"}}
+        for r in readers[half:]
+    ]
+    stored = await call(client, "POST", "/api/v1/events", events)
+    assert stored["stored"] == len(readers)
+
+    for n, reader in enumerate(readers):
+        variant = await open_image(client, f"/i/cart.png?r={reader}", (600, 200))
+        assert variant == ("thanks" if n < half else "cart")
+        click = await client.get(signed(f"/c/cart?r={reader}"), allow_redirects=False)
+        assert click.status == 302
+        expected = "orders" if n < half else "cart"
+        assert click.headers["Location"] == f"https://shop.example.com/{expected}"
+
+    # A merge patch and an erasure are seen by the next open.
+    await call(client, "PATCH", f"/api/v1/profiles/{readers[0]}", {"first_name": "Ann"})
+    profile = await call(client, "GET", f"/api/v1/profiles/{readers[0]}")
+    assert profile["profile"]["first_name"] == "Ann"
+    await call(client, "DELETE", f"/api/v1/profiles/{readers[0]}")
+    assert await open_image(client, f"/i/cart.png?r={readers[0]}", (600, 200)) == "default"
+    assert not cluster.master_of(events_key(readers[0])).client().exists(events_key(readers[0]))
+
+
+async def test_items_spread_over_the_cluster_are_read_together_and_changes_are_seen(
+    client: Client,
+) -> None:
+    await put_block(client, "stock", STOCK_BLOCK)
+    items = [{"sku": sku, "stock": 3, "name": sku.removeprefix("sku-")} for sku in SKUS]
+    await call(client, "POST", "/api/v1/inventory", items)
+    assert await open_image(client, "/i/stock.png", (300, 60)) == "all-in-stock"
+    # Read your writes: the next open sees the item sold out.
+    await call(client, "PATCH", "/api/v1/inventory/sku-blue", {"stock": 0})
+    assert await open_image(client, "/i/stock.png", (300, 60)) == "default"
+    await call(client, "DELETE", "/api/v1/inventory/sku-blue")
+    assert await open_image(client, "/i/stock.png", (300, 60)) == "default"
+
+
+async def test_the_nearest_store_of_a_reader_placed_by_the_profile(client: Client) -> None:
+    demo = orjson.loads((TEMPLATES_DIR / "demo" / "stores.json").read_bytes())
+    await call(client, "POST", "/api/v1/stores", demo)
+    definition = orjson.loads((TEMPLATES_DIR / "blocks" / "nearest-store.json").read_bytes())
+    await call(client, "PUT", "/api/v1/blocks/nearest", definition)
+    london = {"country": "GB", "city": "London", "lat": 51.5133, "lon": -0.1389}
+    await call(client, "PUT", "/api/v1/profiles/londoner", london)
+    assert await open_image(client, "/i/nearest.png?r=londoner", (600, 160)) == "nearest"
+    click = await client.get(signed("/c/nearest?r=londoner"), allow_redirects=False)
+    assert click.headers["Location"] == "https://shop.example.com/stores/london-soho"
+    # Nobody placed: the default, as on one Redis.
+    assert await open_image(client, "/i/nearest.png?r=nowhere", (600, 160)) == "default"
+
+
+async def test_a_block_written_is_served_by_the_next_open(client: Client) -> None:
+    await call(client, "PUT", "/api/v1/profiles/u1", {"first_name": "Ann"})
+    await put_block(client, "hello", greeting("Hello {{ profile.first_name }}"))
+    assert await open_image(client, "/i/hello.png?r=u1", (400, 100)) == "named"
+    replaced = greeting()
+    replaced["variants"][0]["name"] = "second"
+    await put_block(client, "hello", replaced)
+    assert await open_image(client, "/i/hello.png?r=u1", (400, 100)) == "second"
+    assert (await call(client, "GET", "/api/v1/blocks/hello"))["version"] == 2
+    assert (await client.delete("/api/v1/blocks/hello", headers=AUTH)).status == 204
+    assert (await client.get(signed("/i/hello.png?r=u1"))).status == 404
+
+
+def read_commands(cluster: LocalCluster) -> dict[int, dict[str, int]]:
+    """Per master port: how many of each read command it ran since its stats were reset."""
+    counts: dict[int, dict[str, int]] = {}
+    for node in cluster.masters():
+        with node.client() as c:
+            stats = c.info("commandstats")
+        counts[node.port] = {
+            name.removeprefix("cmdstat_"): int(value["calls"])
+            for name, value in stats.items()
+            if name.removeprefix("cmdstat_") in ("get", "zrevrange", "hgetall", "mget")
+        }
+    return counts
+
+
+def round_trips() -> float:
+    """How many store round trips the opens' batches have made in this process."""
+    metrics.flush_local()
+    for family in metrics.STORE_SECONDS_SERIES.collect():
+        for sample in family.samples:
+            if sample.name.endswith("_count"):
+                return sample.value
+    raise AssertionError("no store round trips counted")
+
+
+@pytest.mark.parametrize("reader", ["reader-a", "reader-b", "reader-c"])
+async def test_a_personal_open_is_one_round_trip_to_its_recipients_master(
+    client: Client, cluster: LocalCluster, reader: str
+) -> None:
+    await put_block(client, "cart", CART_REMINDER)
+    await call(client, "PUT", f"/api/v1/profiles/{reader}", {"first_name": "Ann"})
+    await call(client, "POST", "/api/v1/events", {"recipient": reader, "type": "purchase"})
+    for node in cluster.masters():
+        with node.client() as c:
+            c.config_resetstat()
+    trips = round_trips()
+
+    assert await open_image(client, f"/i/cart.png?r={reader}", (600, 200)) == "thanks"
+
+    assert round_trips() == trips + 1
+    home = cluster.master_of(profile_key(reader)).port
+    counts = read_commands(cluster)
+    # The profile and the events, read on the recipient's master; nothing elsewhere.
+    assert counts[home] == {"get": 1, "zrevrange": 1}
+    assert all(not reads for port, reads in counts.items() if port != home)
