@@ -9,6 +9,7 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 from PIL import Image
 
+from server.api.audit import AUDIT_KEY
 from server.signing import Signer
 from server.worker_presence import APPLIED_KEY, WORKERS_KEY
 
@@ -55,6 +56,7 @@ def free_port() -> int:
 
 def data_keys(store: Any) -> list[bytes]:
     """The keys of a (synchronous) store client that hold data: all but the running
-    workers' own presence, which every app writes when it starts."""
-    presence = {WORKERS_KEY.encode(), APPLIED_KEY.encode()}
-    return [key for key in store.keys("*") if key not in presence]
+    workers' own presence, which every app writes when it starts, and the audit log,
+    which records every API write, refused ones too."""
+    bookkeeping = {WORKERS_KEY.encode(), APPLIED_KEY.encode(), AUDIT_KEY.encode()}
+    return [key for key in store.keys("*") if key not in bookkeeping]

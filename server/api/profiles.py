@@ -2,18 +2,31 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any
 
 from aiohttp import web
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from content_sources.clock import zone
 from content_sources.keys import recipient_keys
 from server.api.errors import invalid, json_response, not_found, read_object
 from server.api.ids import recipient_id
 from server.keys import PROFILES, REDIS
+from server.open_log import FLUSH_INTERVAL_S
 
+log = logging.getLogger("atopen.api")
 routes = web.RouteTableDef()
 PATH = "/api/v1/profiles/{rid}"
+# Opens answered just before an erasure may still have their writes queued in a worker
+# (the recipient's memory of what they were shown, engagement, last seen place), written
+# within a flush interval or so. The erasure is done again once those have landed, so
+# that they cannot bring the recipient back.
+ERASE_AGAIN_AFTER_S = 20 * FLUSH_INTERVAL_S
+# The second passes under way (a task is only weakly held by the event loop).
+_SECOND_PASSES: set[asyncio.Task[None]] = set()
 
 
 def _checked(profile: dict[str, Any]) -> dict[str, Any]:
@@ -56,5 +69,18 @@ async def get_profile(request: web.Request) -> web.Response:
 async def delete_profile(request: web.Request) -> web.Response:
     """Erase the recipient: profile, events, idempotency keys and remembered renders."""
     rid = recipient_id(request.match_info["rid"], "rid")
-    await request.app[REDIS].delete(*recipient_keys(rid))
+    redis = request.app[REDIS]
+    await redis.delete(*recipient_keys(rid))
+    second_pass = asyncio.create_task(_erase_again(redis, rid))
+    _SECOND_PASSES.add(second_pass)
+    second_pass.add_done_callback(_SECOND_PASSES.discard)
     return web.Response(status=204)
+
+
+async def _erase_again(redis: Redis, rid: str) -> None:
+    """Erase `rid` once more, after the writes of opens answered before the erasure."""
+    await asyncio.sleep(ERASE_AGAIN_AFTER_S)
+    try:
+        await redis.delete(*recipient_keys(rid))
+    except (RedisError, OSError, TimeoutError) as exc:  # acknowledged already: say so in the log
+        log.warning("second pass of erasing a recipient failed: %r", exc)

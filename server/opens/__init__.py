@@ -127,7 +127,9 @@ class Opens:
     def verified(
         self, prepared: PreparedBlock, path: str, raw_query: str, pairs: Sequence[tuple[str, str]]
     ) -> bool:
-        return prepared.block.public or self._signer.verify_request(path, raw_query, pairs)
+        """Whether the open is signed. Only a signed open is personalised for its `r`: a
+        public block's unsigned opens run its rules too, but as nobody's (see `_request`)."""
+        return self._signer.verify_request(path, raw_query, pairs)
 
     def image_now(
         self,
@@ -199,7 +201,7 @@ class Opens:
             if decided is not None:
                 # The same shared data as an earlier open: its choice, without the context.
                 choice, memo, link = decided
-            elif not verified:
+            elif not verified and not prepared.block.public:
                 admitted.release()  # the unsigned default is drawn from no data
                 request = self._request(prepared, query, verified, user_agent, client_ip)
                 choice = self._unsigned(prepared, request)
@@ -243,7 +245,7 @@ class Opens:
         client_ip: str | None = None,
     ) -> str:
         """Where a click goes: the remembered render's link, else what would render now."""
-        if not verified:
+        if not verified and not prepared.block.public:
             return prepared.default_link
         request = self._request(prepared, query, verified, user_agent, client_ip)
         try:
@@ -325,12 +327,14 @@ class Opens:
         client_ip: str | None,
     ) -> OpenRequest:
         at = datetime.now(UTC)
-        if not verified:
+        if not verified and not prepared.block.public:
             return OpenRequest(at=at, block_tz=prepared.block.tz, user_agent=user_agent)
         return OpenRequest(
             at=at,
             block_id=prepared.block.id,
-            recipient=query.recipient,
+            # Unsigned (a public block): anyone may have written `r`, so the open reads
+            # and remembers nothing of that recipient; the URL's own fields are used.
+            recipient=query.recipient if verified else None,
             params=query.params,
             tz=query.tz,
             block_tz=prepared.block.tz,
