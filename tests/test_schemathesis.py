@@ -78,6 +78,7 @@ IN_WORDS_ONLY: dict[str, tuple[tuple[str, str], ...]] = {
         (r"height", "the block is too large"),
         (r"max_bytes", "the default cannot fit"),
     ),
+    "GET /api/v1/blocks/{id}/stats": ((r"from", "must (not be after|be at most)"),),
     # Opening ranges must each open before they close, in order: the pattern gives only
     # their shape.
     "PUT /api/v1/stores/{id}": ((r"hours\.\w+", "must be "),),

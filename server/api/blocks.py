@@ -119,7 +119,10 @@ async def block_stats(request: web.Request) -> web.Response:
 def _report_range(raw_from: str | None, raw_to: str | None) -> tuple[datetime, datetime]:
     """A report's instants (UTC); its rows cover the whole UTC days they fall on."""
     end = _instant(raw_to, "to")
-    start = _instant(raw_from, "from") if raw_from is not None else end - timedelta(days=29)
+    if raw_from is not None:
+        start = _instant(raw_from, "from")
+    else:
+        start = max(end, datetime.min.replace(tzinfo=UTC) + timedelta(days=29)) - timedelta(days=29)
     if start > end:
         raise invalid("from", "must not be after `to`")
     if _days(start, end) > MAX_REPORT_DAYS:
