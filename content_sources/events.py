@@ -111,25 +111,27 @@ class EventsSource:
 
 # Adds one recipient's events atomically: idempotency check, insert, trim by age and count.
 # KEYS: events, event ids. ARGV: max count, retention ms, oldest score kept, then
-# (id, score, member) triples. Returns how many new events are kept (an event already
-# older than the retention window, or beyond the cap, is not).
+# (id, score, member) triples. Returns one code per triple, in order: 1 kept, 0 its id
+# was already stored, -1 added but trimmed at once (older than the retention window, or
+# beyond the cap).
 _STORE_SCRIPT = """
-local added = {}
+local codes = {}
 for i = 4, #ARGV, 3 do
   if redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[i + 1]) == 1 then
     redis.call('ZADD', KEYS[1], ARGV[i + 1], ARGV[i + 2])
-    added[#added + 1] = ARGV[i + 2]
+    codes[#codes + 1] = -1
+  else
+    codes[#codes + 1] = 0
   end
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[3])
 redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -(tonumber(ARGV[1]) + 1))
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
-local kept = 0
-for _, member in ipairs(added) do
-  if redis.call('ZSCORE', KEYS[1], member) then kept = kept + 1 end
+for n = 1, #codes do
+  if codes[n] == -1 and redis.call('ZSCORE', KEYS[1], ARGV[n * 3 + 3]) then codes[n] = 1 end
 end
-return kept
+return codes
 """
 
 
@@ -144,19 +146,34 @@ class EventLog:
         self._retention = retention
         self._atomic = cluster_client(redis) is None
 
-    async def store(self, events: Sequence[tuple[str, Event]], now: datetime) -> int:
-        """Store (recipient, event) pairs; returns the number newly stored."""
-        by_recipient: dict[str, list[Event]] = {}
-        for recipient, event in events:
-            by_recipient.setdefault(recipient, []).append(event)
+    async def store(self, events: Sequence[tuple[str, Event]], now: datetime) -> list[str | None]:
+        """Store (recipient, event) pairs; returns, for each in order, None if it was newly
+        stored, else why not (a sentence for the API's answer)."""
+        by_recipient: dict[str, list[int]] = {}
+        for index, (recipient, _) in enumerate(events):
+            by_recipient.setdefault(recipient, []).append(index)
         retention_ms = int(self._retention.total_seconds() * 1000)
         oldest_kept = int(now.timestamp() * 1000) - retention_ms
         async with self._redis.pipeline(transaction=self._atomic) as pipe:
-            for recipient, batch in by_recipient.items():
+            for recipient, indexes in by_recipient.items():
                 argv: list[str | int | bytes] = [self._max, retention_ms, oldest_kept]
-                for event in batch:
+                for index in indexes:
+                    event = events[index][1]
                     argv += [event.id, int(event.ts.timestamp() * 1000), event.encode()]
                 # The script itself, not its digest: a cluster node may not have it cached.
                 pipe.eval(_STORE_SCRIPT, 2, events_key(recipient), event_ids_key(recipient), *argv)
-            counts = await pipe.execute()
-        return sum(int(c) for c in counts)
+            replies = await pipe.execute()
+        outcomes: list[str | None] = [None] * len(events)
+        for indexes, codes in zip(by_recipient.values(), replies, strict=True):
+            for index, code in zip(indexes, codes, strict=True):
+                outcomes[index] = self._reason(int(code), events[index][1], oldest_kept)
+        return outcomes
+
+    def _reason(self, code: int, event: Event, oldest_kept_ms: int) -> str | None:
+        if code == 1:
+            return None
+        if code == 0:
+            return "an event with this id is already stored"
+        if int(event.ts.timestamp() * 1000) < oldest_kept_ms:
+            return f"older than retention ({self._retention.days} days)"
+        return f"older than the newest {self._max} events kept for this recipient"

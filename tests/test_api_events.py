@@ -18,6 +18,7 @@ from server.settings import Settings
 
 Client = TestClient[Any, Any]
 URL = "/api/v1/events"
+ALREADY_STORED = "an event with this id is already stored"
 
 
 @pytest.fixture
@@ -57,7 +58,7 @@ async def test_single_event_is_stored(client: Client, store: redis.Redis) -> Non
         },
     )
     assert response.status == 202
-    assert await response.json() == {"received": 1, "stored": 1}
+    assert await response.json() == {"received": 1, "stored": 1, "skipped": []}
     [event] = stored_events(store, "u1")
     assert event["id"] == "order-1"
     assert event["type"] == "purchase"
@@ -87,18 +88,19 @@ async def test_batch_stores_every_event_per_recipient(client: Client, store: red
     ]
     response = await post(client, batch)
     assert response.status == 202
-    assert await response.json() == {"received": 3, "stored": 3}
+    assert await response.json() == {"received": 3, "stored": 3, "skipped": []}
     assert sorted(e["type"] for e in stored_events(store, "u1")) == ["cart_abandoned", "view"]
     assert [e["type"] for e in stored_events(store, "u2")] == ["purchase"]
 
 
 async def test_same_id_twice_stores_once(client: Client, store: redis.Redis) -> None:
     event = {"recipient": "u1", "type": "purchase", "id": "order-1"}
-    assert await (await post(client, event)).json() == {"received": 1, "stored": 1}
-    assert await (await post(client, event)).json() == {"received": 1, "stored": 0}
+    assert await (await post(client, event)).json() == {"received": 1, "stored": 1, "skipped": []}
+    again = {"received": 1, "stored": 0, "skipped": [{"index": 0, "reason": ALREADY_STORED}]}
+    assert await (await post(client, event)).json() == again
     # A different ts or props under the same id is still the same event.
     changed = {**event, "ts": "2030-01-01T00:00:00Z", "props": {"n": 2}}
-    assert await (await post(client, changed)).json() == {"received": 1, "stored": 0}
+    assert await (await post(client, changed)).json() == again
     assert len(stored_events(store, "u1")) == 1
     assert store.hexists(event_ids_key("u1"), "order-1")
 
@@ -109,7 +111,11 @@ async def test_same_id_within_one_batch_stores_once(client: Client, store: redis
         {"recipient": "u1", "type": "purchase", "id": "order-1"},
         {"recipient": "u1", "type": "purchase", "id": "order-2"},
     ]
-    assert await (await post(client, batch)).json() == {"received": 3, "stored": 2}
+    assert await (await post(client, batch)).json() == {
+        "received": 3,
+        "stored": 2,
+        "skipped": [{"index": 1, "reason": ALREADY_STORED}],
+    }
     assert sorted(e["id"] for e in stored_events(store, "u1")) == ["order-1", "order-2"]
 
 
@@ -117,7 +123,8 @@ async def test_same_id_across_batches_stores_once(client: Client, store: redis.R
     first = [{"recipient": "u1", "type": "view", "id": f"v{i}"} for i in range(3)]
     second = [{"recipient": "u1", "type": "view", "id": f"v{i}"} for i in range(2, 5)]
     assert (await (await post(client, first)).json())["stored"] == 3
-    assert (await (await post(client, second)).json())["stored"] == 2
+    answer = await (await post(client, second)).json()
+    assert (answer["stored"], answer["skipped"]) == (2, [{"index": 0, "reason": ALREADY_STORED}])
     assert sorted(e["id"] for e in stored_events(store, "u1")) == [f"v{i}" for i in range(5)]
 
 
@@ -193,7 +200,7 @@ async def test_batch_over_1000_is_refused(client: Client, store: redis.Redis) ->
     assert bad_fields(await response.json()) == ["body"]
     assert data_keys(store) == []
     accepted = await post(client, batch[:1000])
-    assert await accepted.json() == {"received": 1000, "stored": 1000}
+    assert await accepted.json() == {"received": 1000, "stored": 1000, "skipped": []}
 
 
 async def test_only_the_newest_events_per_recipient_are_kept(
@@ -207,9 +214,16 @@ async def test_only_the_newest_events_per_recipient_are_kept(
         for i in range(8)
     ]
     await post(client, events[:3])
-    await post(client, events[3:])
+    answer = await (await post(client, events[3:])).json()
     kept = stored_events(store, "u1")
     assert [e["id"] for e in kept] == ["e4", "e3", "e2", "e1", "e0"]
+    # e5 to e7 (indexes 2 to 4 of the second request) were older than the five kept.
+    beyond = "older than the newest 5 events kept for this recipient"
+    assert answer == {
+        "received": 5,
+        "stored": 2,
+        "skipped": [{"index": i, "reason": beyond} for i in (2, 3, 4)],
+    }
     await post(client, {"recipient": "u1", "type": "view", "id": "late", "ts": iso(now)})
     assert [e["id"] for e in stored_events(store, "u1")] == ["e3", "e2", "e1", "e0", "late"]
 
@@ -220,13 +234,20 @@ async def test_events_older_than_retention_are_trimmed(
     now = datetime.now(UTC)
     old = now - timedelta(days=settings.events_retention_days, hours=1)
     recent = now - timedelta(days=settings.events_retention_days - 1)
-    await post(
+    response = await post(
         client,
         [
             {"recipient": "u1", "type": "view", "id": "old", "ts": iso(old)},
             {"recipient": "u1", "type": "view", "id": "recent", "ts": iso(recent)},
         ],
     )
+    assert await response.json() == {
+        "received": 2,
+        "stored": 1,
+        "skipped": [
+            {"index": 0, "reason": f"older than retention ({settings.events_retention_days} days)"}
+        ],
+    }
     assert [e["id"] for e in stored_events(store, "u1")] == ["recent"]
     # The store forgets the recipient's events by itself after the retention window.
     ttl_s = store.ttl(events_key("u1"))

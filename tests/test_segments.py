@@ -188,7 +188,7 @@ def test_cut_points_are_quintiles_and_ties_share_the_lower_bin() -> None:
 async def test_purchases_are_kept_longer_than_events(store: aioredis.Redis) -> None:
     events = EventLog(store, max_per_recipient=500, retention=timedelta(days=90))
     old = [("z1", e) for e in purchases([(200, 50.0), (300, 50.0)])]
-    assert await events.store(old, NOW) == 0  # past the events' retention
+    assert await events.store(old, NOW) == ["older than retention (90 days)"] * 2
     assert await record_purchases(store, old, NOW) == 0  # no cut points yet: ledger only
     assert len(decode_ledger(await store.hgetall(purchases_key("z1")))) == 2
     await recompute_segments(store, NOW)

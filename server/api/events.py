@@ -81,6 +81,10 @@ async def post_events(request: web.Request) -> web.Response:
             problems.extend(exc.details)
     if problems:
         raise invalid_fields(problems)
-    stored = await request.app[EVENTS].store(events, now)
+    outcomes = await request.app[EVENTS].store(events, now)
     await record_purchases(request.app[REDIS], events, now, request.app[RFM_POLICY])
-    return json_response({"received": len(events), "stored": stored}, status=202)
+    skipped = [{"index": i, "reason": why} for i, why in enumerate(outcomes) if why is not None]
+    return json_response(
+        {"received": len(events), "stored": len(events) - len(skipped), "skipped": skipped},
+        status=202,
+    )
