@@ -7,7 +7,7 @@ LOCK := requirements.lock
 
 LOADTEST_STAMP := $(VENV)/.installed-loadtest
 
-.PHONY: demo serve test test-cluster lint fmt bench goldens loadtest lock clean
+.PHONY: demo serve test test-cluster lint fmt bench soak goldens loadtest lock clean
 
 # Every dependency (extras included) at the version and hashes in the lock, so every
 # machine runs the same set; then atopen itself, built by the locked setuptools.
@@ -54,6 +54,13 @@ bench: $(STAMP)
 	$(BIN)/python -m loadtest.bench_serve
 	$(BIN)/python -m loadtest.bench_goodput
 	$(BIN)/python -m loadtest.bench_instructions
+	$(BIN)/python -m loadtest.soak --warmup 15 --seconds 45
+
+## A bounded soak at a steady mixed load: memory and open files per worker, store keys
+## and keys without TTL, at the start, middle and end (SOAK_SECONDS, default 3 minutes).
+SOAK_SECONDS ?= 180
+soak: $(STAMP)
+	$(BIN)/python -m loadtest.soak --seconds $(SOAK_SECONDS)
 
 ## Re-render the golden images after a deliberate change (then look at them).
 goldens: $(STAMP)

@@ -1,0 +1,343 @@
+"""`make soak`: a bounded run at a steady mixed load, watching for what grows.
+
+Starts `atopen serve --workers 2` on its own embedded store (in a fresh data
+directory), registers the starter blocks, seeds a population through the API, and
+sends a steady mix for a bounded time: signed opens of every starter block, unsigned
+opens, clicks, and API writes (events, profile patches, stock changes). Meanwhile it
+samples each worker's resident memory and open file descriptors (from /proc), and the
+store's key count, memory, and the keys without a TTL of kinds that should expire.
+It prints the figures after a warm-up, in the middle and at the end, with the growth.
+
+Nothing fails on a figure (the machine is shared and noisy): read them. The run fails
+only if the server under test does not start, or answers a request wrongly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import aiohttp
+import orjson
+import redis
+
+from loadtest.bench_serve import HOST, SECRET, TOKEN, api, free_port, wait_for_port
+from loadtest.population import Population, seed
+from server.app import TEMPLATES_DIR
+from server.signing import Signer
+
+PROC = Path("/proc")
+MIB = 1024 * 1024
+# Kinds of keys (the name after `atopen:`) kept until changed or deleted: everything
+# else the load makes is meant to expire. A kind missing here that shows up without a
+# TTL is reported, so a new kind of key is looked at rather than assumed fine.
+LASTING_KINDS = frozenset(
+    {
+        "profile",
+        "inventory",
+        "stores",
+        "stores-geo",
+        "blocks",
+        "block-versions",
+        "{atopen:blocks}",
+        "audit",
+        "records",
+        "records-trimmed",
+        "rfm-cuts",
+        "poll-tally",
+    }
+)
+SKUS = ("sku-tee", "sku-boots", "sku-cap")
+# The mix, by weight: what one request of the steady load is.
+MIX = {"open": 70, "unsigned_open": 5, "click": 12, "event": 6, "profile": 4, "stock": 3}
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """The figures at one moment of the run."""
+
+    at_s: float
+    rss_mib: dict[int, float]  # worker pid -> resident memory
+    fds: dict[int, int]  # worker pid -> open file descriptors
+    keys: int
+    store_mib: float
+    expiring_without_ttl: dict[str, int]  # kind -> keys of it that have no TTL
+    requests: int
+    failures: int
+
+
+def key_kind(key: bytes) -> str:
+    name = key.decode(errors="replace")
+    if name.startswith("{"):
+        return name.split("}", 1)[0] + "}"
+    return name.removeprefix("atopen:").split(":", 1)[0]
+
+
+def workers_of(supervisor: int) -> list[int]:
+    """The live `atopen worker` processes the supervisor started."""
+    found = []
+    for entry in PROC.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:  # gone while we looked
+            continue
+        parent = int(stat[stat.rindex(")") + 2 :].split()[1])
+        if parent == supervisor and cmdline[-2:] == [b"worker", b""]:
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def rss_mib(pid: int) -> float:
+    for line in (PROC / str(pid) / "status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def open_fds(pid: int) -> int:
+    return len(os.listdir(PROC / str(pid) / "fd"))
+
+
+def store_figures(store: redis.Redis) -> tuple[int, float, dict[str, int]]:
+    """The key count, used memory and, by kind, keys without a TTL that should have one."""
+    missing: Counter[str] = Counter()
+    keys = 0
+    batch: list[bytes] = []
+
+    def check(batch: list[bytes]) -> None:
+        pipe = store.pipeline(transaction=False)
+        for key in batch:
+            pipe.ttl(key)
+        for key, ttl in zip(batch, pipe.execute(), strict=True):
+            kind = key_kind(key)
+            if ttl == -1 and kind not in LASTING_KINDS:
+                missing[kind] += 1
+
+    for key in store.scan_iter(count=1000):
+        keys += 1
+        batch.append(key)
+        if len(batch) == 1000:
+            check(batch)
+            batch = []
+    check(batch)
+    memory = store.info("memory")["used_memory"] / MIB
+    return keys, memory, dict(missing)
+
+
+class Load:
+    """A steady mix of requests at a fixed rate; counts what was sent and what failed."""
+
+    def __init__(self, base_url: str, population: Population, blocks: list[str]) -> None:
+        self.base_url = base_url
+        self.population = population
+        self.blocks = blocks
+        self.signer = Signer([SECRET])
+        self.rng = random.Random(7)
+        self.sent = 0
+        self.failures: Counter[str] = Counter()
+        self._kinds = list(MIX)
+        self._weights = list(MIX.values())
+
+    def _request(self) -> tuple[str, str, str, object]:
+        """(kind, method, path, JSON body or None) of the next request."""
+        kind = self.rng.choices(self._kinds, self._weights)[0]
+        index = self.rng.randrange(self.population.size)
+        recipient = self.population.recipient(index)
+        block = self.rng.choice(self.blocks)
+        if kind == "open":
+            return kind, "GET", self.population.image_url(self.signer, block, index), None
+        if kind == "unsigned_open":
+            return kind, "GET", f"/i/{block}.png?r={recipient}", None
+        if kind == "click":
+            return kind, "GET", self.population.click_url(self.signer, block, index), None
+        if kind == "event":
+            event = {"recipient": recipient, "type": self.rng.choice(("view", "purchase"))}
+            return kind, "POST", "/api/v1/events", {**event, "props": {"amount": 20}}
+        if kind == "profile":
+            patch = {"visits": self.rng.randrange(1000)}
+            return kind, "PATCH", f"/api/v1/profiles/{recipient}", patch
+        stock = {"stock": self.rng.randrange(5), "name": "Tee", "price": 19.0}
+        return kind, "PUT", f"/api/v1/inventory/{self.rng.choice(SKUS)}", stock
+
+    async def _send(self, session: aiohttp.ClientSession, limit: asyncio.Semaphore) -> None:
+        kind, method, path, body = self._request()
+        headers = {"Authorization": f"Bearer {TOKEN}"} if path.startswith("/api/") else {}
+        try:
+            async with session.request(
+                method, path, json=body, headers=headers, allow_redirects=False
+            ) as response:
+                await response.read()
+                expected = {"click": 302}.get(kind, 200)
+                ok = response.status == expected or (kind == "event" and response.status == 202)
+                if not ok:
+                    self.failures[f"{kind} {response.status}"] += 1
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            self.failures[f"{kind} {type(exc).__name__}"] += 1
+        finally:
+            limit.release()
+
+    async def run(self, rate: float, until: float) -> None:
+        """Send `rate` requests a second until the monotonic time `until`."""
+        timeout = aiohttp.ClientTimeout(total=30)
+        limit = asyncio.Semaphore(256)  # more in flight than this: the server is stuck
+        tasks: set[asyncio.Task[None]] = set()
+        async with aiohttp.ClientSession(self.base_url, timeout=timeout) as session:
+            start = time.monotonic()
+            while (now := time.monotonic()) < until:
+                due = int((now - start) * rate) - self.sent
+                for _ in range(due):
+                    await limit.acquire()
+                    task = asyncio.create_task(self._send(session, limit))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                    self.sent += 1
+                await asyncio.sleep(0.005)
+            await asyncio.gather(*tasks)
+
+
+@contextmanager
+def serving(data_dir: Path, workers: int, log: Path) -> Iterator[tuple[int, int]]:
+    """`atopen serve` on its own embedded store: (port, supervisor pid)."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ATOPEN_")}
+    env.update(
+        ATOPEN_SECRET=SECRET,
+        ATOPEN_API_TOKEN=TOKEN,
+        ATOPEN_PORT=str(port),
+        ATOPEN_DATA_DIR=str(data_dir),
+        ATOPEN_LOG_LEVEL="WARNING",
+    )
+    with log.open("wb") as out:
+        process = subprocess.Popen(  # noqa: S603 - our own command
+            [sys.executable, "-m", "server", "serve", "--workers", str(workers)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_for_port(port, process)
+            yield port, process.pid
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=60)
+
+
+def sample(supervisor: int, store: redis.Redis, load: Load, started: float) -> Sample:
+    pids = workers_of(supervisor)
+    keys, store_mib, missing = store_figures(store)
+    return Sample(
+        at_s=round(time.monotonic() - started, 1),
+        rss_mib={pid: round(rss_mib(pid), 1) for pid in pids},
+        fds={pid: open_fds(pid) for pid in pids},
+        keys=keys,
+        store_mib=round(store_mib, 1),
+        expiring_without_ttl=missing,
+        requests=load.sent,
+        failures=sum(load.failures.values()),
+    )
+
+
+def report(samples: list[Sample]) -> str:
+    """The figures as a table: one column per sample, then the growth from first to last."""
+    first = samples[0]
+    columns = "".join(f"{f'at {s.at_s:.0f} s':>12}" for s in samples)
+    lines = [f"{'':38}{columns}{'growth':>20}"]
+
+    def row(name: str, values: list[float], decimals: int = 0) -> None:
+        cells = "".join(f"{v:>12,.{decimals}f}" for v in values)
+        growth = values[-1] - values[0]
+        share = f" ({growth / values[0]:+.1%})" if values[0] else ""
+        lines.append(f"{name:38}{cells}{f'{growth:+,.{decimals}f}{share}':>20}")
+
+    for number, pid in enumerate(sorted(first.rss_mib), start=1):
+        if all(pid in s.rss_mib for s in samples):
+            row(f"worker {number} RSS MiB", [s.rss_mib[pid] for s in samples], 1)
+            row(f"worker {number} open fds", [s.fds[pid] for s in samples])
+        else:
+            lines.append(f"worker {number} (pid {pid}) ended during the run")
+    row("store keys", [s.keys for s in samples])
+    row("store memory MiB", [s.store_mib for s in samples], 1)
+    row(
+        "keys without TTL that should expire",
+        [sum(s.expiring_without_ttl.values()) for s in samples],
+    )
+    row("requests sent", [s.requests for s in samples])
+    row("requests answered wrongly", [s.failures for s in samples])
+    if samples[-1].expiring_without_ttl:
+        lines.append(f"without TTL, by kind: {samples[-1].expiring_without_ttl}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--seconds", type=float, default=180, help="measured time (after warm-up)")
+    parser.add_argument("--warmup", type=float, default=15)
+    parser.add_argument("--rate", type=float, default=150, help="requests per second")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--recipients", type=int, default=2_000)
+    parser.add_argument("--json", action="store_true", help="end with the samples as JSON")
+    args = parser.parse_args()
+    population = Population(args.recipients)
+    blocks = sorted(TEMPLATES_DIR.glob("blocks/*.json"))
+    with tempfile.TemporaryDirectory(prefix="atopen-soak-") as tmp:
+        data_dir, log = Path(tmp) / "data", Path(tmp) / "serve.log"
+        with serving(data_dir, args.workers, log) as (port, supervisor):
+            for path in blocks:
+                body = orjson.loads(path.read_bytes())
+                api(port, "PUT", f"/api/v1/blocks/{path.stem}", body)
+            base_url = f"http://{HOST}:{port}"
+            asyncio.run(seed(base_url, TOKEN, population))
+            load = Load(base_url, population, [path.stem for path in blocks])
+            store = redis.Redis(unix_socket_path=str(data_dir / "redis" / "redis.sock"))
+            print(
+                f"soak: {args.workers} workers, {args.rate:g} requests/s for {args.seconds:g} s "
+                f"after {args.warmup:g} s of warm-up, {args.recipients:,} recipients, "
+                f"{len(blocks)} blocks",
+                flush=True,
+            )
+            samples = asyncio.run(_run(args, supervisor, store, load))
+            store.close()
+        print(report(samples))
+        if load.failures:
+            print(f"answered wrongly: {dict(load.failures)}")
+            print(log.read_text(errors="replace")[-4000:])
+        if args.json:
+            as_json = orjson.dumps([asdict(s) for s in samples], option=orjson.OPT_NON_STR_KEYS)
+            print(as_json.decode())
+    raise SystemExit(1 if load.failures else 0)
+
+
+async def _run(
+    args: argparse.Namespace, supervisor: int, store: redis.Redis, load: Load
+) -> list[Sample]:
+    """Run the load, sampling after the warm-up, halfway through and at the end."""
+    started = time.monotonic()
+    end = started + args.warmup + args.seconds
+    running = asyncio.create_task(load.run(args.rate, end))
+    samples = []
+    for at in (args.warmup, args.warmup + args.seconds / 2):
+        await asyncio.sleep(max(0.0, started + at - time.monotonic()))
+        samples.append(await asyncio.to_thread(sample, supervisor, store, load, started))
+        print(f"sampled at {samples[-1].at_s:.0f} s", flush=True)
+    await running
+    samples.append(await asyncio.to_thread(sample, supervisor, store, load, started))
+    return samples
+
+
+if __name__ == "__main__":
+    main()
