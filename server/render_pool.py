@@ -37,6 +37,10 @@ from server import metrics
 T = TypeVar("T")
 # Weight of the newest sample in the running averages of render time and drain interval.
 _SMOOTHING = 0.05
+# Opens whose data is read, decided and drawn at once, per render thread: enough that a
+# thread never waits for the next one's store round trip; the others wait in line having
+# spent nothing, and those whose deadline passes in line get the default for nothing.
+TURNS_PER_THREAD = 4
 
 
 class OverloadedError(Exception):
@@ -47,16 +51,37 @@ class Place:
     """A place in the pool's queue, held from admission until the render it was taken for
     ends, or until released unused (the open found its image in a cache)."""
 
-    __slots__ = ("_pool", "held")
+    __slots__ = ("_pool", "_turn_began", "held")
 
     def __init__(self, pool: RenderPool) -> None:
         self._pool = pool
         self.held = True
+        self._turn_began: float | None = None
+
+    async def turn(self, deadline: float | None) -> None:
+        """Wait, first come first served, until this open is one of the few whose data is
+        read and whose image is drawn next; OverloadedError when by then too little of
+        its deadline is left to draw it, so that no store read or rule is spent on it."""
+        pool = self._pool
+        await pool._turns.acquire()
+        pool._turns_taken += 1
+        self._turn_began = now = time.monotonic()
+        if deadline is not None and now + pool.turn_s() > deadline:
+            raise OverloadedError("no time left when its turn came")
+
+    def drawn(self) -> None:
+        """Its image is drawn: how long its turn took counts for the turns to come."""
+        if self._turn_began is not None:
+            self._pool._turn_took(time.monotonic() - self._turn_began)
 
     def release(self) -> None:
         if self.held:
             self.held = False
             self._pool._leave()
+        if self._turn_began is not None:
+            self._turn_began = None
+            self._pool._turns_taken -= 1
+            self._pool._turns.release()
 
 
 class RenderPool:
@@ -76,6 +101,12 @@ class RenderPool:
         # which brings more back, down to a pool that draws a tenth of its capacity.
         self._cpu_s = 0.0
         self._slots: asyncio.Semaphore | None = None
+        self._turns = asyncio.Semaphore(threads * TURNS_PER_THREAD)
+        self._turns_taken = 0
+        # How long a turn took, from the moment it began to the image drawn: under load the
+        # event loop and the renders share the interpreter and the machine, and this is
+        # longer than the renders' CPU time.
+        self._turn_wall_s = 0.0
 
     def admit(self, deadline: float | None = None) -> Place:
         """A place in the queue for a render to come; OverloadedError as `run` would."""
@@ -109,6 +140,7 @@ class RenderPool:
                 loop = asyncio.get_running_loop()
                 result, cpu_s = await loop.run_in_executor(self._executor, _timed, work)
                 self._cpu_s += (cpu_s - self._cpu_s) * _SMOOTHING
+                place.drawn()
                 return result
         finally:
             self._rendering -= 1
@@ -132,6 +164,19 @@ class RenderPool:
         if ahead <= 0:
             return 0.0
         return (ahead / self._threads + 1) * self._cpu_s
+
+    def turn_s(self) -> float:
+        """How long from now until an open given its turn now would be drawn: the turns
+        ahead of it, then its own render."""
+        by_cpu = ((self._turns_taken - 1) / self._threads + 1) * self._cpu_s
+        if not self._rendering:
+            # Only turns that draw can bring down an average that a slow spell pushed
+            # past every deadline: with none drawing, the CPU time alone decides.
+            return by_cpu
+        return max(by_cpu, self._turn_wall_s)
+
+    def _turn_took(self, seconds: float) -> None:
+        self._turn_wall_s += (seconds - self._turn_wall_s) * _SMOOTHING
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)

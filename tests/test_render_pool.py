@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from server.render_pool import OverloadedError, RenderPool
+from server.render_pool import TURNS_PER_THREAD, OverloadedError, RenderPool
 
 
 def burn(seconds: float) -> None:
@@ -104,6 +104,61 @@ async def test_a_render_that_waits_without_the_cpu_does_not_make_the_queue_look_
             place.release()
         release.set()
         await busy
+    finally:
+        release.set()
+        pool.shutdown()
+
+
+async def test_turns_come_in_order_of_arrival_and_are_few() -> None:
+    pool = RenderPool(threads=1, max_waiting=64)
+    try:
+        places = [pool.admit() for _ in range(TURNS_PER_THREAD + 3)]
+        began: list[int] = []
+
+        async def take(index: int) -> None:
+            await places[index].turn(None)
+            began.append(index)
+
+        waiting = [asyncio.ensure_future(take(i)) for i in range(len(places))]
+        await asyncio.sleep(0.01)
+        # As many opens as the thread has turns read their data; the rest wait in line.
+        assert began == list(range(TURNS_PER_THREAD))
+        places[0].release()
+        places[2].release()
+        await asyncio.sleep(0.01)
+        assert began == list(range(TURNS_PER_THREAD + 2))
+        for place in places:
+            place.release()
+        await asyncio.gather(*waiting)
+        assert began == list(range(len(places)))
+    finally:
+        pool.shutdown()
+
+
+async def test_an_open_whose_deadline_passed_in_line_gets_no_turn_to_spend() -> None:
+    pool = RenderPool(threads=1, max_waiting=64)
+    release = threading.Event()
+    try:
+        await pool.run(lambda: burn(0.2))  # renders take CPU time: the average is 10 ms
+        ahead = [pool.admit() for _ in range(TURNS_PER_THREAD)]
+        for place in ahead:
+            await place.turn(None)
+        drawing = asyncio.ensure_future(pool.run(release.wait, place=ahead[0]))
+        late = pool.admit()
+        turn = asyncio.ensure_future(late.turn(time.monotonic() + 0.05))
+        await asyncio.sleep(0.1)  # its deadline passes while the others hold the turns
+        assert not turn.done()
+        for place in ahead[1:]:
+            place.release()
+        with pytest.raises(OverloadedError, match="no time left when its turn came"):
+            await turn
+        late.release()
+        # One with time enough is given its turn and draws.
+        on_time = pool.admit()
+        await on_time.turn(time.monotonic() + 60)
+        release.set()
+        await drawing
+        assert await pool.run(lambda: "drawn", place=on_time) == "drawn"
     finally:
         release.set()
         pool.shutdown()

@@ -193,6 +193,8 @@ class Opens:
         try:
             if verified is None:
                 verified = self.verified(prepared, path, raw_query, pairs)
+            if verified and admitted.place is not None:
+                await admitted.place.turn(admitted.deadline)
             recipient = query.recipient if verified else None
             context: Mapping[str, object] = {}
             memo = link = None
