@@ -38,7 +38,16 @@ import orjson
 import redis
 
 from content_sources.keys import profile_key
-from loadtest.bench_serve import HOST, PERSONAL_BLOCK, SECRET, Server, api, atopen_server
+from loadtest.bench_serve import (
+    HOST,
+    PERSONAL_BLOCK,
+    SECRET,
+    Server,
+    api,
+    atopen_server,
+    fetch,
+    floor_server,
+)
 from loadtest.cpu import tree_cpu_s
 from server.embedded_store import EmbeddedRedis
 from server.signing import Signer
@@ -190,6 +199,19 @@ def format_row(row: Row) -> str:
     return line + "".join(f"\n  {note}" for note in notes)
 
 
+def ceiling(capacity_rate: float, bare_rate: float, arrivals: float) -> float:
+    """The most right images per second possible when `arrivals` opens come each second
+    and each one not drawn is answered at once at the cost of a bare handler's answer.
+
+    Drawing one takes 1/capacity of the box and answering one with the default at least
+    1/bare, so right/capacity + (arrivals - right)/bare <= 1. Past `bare` arrivals a
+    second, the box cannot even answer them all: no share of capacity is reachable."""
+    if arrivals <= capacity_rate:
+        return arrivals
+    room = 1 - arrivals / bare_rate
+    return max(0.0, capacity_rate * room / (1 - capacity_rate / bare_rate))
+
+
 def _ms(value: float) -> str:
     return "-" if math.isnan(value) else f"{value:.1f} ms"
 
@@ -312,6 +334,20 @@ def run_wrk(
     return parse_outcome(out_file.read_text()), used_s / wall_s, wall_s
 
 
+def bare_rate(server: Server, bench: Bench, workers: int) -> float:
+    """Answers per second of a bare aiohttp handler serving the block's default image, with
+    as many processes as the server, loaded by the same wrk: what one refusal costs at
+    the least."""
+    default = fetch(server.port, f"/i/{BLOCK}.png")  # unsigned: the default
+    paths_file = bench.tmp / "bare-paths.txt"
+    paths_file.write_text("/\n")
+    with floor_server(default, workers, bench.tmp) as floor:
+        outcome, _, _ = run_wrk(
+            floor.port, paths_file, bench.tmp / "bare-out.txt", bench.seconds, 128, None
+        )
+    return outcome.answered_rate
+
+
 def settle(server: Server, *, idle_cores: float = 0.15, longest_s: float = 10.0) -> None:
     """Wait until the server has finished what the last row queued, so that it does not
     weigh on the next."""
@@ -374,8 +410,22 @@ def measure(args: argparse.Namespace) -> None:
                 # Nothing to scale the open loop by: every answer was the default.
                 print("no reader got their own image: the open loop is not run")
                 return
+            bare = bare_rate(server, bench, args.workers)
+            print(
+                f"a bare aiohttp handler answering the default's bytes: {bare:,.0f}/s "
+                "(the least a refusal can cost; ceiling = the most right/s possible then)",
+                flush=True,
+            )
             for multiple in OPEN_MULTIPLES:
-                print(format_row(bench.open(multiple, top)), flush=True)
+                row = bench.open(multiple, top)
+                most = ceiling(top, bare, row.outcome.sent_rate)
+                reached = f"{row.outcome.right_rate / most:.0%}" if most else "-"
+                print(format_row(row), flush=True)
+                print(
+                    f"  ceiling {most:,.0f} right/s at {row.outcome.sent_rate:,.0f} sent/s: "
+                    f"{reached} of it reached",
+                    flush=True,
+                )
 
 
 def main() -> None:

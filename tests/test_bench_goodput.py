@@ -21,6 +21,7 @@ from loadtest.bench_goodput import (
     Readers,
     Row,
     capacity,
+    ceiling,
     format_row,
     parse_outcome,
     run_wrk,
@@ -151,3 +152,12 @@ async def test_the_script_counts_what_the_server_answers(
     assert len(out.right_latencies_us) == out.right
     assert out.sent - out.answered <= 8  # at most one in flight per connection at the end
     assert out.errors == out.non200 == out.unmatched == out.repeats == out.timeouts == 0
+
+
+def test_the_ceiling_is_what_refusals_leave_of_the_box() -> None:
+    # Below capacity every open can be drawn.
+    assert ceiling(1_000, 10_000, 600) == 600
+    # At twice capacity, 1,000 refusals take a tenth of the box: 1,000 * 0.8 / 0.9.
+    assert ceiling(1_000, 10_000, 2_000) == pytest.approx(888.9, abs=0.1)
+    # Past what even a bare handler answers, nothing is left to draw with.
+    assert ceiling(1_000, 10_000, 12_000) == 0
