@@ -18,6 +18,7 @@ that needed them serve their block's default.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -28,7 +29,7 @@ from functools import partial
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import ConnectionError as StoreConnectionError
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
 from content_sources.base import RedisCommand
 from content_sources.store_pipe import Deliver, StorePipe, pack
@@ -39,6 +40,9 @@ log = logging.getLogger("atopen.store")
 # after their count.
 _ALL_KEYS = frozenset({"MGET", "DEL", "EXISTS", "UNLINK", "TOUCH"})
 _SCRIPTS = frozenset({"EVAL", "EVALSHA"})
+# What asking the cluster for its slot map may raise (none of its nodes answering is a
+# RedisClusterException, not a RedisError).
+MAP_ERRORS = (RedisError, RedisClusterException, OSError)
 # The slot map is read again at most this often, however many replies say it changed.
 REFRESH_INTERVAL_S = 0.25
 
@@ -130,7 +134,11 @@ class SlotMap:
         self._refreshed_at = -math.inf
 
     async def ready(self) -> None:
-        await self._cluster.initialize()
+        """Learn the slot map if not known yet; StoreConnectionError if no node answers."""
+        try:
+            await self._cluster.initialize()
+        except RedisClusterException as exc:
+            raise StoreConnectionError(f"no node of the cluster answers: {exc}") from exc
 
     @property
     def known(self) -> bool:
@@ -160,7 +168,7 @@ class SlotMap:
         try:
             await asyncio.sleep(wait)
             await self._cluster.nodes_manager.initialize()
-        except (RedisError, OSError) as exc:
+        except MAP_ERRORS as exc:
             log.warning("could not read the cluster's slot map: %r", exc)
         finally:
             self._refreshed_at = time.monotonic()
@@ -343,7 +351,8 @@ async def execute_raw_on_cluster(
 
     await asyncio.gather(*(on_node(node, indices) for node, indices in by_node.values()))
     if any(_redirected(r) or _lost(r) for r in replies):
-        await cluster.nodes_manager.initialize()  # the next flush goes to the right nodes
+        with contextlib.suppress(*MAP_ERRORS):  # the replies say what failed
+            await cluster.nodes_manager.initialize()  # the next flush goes to the right nodes
     return assemble(replies, sources)
 
 

@@ -8,9 +8,12 @@ once a replica has the marker it has every write that master acknowledged before
 the API's among them. `WAIT` cannot be asked about another connection's writes, hence
 the marker.
 
-A replica that does not answer within `WAIT_TIMEOUT_MS` (it is down, or catching up)
-does not fail the write, which is stored: the API answers, and the log says which
-master's writes are on that master alone until its replica returns.
+A master that cannot be asked (it died, or the failover is under way) may have taken
+the write without passing it on: the API answers 503, and the client sends the write
+again (every API write may be repeated). A replica that does not answer within
+`WAIT_TIMEOUT_MS` (it is down, or catching up), or a master without a replica, does not
+fail the write: the API answers, and the log says which master's writes are on that
+master alone until a replica has them.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import RedisError
 
-from content_sources.cluster_pipe import cluster_client, on_connection
+from content_sources.cluster_pipe import MAP_ERRORS, SlotMap, cluster_client, on_connection
 from content_sources.keys import PREFIX
 
 log = logging.getLogger("atopen.store")
@@ -44,19 +47,30 @@ def marker_key(slot: int) -> str:
     return f"{PREFIX}replicated:{{{tag}}}"
 
 
-async def until_replicated(redis: Redis) -> None:
+async def until_replicated(redis: Redis) -> bool:
     """Wait until every master's replica holds what that master acknowledged so far (on
-    a cluster; a single Redis has no replicas atopen knows of)."""
+    a cluster; a single Redis has no replicas atopen knows of). False when a master
+    could not be asked: what it acknowledged may be lost."""
     cluster = cluster_client(redis)
     if cluster is None:
-        return
+        return True
     try:
-        await cluster.initialize()
-        masters = _masters(cluster)
+        await SlotMap(cluster).ready()
     except (RedisError, OSError) as exc:
         log.warning("could not ask the replicas whether they hold the write: %r", exc)
-        return
-    await asyncio.gather(*(_wait_on(node, slot) for node, slot in masters))
+        return False
+    asked = await asyncio.gather(*(_wait_on(node, slot) for node, slot in _masters(cluster)))
+    if not all(asked):
+        # A master gone: the next writes go where the cluster says they now belong.
+        await _reread_slots(cluster)
+    return all(asked)
+
+
+async def _reread_slots(cluster: RedisCluster) -> None:
+    try:
+        await cluster.nodes_manager.initialize()
+    except MAP_ERRORS as exc:
+        log.warning("could not read the cluster's slot map: %r", exc)
 
 
 def _masters(cluster: RedisCluster) -> list[tuple[ClusterNode, int]]:
@@ -78,15 +92,21 @@ def _masters(cluster: RedisCluster) -> list[tuple[ClusterNode, int]]:
     return list(found.values())
 
 
-async def _wait_on(node: ClusterNode, slot: int) -> None:
+async def _wait_on(node: ClusterNode, slot: int) -> bool:
+    """Whether `node` could be asked (its replica may still have been too slow)."""
     commands = [
         ("SET", marker_key(slot), b"1", "PX", MARKER_TTL_MS),
         ("WAIT", REPLICAS, WAIT_TIMEOUT_MS),
     ]
     try:
-        _, replicas = await on_connection(node, commands, WAIT_TIMEOUT_MS / 1000 + 1.0)
+        marked, replicas = await on_connection(node, commands, WAIT_TIMEOUT_MS / 1000 + 1.0)
+        if isinstance(marked, RedisError):  # not its slot any more, say
+            raise marked
     except (RedisError, OSError, TimeoutError) as exc:
-        replicas = exc
+        log.warning(
+            "could not ask master %s whether its replica holds the write: %r", node.name, exc
+        )
+        return False
     if not isinstance(replicas, int) or replicas < REPLICAS:
         log.warning(
             "store write not replicated: master %s has no replica that acknowledged it "
@@ -96,3 +116,4 @@ async def _wait_on(node: ClusterNode, slot: int) -> None:
             replicas,
             extra={"fields": {"master": node.name}},
         )
+    return True

@@ -137,9 +137,9 @@ async def _api(request: web.Request, handler: Handler) -> web.StreamResponse:
     response = await _answer(request, handler)
     if audit.is_audited(request):
         await audit.record(request, request.get(API_TOKEN), response.status)
-        if response.status < 400:
-            # On a Redis Cluster: once the replicas hold the write (server/replication.py).
-            await until_replicated(request.app[REDIS])
+        # On a Redis Cluster: once the replicas hold the write (server/replication.py).
+        if response.status < 400 and not await until_replicated(request.app[REDIS]):
+            response = store_unavailable().response()
     return response
 
 

@@ -13,11 +13,15 @@ themselves (the opens' pipelined reads and batched writes) ask
 
 from __future__ import annotations
 
-from typing import cast
+import contextlib
+from collections.abc import Iterator
+from typing import Any, cast
 from urllib.parse import unquote
 
 from redis.asyncio import Redis
-from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
+from redis.exceptions import ConnectionError as StoreConnectionError
+from redis.exceptions import RedisClusterUnreachableError
 
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 DEFAULT_PORT = 6379
@@ -73,7 +77,7 @@ def open_store(url: str, *, timeout_s: float) -> Redis:
     if not is_cluster_url(url):
         return Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
     username, password, seeds = cluster_seeds(url)
-    cluster = RedisCluster(
+    cluster = StoreCluster(
         startup_nodes=[ClusterNode(host, port) for host, port in seeds],
         username=username,
         password=password,
@@ -83,3 +87,37 @@ def open_store(url: str, *, timeout_s: float) -> Redis:
     )
     # Typed as the plain client it stands in for (see the module's docstring).
     return cast(Redis, cluster)
+
+
+@contextlib.contextmanager
+def _unreachable_as_connection_error() -> Iterator[None]:
+    try:
+        yield
+    except RedisClusterUnreachableError as exc:
+        raise StoreConnectionError(f"no node of the cluster answers: {exc}") from exc
+
+
+class StoreCluster(RedisCluster):
+    """redis-py's cluster client, but a cluster none of whose nodes answers raises the
+    ConnectionError a plain Redis raises when it is down (redis-py's own error for it is
+    no RedisError), so every place that survives a store outage survives this one."""
+
+    async def initialize(self, *args: Any, **kwargs: Any) -> StoreCluster:
+        with _unreachable_as_connection_error():
+            await super().initialize(*args, **kwargs)
+        return self
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        with _unreachable_as_connection_error():
+            return await super().execute_command(*args, **kwargs)
+
+    def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> Any:
+        if shard_hint:
+            return super().pipeline(transaction, shard_hint)  # refuses it
+        return _StorePipeline(self, transaction)  # type: ignore[abstract]  # as redis-py does
+
+
+class _StorePipeline(ClusterPipeline):
+    async def execute(self, *args: Any, **kwargs: Any) -> Any:
+        with _unreachable_as_connection_error():
+            return await super().execute(*args, **kwargs)

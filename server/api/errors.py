@@ -17,14 +17,28 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from redis.exceptions import BusyLoadingError
+from redis.exceptions import (
+    BusyLoadingError,
+    ClusterDownError,
+    RedisClusterUnreachableError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as StoreConnectionError
 from redis.exceptions import TimeoutError as StoreTimeoutError
 
 # What the store client raises while the store is out of reach; BusyLoadingError (a
 # restarted store still reading its append-only file) is a ConnectionError already, named
 # for the reader.
-STORE_OUTAGES = (StoreConnectionError, StoreTimeoutError, BusyLoadingError)
+# On a Redis Cluster, a slot whose master is failing over answers CLUSTERDOWN or TRYAGAIN,
+# and a cluster none of whose nodes answers is unreachable.
+STORE_OUTAGES = (
+    StoreConnectionError,
+    StoreTimeoutError,
+    BusyLoadingError,
+    ClusterDownError,
+    TryAgainError,
+    RedisClusterUnreachableError,
+)
 # The embedded store is restarted within a second or so of dying, and a client that
 # retries sooner would only find it loading: a second is the wait worth asking for.
 STORE_RETRY_AFTER_S = 1

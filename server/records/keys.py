@@ -16,7 +16,9 @@ from content_sources.keys import PREFIX
 
 STREAM_KEY = f"{PREFIX}records"
 # The id of the newest record the stream's trimming removed (see writes.APPEND_SCRIPT).
-TRIMMED_KEY = f"{PREFIX}records-trimmed"
+# Its hash tag is the stream's name: on Redis Cluster both are in one slot, as the
+# script that writes both needs.
+TRIMMED_KEY = f"{{{STREAM_KEY}}}:trimmed"
 # Report counters are kept as long as the impression counters: 400 days.
 STATS_TTL_S = 400 * 86_400
 

@@ -26,6 +26,7 @@ from itertools import count
 
 from content_sources.base import RedisCommand
 from content_sources.client import classify_client
+from content_sources.cluster_pipe import slot_of
 from content_sources.keys import engagement_key, last_click_key, remembered_key
 from content_sources.remembered import decode_memory
 from server.records.classify import classify_click, classify_open
@@ -164,14 +165,17 @@ class RecordWriter:
         out.extend(self._clicks(pending.clicks, click_replies))
         return out
 
-    def commands(self, records: Sequence[Record], now: float | None = None) -> list[RedisCommand]:
-        """The writes that keep `records`: stream, report counters, engagement."""
+    def commands(
+        self, records: Sequence[Record], now: float | None = None, *, one_slot: bool = False
+    ) -> list[RedisCommand]:
+        """The writes that keep `records`: stream, report counters, engagement.
+        `one_slot`: each script call writes keys of one slot (as Redis Cluster needs)."""
         if not records:
             return []
         now = time.time() if now is None else now
         commands = self._append(records, now)
         commands.extend(_report_commands(records))
-        commands.extend(_engagement_commands(records, now))
+        commands.extend(_engagement_commands(records, now, one_slot))
         last_clicks = {
             r.recipient: r.ts_ms for r in records if r.type == "click" and r.recipient is not None
         }
@@ -288,7 +292,9 @@ def _dimension_values(record: Record) -> tuple[str, str, str]:
     return (record.variant or "unknown", record.client, record.country or "unknown")
 
 
-def _engagement_commands(records: Sequence[Record], now: float) -> list[RedisCommand]:
+def _engagement_commands(
+    records: Sequence[Record], now: float, one_slot: bool
+) -> list[RedisCommand]:
     by_recipient: defaultdict[str, list[tuple[int, str]]] = defaultdict(list)
     for r in records:
         if r.fetch_class == "human" and r.recipient is not None:
@@ -302,9 +308,18 @@ def _engagement_commands(records: Sequence[Record], now: float) -> list[RedisCom
         ENGAGEMENT_DAYS * 86_400,
     ]
     commands: list[RedisCommand] = []
-    recipients = list(by_recipient)
-    for start in range(0, len(recipients), RECIPIENTS_PER_CALL):
-        part = recipients[start : start + RECIPIENTS_PER_CALL]
+    groups = [list(by_recipient)]
+    if one_slot:
+        by_slot: defaultdict[int, list[str]] = defaultdict(list)
+        for recipient in by_recipient:
+            by_slot[slot_of(engagement_key(recipient))].append(recipient)
+        groups = list(by_slot.values())
+    parts = (
+        group[start : start + RECIPIENTS_PER_CALL]
+        for group in groups
+        for start in range(0, len(group), RECIPIENTS_PER_CALL)
+    )
+    for part in parts:
         args: list[str | bytes | int] = list(head)
         for recipient in part:
             pairs = by_recipient[recipient]
