@@ -340,7 +340,7 @@ def bare_rate(server: Server, bench: Bench, workers: int) -> float:
     the least."""
     default = fetch(server.port, f"/i/{BLOCK}.png")  # unsigned: the default
     paths_file = bench.tmp / "bare-paths.txt"
-    paths_file.write_text("/\n")
+    paths_file.write_text("/\n" * 64)  # every wrk thread takes lines of its own
     with floor_server(default, workers, bench.tmp) as floor:
         outcome, _, _ = run_wrk(
             floor.port, paths_file, bench.tmp / "bare-out.txt", bench.seconds, 128, None
