@@ -31,6 +31,7 @@ from server.api import events as events_api
 from server.api import inventory as inventory_api
 from server.api import profiles as profiles_api
 from server.api import records as records_api
+from server.api import segment_spec as segment_spec_api
 from server.api import signing as signing_api
 from server.api import stores as stores_api
 from server.block_store import BlockPreparer, BlockStore, stop_task
@@ -99,6 +100,7 @@ def create_app(settings: Settings, *, redis_url: str) -> web.Application:
         signing_api.routes,
         stores_api.routes,
         records_api.routes,
+        segment_spec_api.routes,
         access_api.routes,
         audit_api.routes,
         openapi_routes,

@@ -77,7 +77,19 @@ IN_WORDS_ONLY: dict[str, tuple[tuple[str, str], ...]] = {
         (r"split\.weights\..*", "must be a whole number"),
         (r"height", "the block is too large"),
         (r"max_bytes", "the default cannot fit"),
+        # A poll's results page must be a link browsers read as written, and variants
+        # that read `poll` need one.
+        (r"poll\.results", "must be an absolute http or https URL browsers read"),
+        (r"poll", "required: the variants read poll"),
     ),
+    # A Segment call's timestamp must read as ISO 8601, and its traits' `tz` be a zone.
+    "POST /api/v1/segment": (
+        (r"((batch)?\[\d+\]\.)?timestamp", "must be an ISO 8601 date-time"),
+        (r"((batch)?\[\d+\]\.)?traits\.tz", "must be an IANA time zone name"),
+    ),
+    # Opening ranges must each open before they close, in order: the pattern gives only
+    # their shape.
+    "PUT /api/v1/stores/{id}": ((r"hours\.\w+", "must be "),),
     "GET /api/v1/blocks/{id}/stats": ((r"from", "must (not be after|be at most)"),),
     # Opening ranges must each open before they close, in order: the pattern gives only
     # their shape.
