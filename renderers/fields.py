@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Final, Generic, Protocol, TypeVar, overload
 from urllib.parse import urlsplit
 
 from PIL import ImageColor
@@ -22,8 +22,15 @@ if TYPE_CHECKING:
 Box = tuple[int, int, int, int]  # x, y, w, h in block pixels
 RGBA = tuple[int, int, int, int]
 
-# Block pixels. No email image comes near this; it bounds the work one layer can cause.
+T = TypeVar("T")
+Word = TypeVar("Word", bound=str)
+
+# Block pixels: the most a box (or a plan) may measure or reach, the bound on the work one
+# layer can cause. Boxes may reach past the image and are clipped to it, so this is twice
+# the largest block a marketer may define (`server.blocks.MAX_BLOCK_SIDE`).
 MAX_SIDE = 4000
+# Block pixels: a rounded corner larger than half the box is drawn as half the box.
+MAX_RADIUS = 2000
 MAX_URL_CHARS = 2048
 
 
@@ -52,21 +59,69 @@ class Resources(Protocol):
         ...
 
 
-Parser = Callable[[object, Resources], object]
+Parser = Callable[[object, Resources], T]
 
 
-@dataclass(frozen=True, slots=True)
-class Field:
-    """One accepted layer field: its name, parser and default."""
+class _Missing:
+    """The default of a field that has none: it is required."""
+
+
+_REQUIRED: Final = _Missing()
+
+
+@dataclass(frozen=True, slots=True, init=False)
+class Field(Generic[T]):
+    """One accepted layer field: its name, parser and default (a field without one is required).
+
+    `T` is what the parser makes (with None when that is the default), so a layer kind
+    reads each parsed value with its type (`FieldValues[field]`).
+    """
 
     name: str
-    parse: Parser
-    required: bool = False
-    default: object = None  # used when absent and not required, in parsed form
-    templated: bool = True  # string values may be Jinja templates the server resolves first
+    parse: Parser[T]
+    required: bool
+    default: T | None  # used when absent and not required, in parsed form
+    templated: bool  # string values may be Jinja templates the server resolves first
     # Literal values this returns True for are resolved at open time like templates
     # (remote image URLs); it raises FieldError for such a value that is malformed.
-    at_open: Callable[[object], bool] | None = None
+    at_open: Callable[[object], bool] | None
+
+    @overload
+    def __init__(
+        self,
+        name: str,
+        parse: Parser[T],
+        *,
+        templated: bool = True,
+        at_open: Callable[[object], bool] | None = None,
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self,
+        name: str,
+        parse: Parser[T],
+        *,
+        default: T,
+        templated: bool = True,
+        at_open: Callable[[object], bool] | None = None,
+    ) -> None: ...
+
+    def __init__(
+        self,
+        name: str,
+        parse: Parser[T],
+        *,
+        default: T | _Missing = _REQUIRED,
+        templated: bool = True,
+        at_open: Callable[[object], bool] | None = None,
+    ) -> None:
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "parse", parse)
+        object.__setattr__(self, "required", isinstance(default, _Missing))
+        object.__setattr__(self, "default", None if isinstance(default, _Missing) else default)
+        object.__setattr__(self, "templated", templated)
+        object.__setattr__(self, "at_open", at_open)
 
 
 def _string(value: object) -> str:
@@ -139,14 +194,15 @@ def number_range(lo: float, hi: float) -> Callable[[object, Resources], float]:
     return parse
 
 
-def choice(*options: str) -> Callable[[object, Resources], str]:
-    """A parser for one of a fixed set of words."""
+def choice(*options: Word) -> Callable[[object, Resources], Word]:
+    """A parser for one of a fixed set of words (typed as they are: a `Literal`'s values)."""
 
-    def parse(value: object, resources: Resources) -> str:
+    def parse(value: object, resources: Resources) -> Word:
         word = _string(value)
-        if word not in options:
-            raise FieldError(f"must be one of: {', '.join(options)}")
-        return word
+        for option in options:
+            if option == word:
+                return option
+        raise FieldError(f"must be one of: {', '.join(options)}")
 
     return parse
 
@@ -211,3 +267,8 @@ def fetched_at_open(value: object) -> bool:
         remote_url(value)
         return True
     return False
+
+
+# Fields that several kinds share, alike in each.
+BOX: Field[Box] = Field("box", box, templated=False)
+RADIUS: Field[int] = Field("radius", int_range(0, MAX_RADIUS), default=0, templated=False)

@@ -10,17 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal, TypeAlias
+from typing import Literal
 
 from renderers.fields import MAX_SIDE, RGBA, Box
-from renderers.layers.barcode import BarcodeLayer
-from renderers.layers.countdown import CountdownLayer
-from renderers.layers.fill import FillLayer
-from renderers.layers.image import ImageLayer
-from renderers.layers.progress import ProgressLayer
-from renderers.layers.qr import QrLayer
-from renderers.layers.rect import RectLayer
-from renderers.layers.text import TextLayer
+from renderers.layers.base import Layer
 
 __all__ = [
     "MAX_OUTPUT_PIXELS",
@@ -34,16 +27,6 @@ __all__ = [
 ]
 
 ImageFormat = Literal["png", "jpg", "gif"]
-Layer: TypeAlias = (
-    FillLayer
-    | RectLayer
-    | TextLayer
-    | ImageLayer
-    | CountdownLayer
-    | ProgressLayer
-    | QrLayer
-    | BarcodeLayer
-)
 
 # Output pixels (width * height * dpr²): a 600 x 2000 block at dpr 3 is 10.8 million.
 MAX_OUTPUT_PIXELS = 24_000_000

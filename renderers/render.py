@@ -7,8 +7,8 @@ running thread, so the renderer checks the deadline itself between layers.
 The plan's first `static_prefix` layers look the same for every recipient (a
 background, a logo): their composed canvas is cached and copied, and only the layers
 after them are drawn; a PNG then compresses again only the rows those layers changed
-(`renderers.static_png`). A GIF with animated countdowns draws the layers below and
-above each once, and lets `renderers.animation` make the frames.
+(`renderers.static_png`). A GIF with animated layers (countdowns) draws the layers below
+and above each once, and lets `renderers.animation` make the frames.
 """
 
 from __future__ import annotations
@@ -20,8 +20,7 @@ from PIL import Image
 
 from renderers.animation import Placed, animate_gif
 from renderers.encode import encode
-from renderers.layers import LAYER_KINDS
-from renderers.layers.countdown import CountdownLayer, countdown_face
+from renderers.layers import LAYER_KINDS, frames, needs_clock
 from renderers.picture_cache import PictureCache
 from renderers.plan import Layer, RenderPlan
 from renderers.static_png import StaticPicture
@@ -63,19 +62,20 @@ def _animate(
     plan: RenderPlan,
     deadline: float | None,
 ) -> bytes:
-    """A GIF whose countdowns (at `animated` in `layers`) tick together, each drawn
-    between the layers below and above it."""
+    """A GIF whose animated layers (at `animated` in `layers`: countdowns) tick together,
+    each drawn between the layers below and above it."""
     faces = []
     belows = []
     start = 0
     for index in animated:
         _draw(canvas, layers[start:index], plan, deadline)
-        face = countdown_face(canvas, layers[index], plan.dpr, plan.now, frames=None)
+        kind = LAYER_KINDS[layers[index].kind]
+        face = kind.timeline(canvas, kind.own(layers[index]), plan.dpr, plan.now)
         face.draw_fixed(canvas)
         faces.append(face)
         belows.append(canvas if index == animated[-1] else canvas.copy())
         start = index + 1
-    # Above each countdown, from the top down: the layers up to the next countdown, its
+    # Above each animated layer, from the top down: the layers up to the next one, its
     # fixed part, and what is above that one.
     aboves: list[Image.Image | None] = []
     above: Image.Image | None = None
@@ -102,7 +102,7 @@ def _static_picture(plan: RenderPlan, deadline: float | None) -> StaticPicture |
         return None
     size = (plan.width * plan.dpr, plan.height * plan.dpr)
     prefix = plan.layers[: plan.static_prefix]
-    if any(LAYER_KINDS[layer.kind].needs_clock for layer in prefix):
+    if needs_clock(prefix):
         raise ValueError("a layer that needs the clock cannot be in the static prefix")
     key = (size, plan.dpr, prefix)
     cached = _PREFIXES.get(key)
@@ -115,14 +115,10 @@ def _static_picture(plan: RenderPlan, deadline: float | None) -> StaticPicture |
 
 
 def _animated(plan: RenderPlan, layers: tuple[Layer, ...]) -> list[int]:
-    """The indexes of the countdowns that animate this GIF (none in other formats)."""
+    """The indexes of the layers that animate this GIF (none in other formats)."""
     if plan.format != "gif":
         return []
-    return [
-        index
-        for index, layer in enumerate(layers)
-        if isinstance(layer, CountdownLayer) and layer.frames > 1
-    ]
+    return [index for index, layer in enumerate(layers) if frames(layer) > 1]
 
 
 def _draw(

@@ -77,9 +77,9 @@ class BlockError(ValueError):
 class LayerTemplate:
     """A layer whose literal fields are parsed already and whose templated fields are not."""
 
-    kind: LayerKind
+    kind: LayerKind[Any]
     fixed: Mapping[str, object]
-    templates: Mapping[str, tuple[Field, Template]]
+    templates: Mapping[str, tuple[Field[Any], Template]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -409,7 +409,7 @@ def _layer(
     for key in sorted(set(raw) - set(known) - {"type"}):
         errors.add(f"{path}.{key}", f"unknown field for a {kind.name} layer")
     fixed: dict[str, object] = {}
-    templates: dict[str, tuple[Field, Template]] = {}
+    templates: dict[str, tuple[Field[Any], Template]] = {}
     for spec in kind.fields:
         where = f"{path}.{spec.name}"
         if spec.name not in raw:

@@ -6,7 +6,8 @@ prefix), and a PNG then compresses again only the rows the other layers changed.
 static layer above a templated one (a fixed price or button over a photo, under a
 personalized headline elsewhere) can join that run when it shares no pixel with any
 layer it would move below: layers that do not overlap look the same drawn in either
-order. Every layer kind but `fill` draws inside its box only; a fill covers everything.
+order. Which layers stay inside their box, their kind says (`LayerKind.draws_inside_box`);
+any other (a fill) is taken to cover everything.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from renderers.fields import Box
+from renderers.fields import BOX, Box
 from server.blocks import LayerTemplate, VariantTemplate
 
 T = TypeVar("T")
@@ -50,7 +51,7 @@ def layer_order(variant: VariantTemplate) -> LayerOrder:
 
 def _overlap(one: LayerTemplate, other: LayerTemplate) -> bool:
     first, second = _box(one), _box(other)
-    if first is None or second is None:  # a fill: everywhere
+    if first is None or second is None:  # it may draw anywhere
         return True
     x1, y1, w1, h1 = first
     x2, y2, w2, h2 = second
@@ -58,5 +59,8 @@ def _overlap(one: LayerTemplate, other: LayerTemplate) -> bool:
 
 
 def _box(layer: LayerTemplate) -> Box | None:
-    box = layer.fixed.get("box")
+    """Where `layer` draws, if its kind keeps it to its box (never templated: fixed here)."""
+    if not layer.kind.draws_inside_box:
+        return None
+    box = layer.fixed.get(BOX.name)
     return box if isinstance(box, tuple) else None

@@ -12,26 +12,21 @@ reaching down between them; Code 128's text centred under the bars.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, ClassVar, NamedTuple, cast
+from typing import ClassVar, Literal, NamedTuple
 
 from PIL import Image
 
 from renderers import barcodes, fields
-from renderers.fields import RGBA, Box, Field, FieldError
+from renderers.fields import BOX, RGBA, Box, Field, FieldError
 from renderers.fonts import FontStack
 from renderers.glyphs import load_font
-from renderers.layers.base import expect
-from renderers.layers.text import DEFAULT_FACE
+from renderers.layers.base import FieldValues, Layer, LayerKind
+from renderers.layers.text import COLOR, FONT
 from renderers.paint import Rect, fill_rect, paint_mask, scaled
 from renderers.pen import Pen
 from renderers.runs import Ruler, line_runs
-
-if TYPE_CHECKING:
-    from renderers.plan import Layer
-
 
 # The printed digits' size, in modules (EAN-13's are about nine modules tall), and at
 # most this share of the box's height.
@@ -48,7 +43,7 @@ class Caption(NamedTuple):
 
 
 @dataclass(frozen=True, slots=True)
-class BarcodeLayer:
+class BarcodeLayer(Layer):
     kind: ClassVar[str] = "barcode"
     box: Box
     pattern: str  # "1" dark and "0" light modules, quiet zones included
@@ -59,23 +54,24 @@ class BarcodeLayer:
     guards: tuple[tuple[int, int], ...] = ()  # module ranges that reach into the text
 
 
-class BarcodeKind:
-    name: str = "barcode"
-    needs_clock: bool = False
-    fields: tuple[Field, ...] = (
-        Field("box", fields.box, required=True, templated=False),
-        Field("data", fields.text, required=True),
-        Field("symbology", fields.choice("code128", "ean13"), default="code128", templated=False),
-        Field("color", fields.color, default=(0, 0, 0, 255)),
-        Field("background", fields.color, default=(255, 255, 255, 255)),
-        Field("human_readable", fields.choice("none", "below"), default="none", templated=False),
-        Field("font", fields.font, default=DEFAULT_FACE),
-    )
+DATA: Field[str] = Field("data", fields.text)
+SYMBOLOGY: Field[Literal["code128", "ean13"]] = Field(
+    "symbology", fields.choice("code128", "ean13"), default="code128", templated=False
+)
+BACKGROUND: Field[RGBA] = Field("background", fields.color, default=(255, 255, 255, 255))
+HUMAN_READABLE: Field[Literal["none", "below"]] = Field(
+    "human_readable", fields.choice("none", "below"), default="none", templated=False
+)
 
-    def make(self, values: Mapping[str, object]) -> BarcodeLayer:
-        box = cast(Box, values["box"])
-        data = cast(str, values["data"])
-        ean = values["symbology"] == "ean13"
+
+class BarcodeKind(LayerKind[BarcodeLayer]):
+    layer_type = BarcodeLayer
+    fields = (BOX, DATA, SYMBOLOGY, COLOR, BACKGROUND, HUMAN_READABLE, FONT)
+    draws_inside_box = True
+
+    def build(self, values: FieldValues) -> BarcodeLayer:
+        box, data = values[BOX], values[DATA]
+        ean = values[SYMBOLOGY] == "ean13"
         try:
             if ean:
                 before, after = barcodes.EAN13_QUIET
@@ -84,12 +80,11 @@ class BarcodeKind:
                 before = after = barcodes.CODE128_QUIET
                 bars = barcodes.code128(data)
         except barcodes.BarcodeError as exc:
-            raise FieldError(str(exc), field="data") from None
+            raise FieldError(str(exc), field=DATA.name) from None
         pattern = "0" * before + bars + "0" * after
-        font = cast(FontStack, values["font"])
         captions: tuple[Caption, ...] = ()
         guards: tuple[tuple[int, int], ...] = ()
-        if values["human_readable"] == "below":
+        if values[HUMAN_READABLE] == "below":
             if ean:
                 full = data[:12] + str(barcodes.ean13_check_digit(data[:12]))
                 captions, guards = _ean13_text(full, before)
@@ -99,20 +94,21 @@ class BarcodeKind:
             raise FieldError(
                 f"its barcode is {len(pattern)} modules wide with its quiet zones: "
                 f"the box must be at least {len(pattern)} pixels wide",
-                field="data",
+                field=DATA.name,
             )
         return BarcodeLayer(
             box=box,
             pattern=pattern,
-            color=cast(RGBA, values["color"]),
-            background=cast(RGBA, values["background"]),
-            font=font,
+            color=values[COLOR],
+            background=values[BACKGROUND],
+            font=values[FONT],
             captions=captions,
             guards=guards,
         )
 
-    def draw(self, canvas: Image.Image, layer: Layer, scale: int, now: datetime | None) -> None:
-        barcode = expect(layer, BarcodeLayer)
+    def paint(
+        self, canvas: Image.Image, barcode: BarcodeLayer, scale: int, now: datetime | None
+    ) -> None:
         box = scaled(barcode.box, scale)
         module = box.width // len(barcode.pattern)
         width = module * len(barcode.pattern)

@@ -1,24 +1,41 @@
 """What a layer kind is, and turning one raw layer object into a parsed layer.
 
-A kind names its fields (with parsers and defaults), builds its immutable layer value
-from parsed fields, and draws that value onto a canvas at a given scale.
+A kind names its fields (typed parsers and defaults), builds its immutable layer value
+from parsed fields, and draws that value onto a canvas at a given scale. It also declares
+its traits, from which the registry (`renderers.layers`) answers questions about a plan
+(does it need the clock, has it ended, does it animate) and the server decides which
+layers may be drawn once for every open (`draws_inside_box`).
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, cast
 
 from renderers.fields import Field, FieldError, Resources
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    from renderers.plan import Layer
+    from renderers.animation import Timeline
 
 
 T = TypeVar("T")
+
+
+class Layer:
+    """A parsed layer: an immutable value (a frozen dataclass) that its kind draws.
+
+    Equal layers draw the same pixels, so plans of equal layers share a render.
+    """
+
+    __slots__ = ()
+    kind: ClassVar[str]  # the name of its kind, as a layer's "type" gives it
+
+
+L = TypeVar("L", bound=Layer)
 
 
 class LayerError(ValueError):
@@ -30,14 +47,43 @@ class LayerError(ValueError):
         self.message = message
 
 
-class LayerKind(Protocol):
-    """One kind of layer: "fill", "rect", "text", "image", "countdown", ..."""
+class FieldValues:
+    """A layer's parsed fields, each read with its field's type: `values[BOX]` is a Box."""
 
-    name: str
-    fields: tuple[Field, ...]  # every accepted field except "type"
+    __slots__ = ("_values",)
+
+    def __init__(self, values: Mapping[str, object]) -> None:
+        self._values = values
+
+    def __getitem__(self, spec: Field[T]) -> T:
+        # The value under a field's name is what that field's parser (or default) made.
+        return cast(T, self._values[spec.name])
+
+
+class LayerKind(ABC, Generic[L]):
+    """One kind of layer: "fill", "rect", "text", "image", "countdown", ...
+
+    A kind is one module: its layer dataclass, its fields and this class, registered by
+    one line in `renderers.layers`. Its traits have the defaults of a still layer that may
+    draw anywhere; a kind says otherwise by overriding them.
+    """
+
+    layer_type: type[L]  # the dataclass this kind makes; its `kind` names the kind
+    fields: tuple[Field[Any], ...]  # every accepted field except "type"
     # Drawn from the plan's `now` (a countdown): such a layer changes every second, so the
     # server gives its plan a `now` and never serves a pre-render of it.
-    needs_clock: bool
+    needs_clock: ClassVar[bool] = False
+    # Every pixel it draws is inside its `box` field: layers that do not overlap then look
+    # the same drawn in either order, which lets static layers be drawn first and cached.
+    draws_inside_box: ClassVar[bool] = False
+    # What it shows can run out (`ends_at`), and it may animate in a GIF (`frames`,
+    # `timeline`): a countdown.
+    can_end: ClassVar[bool] = False
+    animates: ClassVar[bool] = False
+
+    @property
+    def name(self) -> str:
+        return self.layer_type.kind
 
     def make(self, values: Mapping[str, object]) -> Layer:
         """The layer for `values`: every field, parsed, defaults filled in.
@@ -45,17 +91,47 @@ class LayerKind(Protocol):
         Raises FieldError when values that are each acceptable do not go together (a text
         with a character no font of its stack has, a QR code too large for its box).
         """
-        ...
+        return self.build(FieldValues(values))
+
+    @abstractmethod
+    def build(self, values: FieldValues) -> L:
+        """The layer of `values` (see `make`)."""
 
     def draw(self, canvas: Image.Image, layer: Layer, scale: int, now: datetime | None) -> None:
         """Draw `layer` (made by this kind) on the RGBA `canvas`, `scale` pixels per block pixel.
 
         `now` is the plan's (aware, the recipient's zone); only kinds that need the clock use it.
         """
-        ...
+        self.paint(canvas, self.own(layer), scale, now)
+
+    @abstractmethod
+    def paint(self, canvas: Image.Image, layer: L, scale: int, now: datetime | None) -> None:
+        """Draw this kind's `layer` (see `draw`)."""
+
+    def ends_at(self, layer: L, now: datetime) -> datetime | None:
+        """When what `layer` shows runs out (a countdown's deadline), in `now`'s zone; None
+        if never. The server serves a block's `expired` variant instead once it has."""
+        return None
+
+    def frames(self, layer: L) -> int:
+        """How many one-second frames `layer` animates over in a GIF; 1: it keeps still."""
+        return 1
+
+    def timeline(self, canvas: Image.Image, layer: L, scale: int, now: datetime | None) -> Timeline:
+        """`layer` laid out on `canvas` over its frames, for a kind whose `frames` can be more
+        than 1."""
+        raise TypeError(f"a {self.name} layer does not animate")
+
+    def own(self, layer: Layer) -> L:
+        """`layer` as this kind's; another kind's layer handed here is a bug in the caller."""
+        if not isinstance(layer, self.layer_type):
+            raise TypeError(f"expected a {self.layer_type.__name__}, got {type(layer).__name__}")
+        return layer
 
 
-def parse_layer(kind: LayerKind, raw_fields: Mapping[str, object], resources: Resources) -> Layer:
+def parse_layer(
+    kind: LayerKind[Any], raw_fields: Mapping[str, object], resources: Resources
+) -> Layer:
     """Check and parse one layer's fields (a "type" key is ignored) and make the layer.
 
     Raises LayerError naming the first unknown, missing or unacceptable field (a problem
@@ -80,10 +156,3 @@ def parse_layer(kind: LayerKind, raw_fields: Mapping[str, object], resources: Re
         return kind.make(values)
     except FieldError as exc:
         raise LayerError(exc.field or kind.fields[0].name, str(exc)) from None
-
-
-def expect(layer: object, layer_type: type[T]) -> T:
-    """`layer` as `layer_type`; a kind handed another kind's layer is a bug in the caller."""
-    if not isinstance(layer, layer_type):
-        raise TypeError(f"expected a {layer_type.__name__}, got {type(layer).__name__}")
-    return layer

@@ -9,45 +9,44 @@ profile's signup time (`until: "{{ profile.signed_up_at }}"`, `plus_hours: 48`).
 In a GIF the timer counts down over `frames` one-second frames, the first showing the
 value at `now`; every other format shows that first frame. Past the deadline it shows
 zeros (the server serves the block's `expired` variant instead when there is one: it
-asks `CountdownLayer.deadline`).
+asks `LayerKind.ends_at`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import TYPE_CHECKING, ClassVar, cast
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from renderers import fields
 from renderers.countdown_labels import LANGUAGES, SECONDS, UNITS, Unit
 from renderers.countdown_layout import DIGITS, MAX_SIZE, MIN_SIZE, countdown_layout
-from renderers.fields import RGBA, Box, Field, FieldError
+from renderers.fields import BOX, RGBA, Box, Field, FieldError
 from renderers.fonts import FontStack
-from renderers.layers.base import expect
-from renderers.layers.text import DEFAULT_FACE, Transform
+from renderers.layers.base import FieldValues, Layer, LayerKind
+from renderers.layers.text import COLOR, FONT, TRANSFORMS, Transform
 from renderers.paint import Rect, scaled
 from renderers.runs import itemize
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    from renderers.plan import Layer
-
 MAX_FRAMES = 60
 MAX_PLUS_HOURS = 24 * 366
 
+Labels = Literal["long", "short", "none"]
+
 
 @dataclass(frozen=True, slots=True)
-class CountdownLayer:
+class CountdownLayer(Layer):
     kind: ClassVar[str] = "countdown"
     box: Box
     until: datetime  # naive: a wall-clock time in the recipient's zone
     plus_hours: float
     units: tuple[Unit, ...]  # largest first; the largest takes what the others leave
     lang: str
-    labels: str  # long, short or none
+    labels: Labels
     font: FontStack
     size: int | None  # digits, block pixels; None: as large as the box allows
     label_size: int | None
@@ -135,47 +134,75 @@ def separator(value: object, resources: fields.Resources) -> str:
     return value
 
 
-class CountdownKind:
-    name: str = "countdown"
-    needs_clock: bool = True
-    fields: tuple[Field, ...] = (
-        Field("box", fields.box, required=True, templated=False),
-        Field("until", until_time, required=True),
-        Field("plus_hours", fields.number_range(0, MAX_PLUS_HOURS), default=0.0, templated=False),
-        Field("units", unit_list, default=UNITS, templated=False),
-        Field("lang", fields.choice(*LANGUAGES), default="en"),
-        Field("labels", fields.choice("long", "short", "none"), default="long", templated=False),
-        Field("font", fields.font, default=DEFAULT_FACE),
-        Field("size", fields.int_range(MIN_SIZE, MAX_SIZE), default=None, templated=False),
-        Field("label_size", fields.int_range(MIN_SIZE, MAX_SIZE), default=None, templated=False),
-        Field("color", fields.color, default=(0, 0, 0, 255)),
-        Field("label_color", fields.color, default=None),
-        Field("separator", separator, default=":", templated=False),
-        Field("transform", fields.choice("none", "upper", "lower", "title"), default="upper"),
-        Field("frames", fields.int_range(1, MAX_FRAMES), default=MAX_FRAMES, templated=False),
-    )
+UNTIL: Field[datetime] = Field("until", until_time)
+PLUS_HOURS: Field[float] = Field(
+    "plus_hours", fields.number_range(0, MAX_PLUS_HOURS), default=0.0, templated=False
+)
+UNITS_SHOWN: Field[tuple[Unit, ...]] = Field("units", unit_list, default=UNITS, templated=False)
+LANG: Field[str] = Field("lang", fields.choice(*LANGUAGES), default="en")
+LABELS: Field[Labels] = Field(
+    "labels", fields.choice("long", "short", "none"), default="long", templated=False
+)
+SIZE: Field[int | None] = Field(
+    "size", fields.int_range(MIN_SIZE, MAX_SIZE), default=None, templated=False
+)
+LABEL_SIZE: Field[int | None] = Field(
+    "label_size", fields.int_range(MIN_SIZE, MAX_SIZE), default=None, templated=False
+)
+LABEL_COLOR: Field[RGBA | None] = Field("label_color", fields.color, default=None)
+SEPARATOR: Field[str] = Field("separator", separator, default=":", templated=False)
+LABEL_TRANSFORM: Field[Transform] = Field("transform", fields.choice(*TRANSFORMS), default="upper")
+FRAMES: Field[int] = Field(
+    "frames", fields.int_range(1, MAX_FRAMES), default=MAX_FRAMES, templated=False
+)
 
-    def make(self, values: Mapping[str, object]) -> CountdownLayer:
+
+class CountdownKind(LayerKind[CountdownLayer]):
+    layer_type = CountdownLayer
+    fields = (
+        BOX,
+        UNTIL,
+        PLUS_HOURS,
+        UNITS_SHOWN,
+        LANG,
+        LABELS,
+        FONT,
+        SIZE,
+        LABEL_SIZE,
+        COLOR,
+        LABEL_COLOR,
+        SEPARATOR,
+        LABEL_TRANSFORM,
+        FRAMES,
+    )
+    needs_clock = True
+    draws_inside_box = True
+    can_end = True
+    animates = True
+
+    def build(self, values: FieldValues) -> CountdownLayer:
         layer = CountdownLayer(
-            box=cast(Box, values["box"]),
-            until=cast(datetime, values["until"]),
-            plus_hours=float(cast(float, values["plus_hours"])),
-            units=cast("tuple[Unit, ...]", values["units"]),
-            lang=cast(str, values["lang"]),
-            labels=cast(str, values["labels"]),
-            font=cast(FontStack, values["font"]),
-            size=cast("int | None", values["size"]),
-            label_size=cast("int | None", values["label_size"]),
-            color=cast(RGBA, values["color"]),
-            label_color=cast("RGBA | None", values["label_color"]),
-            separator=cast(str, values["separator"]),
-            transform=cast(Transform, values["transform"]),
-            frames=cast(int, values["frames"]),
+            box=values[BOX],
+            until=values[UNTIL],
+            plus_hours=float(values[PLUS_HOURS]),
+            units=values[UNITS_SHOWN],
+            lang=values[LANG],
+            labels=values[LABELS],
+            font=values[FONT],
+            size=values[SIZE],
+            label_size=values[LABEL_SIZE],
+            color=values[COLOR],
+            label_color=values[LABEL_COLOR],
+            separator=values[SEPARATOR],
+            transform=values[LABEL_TRANSFORM],
+            frames=values[FRAMES],
         )
         itemize(DIGITS + layer.separator, layer.font)  # raises if the fonts cannot draw them
         return layer
 
-    def draw(self, canvas: Image.Image, layer: Layer, scale: int, now: datetime | None) -> None:
+    def paint(
+        self, canvas: Image.Image, layer: CountdownLayer, scale: int, now: datetime | None
+    ) -> None:
         """The first frame, drawn like any other layer (PNG, JPEG, a GIF of one frame)."""
         face = countdown_face(canvas, layer, scale, now, frames=1)
         face.draw_fixed(canvas)
@@ -186,12 +213,27 @@ class CountdownKind:
             face.draw_slot(tile, slot, content)
             canvas.paste(tile, box[:2])
 
+    def ends_at(self, layer: CountdownLayer, now: datetime) -> datetime:
+        return layer.deadline(now)
+
+    def frames(self, layer: CountdownLayer) -> int:
+        return layer.frames
+
+    def timeline(
+        self, canvas: Image.Image, layer: CountdownLayer, scale: int, now: datetime | None
+    ) -> CountdownFace:
+        return countdown_face(canvas, layer, scale, now, frames=None)
+
 
 def countdown_face(
-    canvas: Image.Image, layer: Layer, scale: int, now: datetime | None, *, frames: int | None
+    canvas: Image.Image,
+    countdown: CountdownLayer,
+    scale: int,
+    now: datetime | None,
+    *,
+    frames: int | None,
 ) -> CountdownFace:
-    """The countdown `layer` laid out on `canvas` for `frames` frames (None: its own) from `now`."""
-    countdown = expect(layer, CountdownLayer)
+    """The countdown laid out on `canvas` for `frames` frames (None: its own) from `now`."""
     if now is None:
         raise ValueError("a countdown layer needs the plan's `now`")
     return CountdownFace(

@@ -2,37 +2,38 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, ClassVar, cast
+from typing import TYPE_CHECKING, ClassVar
 
 from renderers import fields
 from renderers.fields import RGBA, Field
-from renderers.layers.base import expect
+from renderers.layers.base import FieldValues, Layer, LayerKind
 from renderers.paint import Rect, fill_rect
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    from renderers.plan import Layer
-
 
 @dataclass(frozen=True, slots=True)
-class FillLayer:
+class FillLayer(Layer):
     kind: ClassVar[str] = "fill"
     color: RGBA
 
 
-class FillKind:
-    name: str = "fill"
-    needs_clock: bool = False
-    fields: tuple[Field, ...] = (Field("color", fields.color, required=True),)
+COLOR: Field[RGBA] = Field("color", fields.color)
 
-    def make(self, values: Mapping[str, object]) -> FillLayer:
-        return FillLayer(color=cast(RGBA, values["color"]))
 
-    def draw(self, canvas: Image.Image, layer: Layer, scale: int, now: datetime | None) -> None:
-        fill = expect(layer, FillLayer)
+class FillKind(LayerKind[FillLayer]):
+    layer_type = FillLayer
+    fields = (COLOR,)
+    # It covers the whole canvas: `draws_inside_box` stays False.
+
+    def build(self, values: FieldValues) -> FillLayer:
+        return FillLayer(color=values[COLOR])
+
+    def paint(
+        self, canvas: Image.Image, layer: FillLayer, scale: int, now: datetime | None
+    ) -> None:
         # Composited, not painted: a semi-transparent fill tints what is below it.
-        fill_rect(canvas, fill.color, Rect(0, 0, canvas.width, canvas.height))
+        fill_rect(canvas, layer.color, Rect(0, 0, canvas.width, canvas.height))

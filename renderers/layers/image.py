@@ -6,29 +6,25 @@ arrive here as a decoded Asset, so fitting and rounding work the same for either
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, ClassVar, Literal, cast
+from typing import ClassVar, Literal
 
 from PIL import Image, ImageChops
 
 from renderers import fields
-from renderers.fields import Box, Field
-from renderers.layers.base import expect
+from renderers.fields import BOX, RADIUS, Box, Field
+from renderers.layers.base import FieldValues, Layer, LayerKind
 from renderers.paint import Rect, rounded_mask, scaled
 from renderers.picture_cache import PictureCache, image_bytes
 from renderers.resources import Asset
-
-if TYPE_CHECKING:
-    from renderers.plan import Layer
 
 ImageFit = Literal["contain", "cover", "stretch"]
 SourceBox = tuple[float, float, float, float]  # left, top, right, bottom in source pixels
 
 
 @dataclass(frozen=True, slots=True)
-class ImageLayer:
+class ImageLayer(Layer):
     kind: ClassVar[str] = "image"
     box: Box
     src: Asset
@@ -36,26 +32,21 @@ class ImageLayer:
     radius: int
 
 
-class ImageKind:
-    name: str = "image"
-    needs_clock: bool = False
-    fields: tuple[Field, ...] = (
-        Field("box", fields.box, required=True, templated=False),
-        Field("src", fields.asset, required=True, at_open=fields.fetched_at_open),
-        Field("fit", fields.choice("contain", "cover", "stretch"), default="contain"),
-        Field("radius", fields.int_range(0, 2000), default=0, templated=False),
-    )
+SRC: Field[Asset] = Field("src", fields.asset, at_open=fields.fetched_at_open)
+FIT: Field[ImageFit] = Field("fit", fields.choice("contain", "cover", "stretch"), default="contain")
 
-    def make(self, values: Mapping[str, object]) -> ImageLayer:
-        return ImageLayer(
-            box=cast(Box, values["box"]),
-            src=cast(Asset, values["src"]),
-            fit=cast(ImageFit, values["fit"]),
-            radius=cast(int, values["radius"]),
-        )
 
-    def draw(self, canvas: Image.Image, layer: Layer, scale: int, now: datetime | None) -> None:
-        image = expect(layer, ImageLayer)
+class ImageKind(LayerKind[ImageLayer]):
+    layer_type = ImageLayer
+    fields = (BOX, SRC, FIT, RADIUS)
+    draws_inside_box = True
+
+    def build(self, values: FieldValues) -> ImageLayer:
+        return ImageLayer(box=values[BOX], src=values[SRC], fit=values[FIT], radius=values[RADIUS])
+
+    def paint(
+        self, canvas: Image.Image, image: ImageLayer, scale: int, now: datetime | None
+    ) -> None:
         source_w, source_h = image.src.image.size
         target, source = _placement(scaled(image.box, scale), source_w, source_h, image.fit)
         visible = target.clip(canvas)

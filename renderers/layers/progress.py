@@ -7,24 +7,20 @@ rounded ends also shape the bar inside it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, ClassVar, cast
+from typing import ClassVar
 
 from PIL import Image
 
 from renderers import fields
-from renderers.fields import RGBA, Box, Field, FieldError
-from renderers.layers.base import expect
+from renderers.fields import BOX, RADIUS, RGBA, Box, Field, FieldError
+from renderers.layers.base import FieldValues, Layer, LayerKind
 from renderers.paint import paint_mask, rounded_mask, scaled
-
-if TYPE_CHECKING:
-    from renderers.plan import Layer
 
 
 @dataclass(frozen=True, slots=True)
-class ProgressLayer:
+class ProgressLayer(Layer):
     kind: ClassVar[str] = "progress"
     box: Box
     fraction: float  # 0 to 1: how much of the bar is filled
@@ -33,32 +29,32 @@ class ProgressLayer:
     radius: int
 
 
-class ProgressKind:
-    name: str = "progress"
-    needs_clock: bool = False
-    fields: tuple[Field, ...] = (
-        Field("box", fields.box, required=True, templated=False),
-        Field("value", fields.number, required=True),
-        Field("max", fields.number, default=100.0),
-        Field("color", fields.color, default=(47, 158, 68, 255)),
-        Field("track", fields.color, default=(233, 236, 239, 255)),
-        Field("radius", fields.int_range(0, 2000), default=0, templated=False),
-    )
+VALUE: Field[float] = Field("value", fields.number)
+MAX: Field[float] = Field("max", fields.number, default=100.0)
+COLOR: Field[RGBA] = Field("color", fields.color, default=(47, 158, 68, 255))
+TRACK: Field[RGBA] = Field("track", fields.color, default=(233, 236, 239, 255))
 
-    def make(self, values: Mapping[str, object]) -> ProgressLayer:
-        value, maximum = cast(float, values["value"]), cast(float, values["max"])
+
+class ProgressKind(LayerKind[ProgressLayer]):
+    layer_type = ProgressLayer
+    fields = (BOX, VALUE, MAX, COLOR, TRACK, RADIUS)
+    draws_inside_box = True
+
+    def build(self, values: FieldValues) -> ProgressLayer:
+        value, maximum = values[VALUE], values[MAX]
         if maximum <= 0:
-            raise FieldError("must be more than 0", field="max")
+            raise FieldError("must be more than 0", field=MAX.name)
         return ProgressLayer(
-            box=cast(Box, values["box"]),
+            box=values[BOX],
             fraction=min(max(value / maximum, 0.0), 1.0),
-            color=cast(RGBA, values["color"]),
-            track=cast(RGBA, values["track"]),
-            radius=cast(int, values["radius"]),
+            color=values[COLOR],
+            track=values[TRACK],
+            radius=values[RADIUS],
         )
 
-    def draw(self, canvas: Image.Image, layer: Layer, scale: int, now: datetime | None) -> None:
-        bar = expect(layer, ProgressLayer)
+    def paint(
+        self, canvas: Image.Image, bar: ProgressLayer, scale: int, now: datetime | None
+    ) -> None:
         whole = scaled(bar.box, scale)
         visible = whole.clip(canvas)
         if visible is None:

@@ -8,27 +8,24 @@ computed when the layer is made, so data too long for the box is a FieldError th
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, ClassVar, cast
+from typing import ClassVar, Literal
 
 import segno
 from PIL import Image
 
 from renderers import fields
-from renderers.fields import RGBA, Box, Field, FieldError
-from renderers.layers.base import expect
+from renderers.fields import BOX, RGBA, Box, Field, FieldError
+from renderers.layers.base import FieldValues, Layer, LayerKind
+from renderers.layers.text import COLOR
 from renderers.paint import Rect, fill_rect, paint_mask, scaled
-
-if TYPE_CHECKING:
-    from renderers.plan import Layer
 
 MAX_DATA_CHARS = 1000
 
 
 @dataclass(frozen=True, slots=True)
-class QrLayer:
+class QrLayer(Layer):
     kind: ClassVar[str] = "qr"
     box: Box
     modules: tuple[bytes, ...]  # rows of the symbol, 1 for a dark module
@@ -45,46 +42,45 @@ def qr_data(value: object, resources: fields.Resources) -> str:
     return data
 
 
-class QrKind:
-    name: str = "qr"
-    needs_clock: bool = False
-    fields: tuple[Field, ...] = (
-        Field("box", fields.box, required=True, templated=False),
-        Field("data", qr_data, required=True),
-        Field("error", fields.choice("L", "M", "Q", "H"), default="M", templated=False),
-        Field("color", fields.color, default=(0, 0, 0, 255)),
-        Field("background", fields.color, default=(255, 255, 255, 255)),
-        Field("quiet_zone", fields.int_range(0, 10), default=4, templated=False),
-    )
+ErrorLevel = Literal["L", "M", "Q", "H"]
 
-    def make(self, values: Mapping[str, object]) -> QrLayer:
-        box = cast(Box, values["box"])
-        quiet = cast(int, values["quiet_zone"])
+DATA: Field[str] = Field("data", qr_data)
+ERROR: Field[ErrorLevel] = Field(
+    "error", fields.choice("L", "M", "Q", "H"), default="M", templated=False
+)
+BACKGROUND: Field[RGBA] = Field("background", fields.color, default=(255, 255, 255, 255))
+QUIET_ZONE: Field[int] = Field("quiet_zone", fields.int_range(0, 10), default=4, templated=False)
+
+
+class QrKind(LayerKind[QrLayer]):
+    layer_type = QrLayer
+    fields = (BOX, DATA, ERROR, COLOR, BACKGROUND, QUIET_ZONE)
+    draws_inside_box = True
+
+    def build(self, values: FieldValues) -> QrLayer:
+        box, quiet = values[BOX], values[QUIET_ZONE]
         # segno raises its own DataOverflowError (a ValueError) for data no version holds.
         try:
-            code = segno.make(
-                cast(str, values["data"]), error=cast(str, values["error"]), micro=False
-            )
+            code = segno.make(values[DATA], error=values[ERROR], micro=False)
         except ValueError as exc:
-            raise FieldError(f"cannot be a QR code: {exc}", field="data") from None
+            raise FieldError(f"cannot be a QR code: {exc}", field=DATA.name) from None
         modules = tuple(bytes(row) for row in code.matrix)
         side = len(modules) + 2 * quiet
         if side > min(box[2], box[3]):
             raise FieldError(
                 f"its QR code needs a box of at least {side} x {side} pixels "
                 f"(version {code.version} with a quiet zone of {quiet})",
-                field="data",
+                field=DATA.name,
             )
         return QrLayer(
             box=box,
             modules=modules,
-            color=cast(RGBA, values["color"]),
-            background=cast(RGBA, values["background"]),
+            color=values[COLOR],
+            background=values[BACKGROUND],
             quiet_zone=quiet,
         )
 
-    def draw(self, canvas: Image.Image, layer: Layer, scale: int, now: datetime | None) -> None:
-        qr = expect(layer, QrLayer)
+    def paint(self, canvas: Image.Image, qr: QrLayer, scale: int, now: datetime | None) -> None:
         box = scaled(qr.box, scale)
         count = len(qr.modules)
         module = min(box.width, box.height) // (count + 2 * qr.quiet_zone)

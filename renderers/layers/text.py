@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, ClassVar, Literal, cast
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from renderers import fields
-from renderers.fields import RGBA, Box, Field, FieldError
+from renderers.fields import BOX, RGBA, Box, Field, FieldError
 from renderers.fonts import FontStack
-from renderers.layers.base import expect
+from renderers.layers.base import FieldValues, Layer, LayerKind
 from renderers.paint import scaled
 from renderers.pen import Pen
 from renderers.resources import default_stack
@@ -21,12 +20,12 @@ from renderers.text_layout import layout_text
 if TYPE_CHECKING:
     from PIL import Image
 
-    from renderers.plan import Layer
-
 Align = Literal["left", "center", "right", "start", "end"]
 VAlign = Literal["top", "middle", "bottom"]
 Fit = Literal["shrink", "none"]
 Transform = Literal["none", "upper", "lower", "title"]
+ALIGNS: tuple[Align, ...] = ("left", "center", "right", "start", "end")
+TRANSFORMS: tuple[Transform, ...] = ("none", "upper", "lower", "title")
 
 MAX_STROKE = 20
 
@@ -36,7 +35,7 @@ DEFAULT_FACE = default_stack()
 
 
 @dataclass(frozen=True, slots=True)
-class TextLayer:
+class TextLayer(Layer):
     kind: ClassVar[str] = "text"
     box: Box
     text: str  # after `transform`, in NFC
@@ -72,56 +71,77 @@ def transformed(text: str, transform: Transform) -> str:
     return text
 
 
-class TextKind:
-    name: str = "text"
-    needs_clock: bool = False
-    fields: tuple[Field, ...] = (
-        Field("box", fields.box, required=True, templated=False),
-        Field("text", fields.text, required=True),
-        Field("size", fields.int_range(4, 400), default=32, templated=False),
-        Field("min_size", fields.int_range(4, 400), default=None, templated=False),
-        Field("color", fields.color, default=(0, 0, 0, 255)),
-        Field("font", fields.font, default=DEFAULT_FACE),
-        Field("align", fields.choice("left", "center", "right", "start", "end"), default="left"),
-        Field("valign", fields.choice("top", "middle", "bottom"), default="top"),
-        Field("fit", fields.choice("shrink", "none"), default="shrink"),
-        Field("line_height", fields.number_range(0.8, 3.0), default=1.2, templated=False),
-        Field("max_lines", fields.int_range(1, 50), default=None, templated=False),
-        Field("transform", fields.choice("none", "upper", "lower", "title"), default="none"),
-        Field("stroke_width", fields.int_range(0, MAX_STROKE), default=0, templated=False),
-        Field("stroke_color", fields.color, default=(255, 255, 255, 255)),
-    )
+# Fields other kinds share (a countdown, codes): black text in the default stack.
+FONT: Field[FontStack] = Field("font", fields.font, default=DEFAULT_FACE)
+COLOR: Field[RGBA] = Field("color", fields.color, default=(0, 0, 0, 255))
 
-    def make(self, values: Mapping[str, object]) -> TextLayer:
+TEXT: Field[str] = Field("text", fields.text)
+SIZE: Field[int] = Field("size", fields.int_range(4, 400), default=32, templated=False)
+MIN_SIZE: Field[int | None] = Field(
+    "min_size", fields.int_range(4, 400), default=None, templated=False
+)
+ALIGN: Field[Align] = Field("align", fields.choice(*ALIGNS), default="left")
+VALIGN: Field[VAlign] = Field("valign", fields.choice("top", "middle", "bottom"), default="top")
+FIT: Field[Fit] = Field("fit", fields.choice("shrink", "none"), default="shrink")
+LINE_HEIGHT: Field[float] = Field(
+    "line_height", fields.number_range(0.8, 3.0), default=1.2, templated=False
+)
+MAX_LINES: Field[int | None] = Field(
+    "max_lines", fields.int_range(1, 50), default=None, templated=False
+)
+TRANSFORM: Field[Transform] = Field("transform", fields.choice(*TRANSFORMS), default="none")
+STROKE_WIDTH: Field[int] = Field(
+    "stroke_width", fields.int_range(0, MAX_STROKE), default=0, templated=False
+)
+STROKE_COLOR: Field[RGBA] = Field("stroke_color", fields.color, default=(255, 255, 255, 255))
+
+
+class TextKind(LayerKind[TextLayer]):
+    layer_type = TextLayer
+    fields = (
+        BOX,
+        TEXT,
+        SIZE,
+        MIN_SIZE,
+        COLOR,
+        FONT,
+        ALIGN,
+        VALIGN,
+        FIT,
+        LINE_HEIGHT,
+        MAX_LINES,
+        TRANSFORM,
+        STROKE_WIDTH,
+        STROKE_COLOR,
+    )
+    draws_inside_box = True
+
+    def build(self, values: FieldValues) -> TextLayer:
         """The layer; FieldError if a character of the text is in no font of the stack."""
-        size = cast(int, values["size"])
-        min_size = cast("int | None", values["min_size"])
-        stack = cast(FontStack, values["font"])
-        transform = cast(Transform, values["transform"])
-        text = unicodedata.normalize("NFC", transformed(cast(str, values["text"]), transform))
+        size, min_size, stack = values[SIZE], values[MIN_SIZE], values[FONT]
+        text = unicodedata.normalize("NFC", transformed(values[TEXT], values[TRANSFORM]))
         try:
             itemize(text, stack)
         except UncoveredTextError as exc:
-            raise FieldError(str(exc), field="text") from None
+            raise FieldError(str(exc), field=TEXT.name) from None
         return TextLayer(
-            box=cast(Box, values["box"]),
+            box=values[BOX],
             text=text,
             size=size,
             # A min_size above size would mean "grow"; shrinking never does that.
             min_size=_default_min_size(size) if min_size is None else min(min_size, size),
-            color=cast(RGBA, values["color"]),
+            color=values[COLOR],
             font=stack,
-            align=cast(Align, values["align"]),
-            valign=cast(VAlign, values["valign"]),
-            fit=cast(Fit, values["fit"]),
-            line_height=cast(float, values["line_height"]),
-            max_lines=cast("int | None", values["max_lines"]),
-            stroke_width=cast(int, values["stroke_width"]),
-            stroke_color=cast(RGBA, values["stroke_color"]),
+            align=values[ALIGN],
+            valign=values[VALIGN],
+            fit=values[FIT],
+            line_height=values[LINE_HEIGHT],
+            max_lines=values[MAX_LINES],
+            stroke_width=values[STROKE_WIDTH],
+            stroke_color=values[STROKE_COLOR],
         )
 
-    def draw(self, canvas: Image.Image, layer: Layer, scale: int, now: datetime | None) -> None:
-        text = expect(layer, TextLayer)
+    def paint(self, canvas: Image.Image, text: TextLayer, scale: int, now: datetime | None) -> None:
         box = scaled(text.box, scale)
         visible = box.clip(canvas)
         if visible is None:

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 from content_sources.inventory import InventoryView
 from renderers.fields import Resources
-from renderers.layers.countdown import CountdownLayer
+from renderers.layers import has_ended
 from renderers.resources import Asset
 from server.block_store import PreparedBlock
 from server.blocks import Block
@@ -70,7 +70,7 @@ def decide(
         keep=keep if isinstance(keep, str) and keep not in excluded else None,
         default_reason="experiment holdout" if holdout else "no other variant applied",
     )
-    if _timer_is_up(choice, now) and any(v.name == EXPIRED for v in block.variants):
+    if has_ended(choice.layers, now) and any(v.name == EXPIRED for v in block.variants):
         expired = choose_variant(block, context, open_resources, keep=EXPIRED, excluded=excluded)
         if expired.variant == EXPIRED:
             choice = expired
@@ -116,9 +116,3 @@ class ChoiceMemo:
 
     def put(self, key: tuple[object, ...], choice: Choice) -> None:
         self._choices.put(key, choice)
-
-
-def _timer_is_up(choice: Choice, now: datetime) -> bool:
-    return any(
-        isinstance(layer, CountdownLayer) and layer.deadline(now) <= now for layer in choice.layers
-    )
