@@ -67,6 +67,7 @@ from server.segments_job import run_segments_job
 from server.settings import Settings, SettingsError
 from server.signing import Signer
 from server.store_client import open_store
+from server.studio import studio_routes
 from server.templates_dir import TEMPLATES_DIR as TEMPLATES_DIR  # re-exported: others use it
 
 log = logging.getLogger("atopen")
@@ -92,6 +93,7 @@ def create_app(settings: Settings, *, redis_url: str) -> web.Application:
     app.router.add_routes(email_routes.routes)  # they give and echo request ids themselves
     operations = [*health.routes, metrics.metrics_route(settings.metrics_token_list)]
     app.router.add_routes(routes_with(with_request_id, operations))
+    app.router.add_routes(routes_with(with_request_id, studio_routes()))
     for table in (
         blocks_api.routes,
         profiles_api.routes,

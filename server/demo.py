@@ -137,6 +137,7 @@ def _banner(settings: Settings, page: Path, examples: list[tuple[str, str]]) -> 
     lines: list[str] = [
         "",
         f"atopen demo is serving on {settings.base_url}",
+        f"  studio:          {settings.base_url}/studio (sign in with the API token below)",
         f"  demo email page: file://{page}",
         "  signed URLs for recipient ann (image, then click):",
         *(f"    {url}" for pair in examples for url in pair),

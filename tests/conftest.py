@@ -74,3 +74,15 @@ def make_client(aiohttp_client: Any, redis_url: str, settings: Settings) -> Clie
 @pytest.fixture
 async def client(make_client: ClientFactory) -> TestClient[Any, Any]:
     return await make_client()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Say loudly when the studio's browser tests could not run (no Chromium here)."""
+    skipped = terminalreporter.stats.get("skipped", [])
+    if any("NO BROWSER" in str(report.longrepr) for report in skipped):
+        terminalreporter.write_sep(
+            "!", "the studio's browser tests were SKIPPED: no Chromium", red=True, bold=True
+        )
+        terminalreporter.write_line(
+            "  install it to run them: apt-get install chromium (CI's .ci/run does)", red=True
+        )

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import socket
+import threading
 from typing import Any
 
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 from PIL import Image
 
 from server.api.audit import AUDIT_KEY
+from server.app import create_app
+from server.settings import Settings
 from server.signing import Signer
 from server.worker_presence import APPLIED_KEY, WORKERS_KEY
 
@@ -60,3 +65,32 @@ def data_keys(store: Any) -> list[bytes]:
     which records every API write, refused ones too."""
     bookkeeping = {WORKERS_KEY.encode(), APPLIED_KEY.encode(), AUDIT_KEY.encode()}
     return [key for key in store.keys("*") if key not in bookkeeping]
+
+
+class LiveApp:
+    """The real app on a loopback port, served by an event loop in a background thread."""
+
+    def __init__(self, settings: Settings, redis_url: str) -> None:
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self._app = create_app(settings, redis_url=redis_url)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._runner: Any = None
+
+    def __enter__(self) -> LiveApp:
+        self._thread.start()
+        self._runner = web.AppRunner(self._app)
+
+        async def start() -> None:
+            await self._runner.setup()
+            await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+        asyncio.run_coroutine_threadsafe(start(), self._loop).result(timeout=60)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(timeout=60)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=60)
+        self._loop.close()

@@ -97,12 +97,16 @@ def test_demo_serves_signed_images_and_stops_its_store(tmp_path: Path) -> None:
                 variants.add(response.headers["X-Atopen-Variant"])
                 assert decode(response.read()).width == 600
         assert {"cart", "thanks", "default"} <= variants
+        studio = f"http://127.0.0.1:{port}/studio"
+        with urllib.request.urlopen(studio, timeout=10) as response:
+            assert b"atopen studio" in response.read()
         store_pid = int((tmp_path / "data" / "redis" / "redis.pid").read_text())
     finally:
         process.send_signal(signal.SIGTERM)
         output = process.communicate(timeout=30)[0]
     assert process.returncode == 0, output
     assert "demo email page" in output
+    assert f"studio:          http://127.0.0.1:{port}/studio" in output
     # The banner's own `sign` line runs as printed, and signs for the port it serves on.
     sign_line = next(line.strip() for line in output.splitlines() if " sign '" in line)
     words = shlex.split(sign_line)
