@@ -14,9 +14,9 @@ from typing import Any, cast
 from urllib.parse import urlsplit
 
 from content_sources.http_data_spec import DataSourceError, HttpSourceSpec, parse_data_sources
-from renderers.fields import Field, FieldError, Resources
-from renderers.layers import LAYER_KINDS
-from renderers.layers.base import LayerKind
+from renderers.fields import Field, Resources
+from renderers.layers import kind_named
+from renderers.layers.base import LayerError, LayerKind, read_layer
 from renderers.plan import MAX_OUTPUT_PIXELS, ImageFormat
 from server.experiments import Split, parse_split
 from server.expressions import (
@@ -400,49 +400,21 @@ def _layer(
     if not isinstance(raw, dict):
         errors.add(path, "must be an object")
         return None
-    kind_name = raw.get("type")
-    kind = LAYER_KINDS.get(kind_name) if isinstance(kind_name, str) else None
-    if kind is None:
-        errors.add(f"{path}.type", f"must be one of {', '.join(sorted(LAYER_KINDS))}")
+    try:
+        kind = kind_named(raw.get("type"))
+    except LayerError as exc:
+        errors.add(f"{path}.{exc.field}", exc.message)
         return None
-    known = {f.name: f for f in kind.fields}
-    for key in sorted(set(raw) - set(known) - {"type"}):
-        errors.add(f"{path}.{key}", f"unknown field for a {kind.name} layer")
-    fixed: dict[str, object] = {}
+    read = read_layer(kind, raw, resources, is_template=is_template)
+    for problem in read.problems:
+        errors.add(f"{path}.{problem.field}", problem.message)
     templates: dict[str, tuple[Field[Any], Template]] = {}
-    for spec in kind.fields:
-        where = f"{path}.{spec.name}"
-        if spec.name not in raw:
-            if spec.required:
-                errors.add(where, "required")
-            else:
-                fixed[spec.name] = spec.default
-            continue
-        value = raw[spec.name]
-        deferred = False  # resolved at open time though literal (an image URL is fetched then)
-        if spec.at_open is not None:
-            try:
-                deferred = spec.at_open(value)
-            except FieldError as exc:
-                errors.add(where, str(exc))
-                continue
-        if spec.templated and isinstance(value, str) and (deferred or is_template(value)):
-            try:
-                templates[spec.name] = (spec, Template(value))
-            except ExpressionError as exc:
-                errors.add(where, str(exc))
-            continue
+    for name, (spec, source) in read.later.items():
         try:
-            fixed[spec.name] = spec.parse(value, resources)
-        except FieldError as exc:
-            errors.add(where, str(exc))
-    if not templates and len(fixed) == len(kind.fields):
-        # A layer with nothing left for open time is checked whole now (field combinations).
-        try:
-            kind.make(fixed)
-        except FieldError as exc:
-            errors.add(f"{path}.{exc.field or kind.fields[0].name}", str(exc))
-    return LayerTemplate(kind=kind, fixed=fixed, templates=templates)
+            templates[name] = (spec, Template(source))
+        except ExpressionError as exc:
+            errors.add(f"{path}.{name}", str(exc))
+    return LayerTemplate(kind=kind, fixed=read.fixed, templates=templates)
 
 
 def literal_format(ext: str) -> ImageFormat | None:

@@ -10,7 +10,8 @@ layers may be drawn once for every open (`draws_inside_box`).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, cast
 
@@ -129,30 +130,90 @@ class LayerKind(ABC, Generic[L]):
         return layer
 
 
-def parse_layer(
-    kind: LayerKind[Any], raw_fields: Mapping[str, object], resources: Resources
-) -> Layer:
-    """Check and parse one layer's fields (a "type" key is ignored) and make the layer.
+@dataclass(frozen=True, slots=True)
+class LayerFields:
+    """One layer's fields as read before any open.
 
-    Raises LayerError naming the first unknown, missing or unacceptable field (a problem
-    between fields is put on the field `make` says, else on the layer's first field).
+    `fixed` holds the parsed values (defaults filled in), `later` the templated strings an
+    open resolves, `problems` every unknown, missing or unacceptable field, in the order
+    of the kind's fields. `layer` is the layer made, when nothing was left for later and
+    nothing is wrong.
     """
-    known = {spec.name for spec in kind.fields}
-    unknown = sorted(set(raw_fields) - known - {"type"})
-    if unknown:
-        raise LayerError(unknown[0], f"unknown field for a {kind.name} layer")
-    values: dict[str, object] = {}
+
+    fixed: dict[str, object]
+    later: dict[str, tuple[Field[Any], str]]
+    problems: tuple[LayerError, ...]
+    layer: Layer | None
+
+
+def read_layer(
+    kind: LayerKind[Any],
+    raw_fields: Mapping[str, object],
+    resources: Resources,
+    *,
+    is_template: Callable[[str], bool] | None = None,
+) -> LayerFields:
+    """Check and parse one layer's fields (a "type" key is ignored), making the layer when
+    every field is there and acceptable (which checks the fields together).
+
+    With `is_template`, a string in a templated field that it says is a template, or that
+    the field resolves at open time (`Field.at_open`: a remote image), is left for later;
+    without it, every value is parsed now. A problem between fields is put on the field
+    `make` names, else on the layer's first field.
+    """
+    problems = [
+        LayerError(name, f"unknown field for a {kind.name} layer")
+        for name in sorted(set(raw_fields) - {spec.name for spec in kind.fields} - {"type"})
+    ]
+    fixed: dict[str, object] = {}
+    later: dict[str, tuple[Field[Any], str]] = {}
     for spec in kind.fields:
         if spec.name not in raw_fields:
             if spec.required:
-                raise LayerError(spec.name, "is required")
-            values[spec.name] = spec.default
+                problems.append(LayerError(spec.name, "is required"))
+            else:
+                fixed[spec.name] = spec.default
             continue
+        value = raw_fields[spec.name]
         try:
-            values[spec.name] = spec.parse(raw_fields[spec.name], resources)
+            text = _left_for_open(spec, value, is_template)
+            if text is not None:
+                later[spec.name] = (spec, text)
+            else:
+                fixed[spec.name] = spec.parse(value, resources)
         except FieldError as exc:
-            raise LayerError(spec.name, str(exc)) from None
-    try:
-        return kind.make(values)
-    except FieldError as exc:
-        raise LayerError(exc.field or kind.fields[0].name, str(exc)) from None
+            problems.append(LayerError(spec.name, str(exc)))
+    layer = None
+    if not later and len(fixed) == len(kind.fields):  # every field parsed: check them together
+        try:
+            made = kind.make(fixed)
+        except FieldError as exc:
+            problems.append(LayerError(exc.field or kind.fields[0].name, str(exc)))
+        else:
+            layer = None if problems else made
+    return LayerFields(fixed, later, tuple(problems), layer)
+
+
+def _left_for_open(
+    spec: Field[Any], value: object, is_template: Callable[[str], bool] | None
+) -> str | None:
+    """`value`, if it is text an open resolves; FieldError if it is a malformed one."""
+    if is_template is None or not spec.templated or not isinstance(value, str):
+        return None
+    # A literal resolved at open time (an image URL, fetched then) is checked now.
+    if (spec.at_open is not None and spec.at_open(value)) or is_template(value):
+        return value
+    return None
+
+
+def parse_layer(
+    kind: LayerKind[Any], raw_fields: Mapping[str, object], resources: Resources
+) -> Layer:
+    """The layer of `raw_fields`, every value parsed now (see `read_layer`).
+
+    Raises LayerError naming the first unknown, missing or unacceptable field.
+    """
+    read = read_layer(kind, raw_fields, resources)
+    if read.layer is None:  # nothing was left for later, so only a problem stopped it
+        raise read.problems[0]
+    return read.layer
