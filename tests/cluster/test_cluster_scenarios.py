@@ -8,6 +8,7 @@ for one open: a personal open reads from its recipient's master only, in one bat
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -18,6 +19,8 @@ from support import AUTH, decode, put_block, signed
 
 from content_sources.keys import events_key, profile_key
 from server import metrics
+from server.keys import REDIS
+from server.segments_job import recompute_segments
 from server.templates_dir import TEMPLATES_DIR
 
 Client = Any
@@ -186,3 +189,22 @@ async def test_a_personal_open_is_one_round_trip_to_its_recipients_master(
     # The profile and the events, read on the recipient's master; nothing elsewhere.
     assert counts[home] == {"get": 1, "zrevrange": 1}
     assert all(not reads for port, reads in counts.items() if port != home)
+
+
+async def test_segments_are_computed_over_recipients_on_every_master(
+    client: Client, cluster: LocalCluster
+) -> None:
+    buyers = [f"buyer-{n}" for n in range(9)]
+    assert len({cluster.master_of(profile_key(b)).port for b in buyers}) == 3
+    events = [{"recipient": b, "type": "purchase", "props": {"amount": 10}} for b in buyers]
+    await call(client, "POST", "/api/v1/events", events)
+    block = greeting("Welcome, new customer")
+    block["variants"][0].update(name="welcome", when="rfm.segment == 'new'")
+    await put_block(client, "welcome", block)
+
+    report = await recompute_segments(client.server.app[REDIS], datetime.now(UTC))
+
+    assert (report.base, report.written) == (len(buyers), len(buyers))
+    for buyer in buyers:
+        assert await open_image(client, f"/i/welcome.png?r={buyer}", (400, 100)) == "welcome"
+    assert await open_image(client, "/i/welcome.png?r=never-bought", (400, 100)) == "default"
