@@ -68,7 +68,7 @@ def api_routes() -> list[tuple[str, str]]:
     """Every (method, path template) the real app serves under /api/v1/, the catch-all's
     `*` spelled out as each method a client may send."""
     app = create_app(Settings(secrets=("k",), api_tokens=("t",)), redis_url="redis://127.0.0.1:1/0")
-    found = set()
+    found: set[tuple[str, str]] = set()
     for route in app.router.routes():
         resource = route.resource
         if resource is None or not resource.canonical.startswith(API):

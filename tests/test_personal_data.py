@@ -59,7 +59,8 @@ async def _variant(client: Client, url: str) -> str:
     response = await client.get(url)
     assert response.status == 200
     assert decode(await response.read()).size == (320, 80)
-    return response.headers["X-Atopen-Variant"]
+    variant: str = response.headers["X-Atopen-Variant"]
+    return variant
 
 
 async def _queued_writes_landed(client: Client) -> None:
@@ -147,3 +148,31 @@ async def test_an_open_after_an_erasure_finds_nothing_of_before(
     assert store.exists(*recipient_keys("u1")[:3]) == 0  # profile, events, their ids
     profile = await client.get("/api/v1/profiles/u1", headers=AUTH)
     assert profile.status == 404
+
+
+async def test_unsigned_opens_of_a_shared_public_block_take_the_shared_choice_as_nobody(
+    client: Client, store: redis.Redis
+) -> None:
+    """A block whose rules read only shared data: its choice holds for every open, so
+    unsigned opens of it answered from memory are still nobody's."""
+    block = {
+        "width": 320,
+        "height": 80,
+        "public": True,
+        "variants": [
+            {
+                "name": "in_stock",
+                "when": "inventory['sku-1'].stock > 0",
+                "layers": [FILL, _text("In stock")],
+                "link": "https://shop.example.com/buy",
+            }
+        ],
+        "default": {"layers": [FILL, _text("Soon")], "link": "https://shop.example.com/"},
+    }
+    item = await client.put("/api/v1/inventory/sku-1", json={"stock": 3}, headers=AUTH)
+    assert item.status == 200
+    await put_block(client, "stock", block)
+    for _ in range(3):  # the first decides, the next are answered from memory
+        assert await _variant(client, "/i/stock.png?r=victim") == "in_stock"
+    await _queued_writes_landed(client)
+    assert [key for key in recipient_keys("victim") if store.exists(key)] == []

@@ -142,8 +142,9 @@ class Opens:
         pairs: Sequence[tuple[str, str]],
     ) -> ImageAnswer | bool | None:
         """The answer of an open with nothing to wait for, without a coroutine: a signed
-        open of a block whose shared choice is made (shared.py) and whose image is in
-        this process's memory, answered, recorded and counted as `image` would.
+        open (or any open of a public block) of a block whose shared choice is made
+        (shared.py) and whose image is in this process's memory, answered, recorded and
+        counted as `image` would.
 
         Otherwise what `image` is to be given as `verified`: whether the open is signed,
         or None when that was not checked (admission comes first for the opens that may
@@ -151,24 +152,27 @@ class Opens:
         if not self._admission.lets_in_placeless(prepared):
             return None
         try:
-            if not self.verified(prepared, path, raw_query, pairs):
-                return False
+            signed = self.verified(prepared, path, raw_query, pairs)
         except Exception:
             return None
+        if not signed and not prepared.block.public:
+            return False
         try:
             shared = self._shared.of(prepared)
             decided = None if shared is None else shared.decided()
             if decided is None:
-                return True
+                return signed
             choice, memo, link = decided
             body = self._drawer.kept(prepared, choice, fmt, query.dpr, memo)
         except Exception:
-            return True  # `image` fails the same way, and serves the default
+            return signed  # `image` fails the same way, and serves the default
         if body is None:
-            return True
-        # No rule context was built: nothing of the reader's place to remember.
-        self._open_log.record(prepared.block.id, query.recipient, choice.variant, link)
-        return ImageAnswer(body, choice.variant, "cached", query.recipient)
+            return signed
+        # No rule context was built: nothing of the reader's place to remember. A shared
+        # choice is nobody's: an unsigned open of a public block takes it too, as nobody.
+        recipient = query.recipient if signed else None
+        self._open_log.record(prepared.block.id, recipient, choice.variant, link)
+        return ImageAnswer(body, choice.variant, "cached", recipient)
 
     async def image(
         self,
@@ -198,7 +202,7 @@ class Opens:
             recipient = query.recipient if verified else None
             context: Mapping[str, object] = {}
             memo = link = None
-            shared = self._shared.of(prepared) if verified else None
+            shared = self._shared.of(prepared) if verified or prepared.block.public else None
             kept, decided = (None, None) if shared is None else shared.now()
             if decided is not None:
                 # The same shared data as an earlier open: its choice, without the context.
