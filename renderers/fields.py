@@ -26,8 +26,9 @@ T = TypeVar("T")
 Word = TypeVar("Word", bound=str)
 
 # Block pixels: the most a box (or a plan) may measure or reach, the bound on the work one
-# layer can cause. Boxes may reach past the image and are clipped to it, so this is twice
-# the largest block a marketer may define (`server.blocks.MAX_BLOCK_SIDE`).
+# layer can cause. A box may reach past the image (a photo cropped by the block's edge)
+# and is clipped to it, so this is twice the largest block a marketer may define
+# (`server.blocks.MAX_BLOCK_SIDE`, the contract's limit).
 MAX_SIDE = 4000
 # Block pixels: a rounded corner larger than half the box is drawn as half the box.
 MAX_RADIUS = 2000

@@ -16,6 +16,8 @@ from renderers.fields import MAX_SIDE, RGBA, Box
 from renderers.layers.base import Layer
 
 __all__ = [
+    "DPRS",
+    "FORMATS",
     "MAX_OUTPUT_PIXELS",
     "MAX_SIDE",
     "MIN_MAX_BYTES",
@@ -27,13 +29,14 @@ __all__ = [
 ]
 
 ImageFormat = Literal["png", "jpg", "gif"]
+FORMATS: tuple[ImageFormat, ...] = ("png", "jpg", "gif")
+# Canvas pixels per block pixel: a block is drawn at each for screens of that density.
+DPRS = (1, 2, 3)
 
 # Output pixels (width * height * dpr²): a 600 x 2000 block at dpr 3 is 10.8 million.
 MAX_OUTPUT_PIXELS = 24_000_000
 # No image fits in less: a budget below it is a typing mistake, not a budget.
 MIN_MAX_BYTES = 1024
-_DPRS = (1, 2, 3)
-_FORMATS = ("png", "jpg", "gif")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,12 +65,12 @@ class RenderPlan:
     def __post_init__(self) -> None:
         if not (1 <= self.width <= MAX_SIDE and 1 <= self.height <= MAX_SIDE):
             raise ValueError(f"width and height must be between 1 and {MAX_SIDE}")
-        if self.dpr not in _DPRS:
+        if self.dpr not in DPRS:
             raise ValueError("dpr must be 1, 2 or 3")
         if self.width * self.height * self.dpr**2 > MAX_OUTPUT_PIXELS:
             raise ValueError(f"the image would have more than {MAX_OUTPUT_PIXELS} pixels")
-        if self.format not in _FORMATS:
-            raise ValueError(f"format must be one of {', '.join(_FORMATS)}")
+        if self.format not in FORMATS:
+            raise ValueError(f"format must be one of {', '.join(FORMATS)}")
         if self.now is not None:
             if self.now.tzinfo is None or self.now.utcoffset() is None:
                 raise ValueError("now must be timezone-aware")

@@ -34,9 +34,9 @@ from content_sources.clock import zone
 from renderers.encode import ByteBudgetError
 from renderers.fields import Resources
 from renderers.layers import needs_clock
-from renderers.plan import ImageFormat, Layer, RenderPlan
+from renderers.plan import DPRS, FORMATS, ImageFormat, Layer, RenderPlan
 from renderers.render import render
-from server.blocks import SCALES, Block, BlockError, Problem, compile_block
+from server.blocks import Block, BlockError, Problem, compile_block
 from server.layer_order import LayerOrder, layer_order
 from server.selection import DefaultUnavailableError, choose_variant, safe_link
 from server.worker_presence import WorkerPresence
@@ -50,7 +50,6 @@ CHANNEL = "atopen:blocks:changed"
 # one script writes a block with its change number, one transaction reads every block
 # with the number they are at, one script reads the heartbeats with the acknowledgements.
 CHANGES_KEY = "{atopen:blocks}:changes"  # the number of the last change to any block
-FORMATS: tuple[ImageFormat, ...] = ("png", "jpg", "gif")
 RESYNC_INTERVAL_S = 30.0
 SUBSCRIBE_TIMEOUT_S = 2.0
 # Rule names whose values belong to one recipient (or their location).
@@ -193,7 +192,7 @@ def prepare_block(
         fallbacks = {
             (fmt, dpr): render(build_plan(block, orders["default"], choice.layers, fmt, dpr, now))
             for fmt in FORMATS
-            for dpr in SCALES
+            for dpr in DPRS
         }
     except ByteBudgetError as exc:
         raise BlockError([Problem("max_bytes", f"the default cannot fit: {exc}")]) from None

@@ -17,7 +17,7 @@ from content_sources.http_data_spec import DataSourceError, HttpSourceSpec, pars
 from renderers.fields import Field, Resources
 from renderers.layers import kind_named
 from renderers.layers.base import LayerError, LayerKind, read_layer
-from renderers.plan import MAX_OUTPUT_PIXELS, ImageFormat
+from renderers.plan import DPRS, FORMATS, MAX_OUTPUT_PIXELS, MIN_MAX_BYTES, ImageFormat
 from server.experiments import Split, parse_split
 from server.expressions import (
     Expression,
@@ -28,7 +28,9 @@ from server.expressions import (
 )
 from server.polls import Poll, parse_poll
 
-MAX_SIDE_PX = 2000
+# Block pixels: the widest or tallest block (the contract's limit; a layer's box may reach
+# past it, up to `renderers.fields.MAX_SIDE`).
+MAX_BLOCK_SIDE = 2000
 MAX_VARIANTS = 50
 MAX_LAYERS = 50
 BLOCK_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -50,9 +52,6 @@ _BLOCK_KEYS = {
     "max_bytes",
     "poll",
 }
-_FORMATS: tuple[ImageFormat, ...] = ("png", "jpg", "gif")
-SCALES = (1, 2, 3)
-MIN_BUDGET_BYTES = 1024
 MAX_BUDGET_BYTES = 10 * 1024 * 1024
 
 
@@ -155,11 +154,11 @@ def compile_block(
         errors.add("description", "must be a string")
     width = _int_field(definition, "width", errors)
     height = _int_field(definition, "height", errors)
-    if width and height and width * height * max(SCALES) ** 2 > MAX_OUTPUT_PIXELS:
-        errors.add("height", f"the block is too large to render at dpr={max(SCALES)}")
+    if width and height and width * height * max(DPRS) ** 2 > MAX_OUTPUT_PIXELS:
+        errors.add("height", f"the block is too large to render at dpr={max(DPRS)}")
     fmt = definition.get("format", "png")
-    if fmt not in _FORMATS:
-        errors.add("format", f"must be one of {', '.join(_FORMATS)}")
+    if fmt not in FORMATS:
+        errors.add("format", f"must be one of {', '.join(FORMATS)}")
     public = definition.get("public", False)
     if not isinstance(public, bool):
         errors.add("public", "must be true or false")
@@ -204,9 +203,9 @@ def compile_block(
     if max_bytes is not None and (
         isinstance(max_bytes, bool)
         or not isinstance(max_bytes, int)
-        or not MIN_BUDGET_BYTES <= max_bytes <= MAX_BUDGET_BYTES
+        or not MIN_MAX_BYTES <= max_bytes <= MAX_BUDGET_BYTES
     ):
-        errors.add("max_bytes", f"an integer from {MIN_BUDGET_BYTES} to {MAX_BUDGET_BYTES} (bytes)")
+        errors.add("max_bytes", f"an integer from {MIN_MAX_BYTES} to {MAX_BUDGET_BYTES} (bytes)")
     poll = None
     if definition.get("poll") is not None:
         poll, poll_problems = parse_poll(definition["poll"])
@@ -273,8 +272,8 @@ def _all_sources(variant: VariantTemplate) -> Iterator[Expression | Template]:
 
 def _int_field(definition: Mapping[str, Any], name: str, errors: _Collector) -> int | None:
     value = _whole(definition.get(name))
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_SIDE_PX:
-        errors.add(name, f"required: an integer from 1 to {MAX_SIDE_PX} (pixels)")
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_BLOCK_SIDE:
+        errors.add(name, f"required: an integer from 1 to {MAX_BLOCK_SIDE} (pixels)")
         return None
     return value
 
@@ -420,7 +419,7 @@ def _layer(
 def literal_format(ext: str) -> ImageFormat | None:
     """The image format a URL extension asks for (`jpeg` is accepted for `jpg`)."""
     normal = "jpg" if ext == "jpeg" else ext
-    for fmt in _FORMATS:
+    for fmt in FORMATS:
         if fmt == normal:
             return fmt
     return None
