@@ -321,22 +321,29 @@ class _BoundedSandbox(SandboxedEnvironment):
     metered = staticmethod(_metered)
     sized = staticmethod(_sized)
 
+    # `obj.attribute` and `obj[argument]` where the rule calls them `path`: a value
+    # missing here says so. One missing further up says where already, and a source's
+    # own hint ("no 'purchase' event") is better than the path. (The check is written
+    # out in both: they run at every lookup a rule makes.)
     def getattr_at(self, obj: Any, attribute: str, path: str) -> Any:
-        """`obj.attribute`, where the rule calls that `path`: a missing value says so."""
-        return self._named(self.getattr(obj, attribute), obj, attribute, path)
+        value = self.getattr(obj, attribute)
+        if (
+            isinstance(value, Undefined)
+            and value._undefined_hint is None
+            and not isinstance(obj, Undefined)
+        ):
+            return self.undefined(f"{path} is missing", obj, attribute)
+        return value
 
     def getitem_at(self, obj: Any, argument: Any, path: str) -> Any:
-        """`obj[argument]`, where the rule calls that `path`: a missing value says so."""
-        return self._named(self.getitem(obj, argument), obj, argument, path)
-
-    def _named(self, value: Any, obj: Any, name: Any, path: str) -> Any:
-        # A value missing further up says where already; a source's own hint
-        # ("no 'purchase' event") is better than the path.
-        if not isinstance(value, Undefined) or isinstance(obj, Undefined):
-            return value
-        if value._undefined_hint is not None:
-            return value
-        return self.undefined(f"{path} is missing", obj, name)
+        value = self.getitem(obj, argument)
+        if (
+            isinstance(value, Undefined)
+            and value._undefined_hint is None
+            and not isinstance(obj, Undefined)
+        ):
+            return self.undefined(f"{path} is missing", obj, argument)
+        return value
 
     def call_binop(self, context: Any, operator_name: str, left: Any, right: Any) -> Any:
         if operator_name == "**":
