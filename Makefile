@@ -54,6 +54,7 @@ bench: $(STAMP)
 	$(BIN)/python -m loadtest.bench_serve
 	$(BIN)/python -m loadtest.bench_goodput
 	$(BIN)/python -m loadtest.bench_instructions
+	$(BIN)/python -m loadtest.bench_records
 	$(BIN)/python -m loadtest.soak --warmup 15 --seconds 45
 
 ## A bounded soak at a steady mixed load: memory and open files per worker, store keys

@@ -81,7 +81,10 @@ class EngagementSource:
 
 def _decode(reply: Sequence[object]) -> list[_Action]:
     """Members `TYPE<tab>BLOCK<tab>UNIQUE` with their scores (ms), as ZRANGE WITHSCORES
-    gives them flat; what is not one (never raised on) is left out."""
+    gives them (flat, or as redis-py's pairs); what is not one (never raised on) is left
+    out."""
+    if reply and isinstance(reply[0], list | tuple):  # redis-py's pairs, not the raw reply
+        reply = [x for pair in reply for x in pair]  # type: ignore[attr-defined]
     actions = []
     for member, score in zip(reply[::2], reply[1::2], strict=False):
         try:
@@ -92,3 +95,33 @@ def _decode(reply: Sequence[object]) -> list[_Action]:
             continue
         actions.append(_Action(type_, block, at))
     return actions
+
+
+class Activity(NamedTuple):
+    """A recipient's human opens and clicks over the windows segments look at."""
+
+    opens_30: int  # human opens in the last 30 days
+    clicks_30: int
+    last_90: int  # human opens and clicks in the last 90 days
+    previous_90: int  # in the 90 days before those
+    total: int  # every one kept
+    days_since_last: int | None  # whole days since the last one; None without any
+
+
+NO_ACTIVITY = Activity(0, 0, 0, 0, 0, None)
+
+
+def activity_of(reply: Sequence[object], now: datetime) -> Activity:
+    """`Activity` from a `ZRANGE ... WITHSCORES` reply of an engagement set."""
+    actions = _decode(reply)
+    if not actions:
+        return NO_ACTIVITY
+    ages = [(a.type, (now - a.at).total_seconds() / 86_400) for a in actions]
+    return Activity(
+        opens_30=sum(1 for t, age in ages if t == "o" and age <= 30),
+        clicks_30=sum(1 for t, age in ages if t == "c" and age <= 30),
+        last_90=sum(1 for _, age in ages if age <= 90),
+        previous_90=sum(1 for _, age in ages if 90 < age <= 180),
+        total=len(actions),
+        days_since_last=int(min(age for _, age in ages)),
+    )

@@ -31,15 +31,28 @@ that recipient's record is rescored at once against the last computed cut points
 Segments, with R, F, M the scores and the rest raw values (days are whole days):
 
     new          the first purchase in the ledger history was less than 30 days ago
-    hyperactive  R = 5 and F >= 4
+    hyperactive  R = 5 and F >= 4; or, from the emails, a human click and at least
+                 4 human opens in the last 30 days
     fading_star  M >= 4, and declining on every axis: fewer purchases and a smaller
                  amount in the last 90 days than in the 90 days before, and an R score
                  now lower than the one the days since the last purchase had 90 days
-                 ago (with today's cut points)
+                 ago (with today's cut points); or M >= 4 and the emails fading: human
+                 opens or clicks in the 90 days before the last 90, and fewer than half
+                 as many in the last 90
     zombie       at least 2 purchases in the ledger history (was engaged), and none for
-                 180 days or more (six months)
+                 180 days or more (six months); or at least 2 human opens or clicks
+                 kept, and none for 180 days or more
     loyal        F >= 4 and R >= 3
     at_risk      R <= 2, and F >= 3 or M >= 4
+
+Opens and clicks are the human ones of the records (`engagement`, kept 400 days; see
+server/records/classify.py): Apple's prefetches and scanners never make a reader look
+engaged. The windows follow what email services call active (opened or clicked in the
+last 30 days), recently inactive (engaged before, nothing in the last 90) and dormant
+(nothing for 180 days): https://help.marketing360.com/portal/en/kb/articles/engagementsegments6865766407aeb
+and https://help.maestra.io/docs/how-to-segment-your-subscribers-based-on-activity.
+The segments stay those of buyers: a reader who never bought has no `rfm`, and rules
+read their opens and clicks from `engagement` directly.
 
 When several apply, `segment` is the first in that order: the most specific and most
 time-sensitive first (a brand-new buyer is welcomed before being called hyperactive; a
@@ -59,8 +72,9 @@ import orjson
 from redis.asyncio import Redis
 
 from content_sources.base import OpenRequest, RedisCommand
+from content_sources.engagement import NO_ACTIVITY, Activity, activity_of
 from content_sources.events import Event
-from content_sources.keys import PREFIX, purchases_key, rfm_key
+from content_sources.keys import PREFIX, engagement_key, purchases_key, rfm_key
 from server.expressions import Missing
 
 PURCHASE = "purchase"
@@ -68,6 +82,7 @@ DAY_MS = 86_400_000
 PERIOD_DAYS = 90  # fading_star compares the last 90 days with the 90 before
 DORMANT_DAYS = 180  # zombie
 NEW_DAYS = 30  # new
+HYPERACTIVE_OPENS = 4  # human opens in 30 days (with a click) that make a reader hyperactive
 # Records are rewritten by every recompute; one that is not (the recipient left the
 # base, or the job stopped) disappears after a week rather than going stale forever.
 RECORD_TTL_S = 7 * 86_400
@@ -121,10 +136,17 @@ class Metrics:
     first_days: int
     recency_days_then: int | None  # 90 days ago; None when there was no purchase yet
     fewer_and_smaller: bool  # the last 90 days against the 90 before, in count and amount
+    activity: Activity = NO_ACTIVITY  # human opens and clicks of the emails
 
 
-def metrics_of(purchases: Sequence[Purchase], now: datetime, policy: RfmPolicy) -> Metrics | None:
-    """Raw values from a purchase list, or None when no purchase is in the history."""
+def metrics_of(
+    purchases: Sequence[Purchase],
+    now: datetime,
+    policy: RfmPolicy,
+    activity: Activity = NO_ACTIVITY,
+) -> Metrics | None:
+    """Raw values from a purchase list (and the emails' `activity`), or None when no
+    purchase is in the history."""
     now_ms = int(now.timestamp() * 1000)
     kept = [p for p in purchases if p.ts_ms > now_ms - policy.history_days * DAY_MS]
     if not kept:
@@ -144,6 +166,7 @@ def metrics_of(purchases: Sequence[Purchase], now: datetime, policy: RfmPolicy) 
         recency_days_then=(start - max(before)) // DAY_MS if before else None,
         fewer_and_smaller=len(current) < len(previous)
         and sum(p.amount for p in current) < sum(p.amount for p in previous),
+        activity=activity,
     )
 
 
@@ -211,11 +234,16 @@ def segments_of(metrics: Metrics, cuts: Cuts) -> tuple[str, ...]:
     r, f, m = cuts.scores(metrics)
     then = metrics.recency_days_then
     declining = metrics.fewer_and_smaller and then is not None and r < cuts.recency_score(then)
+    emails = metrics.activity
+    reading_a_lot = emails.clicks_30 >= 1 and emails.opens_30 >= HYPERACTIVE_OPENS
+    reading_less = emails.previous_90 > 0 and 2 * emails.last_90 < emails.previous_90
+    stopped_reading = emails.total >= 2 and (emails.days_since_last or 0) >= DORMANT_DAYS
     rules = {
         "new": metrics.first_days < NEW_DAYS,
-        "hyperactive": r == 5 and f >= 4,
-        "fading_star": m >= 4 and declining,
-        "zombie": metrics.purchases >= 2 and metrics.recency_days >= DORMANT_DAYS,
+        "hyperactive": (r == 5 and f >= 4) or reading_a_lot,
+        "fading_star": m >= 4 and (declining or reading_less),
+        "zombie": (metrics.purchases >= 2 and metrics.recency_days >= DORMANT_DAYS)
+        or stopped_reading,
         "loyal": f >= 4 and r >= 3,
         "at_risk": r <= 2 and (f >= 3 or m >= 4),
     }
@@ -308,13 +336,16 @@ async def record_purchases(
             pipe.hset(purchases_key(recipient), mapping=fields)  # type: ignore[arg-type]
             pipe.expire(purchases_key(recipient), policy.history_days * 86_400)
             pipe.hgetall(purchases_key(recipient))
+            pipe.zrange(engagement_key(recipient), 0, -1, withscores=True)
         replies = await pipe.execute()
     cuts = Cuts.decode(replies[0])
     if cuts is None:
         return 0
     records: dict[str, bytes] = {}
     for i, recipient in enumerate(entries):
-        metrics = metrics_of(list(decode_ledger(replies[3 + 3 * i]).values()), now, policy)
+        ledger, engagement = replies[3 + 4 * i], replies[4 + 4 * i]
+        activity = activity_of(engagement if isinstance(engagement, list) else [], now)
+        metrics = metrics_of(list(decode_ledger(ledger).values()), now, policy, activity)
         if metrics is not None:
             records[recipient] = record_of(metrics, cuts, now)
     return await write_records(redis, records)

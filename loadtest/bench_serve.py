@@ -164,8 +164,9 @@ class Server(NamedTuple):
 
 @contextmanager
 def atopen_server(
-    redis_url: str, workers: int, data_dir: Path, secret: str = SECRET
+    redis_url: str, workers: int, data_dir: Path, secret: str = SECRET, **settings: str
 ) -> Iterator[Server]:
+    """`atopen serve`; `settings` are further `ATOPEN_*` variables."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ATOPEN_")}
     env.update(
@@ -175,6 +176,7 @@ def atopen_server(
         ATOPEN_PORT=str(port),
         ATOPEN_DATA_DIR=str(data_dir),
         ATOPEN_LOG_LEVEL="WARNING",
+        **settings,
     )
     process = subprocess.Popen(  # noqa: S603 - our own command
         [sys.executable, "-m", "server", "serve", "--workers", str(workers)], env=env

@@ -12,8 +12,10 @@ A run (`recompute_segments`):
 1. folds the `purchase` events of every recipient's events set into their purchase
    ledger (catches purchases that did not come through `record_purchases`, e.g. stored
    before segments existed), server-side, one script per recipient;
-2. reads every ledger, drops purchases older than the history, computes each
-   recipient's raw values and the base's quintile cut points;
+2. reads every ledger and the buyer's human opens and clicks (`engagement`), drops
+   purchases older than the history, computes each recipient's raw values and the
+   base's quintile cut points (of purchases only: opens and clicks decide segments by
+   the fixed windows `content_sources.segments` documents);
 3. writes the cut points and every recipient's record (see `content_sources.segments`).
 
 Quintiles need every value at once, so a run holds each buyer's raw values in memory:
@@ -33,7 +35,8 @@ from datetime import UTC, datetime
 
 from redis.asyncio import Redis
 
-from content_sources.keys import PREFIX, events_key, purchases_key
+from content_sources.engagement import activity_of
+from content_sources.keys import PREFIX, engagement_key, events_key, purchases_key
 from content_sources.segments import (
     CUTS_KEY,
     DAY_MS,
@@ -172,11 +175,14 @@ async def _read_ledgers(redis: Redis, now: datetime, policy: RfmPolicy) -> dict[
         async with redis.pipeline(transaction=False) as pipe:
             for recipient in batch:
                 pipe.hgetall(purchases_key(recipient))
-            ledgers = await pipe.execute()
+                pipe.zrange(engagement_key(recipient), 0, -1, withscores=True)
+            replies = await pipe.execute()
         async with redis.pipeline(transaction=False) as pipe:
-            for recipient, ledger in zip(batch, ledgers, strict=True):
-                purchases = decode_ledger(ledger)
-                metrics = metrics_of(list(purchases.values()), now, policy)
+            for i, recipient in enumerate(batch):
+                purchases = decode_ledger(replies[2 * i])
+                engagement = replies[2 * i + 1]
+                activity = activity_of(engagement if isinstance(engagement, list) else [], now)
+                metrics = metrics_of(list(purchases.values()), now, policy, activity)
                 if metrics is not None:
                     base[recipient] = metrics
                 stale = [f for f, p in purchases.items() if p.ts_ms <= oldest_ms]

@@ -3,15 +3,24 @@ can cap how often a reader sees a promotion whatever their mail app prefetches."
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
+import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
 from support import AUTH, put_block, signed
 from test_classify import APPLE_MPP, CURL, GMAIL_PROXY, IPHONE_MAIL
 from test_records import open_as
 from test_stats import clicks_later
 
+from content_sources.keys import rfm_key
 from server.keys import OPEN_LOG
+from server.records.record import Record
+from server.records.writes import RecordWriter
+from server.segments_job import recompute_segments
+
+NOW = datetime.now(UTC)
 
 
 def capped(rule: str) -> dict[str, Any]:
@@ -99,3 +108,64 @@ async def test_erasing_a_profile_erases_its_engagement(client: TestClient[Any, A
     await client.put("/api/v1/profiles/u1", json={"first_name": "Ann"}, headers=AUTH)
     assert (await client.delete("/api/v1/profiles/u1", headers=AUTH)).status == 204
     assert await opened(client, "promo", IPHONE_MAIL) == "promo"
+
+
+def human(type_: str, block: str, recipient: str, days_ago: float) -> Record:
+    at = NOW - timedelta(days=days_ago)
+    return Record(
+        int(at.timestamp() * 1000),
+        type_,
+        block,
+        1,
+        "promo",
+        recipient,
+        "browser",
+        "human",
+        None,
+        "rendered" if type_ == "open" else None,
+        None if type_ == "open" else "https://x/",
+    )
+
+
+async def test_segments_count_human_opens_and_clicks(
+    client: TestClient[Any, Any], redis_url: str
+) -> None:
+    """Buyers whose purchases alone make no segment: reading a lot makes one hyperactive,
+    having stopped reading for six months a zombie, reading half as much as before (a
+    big spender) a fading star."""
+    buyers = {"reader": 20.0, "gone": 20.0, "fading": 500.0, "quiet": 1.0, "other": 2.0}
+    events = [
+        {
+            "recipient": r,
+            "type": "purchase",
+            "ts": (NOW - timedelta(days=40)).isoformat(),
+            "props": {"amount": amount},
+            "id": f"p-{r}",
+        }
+        for r, amount in buyers.items()
+    ]
+    response = await client.post("/api/v1/events", json=events, headers=AUTH)
+    assert response.status == 202
+    activity = [
+        *(human("open", "news", "reader", d) for d in (1, 3, 5, 8, 13)),
+        human("click", "news", "reader", 3),
+        *(human("open", "news", "gone", d) for d in (200, 230, 260)),
+        *(human("open", "news", "fading", d) for d in (100, 110, 120, 130, 140, 150)),
+        human("open", "news", "fading", 20),
+        # A prefetch never counts: Apple fetched for "quiet", nobody read.
+        human("open", "news", "quiet", 2)._replace(client="apple_mpp", fetch_class="prefetch"),
+    ]
+    writer = RecordWriter(max_records=1_000, retention_s=86_400, click_memory_s=86_400)
+    async with aioredis.from_url(redis_url) as store:
+        for command in writer.commands(activity, NOW.timestamp()):
+            await store.execute_command(*command)
+        await recompute_segments(store, NOW)
+        segments = {r: orjson.loads(await store.get(rfm_key(r)))["segments"] for r in buyers}
+    assert "hyperactive" in segments["reader"]
+    assert "zombie" in segments["gone"]
+    assert "fading_star" in segments["fading"]
+    for name in ("hyperactive", "zombie", "fading_star"):
+        assert name not in segments["quiet"]
+        assert name not in segments["other"]
+    assert "hyperactive" not in segments["gone"]
+    assert "zombie" not in segments["reader"]

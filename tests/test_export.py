@@ -4,6 +4,7 @@ opens keep arriving; 410 for a cursor past what is kept; 422 for bad parameters.
 from __future__ import annotations
 
 import asyncio
+import re
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,7 +17,8 @@ from test_classify import IPHONE_MAIL
 from test_records import offer, open_as
 
 from server.keys import OPEN_LOG
-from server.records.keys import STREAM_KEY
+from server.records.keys import COUNT_KEY, STREAM_KEY
+from server.records.record import Record, encode_batch
 from server.settings import Settings
 
 
@@ -65,7 +67,8 @@ async def test_following_the_cursor_reads_every_record_once_while_opens_keep_arr
     assert pages_while_opening > 1, "the opens ended before the reading began"
     assert sorted(r["recipient"] for r in seen) == sorted(recipients)
     ids = [r["id"] for r in seen]
-    order = [tuple(int(n) for n in i.split("-")) for i in ids]
+    # An id is the stream entry's (`ms-seq`) and the record's place in it.
+    order = [tuple(int(n) for n in re.split(r"[-.]", i)) for i in ids]
     assert order == sorted(order)
     assert len(set(ids)) == len(ids)
     # Caught up: an empty page, and the same cursor again.
@@ -93,9 +96,10 @@ async def test_a_cursor_older_than_the_records_kept_answers_410(
     error = (await response.json())["error"]
     assert error["code"] == "cursor_expired"
     assert error["details"][0]["field"] == "after"
-    # Starting again reads what is kept: the newest five.
+    # Starting again reads what is kept: the newest batch whole (a batch is never split,
+    # so the stream holds the newest five and the rest of their flush).
     status, kept, _ = await page(client, None, 100)
-    assert [r["recipient"] for r in kept] == [f"late{i}" for i in range(5, 10)]
+    assert [r["recipient"] for r in kept] == [f"late{i}" for i in range(10)]
 
 
 async def test_records_older_than_the_retention_are_trimmed_and_their_cursors_refused(
@@ -104,9 +108,22 @@ async def test_records_older_than_the_retention_are_trimmed_and_their_cursors_re
     await put_block(client, "offer", offer())
     old = datetime.now(UTC) - timedelta(days=31)  # the retention is 30 days
     old_id = f"{int(old.timestamp() * 1000)}-0"
-    record = [int(old.timestamp() * 1000), "open", "offer", 1, "a", "old", "browser", "human"]
+    record = Record(
+        int(old.timestamp() * 1000),
+        "open",
+        "offer",
+        1,
+        "a",
+        "old",
+        "browser",
+        "human",
+        None,
+        "rendered",
+        None,
+    )
     async with aioredis.from_url(redis_url) as store:
-        await store.xadd(STREAM_KEY, {"r": orjson.dumps([*record, None, "rendered", None])}, old_id)
+        await store.xadd(STREAM_KEY, {"n": 1, "r": encode_batch([record])}, old_id)
+        await store.incr(COUNT_KEY)
     status, records, _ = await page(client, None, 10)
     assert [r["recipient"] for r in records] == ["old"]
     await open_as(client, signed("/i/offer.png?r=new&m.v=a"), IPHONE_MAIL)
@@ -114,7 +131,7 @@ async def test_records_older_than_the_retention_are_trimmed_and_their_cursors_re
     status, records, _ = await page(client, None, 10)
     assert [r["recipient"] for r in records] == ["new"]
     assert (await client.get("/api/v1/records?after=0-0", headers=AUTH)).status == 410
-    # The old record's own cursor missed nothing: it still reads on.
+    # The old record's own entry, read to its end, missed nothing: it still reads on.
     status, records, _ = await page(client, old_id, 10)
     assert status == 200
     assert [r["recipient"] for r in records] == ["new"]

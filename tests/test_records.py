@@ -22,6 +22,7 @@ from test_workers import serving, worker_pid
 from server.keys import OPEN_LOG
 from server.records.classify import AFTER_FETCH_S
 from server.records.keys import STREAM_KEY
+from server.records.record import decode_batch
 from server.settings import Settings
 
 
@@ -242,5 +243,5 @@ async def test_counts_match_a_known_sequence_of_opens_and_clicks_across_two_work
 
         async with aioredis.from_url(redis_url) as store:
             entries = await store.xrange(STREAM_KEY)
-        kinds = Counter(orjson.loads(fields[b"r"])[1] for _, fields in entries)
+        kinds = Counter(r.type for _, fields in entries for r in decode_batch(fields[b"r"]))
         assert kinds == {"open": len(SEQUENCE), "click": len(CLICKERS)}

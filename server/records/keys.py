@@ -15,10 +15,12 @@ from typing import Literal
 from content_sources.keys import PREFIX
 
 STREAM_KEY = f"{PREFIX}records"
-# The id of the newest record the stream's trimming removed (see writes.APPEND_SCRIPT).
+# The id of the newest entry the stream's trimming removed (see writes.APPEND_SCRIPT).
 # Its hash tag is the stream's name: on Redis Cluster both are in one slot, as the
 # script that writes both needs.
 TRIMMED_KEY = f"{{{STREAM_KEY}}}:trimmed"
+# How many records the stream's entries hold together (an entry holds a flush's batch).
+COUNT_KEY = f"{{{STREAM_KEY}}}:count"
 # Report counters are kept as long as the impression counters: 400 days.
 STATS_TTL_S = 400 * 86_400
 

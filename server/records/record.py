@@ -1,15 +1,15 @@
 """One record: what was answered to an image request or a click (contract section 5).
 
-Records are kept in one Redis stream, each entry a compact JSON array (field names are
-not repeated a million times): `RecordStore` in `stream.py` writes and reads them, and
-`Record.as_dict` gives the fields the export and the documentation name.
+Records are kept in one Redis stream, each entry a batch of them as a JSON array of
+arrays (field names are not repeated a million times): `writes.py` appends them,
+`stream.py` reads them, and `Record.as_dict` gives the fields the export names.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import orjson
 
@@ -18,8 +18,9 @@ from server.records.classify import FetchClass
 RecordType = Literal["open", "click"]
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
+class Record(NamedTuple):
+    """A named tuple: a flush makes thousands, and it is stored as the JSON array it is."""
+
     ts_ms: int  # when the request was answered, ms since the epoch (UTC)
     type: RecordType
     block: str
@@ -31,32 +32,6 @@ class Record:
     country: str | None  # ISO 3166 code, when the open located the reader
     outcome: str | None  # an open's: rendered | cached | static | fallback:REASON
     link: str | None  # a click's destination
-
-    def encode(self) -> bytes:
-        return orjson.dumps(
-            [
-                self.ts_ms,
-                self.type,
-                self.block,
-                self.version,
-                self.variant,
-                self.recipient,
-                self.client,
-                self.fetch_class,
-                self.country,
-                self.outcome,
-                self.link,
-            ]
-        )
-
-    @staticmethod
-    def decode(raw: bytes | str) -> Record:
-        ts_ms, type_, block, version, variant, recipient, client, klass, country, outcome, link = (
-            orjson.loads(raw)
-        )
-        return Record(
-            ts_ms, type_, block, version, variant, recipient, client, klass, country, outcome, link
-        )
 
     def as_dict(self) -> dict[str, object]:
         """The record as the export writes it: `ts` in ISO 8601 UTC, empty fields left out
@@ -77,3 +52,12 @@ class Record:
         else:
             fields["link"] = self.link
         return fields
+
+
+def encode_batch(records: Sequence[Record]) -> bytes:
+    return orjson.dumps([tuple(r) for r in records])
+
+
+def decode_batch(raw: bytes | str) -> list[Record]:
+    """The records of one stream entry; ValueError or TypeError if it is not one."""
+    return [Record(*fields) for fields in orjson.loads(raw)]

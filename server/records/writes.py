@@ -31,6 +31,7 @@ from content_sources.keys import engagement_key, last_click_key, remembered_key
 from content_sources.remembered import decode_memory
 from server.records.classify import classify_click, classify_open
 from server.records.keys import (
+    COUNT_KEY,
     DIMENSIONS,
     STATS_TTL_S,
     STREAM_KEY,
@@ -41,7 +42,7 @@ from server.records.keys import (
     stats_key,
     utc_day,
 )
-from server.records.record import Record
+from server.records.record import Record, encode_batch
 from server.settings import Settings
 
 # Engagement keeps each recipient's newest human opens and clicks, this many and this old.
@@ -49,44 +50,38 @@ ENGAGEMENT_MAX = 1_000
 ENGAGEMENT_DAYS = 400
 # How long a click is remembered for the next one's burst check (classify.py, C3).
 LAST_CLICK_TTL_MS = 60_000
-# Per script call: the stream's records, and the recipients of an engagement script.
-RECORDS_PER_CALL = 1_000
+# Records per stream entry (one entry holds a flush's batch, or this many of it), and
+# recipients per engagement script call.
+RECORDS_PER_ENTRY = 1_000
 RECIPIENTS_PER_CALL = 500
 # The most entries one flush trims: a lowered limit is reached over several flushes.
-_MAX_TRIM = 10_000
+_MAX_TRIM = 1_000
 
-# Appends ARGV[3..] to the stream KEYS[1], then trims it exactly to ARGV[1] entries and
-# to entries from ARGV[2] (ms) on, and notes in KEYS[2] the newest entry it removed: a
-# cursor older than that has missed records (the export answers 410).
+# Appends one entry to the stream KEYS[1]: ARGV[4], a JSON array of ARGV[3] records. Then
+# removes the oldest entries while the stream holds more than ARGV[1] records (counted
+# in KEYS[3]) or they are older than ARGV[2] (ms), never the new one, and notes in KEYS[2]
+# the newest entry removed: a cursor before it has missed records (the export's 410).
 APPEND_SCRIPT = f"""
-for i = 3, #ARGV do
-  redis.call('XADD', KEYS[1], '*', 'r', ARGV[i])
-end
+local added = redis.call('XADD', KEYS[1], '*', 'n', ARGV[3], 'r', ARGV[4])
+local total = redis.call('INCRBY', KEYS[3], ARGV[3])
 local cut = nil
-local excess = redis.call('XLEN', KEYS[1]) - tonumber(ARGV[1])
-if excess > 0 then
-  local oldest = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', math.min(excess, {_MAX_TRIM}))
-  cut = oldest[#oldest][1]
-end
-local aged = redis.call('XREVRANGE', KEYS[1], '(' .. ARGV[2] .. '-0', '-', 'COUNT', 1)
-if #aged > 0 then
-  local a = aged[1][1]
-  if cut == nil then
-    cut = a
-  else
-    local cm, cs = string.match(cut, '(%d+)-(%d+)')
-    local am, as = string.match(a, '(%d+)-(%d+)')
-    if tonumber(am) > tonumber(cm) or (am == cm and tonumber(as) > tonumber(cs)) then
-      cut = a
-    end
-  end
+local from = '-'
+for i = 1, {_MAX_TRIM} do
+  local oldest = redis.call('XRANGE', KEYS[1], from, '+', 'COUNT', 1)[1]
+  if oldest == nil or oldest[1] == added then break end
+  local ms = tonumber(string.match(oldest[1], '^(%d+)'))
+  if total <= tonumber(ARGV[1]) and ms >= tonumber(ARGV[2]) then break end
+  total = total - tonumber(oldest[2][2])
+  cut = oldest[1]
+  from = '(' .. cut
 end
 if cut ~= nil then
   local ms, seq = string.match(cut, '(%d+)-(%d+)')
   redis.call('XTRIM', KEYS[1], 'MINID', ms .. '-' .. (tonumber(seq) + 1))
   redis.call('SET', KEYS[2], cut)
+  redis.call('SET', KEYS[3], total)
 end
-return #ARGV - 2
+return total
 """
 
 # Adds recipients' human opens and clicks to their engagement sets, trimmed by age and
@@ -230,20 +225,24 @@ class RecordWriter:
         return out
 
     def _append(self, records: Sequence[Record], now: float) -> list[RedisCommand]:
+        """One stream entry per `RECORDS_PER_ENTRY` records: the store does one XADD for
+        a flush's thousands of opens, and keeps them in about the bytes of their JSON."""
         oldest_ms = int((now - self._retention_s) * 1000)
         commands: list[RedisCommand] = []
-        for start in range(0, len(records), RECORDS_PER_CALL):
-            part = records[start : start + RECORDS_PER_CALL]
+        for start in range(0, len(records), RECORDS_PER_ENTRY):
+            part = records[start : start + RECORDS_PER_ENTRY]
             commands.append(
                 (
                     "EVAL",
                     APPEND_SCRIPT,
-                    2,
+                    3,
                     STREAM_KEY,
                     TRIMMED_KEY,
+                    COUNT_KEY,
                     self.max_records,
                     oldest_ms,
-                    *(r.encode() for r in part),
+                    len(part),
+                    encode_batch(part),
                 )
             )
         return commands
@@ -253,26 +252,47 @@ def _report_commands(records: Sequence[Record]) -> list[RedisCommand]:
     """Counters by block, day and each dimension's value, and the unique readers and
     clickers as HyperLogLogs (Redis's own `PFADD`). A person's click shows they read the
     message, so a human clicker is a reader too (an Apple Mail reader's opens are all
-    prefetches)."""
-    counts: Counter[tuple[str, str, str]] = Counter()
-    readers: defaultdict[tuple[str, str, str], set[str]] = defaultdict(set)
-    clickers: defaultdict[tuple[str, str, str], set[str]] = defaultdict(set)
+    prefetches).
+
+    The records are grouped first by everything a counter or a HyperLogLog depends on
+    (a flush's thousands of opens make a handful of groups), then each group is spread
+    over the dimensions."""
+    groups: Counter[tuple[str, str, str, str, str, str, str]] = Counter(
+        (
+            r.block,
+            utc_day(r.ts_ms),
+            r.variant or "unknown",
+            r.client,
+            r.country or "unknown",
+            r.type,
+            r.fetch_class,
+        )
+        for r in records
+    )
+    people: defaultdict[tuple[str, str, str, str, str, str], set[str]] = defaultdict(set)
     for r in records:
-        day = utc_day(r.ts_ms)
-        values = _dimension_values(r)
-        human = r.fetch_class == "human"
+        if r.fetch_class == "human" and r.recipient is not None:
+            group = (r.block, utc_day(r.ts_ms), r.variant or "unknown", r.client)
+            people[(*group, r.country or "unknown", r.type)].add(r.recipient)
+    counts: Counter[tuple[str, str, str]] = Counter()
+    for (block, day, *values, type_, fetch_class), n in groups.items():
+        human = fetch_class == "human"
         metrics: tuple[str, ...]
-        if r.type == "open":
+        if type_ == "open":
             metrics = ("impressions", "human_opens" if human else "machine_fetches")
         else:
             metrics = ("clicks",) if human else ()
         for dimension, value in zip(DIMENSIONS, values, strict=True):
             for metric in metrics:
-                counts[(r.block, day, stats_field(dimension, value, metric))] += 1
-            if human and r.recipient is not None:
-                readers[(r.block, day, stats_field(dimension, value))].add(r.recipient)
-                if r.type == "click":
-                    clickers[(r.block, day, stats_field(dimension, value))].add(r.recipient)
+                counts[(block, day, stats_field(dimension, value, metric))] += n
+    readers: defaultdict[tuple[str, str, str], set[str]] = defaultdict(set)
+    clickers: defaultdict[tuple[str, str, str], set[str]] = defaultdict(set)
+    for (block, day, *values, type_), recipients in people.items():
+        for dimension, value in zip(DIMENSIONS, values, strict=True):
+            name = stats_field(dimension, value)
+            readers[(block, day, name)].update(recipients)
+            if type_ == "click":
+                clickers[(block, day, name)].update(recipients)
     commands: list[RedisCommand] = []
     hashes = set()
     for (block, day, name), n in counts.items():
@@ -282,14 +302,9 @@ def _report_commands(records: Sequence[Record]) -> list[RedisCommand]:
     for key_of, sets in ((readers_key, readers), (clickers_key, clickers)):
         for (block, day, name), members in sets.items():
             key = key_of(block, day, name)
-            commands.append(("PFADD", key, *sorted(members)))
+            commands.append(("PFADD", key, *members))
             commands.append(("EXPIRE", key, STATS_TTL_S))
     return commands
-
-
-def _dimension_values(record: Record) -> tuple[str, str, str]:
-    """The record's value in each of `DIMENSIONS`: variant, client, country."""
-    return (record.variant or "unknown", record.client, record.country or "unknown")
 
 
 def _engagement_commands(

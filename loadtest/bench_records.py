@@ -1,0 +1,113 @@
+"""`make bench` (records part): what recording opens costs the open path, and the store.
+
+Two servers on one store, alike but for `ATOPEN_RECORDS_MAX` (on: the default; off: 0),
+answer signed opens of a shared block (the cheapest open there is, so the one where a
+record weighs most) in alternating rounds. Printed: each one's rate, and the CPU an open
+costs the server's processes and the store together, measured in the same rounds. On a
+machine whose cores serve nothing else the capacity is the cores over that cost, so the
+ratio of the costs is the capacity with recording against without; the ratio of the
+rates says the same on a quiet machine, and moves with the neighbours on a shared one.
+Then the store's memory: the record stream's bytes per record (`MEMORY USAGE`, exact),
+scaled to a million, and a reader's engagement set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import redis
+
+from content_sources.keys import engagement_key
+from loadtest import loadgen
+from loadtest.bench_serve import HOST, SECRET, SHARED_BLOCK, api, atopen_server, line, seed
+from loadtest.cpu import CpuMeter
+from server.embedded_store import EmbeddedRedis
+from server.records.keys import STREAM_KEY
+from server.signing import Signer
+
+# A reader's own mail app (Apple Mail on an iPhone without MPP): each open is a human one,
+# so it writes every record and the engagement set too.
+READER_UA = (
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 "
+    "(KHTML, like Gecko) Mobile/15E148"
+)
+
+
+def opens(port: int, paths: list[str], seconds: float) -> loadgen.Result:
+    return asyncio.run(
+        loadgen.run(HOST, port, paths, duration_s=seconds, connections=64, user_agent=READER_UA)
+    )
+
+
+def measure(args: argparse.Namespace) -> None:
+    signer = Signer([SECRET])
+    paths = [signer.sign_url(f"/i/shared.png?r=r{i}") for i in range(args.recipients)]
+    slice_s = args.seconds / args.rounds
+    with tempfile.TemporaryDirectory(prefix="atopen-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        with EmbeddedRedis(tmp / "store", persistent=False) as store:
+            seed(store.url, 0)
+            print(
+                f"records benchmark: {args.workers} workers, {args.seconds:.0f} s per case in "
+                f"{args.rounds} rounds, {os.cpu_count()} CPUs"
+            )
+            with (
+                atopen_server(store.url, args.workers, tmp / "on") as recording,
+                atopen_server(store.url, args.workers, tmp / "off", ATOPEN_RECORDS_MAX="0") as off,
+            ):
+                api(recording.port, "PUT", "/api/v1/blocks/shared", SHARED_BLOCK)
+                time.sleep(1.5)  # every worker of both servers has the block
+                for server in (recording, off):  # warm: the render is cached in each worker
+                    opens(server.port, paths[:200], 0.5)
+                store_pid = store.pid or 0
+                on_cpu = CpuMeter((*recording.pids, store_pid))
+                off_cpu = CpuMeter((*off.pids, store_pid))
+                on_parts, off_parts = [], []
+                for _ in range(args.rounds):
+                    on_parts.append(on_cpu.measure(lambda: opens(recording.port, paths, slice_s)))
+                    off_parts.append(off_cpu.measure(lambda: opens(off.port, paths, slice_s)))
+                time.sleep(0.5)  # the last flush
+            with_records = loadgen.Result.combined(on_parts)
+            without = loadgen.Result.combined(off_parts)
+            print(line("shared opens, recording", with_records, None))
+            print(line("shared opens, not recording", without, None))
+            on_us = on_cpu.per_request_us(len(with_records.latencies_s))
+            off_us = off_cpu.per_request_us(len(without.latencies_s))
+            if on_us and off_us:
+                print(
+                    f"CPU per open (server and store): {on_us:.0f} us recording, "
+                    f"{off_us:.0f} us not: capacity with recording {off_us / on_us:.3f}x "
+                    f"without ({(on_us / off_us - 1) * 100:+.1f}% CPU)"
+                )
+            print(f"rate with recording: {with_records.rate / without.rate:.3f}x without")
+            with redis.Redis.from_url(store.url) as client:
+                count = client.xlen(STREAM_KEY)
+                stream_bytes = client.memory_usage(STREAM_KEY, samples=0) or 0
+                engagement = client.memory_usage(engagement_key("r0"), samples=0) or 0
+                engagement_entries = client.zcard(engagement_key("r0"))
+            if count:
+                print(
+                    f"store memory: {count:,} records in {stream_bytes / 1e6:.1f} MB, "
+                    f"{stream_bytes / count:.0f} B a record, "
+                    f"{stream_bytes / count:.0f} MB a million records; "
+                    f"one reader's engagement set of {engagement_entries} opens: "
+                    f"{engagement:,} B"
+                )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--recipients", type=int, default=20_000)
+    measure(parser.parse_args())
+
+
+if __name__ == "__main__":
+    main()
