@@ -1,6 +1,7 @@
 """`geo`: where the reader is, said only as precisely as the open honestly tells.
 
-An image fetch carries an IP address, but whose address it is depends on who fetched:
+An image fetch carries an IP address, but whose address it is depends on who fetched
+(each client class's `address_tells` in `content_sources/client.py`):
 
 - the reader's own mail app or browser (`browser`, `outlook_desktop`, `unknown`): the
   IP locates the reader (`source: "ip"`), as well as a City database can;
@@ -33,7 +34,7 @@ import maxminddb
 import orjson
 
 from content_sources.base import OpenRequest, RedisCommand
-from content_sources.client import classify_client
+from content_sources.client import AddressTells, classify_client, client_class
 from content_sources.clock import zone
 from content_sources.documents import decode_object
 from content_sources.keys import last_seen_key
@@ -41,10 +42,6 @@ from server.settings import SettingsError
 
 GEOIP_SETTING = "ATOPEN_GEOIP_DB"
 
-# Client kinds whose address belongs to someone other than the reader.
-_NOT_THE_READER = frozenset({"gmail_proxy", "yahoo_proxy", "bot"})
-# Client kinds whose address gives the reader's country, and nothing finer.
-_COUNTRY_ONLY = frozenset({"apple_mpp"})
 _MAX_TEXT = 200
 
 
@@ -147,8 +144,9 @@ def decide(kind: object, ip: Location | None, known: Location) -> dict[str, obje
     `ip` is None when the address is unknown, private or not in the database; `known`
     is the profile's location completed by the last seen one.
     """
-    if ip is not None and kind not in _NOT_THE_READER:
-        if kind not in _COUNTRY_ONLY:
+    address_tells = client_class(kind).address_tells
+    if ip is not None and address_tells is not AddressTells.NOTHING:
+        if address_tells is AddressTells.PLACE:
             return ip.as_value("ip")
         country = Location(country=ip.country)
         if not known.agrees_with(country):
@@ -265,8 +263,8 @@ def remember_commands(
     geo = context.get("geo")
     if recipient is None or not isinstance(client, Mapping) or not isinstance(geo, Mapping):
         return ()
-    kind = client.get("kind")
-    if kind in _NOT_THE_READER or kind in _COUNTRY_ONLY or geo.get("source") != "ip":
+    tells = client_class(client.get("kind")).address_tells
+    if tells is not AddressTells.PLACE or geo.get("source") != "ip":
         return ()
     seen = {k: v for k, v in geo.items() if k != "source"}
     return (("SET", last_seen_key(recipient), orjson.dumps(seen).decode(), "EX", ttl_s),)
