@@ -4,6 +4,7 @@ and events, tested with the Spec's own example payloads."""
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,6 +14,8 @@ from aiohttp.test_utils import TestClient
 from support import AUTH, put_block
 
 from content_sources.keys import events_key, profile_key, purchases_key
+from server.api.access import ApiToken, Scope
+from server.settings import Settings
 
 URL = "/api/v1/segment"
 
@@ -392,3 +395,22 @@ async def test_the_route_needs_the_api_token(client: TestClient[Any, Any]) -> No
     response = await client.post(URL, json=IDENTIFY_TYPICAL)
     assert response.status == 401
     assert await profile(client, "97980cfea0067") is None
+
+
+async def test_a_platform_needs_a_token_with_the_data_scope(
+    make_client: Any, settings: Settings
+) -> None:
+    tokens = (ApiToken("cdp", "cdp-token", frozenset({Scope.DATA})),)
+    tokens += (ApiToken("viewer", "viewer-token", frozenset({Scope.READ})),)
+    client = await make_client(replace(settings, scoped_api_tokens=tokens))
+    viewer = {"Authorization": "Bearer viewer-token"}
+    response = await client.post(URL, json=IDENTIFY_TYPICAL, headers=viewer)
+    assert response.status == 403
+    cdp = {"Authorization": "Bearer cdp-token"}
+    response = await client.post(URL, json=IDENTIFY_TYPICAL, headers=cdp)
+    assert response.status == 200
+    assert await profile(client, "97980cfea0067") == {
+        "name": "Peter Gibbons",
+        "plan": "premium",
+        "logins": 5,
+    }
