@@ -295,3 +295,14 @@ async def test_the_demo_poll_shows_the_live_tally(client: TestClient[Any, Any]) 
     # The jackets bar (blue, #1971c2) is full now, and was empty before.
     assert after.getpixel((480, 152)) == (0x19, 0x71, 0xC2)
     assert before.getpixel((480, 152)) != (0x19, 0x71, 0xC2)
+
+
+async def test_a_public_block_still_counts_only_signed_votes(
+    client: TestClient[Any, Any], redis_url: str
+) -> None:
+    await put_block(client, "poll", {**bar_block(results=RESULTS), "public": True})
+    response = await client.get("/c/poll?r=u1&vote=yes", allow_redirects=False)
+    assert response.headers["Location"] == DEFAULT_LINK
+    assert await tally(redis_url) == {}
+    assert await vote(client, "u1", "yes") == RESULTS
+    assert await tally(redis_url) == {"yes": 1}
