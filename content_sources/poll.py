@@ -82,8 +82,8 @@ class PollSource:
         self, request: OpenRequest, replies: Sequence[object], context: Mapping[str, object]
     ) -> object:
         options = request.poll_options
-        if not options:
-            return Missing(hint="the block has no poll")
+        if not options:  # an open with no recipient data at all (unsigned), or no poll
+            return Missing(hint="poll is missing: the tally is read on signed opens only")
         stored = replies[0] if replies and isinstance(replies[0], list) else []
         counts = [_count(stored[i]) if i < len(stored) else 0 for i in range(len(options))]
         shares = percentages(counts)

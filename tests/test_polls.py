@@ -306,3 +306,16 @@ async def test_a_public_block_still_counts_only_signed_votes(
     assert await tally(redis_url) == {}
     assert await vote(client, "u1", "yes") == RESULTS
     assert await tally(redis_url) == {"yes": 1}
+
+
+async def test_a_default_that_reads_the_tally_is_refused(client: TestClient[Any, Any]) -> None:
+    """The default is what unsigned opens get, and they read no tally."""
+    block = bar_block()
+    block["default"]["layers"] = [
+        {"type": "text", "box": [0, 0, 200, 20], "text": "{{ poll.total }} votes"}
+    ]
+    response = await client.put("/api/v1/blocks/poll", json=block, headers=AUTH)
+    assert response.status == 422
+    [detail] = (await response.json())["error"]["details"]
+    assert detail["field"] == "default"
+    assert "the tally is read on signed opens only" in detail["message"]
