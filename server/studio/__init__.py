@@ -61,7 +61,8 @@ def _policy(index: bytes) -> str:
 
 
 def studio_routes() -> list[web.RouteDef]:
-    """The page at `/studio` and its files under `/studio/`."""
+    """The page at `/studio` and its files under `/studio/` (`/studio/` itself is none of
+    them: the page's links are absolute, and one address for it is enough)."""
     assets = {
         name: _Asset((STUDIO_DIR / name).read_bytes(), _CONTENT_TYPES[Path(name).suffix])
         for name in _FILES
@@ -86,7 +87,6 @@ def studio_routes() -> list[web.RouteDef]:
 
     return [
         web.RouteDef("GET", STUDIO_PATH, page, {}),
-        web.RouteDef("GET", STUDIO_PATH + "/", page, {}),
         web.RouteDef("GET", STUDIO_PATH + "/{name:.+}", asset, {}),
     ]
 
