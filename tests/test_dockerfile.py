@@ -425,11 +425,17 @@ def test_compose_cluster_nodes_are_persistent_cluster_nodes(node: str, tmp_path:
     assert service["profiles"] == ["cluster"]
     assert service["volumes"] == [f"{node}:/data"]
     config = redis_config(
-        service["command"], tmp_path, "appendonly", "appendfsync", "maxmemory-policy"
+        service["command"],
+        tmp_path,
+        "appendonly",
+        "appendfsync",
+        "maxmemory-policy",
+        "cluster-require-full-coverage",
     )
     assert config == {
         "appendonly": "yes",
         "appendfsync": "everysec",
         "maxmemory-policy": "noeviction",
+        "cluster-require-full-coverage": "no",
         "cluster_enabled": "1",
     }
