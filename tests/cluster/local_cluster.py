@@ -87,6 +87,9 @@ class LocalCluster:
                 "nodes.conf",
                 "--cluster-node-timeout",
                 str(NODE_TIMEOUT_MS),
+                # While one master fails over, the others keep serving their slots.
+                "--cluster-require-full-coverage",
+                "no",
                 "--appendonly",
                 "yes",
                 "--appendfsync",

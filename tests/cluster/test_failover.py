@@ -3,8 +3,9 @@
 While readers open images and a marketer writes profiles, the master that holds the
 first reader's data is killed outright (SIGKILL: nothing more reaches its disk or its
 replica). Every image request still gets a whole image (its block's default while the
-slot fails over); every write the API acknowledged before, during or after the kill is
-there once the replica has taken over; and the opens are personal again.
+slot fails over, and personal throughout for the readers on the other masters); every
+write the API acknowledged before, during or after the kill is there once the replica
+has taken over; and the opens are personal again.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ async def test_a_master_killed_mid_run_loses_no_acknowledged_write(
     victim = own_cluster.master_of(profile_key(READERS[0]))
     on_victim = [r for r in READERS if own_cluster.master_of(profile_key(r)) is victim]
 
-    answers: list[tuple[int, str, str, tuple[int, int] | None]] = []
+    # (reader, status, content type, variant, image size) of every open.
+    answers: list[tuple[str, int, str, str, tuple[int, int] | None]] = []
     acknowledged: dict[str, str] = {}
     refused: list[int] = []
     stop = asyncio.Event()
@@ -49,7 +51,7 @@ async def test_a_master_killed_mid_run_loses_no_acknowledged_write(
                 body = await response.read()
                 size = decode(body).size if response.status == 200 else None
                 variant = response.headers.get("X-Atopen-Variant", "")
-                answers.append((response.status, response.content_type, variant, size))
+                answers.append((reader, response.status, response.content_type, variant, size))
 
     async def write() -> None:
         n = 0
@@ -84,10 +86,12 @@ async def test_a_master_killed_mid_run_loses_no_acknowledged_write(
 
     # Every image request got a whole image: personal, or the default during failover.
     assert answers
-    assert {(status, kind, size) for status, kind, _, size in answers} == {
+    assert {(status, kind, size) for _, status, kind, _, size in answers} == {
         (200, "image/png", (400, 100))
     }
     assert {variant for *_, variant, _ in answers} <= {"named", "default"}
+    # The readers on the other masters were personal throughout.
+    assert {v for r, *_, v, _ in answers if r not in on_victim} == {"named"}
     # The API refused writes only as "unavailable, retry": nothing else went wrong.
     assert set(refused) <= {503}
     assert len(acknowledged) > 0
