@@ -53,7 +53,8 @@ def has_ended(layers: Iterable[Layer], now: datetime) -> bool:
     """Whether what any of `layers` shows has run out at `now` (a countdown at zero)."""
     for layer in layers:
         if layer.kind in _ENDING_KINDS:
-            end = LAYER_KINDS[layer.kind].ends_at(layer, now)
+            kind = LAYER_KINDS[layer.kind]
+            end = kind.ends_at(kind.own(layer), now)
             if end is not None and end <= now:
                 return True
     return False
@@ -61,4 +62,7 @@ def has_ended(layers: Iterable[Layer], now: datetime) -> bool:
 
 def frames(layer: Layer) -> int:
     """How many frames `layer` animates over in a GIF (1: it keeps still)."""
-    return LAYER_KINDS[layer.kind].frames(layer) if layer.kind in ANIMATED_KINDS else 1
+    if layer.kind not in ANIMATED_KINDS:
+        return 1
+    kind = LAYER_KINDS[layer.kind]
+    return kind.frames(kind.own(layer))
