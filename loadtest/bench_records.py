@@ -27,7 +27,7 @@ from loadtest import loadgen
 from loadtest.bench_serve import HOST, SECRET, SHARED_BLOCK, api, atopen_server, line, seed
 from loadtest.cpu import CpuMeter
 from server.embedded_store import EmbeddedRedis
-from server.records.keys import STREAM_KEY
+from server.records.keys import COUNT_KEY, STREAM_KEY
 from server.signing import Signer
 
 # A reader's own mail app (Apple Mail on an iPhone without MPP): each open is a human one,
@@ -86,7 +86,8 @@ def measure(args: argparse.Namespace) -> None:
                 )
             print(f"rate with recording: {with_records.rate / without.rate:.3f}x without")
             with redis.Redis.from_url(store.url) as client:
-                count = client.xlen(STREAM_KEY)
+                count = int(client.get(COUNT_KEY) or 0)
+                entries = client.xlen(STREAM_KEY)
                 stream_bytes = client.memory_usage(STREAM_KEY, samples=0) or 0
                 engagement = client.memory_usage(engagement_key("r0"), samples=0) or 0
                 engagement_entries = client.zcard(engagement_key("r0"))
@@ -94,7 +95,8 @@ def measure(args: argparse.Namespace) -> None:
                 print(
                     f"store memory: {count:,} records in {stream_bytes / 1e6:.1f} MB, "
                     f"{stream_bytes / count:.0f} B a record, "
-                    f"{stream_bytes / count:.0f} MB a million records; "
+                    f"{stream_bytes / count:.0f} MB a million records "
+                    f"({entries:,} stream entries); "
                     f"one reader's engagement set of {engagement_entries} opens: "
                     f"{engagement:,} B"
                 )

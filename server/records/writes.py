@@ -25,11 +25,11 @@ from datetime import UTC, datetime
 from itertools import count
 
 from content_sources.base import RedisCommand
-from content_sources.client import classify_client
+from content_sources.client import ClientKind, classify_client
 from content_sources.cluster_pipe import slot_of
 from content_sources.keys import engagement_key, last_click_key, remembered_key
 from content_sources.remembered import decode_memory
-from server.records.classify import classify_click, classify_open
+from server.records.classify import FetchClass, classify_click, classify_open
 from server.records.keys import (
     COUNT_KEY,
     DIMENSIONS,
@@ -45,7 +45,8 @@ from server.records.keys import (
 from server.records.record import Record, encode_batch
 from server.settings import Settings
 
-# Engagement keeps each recipient's newest human opens and clicks, this many and this old.
+# Engagement keeps each recipient's newest human opens and clicks, this many, in a set
+# that expires this many days after the last.
 ENGAGEMENT_MAX = 1_000
 ENGAGEMENT_DAYS = 400
 # How long a click is remembered for the next one's burst check (classify.py, C3).
@@ -84,20 +85,19 @@ end
 return total
 """
 
-# Adds recipients' human opens and clicks to their engagement sets, trimmed by age and
-# count. KEYS: the sets. ARGV: oldest score kept, most kept, TTL seconds, then per key
-# how many (score, member) pairs follow, and the pairs.
+# Adds recipients' human opens and clicks to their engagement sets, keeps the newest
+# ARGV[1] of each and renews its TTL (ARGV[2] seconds: a set outlives its last action by
+# that long). No trim by age: what rules read is counted by time anyway, and a set is
+# bounded by its count. KEYS: the sets. ARGV: most kept, TTL, then per key how many
+# (score, member) pairs follow, and the pairs.
 ENGAGEMENT_SCRIPT = """
-local a = 4
+local a = 3
 for k = 1, #KEYS do
   local n = tonumber(ARGV[a])
-  for i = a + 1, a + 2 * n, 2 do
-    redis.call('ZADD', KEYS[k], ARGV[i], ARGV[i + 1])
-  end
+  redis.call('ZADD', KEYS[k], unpack(ARGV, a + 1, a + 2 * n))
   a = a + 1 + 2 * n
-  redis.call('ZREMRANGEBYSCORE', KEYS[k], '-inf', '(' .. ARGV[1])
-  redis.call('ZREMRANGEBYRANK', KEYS[k], 0, -(tonumber(ARGV[2]) + 1))
-  redis.call('EXPIRE', KEYS[k], ARGV[3])
+  redis.call('ZREMRANGEBYRANK', KEYS[k], 0, -(tonumber(ARGV[1]) + 1))
+  redis.call('EXPIRE', KEYS[k], ARGV[2])
 end
 return 0
 """
@@ -139,24 +139,29 @@ class RecordWriter:
 
     def records(self, pending: PendingRecords, click_replies: Sequence[object]) -> list[Record]:
         """Every pending open and click as a record, classified."""
-        out = [
-            Record(
-                int(at * 1000),
-                "open",
-                block,
-                version,
-                variant,
-                recipient,
-                kind := classify_client(user_agent).kind,
-                classify_open(kind, user_agent),
-                country,
-                outcome,
-                None,
+        # A flush's thousands of opens come from a few User-Agents: each classified once.
+        classes: dict[str | None, tuple[ClientKind, FetchClass]] = {}
+        out = []
+        for at, block, version, variant, recipient, user_agent, country, outcome in pending.opens:
+            known = classes.get(user_agent)
+            if known is None:
+                kind = classify_client(user_agent).kind
+                known = classes[user_agent] = (kind, classify_open(kind, user_agent))
+            out.append(
+                Record(
+                    int(at * 1000),
+                    "open",
+                    block,
+                    version,
+                    variant,
+                    recipient,
+                    known[0],
+                    known[1],
+                    country,
+                    outcome,
+                    None,
+                )
             )
-            for at, block, version, variant, recipient, user_agent, country, outcome in (
-                pending.opens
-            )
-        ]
         out.extend(self._clicks(pending.clicks, click_replies))
         return out
 
@@ -317,11 +322,7 @@ def _engagement_commands(
             by_recipient[r.recipient].append((r.ts_ms, member))
     if not by_recipient:
         return []
-    head: list[str | bytes | int] = [
-        int((now - ENGAGEMENT_DAYS * 86_400) * 1000),
-        ENGAGEMENT_MAX,
-        ENGAGEMENT_DAYS * 86_400,
-    ]
+    head: list[str | bytes | int] = [ENGAGEMENT_MAX, ENGAGEMENT_DAYS * 86_400]
     commands: list[RedisCommand] = []
     groups = [list(by_recipient)]
     if one_slot:
