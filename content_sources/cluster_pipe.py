@@ -144,6 +144,10 @@ class SlotMap:
     def known(self) -> bool:
         return bool(self._cluster.nodes_manager.slots_cache)
 
+    def masters(self) -> list[ClusterNode]:
+        slots = self._cluster.nodes_manager.slots_cache
+        return list({nodes[0].name: nodes[0] for nodes in slots.values()}.values())
+
     def node_of(self, command: RedisCommand) -> ClusterNode:
         keys = command_keys(command)
         manager = self._cluster.nodes_manager
@@ -192,22 +196,15 @@ class ClusterStorePipe:
     by node and sent to all of them at once."""
 
     def __init__(self, cluster: RedisCluster) -> None:
-        self._slots = SlotMap(cluster)
+        self.slots = SlotMap(cluster)
         self._pipes: dict[str, StorePipe] = {}
         self._closed = False
 
     async def connect(self) -> None:
         """Learn the slot map and open a connection to every master now."""
-        await self._slots.ready()
-        for node in self._slots_nodes():
-            await self._pipe(node).connect()
-
-    def _slots_nodes(self) -> list[ClusterNode]:
-        cache = self._slot_cache()
-        return list({nodes[0].name: nodes[0] for nodes in cache.values()}.values())
-
-    def _slot_cache(self) -> dict[int, list[ClusterNode]]:
-        return self._slots._cluster.nodes_manager.slots_cache
+        await self.slots.ready()
+        for node in self.slots.masters():
+            await self.pipe(node).connect()
 
     def send(
         self, commands: Sequence[RedisCommand], deliver: Deliver, deadline: float | None
@@ -217,9 +214,9 @@ class ClusterStorePipe:
         if self._closed:
             deliver(StoreConnectionError("the store connection is closed"))
             return
-        if not self._slots.known:
-            task = asyncio.ensure_future(self._send_when_known(commands, deliver, deadline))
-            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        if not self.slots.known:
+            waiting = self._send_when_known(commands, deliver, deadline)
+            asyncio.ensure_future(waiting).add_done_callback(_retrieved)
             return
         _Routed(self, commands, deliver, deadline).send()
 
@@ -228,13 +225,14 @@ class ClusterStorePipe:
     ) -> None:
         try:
             async with asyncio.timeout_at(_loop_time(deadline)):
-                await self._slots.ready()
+                await self.slots.ready()
         except (RedisError, OSError, TimeoutError) as exc:
             deliver(exc)
             return
         _Routed(self, commands, deliver, deadline).send()
 
-    def _pipe(self, node: ClusterNode) -> StorePipe:
+    def pipe(self, node: ClusterNode) -> StorePipe:
+        """The pipelining connection to `node`, opened at its first batch."""
         pipe = self._pipes.get(node.name)
         if pipe is None:
             pipe = self._pipes[node.name] = StorePipe(node)
@@ -242,9 +240,16 @@ class ClusterStorePipe:
 
     def close(self) -> None:
         self._closed = True
-        self._slots.close()
+        self.slots.close()
         for pipe in self._pipes.values():
             pipe.close()
+
+
+def _retrieved(task: asyncio.Future[None]) -> None:
+    """A background step's end: its error, if any, is taken (the replies carry what
+    the callers need to know), not left for the loop to report as never retrieved."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _loop_time(deadline: float | None) -> float | None:
@@ -275,7 +280,7 @@ class _Routed:
 
     def send(self, indices: Sequence[int] | None = None) -> None:
         by_node: dict[str, tuple[ClusterNode, list[int]]] = {}
-        slots = self._owner._slots
+        slots = self._owner.slots
         for index in range(len(self._parts)) if indices is None else indices:
             try:
                 node = slots.node_of(self._parts[index])
@@ -290,7 +295,7 @@ class _Routed:
         for node, node_indices in by_node.values():
             commands = [self._parts[i] for i in node_indices]
             done = partial(self._answered, node_indices)
-            self._owner._pipe(node).send(commands, done, self._deadline)
+            self._owner.pipe(node).send(commands, done, self._deadline)
 
     def _answered(self, indices: list[int], outcome: list[object] | BaseException) -> None:
         if isinstance(outcome, BaseException):
@@ -306,20 +311,20 @@ class _Routed:
     def _finish(self) -> None:
         turned_away = [i for i, r in enumerate(self._replies) if _redirected(r) or _lost(r)]
         if turned_away:
-            slots = self._owner._slots
-            if not self._retried and not isinstance(self._replies[turned_away[0]], TimeoutError):
+            # Not once the deadline has passed: nobody waits for the replies any more.
+            expired = any(isinstance(self._replies[i], TimeoutError) for i in turned_away)
+            if not self._retried and not expired:
                 self._retried = True
-                task = asyncio.ensure_future(self._resend(turned_away))
-                task.add_done_callback(lambda t: t.cancelled() or t.exception())
+                asyncio.ensure_future(self._resend(turned_away)).add_done_callback(_retrieved)
                 return
-            slots.changed()
+            self._owner.slots.changed()
         self._deliver(assemble(self._replies, self._sources))
 
     async def _resend(self, indices: list[int]) -> None:
         """Once the slot map is read again: the reads it sent to the wrong node."""
         try:
             async with asyncio.timeout_at(_loop_time(self._deadline)):
-                await self._owner._slots.refreshed()
+                await self._owner.slots.refreshed()
         except TimeoutError:
             self._deliver(assemble(self._replies, self._sources))
             return
