@@ -208,3 +208,9 @@ async def test_segments_are_computed_over_recipients_on_every_master(
     for buyer in buyers:
         assert await open_image(client, f"/i/welcome.png?r={buyer}", (400, 100)) == "welcome"
     assert await open_image(client, "/i/welcome.png?r=never-bought", (400, 100)) == "default"
+
+
+async def test_the_server_is_ready_on_a_healthy_cluster(client: Client) -> None:
+    response = await client.get("/readyz")
+    assert response.status == 200
+    assert (await response.json())["checks"] == {"store": "ok", "blocks": "ok"}

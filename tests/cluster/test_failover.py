@@ -104,6 +104,8 @@ async def test_a_master_killed_mid_run_loses_no_acknowledged_write(
     for reader in on_victim:
         response = await client.get(signed(f"/i/hello.png?r={reader}"))
         assert response.headers["X-Atopen-Variant"] == "named"
+    # A load balancer keeps sending opens to this server.
+    assert (await client.get("/readyz")).status == 200
     print(
         f"failover: personal again after {recovered_after:.1f} s; {len(answers)} opens "
         f"({sum(v == 'default' for *_, v, _ in answers)} defaults), "
