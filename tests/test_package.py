@@ -90,14 +90,15 @@ def venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def elsewhere(tmp_path: Path) -> Path:
-    """A working directory outside the repository, and an environment that names nothing
-    of it: only the virtualenv's bin on PATH."""
+    """A working directory outside the repository."""
     directory = tmp_path / "elsewhere"
     directory.mkdir()
     return directory
 
 
 def environment(venv: Path, data_dir: Path, **settings: str) -> dict[str, str]:
+    """This process's environment without Python's or atopen's settings, with the
+    virtualenv's bin first on PATH and the given settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "ATOPEN_"))}
     env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
     env["ATOPEN_DATA_DIR"] = str(data_dir)
