@@ -14,8 +14,10 @@ from sample_blocks import greeting
 from support import AUTH, data_keys, put_block, signed
 
 from content_sources.keys import (
+    engagement_key,
     event_ids_key,
     events_key,
+    last_click_key,
     last_seen_key,
     profile_key,
     recipient_keys,
@@ -218,6 +220,9 @@ async def _populate(client: Client, store: redis.Redis, rid: str) -> None:
     # The RFM record appears once segments are computed; give it one to erase.
     store.set(rfm_key(rid), b"{}")
     store.set(last_seen_key(rid), b'{"country": "GB"}')
+    # A person's open and click (the test client's User-Agent is a machine's).
+    store.zadd(engagement_key(rid), {"o\tgreet\t1": 1})
+    store.set(last_click_key(rid), b"0")
     for key in recipient_keys(rid):
         assert store.exists(key), key
 
