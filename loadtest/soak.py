@@ -54,12 +54,16 @@ LASTING_KINDS = frozenset(
         "{atopen:blocks}",
         "audit",
         "records",
-        "records-trimmed",
+        "{atopen:records}",
         "rfm-cuts",
         "poll-tally",
     }
 )
 SKUS = ("sku-tee", "sku-boots", "sku-cap")
+# The capped streams the load appends to, by what they hold.
+STREAMS = {"records": "atopen:records", "audit": "atopen:audit"}
+# The load goes on this long past the last sample, so that it is taken under load.
+END_SAMPLE_S = 5.0
 # The mix, by weight: what one request of the steady load is.
 MIX = {"open": 70, "unsigned_open": 5, "click": 12, "event": 6, "profile": 4, "stock": 3}
 
@@ -74,6 +78,7 @@ class Sample:
     keys: int
     store_mib: float
     expiring_without_ttl: dict[str, int]  # kind -> keys of it that have no TTL
+    streams: dict[str, int]  # capped stream -> its entries
     requests: int
     failures: int
 
@@ -137,6 +142,20 @@ def store_figures(store: redis.Redis) -> tuple[int, float, dict[str, int]]:
     check(batch)
     memory = store.info("memory")["used_memory"] / MIB
     return keys, memory, dict(missing)
+
+
+def memory_by_kind(store: redis.Redis) -> Counter[str]:
+    """MiB each kind of key takes (Redis's own estimate, per key)."""
+    used: Counter[str] = Counter()
+    keys = list(store.scan_iter(count=1000))
+    for start in range(0, len(keys), 1000):
+        batch = keys[start : start + 1000]
+        pipe = store.pipeline(transaction=False)
+        for key in batch:
+            pipe.memory_usage(key)
+        for key, size in zip(batch, pipe.execute(), strict=True):
+            used[key_kind(key)] += (size or 0) / MIB
+    return used
 
 
 class Load:
@@ -211,7 +230,9 @@ class Load:
 
 
 @contextmanager
-def serving(data_dir: Path, workers: int, log: Path) -> Iterator[tuple[int, int]]:
+def serving(
+    data_dir: Path, workers: int, log: Path, cache_mb: int | None
+) -> Iterator[tuple[int, int]]:
     """`atopen serve` on its own embedded store: (port, supervisor pid)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ATOPEN_")}
@@ -222,6 +243,8 @@ def serving(data_dir: Path, workers: int, log: Path) -> Iterator[tuple[int, int]
         ATOPEN_DATA_DIR=str(data_dir),
         ATOPEN_LOG_LEVEL="WARNING",
     )
+    if cache_mb is not None:
+        env["ATOPEN_CACHE_MEMORY_MB"] = str(cache_mb)
     with log.open("wb") as out:
         process = subprocess.Popen(  # noqa: S603 - our own command
             [sys.executable, "-m", "server", "serve", "--workers", str(workers)],
@@ -247,6 +270,7 @@ def sample(supervisor: int, store: redis.Redis, load: Load, started: float) -> S
         keys=keys,
         store_mib=round(store_mib, 1),
         expiring_without_ttl=missing,
+        streams={name: store.xlen(key) for name, key in STREAMS.items()},
         requests=load.sent,
         failures=sum(load.failures.values()),
     )
@@ -276,6 +300,8 @@ def report(samples: list[Sample]) -> str:
         "keys without TTL that should expire",
         [sum(s.expiring_without_ttl.values()) for s in samples],
     )
+    for name in STREAMS:
+        row(f"{name} stream entries", [s.streams[name] for s in samples])
     row("requests sent", [s.requests for s in samples])
     row("requests answered wrongly", [s.failures for s in samples])
     if samples[-1].expiring_without_ttl:
@@ -290,13 +316,16 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=150, help="requests per second")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--recipients", type=int, default=2_000)
+    parser.add_argument(
+        "--cache-mb", type=int, help="each worker's render memory cache (ATOPEN_CACHE_MEMORY_MB)"
+    )
     parser.add_argument("--json", action="store_true", help="end with the samples as JSON")
     args = parser.parse_args()
     population = Population(args.recipients)
     blocks = sorted(TEMPLATES_DIR.glob("blocks/*.json"))
     with tempfile.TemporaryDirectory(prefix="atopen-soak-") as tmp:
         data_dir, log = Path(tmp) / "data", Path(tmp) / "serve.log"
-        with serving(data_dir, args.workers, log) as (port, supervisor):
+        with serving(data_dir, args.workers, log, args.cache_mb) as (port, supervisor):
             for path in blocks:
                 body = orjson.loads(path.read_bytes())
                 api(port, "PUT", f"/api/v1/blocks/{path.stem}", body)
@@ -311,8 +340,10 @@ def main() -> None:
                 flush=True,
             )
             samples = asyncio.run(_run(args, supervisor, store, load))
+            biggest = memory_by_kind(store).most_common(6)
             store.close()
         print(report(samples))
+        print("store MiB by kind of key: " + ", ".join(f"{k} {v:.1f}" for k, v in biggest))
         if load.failures:
             print(f"answered wrongly: {dict(load.failures)}")
             print(log.read_text(errors="replace")[-4000:])
@@ -325,17 +356,17 @@ def main() -> None:
 async def _run(
     args: argparse.Namespace, supervisor: int, store: redis.Redis, load: Load
 ) -> list[Sample]:
-    """Run the load, sampling after the warm-up, halfway through and at the end."""
+    """Run the load, sampling after the warm-up, halfway through and at the end (while
+    the load still runs, so the connections it holds open are counted each time)."""
     started = time.monotonic()
     end = started + args.warmup + args.seconds
-    running = asyncio.create_task(load.run(args.rate, end))
+    running = asyncio.create_task(load.run(args.rate, end + END_SAMPLE_S))
     samples = []
-    for at in (args.warmup, args.warmup + args.seconds / 2):
+    for at in (args.warmup, args.warmup + args.seconds / 2, args.warmup + args.seconds):
         await asyncio.sleep(max(0.0, started + at - time.monotonic()))
         samples.append(await asyncio.to_thread(sample, supervisor, store, load, started))
         print(f"sampled at {samples[-1].at_s:.0f} s", flush=True)
     await running
-    samples.append(await asyncio.to_thread(sample, supervisor, store, load, started))
     return samples
 
 

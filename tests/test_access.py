@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from server.api.access import (
     rule_for,
 )
 from server.app import create_app
+from server.openapi import DOCUMENT
 from server.request_handling import PUBLIC_API_PATHS
 from server.settings import Settings, SettingsError, load_settings
 
@@ -345,3 +347,17 @@ async def test_authorization_bytes_that_are_not_utf8_get_401(
     writer.close()
     await writer.wait_closed()
     assert raw.split(b"\r\n", 1)[0].split()[1] == b"401", raw[:200]
+
+
+def test_every_api_operation_documents_403() -> None:
+    document = json.loads(DOCUMENT.read_text(encoding="utf-8"))
+    forbidden = {"$ref": "#/components/responses/Forbidden"}
+    for path, item in document["paths"].items():
+        if not path.startswith(API) or path in PUBLIC_API_PATHS:
+            continue
+        for method in ("get", "put", "post", "patch", "delete"):
+            if method in item:
+                assert item[method]["responses"].get("403") == forbidden, f"{method} {path}"
+    scheme = document["components"]["securitySchemes"]["bearer"]["description"]
+    for word in ("ATOPEN_API_TOKENS", *(scope.value for scope in Scope), "403"):
+        assert word in scheme
