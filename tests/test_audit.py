@@ -181,6 +181,7 @@ async def test_pages_follow_the_cursor(client: Client) -> None:
         ("?limit=0", "limit"),
         ("?limit=1001", "limit"),
         ("?limit=ten", "limit"),
+        ("?limit=", "limit"),
     ],
 )
 async def test_bad_paging_is_422_naming_the_field(client: Client, query: str, field: str) -> None:

@@ -96,7 +96,7 @@ def _start_after(raw: str) -> str | None:
 
 
 def _limit(raw: str | None) -> int:
-    if raw is None or raw == "":
+    if raw is None:
         return DEFAULT_PAGE
     if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE:
         raise invalid("limit", f"must be a whole number from 1 to {MAX_PAGE}")
