@@ -103,34 +103,3 @@ def decoded(data: bytes) -> bytes:
 
     image = Image.open(BytesIO(data))
     return image.convert("RGBA").tobytes()
-
-
-BOXED_LAYERS: dict[str, dict[str, Any]] = {
-    "rect": {"color": "#1971c2", "radius": 8},
-    "text": {"text": "Wide text that wraps and overflows", "size": 40, "stroke_width": 3},
-    "image": {"src": "photo.png", "fit": "cover", "radius": 5},
-    "countdown": {"until": "2026-12-24T18:00:00+01:00", "size": 40},
-    "progress": {"value": 70, "radius": 10},
-    "qr": {"data": "https://shop.example.com/p/1"},
-    "barcode": {"data": "42"},
-}
-
-
-@pytest.mark.parametrize("kind", sorted(BOXED_LAYERS))
-@pytest.mark.parametrize("dpr", [1, 3])
-def test_every_kind_but_fill_draws_inside_its_box(
-    resources: LocalResources, kind: str, dpr: int
-) -> None:
-    """What lets static layers move: a layer's pixels never leave its box."""
-    box = (40, 30, 120, 60)
-    layer = parse_layer(LAYER_KINDS[kind], {"box": list(box), **BOXED_LAYERS[kind]}, resources)
-    canvas = Image.new("RGBA", (200 * dpr, 120 * dpr), (0, 0, 0, 0))
-    LAYER_KINDS[kind].draw(canvas, layer, dpr, NOW)
-    ink = canvas.getbbox()
-    assert ink is not None
-    x, y, w, h = (v * dpr for v in box)
-    left, top, right, bottom = ink
-    assert x <= left
-    assert y <= top
-    assert right <= x + w
-    assert bottom <= y + h

@@ -11,6 +11,7 @@ from content_sources.base import OpenRequest
 from content_sources.client import ClientKind, classify_client, client_of_kind
 from content_sources.clock import zone
 from renderers.encode import CONTENT_TYPES
+from renderers.plan import DPRS
 from server.api.errors import (
     invalid,
     invalid_fields,
@@ -160,7 +161,7 @@ async def preview_block(request: web.Request) -> web.Response:
     if fmt is None:
         raise invalid("format", "must be png, jpg or gif")
     dpr = body.get("dpr", 1)
-    if dpr not in (1, 2, 3) or isinstance(dpr, bool):
+    if dpr not in DPRS or isinstance(dpr, bool):
         raise invalid("dpr", "must be 1, 2 or 3")
     client, user_agent = _client(body.get("client"))
     overrides: dict[str, object] = {} if client is None else {"client": client}
