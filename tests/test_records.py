@@ -219,7 +219,10 @@ async def test_counts_match_a_known_sequence_of_opens_and_clicks_across_two_work
                 for r, v, ua in SEQUENCE
             )
         )
-        await asyncio.sleep(AFTER_FETCH_S + 0.5)  # people click a while after the image
+        # Every open written (and with it what each reader was shown), people click a
+        # while after the image.
+        await until_counted(served.base, "by=variant", len(SEQUENCE))
+        await asyncio.sleep(AFTER_FETCH_S + 0.5)
         clicked = await asyncio.gather(
             *(fetch_on_a_new_connection(served.base, f"/c/offer?r={r}", SAFARI) for r in CLICKERS)
         )
