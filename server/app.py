@@ -33,7 +33,9 @@ from server.api import profiles as profiles_api
 from server.api import records as records_api
 from server.api import segment_spec as segment_spec_api
 from server.api import signing as signing_api
+from server.api import snippets as snippets_api
 from server.api import stores as stores_api
+from server.api import tokens as tokens_api
 from server.block_store import BlockPreparer, BlockStore, stop_task
 from server.keys import (
     BLOCKS,
@@ -100,6 +102,8 @@ def create_app(settings: Settings, *, redis_url: str) -> web.Application:
         events_api.routes,
         inventory_api.routes,
         signing_api.routes,
+        snippets_api.routes,
+        tokens_api.routes,
         stores_api.routes,
         records_api.routes,
         segment_spec_api.routes,

@@ -11,6 +11,7 @@ import socket
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
+from pathlib import Path
 
 from aiohttp import web
 
@@ -18,6 +19,7 @@ from server.app import create_app
 from server.embedded_store import EmbeddedRedis, EmbeddedStoreError
 from server.logs import JsonAccessLogger, configure_logging
 from server.settings import Settings, SettingsError, load_settings, require_secret
+from server.sign_csv import TOKEN_COLUMN, RowSigner, SignCsvError, UrlColumn, sign_csv
 from server.signing import Signer
 from server.supervisor import WORKER_GRACE_S, Supervisor
 
@@ -127,9 +129,33 @@ def _sign(args: argparse.Namespace) -> None:
     settings = load_settings()
     require_secret(settings)
     signer = Signer(settings.secrets)
+    if args.csv is not None:
+        _sign_csv(args, signer, settings.base_url)
+        return
+    if not args.urls:
+        raise ValueError("give URLs to sign, or --csv IN.csv --out OUT.csv")
     for url in args.urls:
         signed = signer.sign_url(url)
         print(settings.base_url + signed if signed.startswith("/") else signed)
+
+
+def _sign_csv(args: argparse.Namespace, signer: Signer, base_url: str) -> None:
+    if args.urls:
+        raise ValueError("give URLs to sign or --csv, not both")
+    if args.out is None:
+        raise ValueError("--csv needs --out OUT.csv, where the signed list is written")
+    rows = RowSigner(
+        signer,
+        base_url,
+        recipient_column=args.recipient_column,
+        urls=[UrlColumn.parse(text) for text in args.url],
+        tokens=args.tokens or not args.url,
+    )
+    try:
+        count = sign_csv(Path(args.csv), Path(args.out), rows)
+    except OSError as exc:
+        raise SignCsvError(f"{exc.filename}: {exc.strerror}") from None
+    print(f"atopen: {count} rows written to {args.out}", file=sys.stderr)
 
 
 class PortInUseError(Exception):
@@ -192,9 +218,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     worker = commands.add_parser("worker")
     worker.set_defaults(handler=_worker)
     sign = commands.add_parser(
-        "sign", help="sign email-facing URLs with ATOPEN_SECRET", description="sign URLs"
+        "sign",
+        help="sign email-facing URLs, or a recipient list, with ATOPEN_SECRET",
+        description="Sign URLs given as arguments, or add recipient tokens (and signed URLs) "
+        "to every row of a CSV file.",
     )
-    sign.add_argument("urls", nargs="+", metavar="PATH?QUERY", help="e.g. '/i/hero.png?r=u1'")
+    sign.add_argument("urls", nargs="*", metavar="PATH?QUERY", help="e.g. '/i/hero.png?r=u1'")
+    sign.add_argument("--csv", metavar="IN.csv", help="a recipient list, first line the columns")
+    sign.add_argument("--out", metavar="OUT.csv", help="where the list is written, rows added to")
+    sign.add_argument(
+        "--recipient-column",
+        default="recipient",
+        metavar="COLUMN",
+        help="the column of recipient ids (default: recipient)",
+    )
+    sign.add_argument(
+        "--url",
+        action="append",
+        default=[],
+        metavar="COLUMN=PATH?QUERY",
+        help="add a column of signed URLs, {column} standing for each row's value, e.g. "
+        "'hero_image=/i/hero.png?r={recipient}&m.coupon={coupon}' (repeatable)",
+    )
+    sign.add_argument(
+        "--tokens",
+        action="store_true",
+        help=f"add the {TOKEN_COLUMN} column (the default when no --url is given)",
+    )
     sign.set_defaults(handler=_sign)
     args = parser.parse_args(argv)
     try:

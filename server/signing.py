@@ -13,6 +13,16 @@ and ``quote`` is ``urllib.parse.quote(s, safe="-_.~")``.
 
 Several keys may be configured so a secret can be rotated: the first key signs,
 every key verifies.
+
+Email services that cannot compute an HMAC per URL use a recipient token instead
+(contract section 8), computed once per recipient and kept as a custom field:
+
+    t = base64url_without_padding(HMAC_SHA256(key, "r:" + r))
+
+A URL whose `r` has a valid `t` is that recipient's without a `sig`; its other fields
+(`m.*`, `tz`, `dpr`) are then taken as written, not authenticated: anyone holding the
+email can change them, as they could change what they type into any link. The prefix
+keeps a token from ever equalling a URL signature (a canonical string starts with `/`).
 """
 
 from __future__ import annotations
@@ -24,6 +34,9 @@ from hmac import compare_digest
 from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
 SIG_PARAM = "sig"
+RECIPIENT_PARAM = "r"
+TOKEN_PARAM = "t"  # noqa: S105 - the query parameter's name
+_TOKEN_PREFIX = b"r:"
 _SIG_FIRST = SIG_PARAM + "="
 _SIG_AFTER = "&" + SIG_PARAM + "="
 
@@ -147,6 +160,24 @@ class Signer:
             outer.update(inner.digest())
             made = b2a_base64(outer.digest(), newline=False).translate(_URLSAFE).rstrip(b"=")
             matched |= compare_digest(made, candidate)
+        return matched
+
+    def recipient_token(self, recipient: str) -> str:
+        """The recipient token `t` of `recipient`, made with the first key."""
+        return self._keyed[0].signature(_TOKEN_PREFIX + recipient.encode("utf-8")).decode("ascii")
+
+    def verify_recipient(self, pairs: Sequence[tuple[str, str]]) -> bool:
+        """Whether ``pairs`` hold exactly one ``r`` and one ``t`` that any key made for it."""
+        recipients = [value for key, value in pairs if key == RECIPIENT_PARAM]
+        tokens = [value for key, value in pairs if key == TOKEN_PARAM]
+        if len(recipients) != 1 or len(tokens) != 1:
+            return False
+        candidate = tokens[0].encode("utf-8")
+        message = _TOKEN_PREFIX + recipients[0].encode("utf-8")
+        matched = False
+        # Every key, even after a match: the time taken does not tell which one made it.
+        for keyed in self._keyed:
+            matched |= compare_digest(keyed.signature(message), candidate)
         return matched
 
     def sign_url(self, url: str) -> str:

@@ -282,6 +282,19 @@ def test_a_mistake_shows_at_its_field_and_a_good_save_changes_the_previews(
     assert pixel(figure) == (0x33, 0x55, 0xAA)
 
 
+def test_the_snippet_for_a_chosen_service_is_copied(page: Any) -> None:
+    open_block(page)
+    page.select_option("#esp", "mailchimp")
+    page.wait_for_function(
+        "() => (document.querySelector('#snippet-html') || {}).value?.includes('*|ATOPEN_TOK|*')"
+    )
+    page.click("#snippet-html + button")
+    page.wait_for_selector("text=Copied")
+    copied = page.evaluate("navigator.clipboard.readText()")
+    assert copied == page.input_value("#snippet-html")
+    assert f"/i/{BLOCK}.png?dpr=2&amp;r=*|URL:ATOPEN_ID|*&amp;t=*|ATOPEN_TOK|*" in copied
+
+
 def test_a_read_only_token_looks_without_saving(page: Any) -> None:
     sign_in(page, LOOKER.token)
     page.click(f"tr[data-block='{BLOCK}'] .open-block")

@@ -127,9 +127,11 @@ class Opens:
     def verified(
         self, prepared: PreparedBlock, path: str, raw_query: str, pairs: Sequence[tuple[str, str]]
     ) -> bool:
-        """Whether the open is signed. Only a signed open is personalised for its `r`: a
-        public block's unsigned opens run its rules too, but as nobody's (see `_request`)."""
-        return self._signer.verify_request(path, raw_query, pairs)
+        """Whether the open is signed: by a URL signature, else by the recipient token of
+        its `r`. Only a signed open is personalised for its `r`: a public block's unsigned
+        opens run its rules too, but as nobody's (see `_request`)."""
+        signer = self._signer
+        return signer.verify_request(path, raw_query, pairs) or signer.verify_recipient(pairs)
 
     def image_now(
         self,

@@ -1,0 +1,31 @@
+"""`POST /api/v1/tokens`: recipient tokens, for email services that cannot sign each URL.
+
+A recipient's token (contract section 8) is stored once in the email service as a
+custom field; any image or click URL with that `r` and `t` is then personalised without
+a `sig`. See `server.signing.Signer.recipient_token`.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from server.api.errors import invalid, json_response, read_object
+from server.api.ids import recipient_id
+from server.keys import SIGNER
+
+routes = web.RouteTableDef()
+MAX_RECIPIENTS = 10_000
+
+
+@routes.post("/api/v1/tokens")
+async def recipient_tokens(request: web.Request) -> web.Response:
+    body = await read_object(request)
+    recipients = body.get("recipients")
+    if not isinstance(recipients, list) or not 1 <= len(recipients) <= MAX_RECIPIENTS:
+        raise invalid("recipients", f"required: a list of 1 to {MAX_RECIPIENTS} recipient ids")
+    signer = request.app[SIGNER]
+    tokens = {
+        rid: signer.recipient_token(rid)
+        for rid in (recipient_id(value, f"recipients[{i}]") for i, value in enumerate(recipients))
+    }
+    return json_response({"tokens": tokens})
