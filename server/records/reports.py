@@ -112,8 +112,14 @@ async def _uniques(
         for name in names:
             day_names = groups[name]
             if day_names:
-                pipe.pfcount(*(readers_key(block_id, day, n) for day, n in day_names))
-                pipe.pfcount(*(clickers_key(block_id, day, n) for day, n in day_names))
+                # As a raw command: redis-py's cluster pipeline refuses `pfcount`, though
+                # a block's HyperLogLogs share its slot.
+                pipe.execute_command(
+                    "PFCOUNT", *(readers_key(block_id, day, n) for day, n in day_names)
+                )
+                pipe.execute_command(
+                    "PFCOUNT", *(clickers_key(block_id, day, n) for day, n in day_names)
+                )
         replies = iter(await pipe.execute())
     uniques = {}
     for name in names:

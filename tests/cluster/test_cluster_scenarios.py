@@ -16,10 +16,11 @@ import pytest
 from local_cluster import LocalCluster
 from sample_blocks import CART_REMINDER, greeting
 from support import AUTH, decode, put_block, signed
+from test_classify import SAFARI
 
 from content_sources.keys import events_key, profile_key
 from server import metrics
-from server.keys import REDIS
+from server.keys import OPEN_LOG, REDIS
 from server.segments_job import recompute_segments
 from server.templates_dir import TEMPLATES_DIR
 
@@ -214,3 +215,34 @@ async def test_the_server_is_ready_on_a_healthy_cluster(client: Client) -> None:
     response = await client.get("/readyz")
     assert response.status == 200
     assert (await response.json())["checks"] == {"store": "ok", "blocks": "ok"}
+
+
+async def test_records_reports_engagement_and_the_audit_on_the_cluster(
+    client: Client, cluster: LocalCluster
+) -> None:
+    readers = [f"reader-{n}" for n in range(9)]
+    assert len({cluster.master_of(profile_key(r)).port for r in readers}) == 3
+    block = greeting("Welcome back")
+    block["variants"][0].update(name="seen-before", when="engagement.opens() >= 1")
+    await put_block(client, "offer", block)
+    browser = {"User-Agent": SAFARI}
+
+    async def open_as_a_reader(reader: str) -> str:
+        response = await client.get(signed(f"/i/offer.png?r={reader}"), headers=browser)
+        assert response.status == 200
+        return str(response.headers["X-Atopen-Variant"])
+
+    assert [await open_as_a_reader(r) for r in readers] == ["default"] * len(readers)
+    await client.server.app[OPEN_LOG].flush()  # the opens are recorded, on every master
+    assert [await open_as_a_reader(r) for r in readers] == ["seen-before"] * len(readers)
+    await client.server.app[OPEN_LOG].flush()
+
+    response = await client.get("/api/v1/records?limit=100", headers=AUTH)
+    records = [orjson.loads(line) for line in (await response.read()).splitlines()]
+    assert sorted(r["recipient"] for r in records) == sorted(readers * 2)
+    stats = await call(client, "GET", "/api/v1/blocks/offer/stats?by=variant")
+    rows = {row["key"]: row for row in stats["rows"]}
+    assert rows["default"]["impressions"] == rows["seen-before"]["impressions"] == len(readers)
+    assert rows["seen-before"]["unique_readers"] == len(readers)
+    audit = await call(client, "GET", "/api/v1/audit", None)
+    assert any(e["route"] == "/api/v1/blocks/{id}" for e in audit["entries"])
