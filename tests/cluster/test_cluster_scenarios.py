@@ -17,6 +17,7 @@ from local_cluster import LocalCluster
 from sample_blocks import CART_REMINDER, greeting
 from support import AUTH, decode, put_block, signed
 from test_classify import SAFARI
+from test_polls import RESULTS, bar_block, red_pixels, vote
 
 from content_sources.keys import events_key, profile_key
 from server import metrics
@@ -246,3 +247,17 @@ async def test_records_reports_engagement_and_the_audit_on_the_cluster(
     assert rows["seen-before"]["unique_readers"] == len(readers)
     audit = await call(client, "GET", "/api/v1/audit", None)
     assert any(e["route"] == "/api/v1/blocks/{id}" for e in audit["entries"])
+
+
+async def test_votes_from_readers_on_every_master_make_one_tally(
+    client: Client, cluster: LocalCluster
+) -> None:
+    readers = [f"reader-{n}" for n in range(8)]
+    assert len({cluster.master_of(profile_key(r)).port for r in readers}) == 3
+    await put_block(client, "poll", bar_block(results=RESULTS))
+    for n, reader in enumerate(readers):
+        assert await vote(client, reader, "yes" if n < 6 else "no") == RESULTS
+    await vote(client, readers[0], "no")  # a new vote replaces the old one
+    # 5 of 8 say yes: 62.5 %, rounded to 63, of the 200-pixel bar is red.
+    assert await red_pixels(client, readers[1]) == (126, "voted")
+    assert await red_pixels(client, readers[0]) == (126, "tally")
