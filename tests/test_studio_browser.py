@@ -69,8 +69,6 @@ def hero(color: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def studio(redis_server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveApp]:
-    if CHROMIUM is None:
-        pytest.skip(f"{BROWSER_MISSING}: apt-get install chromium")
     with redis.Redis.from_url(redis_server_url) as store:
         store.flushdb()
     settings = Settings(
@@ -99,6 +97,8 @@ def seeded(studio: LiveApp) -> LiveApp:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    if CHROMIUM is None:
+        pytest.skip(f"{BROWSER_MISSING}: apt-get install chromium")
     with playwright_api.sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
         yield chromium
