@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import io
 import shutil
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,7 @@ import redis
 import requests
 from PIL import Image
 from playwright import sync_api as playwright_api
-from support import AUTH, SECRET, TOKEN, LiveApp
+from support import AUTH, SECRET, TOKEN, LiveApp, signed
 
 from server.api.access import ApiToken, Scope
 from server.settings import Settings
@@ -305,3 +307,28 @@ def test_a_read_only_token_looks_without_saving(page: Any) -> None:
     previews_done(page, 1, "anyone (no recipient data)")
     assert page.query_selector("#save") is None
     assert page.get_attribute("#definition", "readonly") is not None
+
+
+def variant_rows(app: LiveApp) -> dict[str, int]:
+    """Impressions by variant in today's report, as the API answers it."""
+    now = datetime.now(UTC)
+    span = {"from": (now - timedelta(days=1)).isoformat(), "to": now.isoformat(), "by": "variant"}
+    answer = requests.get(
+        f"{app.base_url}/api/v1/blocks/{BLOCK}/stats", params=span, headers=AUTH, timeout=30
+    )
+    return {row["key"]: row["impressions"] for row in answer.json()["rows"]}
+
+
+def test_the_stats_show_the_opens_of_the_block(page: Any, seeded: LiveApp) -> None:
+    before = variant_rows(seeded).get("named", 0)
+    opened = requests.get(seeded.base_url + signed(f"/i/{BLOCK}.png?r={READER}"), timeout=30)
+    assert opened.headers["X-Atopen-Variant"] == "named"
+    # Opens are recorded off the response path, a batch at a time: wait until it is in.
+    for _ in range(200):
+        if variant_rows(seeded).get("named", 0) > before:
+            break
+        time.sleep(0.05)
+    expected = variant_rows(seeded)["named"]
+    open_block(page)
+    row = page.wait_for_selector("#stats tbody tr:has-text('named')")
+    assert row.inner_text().split("\t")[:2] == ["named", f"{expected:,}"]
