@@ -12,6 +12,7 @@ from redis.exceptions import ConnectionError as StoreConnectionError
 
 from content_sources.cluster_pipe import assemble, split_by_slot
 from content_sources.keys import inventory_key, profile_key
+from server.replication import marker_key
 from server.settings import SettingsError, load_settings
 from server.store_client import cluster_seeds, is_cluster_url
 
@@ -83,3 +84,8 @@ def test_a_part_that_failed_fails_the_read_it_belongs_to_only() -> None:
     down = StoreConnectionError("the master is down")
     replies: list[object] = [b"profile", [b"1"], down]
     assert assemble(replies, sources) == [b"profile", down]
+
+
+@pytest.mark.parametrize("slot", [0, 1, 5460, 5461, 12182, 16383])
+def test_the_replication_marker_of_a_slot_is_in_that_slot(slot: int) -> None:
+    assert key_slot(marker_key(slot).encode()) == slot
