@@ -324,6 +324,7 @@ async def test_bad_requests_name_the_field(client_with_block: Client) -> None:
         ({"esp": "sendgrid"}, "esp"),
         ({}, "esp"),
         ({"esp": "braze", "alt": "x" * 301}, "alt"),
+        ({"esp": "braze", "alt": "line\nbreak"}, "alt"),
     ):
         response = await client.get(f"/api/v1/blocks/{BLOCK}/snippet", params=query, headers=AUTH)
         assert response.status == 422
@@ -332,3 +333,12 @@ async def test_bad_requests_name_the_field(client_with_block: Client) -> None:
     assert response.status == 404
     response = await client.get(f"/api/v1/blocks/{BLOCK}/snippet?esp=braze")
     assert response.status == 401
+
+
+async def test_the_html_alone_when_asked_for_html(client_with_block: Client) -> None:
+    response = await client_with_block.get(
+        f"/api/v1/blocks/{BLOCK}/snippet?esp=hubspot", headers={**AUTH, "Accept": "text/html"}
+    )
+    assert response.status == 200
+    assert response.content_type == "text/html"
+    assert await response.text() == (await snippet_of(client_with_block, "hubspot"))["html"]

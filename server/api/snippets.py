@@ -13,6 +13,7 @@ them against those documented examples.
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -208,10 +209,13 @@ async def block_snippet(request: web.Request) -> web.Response:
     if alt is None:
         description = prepared.block.definition.get("description")
         alt = description[:MAX_ALT_CHARS] if isinstance(description, str) else ""
-    elif len(alt) > MAX_ALT_CHARS or not alt.isprintable():
-        raise invalid("alt", f"must be printable text of at most {MAX_ALT_CHARS} characters")
+    elif len(alt) > MAX_ALT_CHARS or any(unicodedata.category(c) == "Cc" for c in alt):
+        raise invalid("alt", f"must be at most {MAX_ALT_CHARS} characters, no control characters")
     alt = alt or prepared.block.id
     made = snippet(prepared, service, request.app[SETTINGS].base_url, alt)
+    if _first_choice(request.headers.get("Accept", "")) == "text/html":
+        # The HTML alone, to paste or to pipe into a template file.
+        return web.Response(text=made.html, content_type="text/html")
     return json_response(
         {
             "id": prepared.block.id,
@@ -222,3 +226,7 @@ async def block_snippet(request: web.Request) -> web.Response:
             "fields": {"recipient": service.r_field, "token": service.t_field},
         }
     )
+
+
+def _first_choice(accept: str) -> str:
+    return accept.split(",")[0].split(";")[0].strip().lower()
