@@ -26,7 +26,6 @@ from aiohttp import web
 from server.api.errors import ApiError, json_response
 
 LEGACY_TOKEN_NAME = "ATOPEN_API_TOKEN"  # noqa: S105 - a name, not a password
-SCOPED_TOKENS_VARIABLE = "ATOPEN_API_TOKENS"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 

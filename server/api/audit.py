@@ -25,12 +25,13 @@ import orjson
 from aiohttp import web
 from redis.exceptions import RedisError
 
+from content_sources.keys import PREFIX
 from server.api.access import ApiToken, route_template
 from server.api.errors import invalid, json_response
 from server.keys import REDIS, REQUEST_ID, SETTINGS
 
-AUDIT_KEY = "atopen:audit"
-READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+AUDIT_KEY = f"{PREFIX}audit"
+READ_METHODS = frozenset({"GET", "HEAD"})
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
 _STREAM_ID = re.compile(r"([0-9]{1,20})(-([0-9]{1,20}))?")
