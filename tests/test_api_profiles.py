@@ -19,6 +19,7 @@ from content_sources.keys import (
     events_key,
     last_click_key,
     last_seen_key,
+    poll_votes_key,
     profile_key,
     recipient_keys,
     remembered_key,
@@ -223,6 +224,7 @@ async def _populate(client: Client, store: redis.Redis, rid: str) -> None:
     # A person's open and click (the test client's User-Agent is a machine's).
     store.zadd(engagement_key(rid), {"o\tgreet\t1": 1})
     store.set(last_click_key(rid), b"0")
+    store.hset(poll_votes_key(rid), "greet", "yes")  # a vote in a poll
     for key in recipient_keys(rid):
         assert store.exists(key), key
 
@@ -250,7 +252,7 @@ async def test_delete_erases_profile_events_ids_and_remembered_renders(
         json={"recipient": "u1", "type": "purchase", "id": "u1-order-1"},
         headers=AUTH,
     )
-    assert await again.json() == {"received": 1, "stored": 1}
+    assert await again.json() == {"received": 1, "stored": 1, "skipped": []}
     image = await client.get(signed("/i/greet.png?r=u1"))
     assert image.headers["X-Atopen-Variant"] == "default"
 
