@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -16,6 +17,7 @@ from support import TOKEN
 
 from server.api.access import LEGACY_TOKEN_NAME, parse_scoped_tokens
 from server.api.audit import AUDIT_KEY
+from server.embedded_store import EmbeddedRedis
 from server.settings import Settings
 
 Client = TestClient[Any, Any]
@@ -213,3 +215,21 @@ async def test_entries_older_than_the_retention_go(
     await client.put("/api/v1/profiles/u1", json={}, headers=bearer("crm"))
     statuses = [e["status"] for e in (await audit_page(client))["entries"]]
     assert statuses == [200, 200]
+
+
+async def test_with_the_store_gone_the_entry_is_still_logged(
+    make_client: Any, audit_settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="atopen.audit")
+    store = EmbeddedRedis(tmp_path / "own-store", persistent=False)
+    store.start()
+    try:
+        client = await make_client(audit_settings, store_url=store.url)
+    finally:
+        store.stop()
+    response = await client.put("/api/v1/profiles/u1", json={"a": 1}, headers=bearer("crm"))
+    assert response.status == 503  # the request's own answer, unchanged by the audit
+    assert [(line["token"], line["status"]) for line in audit_lines(caplog)] == [("crm", 503)]
+    warning = next(r for r in caplog.records if r.getMessage().startswith("audit entry not"))
+    assert warning.levelno == logging.WARNING
+    assert warning.fields["route"] == "/api/v1/profiles/{rid}"  # type: ignore[attr-defined]
