@@ -69,7 +69,7 @@ async def test_one_round_trip_gathers_everything(redis_url: str) -> None:
         await store.set(inventory_key("sku-1"), orjson.dumps({"stock": 2, "name": "Boots"}))
         log = EventLog(store, max_per_recipient=50, retention=timedelta(days=30))
         event = Event("e1", "cart_abandoned", NOW - timedelta(hours=2), {"item": "Boots"})
-        assert await log.store([("u1", event)], NOW) == 1
+        assert await log.store([("u1", event)], NOW) == [None]  # stored
         names = frozenset({"profile", "events", "inventory", "now", "params", "client", "geo"})
         context = await gather_context(store, SOURCES, full_request(), names)
     assert context["profile"] == {"first_name": "Ann", "tz": "Europe/Warsaw"}
@@ -109,8 +109,10 @@ async def test_events_are_capped_and_kept_newest_first(redis_url: str) -> None:
     async with aioredis.from_url(redis_url) as store:
         log = EventLog(store, max_per_recipient=3, retention=timedelta(days=30))
         events = [("u1", Event(f"e{i}", "view", NOW - timedelta(minutes=i), {})) for i in range(6)]
-        assert await log.store(events, NOW) == 3  # only the newest 3 are kept
-        assert await log.store(events[:2], NOW) == 0  # same ids: stored once
+        beyond = "older than the newest 3 events kept for this recipient"
+        assert await log.store(events, NOW) == [None] * 3 + [beyond] * 3  # the newest 3 kept
+        again = "an event with this id is already stored"
+        assert await log.store(events[:2], NOW) == [again] * 2  # same ids: stored once
         kept = [Event.decode(m) for m in await store.zrevrange(events_key("u1"), 0, -1)]
     assert [e.id for e in kept if e] == ["e0", "e1", "e2"]
 
