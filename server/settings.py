@@ -168,8 +168,7 @@ def _redis_url(name: str, raw: str) -> str:
     scheme = urlsplit(raw).scheme
     if scheme not in ("redis", "rediss", "unix"):
         raise SettingsError(
-            f"{name}: expected a redis://, rediss://, unix:// or redis+cluster:// URL, "
-            f"got {raw!r}"
+            f"{name}: expected a redis://, rediss://, unix:// or redis+cluster:// URL, got {raw!r}"
         )
     return raw
 
@@ -239,7 +238,7 @@ def _segments_interval(name: str, raw: str) -> int:
 _DATA_SECRET = re.compile(r"^ATOPEN_SECRET_([A-Z0-9_]+)$")
 
 
-# variable name -> (Settings field, parser). The README's settings table lists these.
+# variable name -> (Settings field, parser). docs/configuration.md lists these.
 _VARIABLES: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "ATOPEN_SECRET": ("secrets", _csv),
     "ATOPEN_API_TOKEN": ("api_tokens", _csv),
@@ -284,6 +283,8 @@ _VARIABLES: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "ATOPEN_SEGMENTS_WINDOW_DAYS": ("segments_window_days", _int(30, 3650)),
     "ATOPEN_SEGMENTS_HISTORY_DAYS": ("segments_history_days", _int(180, 7300)),
 }
+# Every variable read, as docs/configuration.md lists them.
+VARIABLE_NAMES = tuple(_VARIABLES)
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
