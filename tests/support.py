@@ -6,6 +6,7 @@ import asyncio
 import io
 import socket
 import threading
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -21,6 +22,22 @@ from server.worker_presence import APPLIED_KEY, WORKERS_KEY
 SECRET = "test-secret"
 TOKEN = "test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+# Named API tokens (`ATOPEN_API_TOKENS`), one per scope and one with two: name -> (secret,
+# scopes). The `scoped_client` fixture serves them; `bearer(name)` sends one.
+SCOPED_TOKENS = {
+    "reader": ("reader-secret", "read"),
+    "crm": ("crm-secret", "data"),
+    "designer": ("designer-secret", "blocks"),
+    "ops": ("ops-secret", "admin"),
+    "analyst": ("analyst-secret", "read+data"),
+}
+# MaxMind's test database: a few known addresses, London and Manchester among them.
+CITY_DB = Path(__file__).parent / "data" / "geoip" / "GeoIP2-City-Test.mmdb"
+
+
+def bearer(name: str) -> dict[str, str]:
+    """The Authorization header of the named token `name` of SCOPED_TOKENS."""
+    return {"Authorization": f"Bearer {SCOPED_TOKENS[name][0]}"}
 
 
 def signed(path_and_query: str, secret: str = SECRET) -> str:

@@ -14,14 +14,13 @@ from typing import Any
 import pytest
 import redis
 from aiohttp.test_utils import TestClient
-from support import TOKEN, data_keys
+from support import SCOPED_TOKENS, TOKEN, bearer, data_keys
 
 from server.api.access import (
     LEGACY_TOKEN_NAME,
     RULES,
     Scope,
     needed_scope,
-    parse_scoped_tokens,
     rule_for,
 )
 from server.app import create_app
@@ -32,38 +31,6 @@ from server.settings import Settings, SettingsError, load_settings
 Client = TestClient[Any, Any]
 API = "/api/v1/"
 SAMPLE_IDS = {"id": "hero", "rid": "u1", "sku": "sku-1", "path": "no-such-thing"}
-# One token per scope, and one with two.
-TOKENS = {
-    "reader": ("reader-secret", "read"),
-    "crm": ("crm-secret", "data"),
-    "designer": ("designer-secret", "blocks"),
-    "ops": ("ops-secret", "admin"),
-    "analyst": ("analyst-secret", "read+data"),
-}
-SCOPED = ",".join(f"{name}:{token}:{scopes}" for name, (token, scopes) in TOKENS.items())
-
-
-def bearer(name: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {TOKENS[name][0]}"}
-
-
-@pytest.fixture
-def scoped_settings(settings: Settings) -> Settings:
-    return dataclasses.replace(
-        settings, scoped_api_tokens=parse_scoped_tokens("ATOPEN_API_TOKENS", SCOPED)
-    )
-
-
-@pytest.fixture
-async def scoped_client(make_client: Any, scoped_settings: Settings) -> Client:
-    client: Client = await make_client(scoped_settings)
-    return client
-
-
-@pytest.fixture
-def store(redis_url: str) -> Any:
-    with redis.Redis.from_url(redis_url) as client:
-        yield client
 
 
 def api_routes() -> list[tuple[str, str]]:
@@ -235,7 +202,7 @@ async def test_each_token_gets_403_exactly_without_the_scope(
     scoped_client: Client, store: redis.Redis, method: str, template: str
 ) -> None:
     needed = needed_scope(method, template)
-    for name, (_, scopes) in TOKENS.items():
+    for name, (_, scopes) in SCOPED_TOKENS.items():
         held = {Scope(s) for s in scopes.split("+")}
         allowed = needed is None or Scope.ADMIN in held or needed in held
         response = await _call(scoped_client, method, template, bearer(name))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -23,12 +22,6 @@ ITEM = {
     "url": "https://shop.example.com/shoe",
     "color": "red",
 }
-
-
-@pytest.fixture
-def store(redis_url: str) -> Iterator[redis.Redis]:
-    with redis.Redis.from_url(redis_url) as client:
-        yield client
 
 
 def stored(store: redis.Redis, sku: str) -> Any:

@@ -4,7 +4,6 @@ on a real Redis and MaxMind's City test database."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,6 @@ from server.expressions import MissingValueError, Template
 from server.settings import SettingsError
 
 DATA = Path(__file__).parent / "data" / "geoip"
-CITY_DB = DATA / "GeoIP2-City-Test.mmdb"
 NOW = datetime(2026, 5, 4, 12, 0, tzinfo=UTC)
 
 USER_AGENTS = {
@@ -65,13 +63,6 @@ MANCHESTER = {
 }
 PROFILE_GEO = {**MANCHESTER, "country": "GB", "source": "profile"}
 NONE = {"source": "none"}
-
-
-@pytest.fixture(scope="module")
-def reader() -> Iterator[geoip2.database.Reader]:
-    opened = open_geoip(CITY_DB)
-    yield opened
-    opened.close()
 
 
 @pytest.fixture

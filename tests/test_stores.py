@@ -4,9 +4,8 @@ and the starter block, on a real Redis and MaxMind's City test database."""
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import geoip2.database
@@ -21,7 +20,7 @@ from content_sources import anonymous_context, gather_context
 from content_sources.base import OpenRequest, Source
 from content_sources.client import ClientSource
 from content_sources.clock import ClockSource
-from content_sources.geo import GeoSource, open_geoip
+from content_sources.geo import GeoSource
 from content_sources.keys import profile_key
 from content_sources.params import ParamsSource
 from content_sources.profile import ProfileSource
@@ -44,7 +43,6 @@ from server.selection import choose_variant
 from server.settings import Settings
 
 Client = TestClient[Any, Any]
-CITY_DB = Path(__file__).parent / "data" / "geoip" / "GeoIP2-City-Test.mmdb"
 NOW = datetime(2026, 5, 4, 12, 0, tzinfo=UTC)  # a Monday
 BROWSER = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML)"
 GMAIL = "Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com GoogleImageProxy)"
@@ -73,13 +71,6 @@ def km_between(a: tuple[float, float], b: tuple[float, float]) -> float:
         + math.cos(lat1) * math.cos(lat2) * math.sin((lon2 - lon1) / 2) ** 2
     )
     return 2 * 6372.797560856 * math.asin(math.sqrt(h))
-
-
-@pytest.fixture(scope="module")
-def reader() -> Iterator[geoip2.database.Reader]:
-    opened = open_geoip(CITY_DB)
-    yield opened
-    opened.close()
 
 
 @pytest.fixture

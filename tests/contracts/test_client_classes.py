@@ -32,12 +32,11 @@ from content_sources.client import (
     Detector,
     classify_client,
 )
-from content_sources.geo import GeoSource, open_geoip, remember_commands
+from content_sources.geo import GeoSource, remember_commands
 from content_sources.profile import ProfileSource
 from server.openapi import DOCUMENT
 
 ROOT = Path(__file__).resolve().parents[2]
-CITY_DB = ROOT / "tests" / "data" / "geoip" / "GeoIP2-City-Test.mmdb"
 LONDON_IP = "81.2.69.160"  # GB, London in the City test database
 NOW = datetime(2026, 5, 4, 12, 0, tzinfo=UTC)
 
@@ -197,13 +196,6 @@ def test_a_detector_token_must_be_lowercase() -> None:
         Detector(tokens=("GoogleImageProxy",))
     with pytest.raises(ValueError, match="needs"):
         Detector()
-
-
-@pytest.fixture(scope="module")
-def reader() -> Iterator[geoip2.database.Reader]:
-    opened = open_geoip(CITY_DB)
-    yield opened
-    opened.close()
 
 
 @pytest.fixture
