@@ -31,8 +31,18 @@ SCOPED_TOKENS = {
     "ops": ("ops-secret", "admin"),
     "analyst": ("analyst-secret", "read+data"),
 }
-# MaxMind's test database: a few known addresses, London and Manchester among them.
+# MaxMind's test database, and an address it places in London, with what `geo` says of
+# an open from there (the recipient's profile having no location).
 CITY_DB = Path(__file__).parent / "data" / "geoip" / "GeoIP2-City-Test.mmdb"
+LONDON_IP = "81.2.69.160"
+LONDON_GEO: dict[str, Any] = {
+    "country": "GB",
+    "city": "London",
+    "lat": 51.5142,
+    "lon": -0.0931,
+    "tz": "Europe/London",
+    "source": "ip",
+}
 
 
 def bearer(name: str) -> dict[str, str]:

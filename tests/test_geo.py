@@ -12,6 +12,7 @@ import geoip2.database
 import orjson
 import pytest
 import redis.asyncio as aioredis
+from support import LONDON_GEO, LONDON_IP
 
 from content_sources import gather_context
 from content_sources.base import OpenRequest, Source
@@ -39,20 +40,11 @@ USER_AGENTS = {
     "unknown": "",
 }
 
-LONDON_IP = "81.2.69.160"  # GB, London in the test database
 MILTON_IP = "216.160.83.56"  # US, Milton WA 98354
 LINKOPING_IP = "89.160.20.112"  # SE, Linköping
 US_ONLY_IP = "149.101.100.1"  # US, no city
 PRIVATE_IP = "10.1.2.3"
 
-IP_GEO = {
-    "country": "GB",
-    "city": "London",
-    "lat": 51.5142,
-    "lon": -0.0931,
-    "tz": "Europe/London",
-    "source": "ip",
-}
 MANCHESTER = {
     "country": "gb",
     "city": "Manchester",
@@ -108,7 +100,7 @@ POLICY = {
     "bot": ("profile", "none", "profile", "none"),
 }
 EXPECTED = {
-    "ip": IP_GEO,
+    "ip": LONDON_GEO,
     "profile": PROFILE_GEO,
     "gb": {"country": "GB", "source": "ip"},
     "none": NONE,
@@ -197,7 +189,7 @@ async def test_without_a_recipient_only_the_ip_is_used(
     store: aioredis.Redis, reader: geoip2.database.Reader
 ) -> None:
     context = await open_geo(store, reader, "browser", LONDON_IP, recipient=None)
-    assert context["geo"] == IP_GEO
+    assert context["geo"] == LONDON_GEO
     context = await open_geo(store, reader, "gmail_proxy", LONDON_IP, recipient=None)
     assert context["geo"] == NONE
 
@@ -243,7 +235,7 @@ async def test_only_an_ip_location_of_a_known_recipient_is_remembered(
     assert remember_commands("u1", from_profile, ttl_s=3600) == ()
     real = await open_geo(store, reader, "browser", LONDON_IP)
     assert remember_commands(None, real, ttl_s=3600) == ()
-    assert remember_commands("u1", {"geo": IP_GEO}, ttl_s=3600) == ()
+    assert remember_commands("u1", {"geo": LONDON_GEO}, ttl_s=3600) == ()
 
 
 async def test_the_profile_wins_and_the_last_seen_location_only_completes_it(

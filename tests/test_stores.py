@@ -14,7 +14,7 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from support import AUTH
+from support import AUTH, LONDON_GEO, LONDON_IP
 
 from content_sources import anonymous_context, gather_context
 from content_sources.base import OpenRequest, Source
@@ -46,8 +46,7 @@ Client = TestClient[Any, Any]
 NOW = datetime(2026, 5, 4, 12, 0, tzinfo=UTC)  # a Monday
 BROWSER = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML)"
 GMAIL = "Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com GoogleImageProxy)"
-LONDON_IP = "81.2.69.160"  # London, 51.5142,-0.0931 in the test database
-LONDON = (51.5142, -0.0931)
+LONDON = (LONDON_GEO["lat"], LONDON_GEO["lon"])
 PARIS: dict[str, Any] = {"country": "FR", "city": "Paris", "lat": 48.8606, "lon": 2.3376}
 
 
