@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
+from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient
 from PIL import Image
 
@@ -65,6 +65,13 @@ async def put_block(
 ) -> None:
     response = await client.put(f"/api/v1/blocks/{block_id}", json=definition, headers=AUTH)
     assert response.status in (200, 201), await response.text()
+
+
+async def refused_fields(response: ClientResponse) -> list[str]:
+    """The fields a 422 answer names, in its order (and a failure if it is not a 422)."""
+    assert response.status == 422, await response.text()
+    body = await response.json()
+    return [detail["field"] for detail in body["error"]["details"]]
 
 
 # Keeps the store busy (it runs one command at a time) for ARGV[1] milliseconds.

@@ -13,7 +13,7 @@ import pytest
 import redis
 from aiohttp.test_utils import TestClient
 from sample_blocks import greeting
-from support import SCOPED_TOKENS, TOKEN, bearer
+from support import SCOPED_TOKENS, TOKEN, bearer, refused_fields
 
 from server.api.access import LEGACY_TOKEN_NAME
 from server.api.audit import AUDIT_KEY
@@ -169,8 +169,7 @@ async def test_pages_follow_the_cursor(client: Client) -> None:
 )
 async def test_bad_paging_is_422_naming_the_field(client: Client, query: str, field: str) -> None:
     response = await client.get(f"/api/v1/audit{query}", headers=bearer("ops"))
-    assert response.status == 422
-    assert (await response.json())["error"]["details"][0]["field"] == field
+    assert await refused_fields(response) == [field]
 
 
 async def test_the_stream_is_capped_by_count(make_client: Any, scoped_settings: Settings) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
-from support import AUTH, put_block, signed
+from support import AUTH, put_block, refused_fields, signed
 from test_classify import IPHONE_MAIL
 from test_records import offer, open_as
 
@@ -150,8 +150,7 @@ async def test_bad_cursors_and_limits_are_refused_naming_the_field(
         ("limit=ten", "limit"),
     ]:
         response = await client.get(f"/api/v1/records?{query}", headers=AUTH)
-        assert response.status == 422, query
-        assert (await response.json())["error"]["details"][0]["field"] == field
+        assert await refused_fields(response) == [field], query
     # Nothing recorded yet: an empty page whose cursor is before everything.
     status, records, cursor = await page(client, None, 10)
     assert (status, records, cursor) == (200, [], "0-0")
