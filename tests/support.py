@@ -6,6 +6,7 @@ import asyncio
 import io
 import socket
 import threading
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from PIL import Image
 
 from server.api.audit import AUDIT_KEY
 from server.app import create_app
+from server.records.record import Record, RecordType
 from server.settings import Settings
 from server.signing import Signer
 from server.worker_presence import APPLIED_KEY, WORKERS_KEY
@@ -91,6 +93,26 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def human_record(
+    type_: RecordType, block: str, variant: str, recipient: str, at: datetime
+) -> Record:
+    """A record of a person reading in a browser: an open that was rendered, or a click
+    (to https://x/), of version 1 of `block`."""
+    return Record(
+        int(at.timestamp() * 1000),
+        type_,
+        block,
+        1,
+        variant,
+        recipient,
+        "browser",
+        "human",
+        None,
+        "rendered" if type_ == "open" else None,
+        None if type_ == "open" else "https://x/",
+    )
 
 
 def data_keys(store: Any) -> list[bytes]:
