@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import io
 import socket
+import subprocess
 import threading
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -74,6 +76,38 @@ async def refused_fields(response: ClientResponse) -> list[str]:
     assert response.status == 422, await response.text()
     body = await response.json()
     return [detail["field"] for detail in body["error"]["details"]]
+
+
+def run_command(
+    command: Sequence[str | Path],
+    *,
+    timeout: float,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run `command` to its end, its output captured as text, whatever its exit status."""
+    return subprocess.run(  # noqa: S603 - the tests' own commands
+        [str(part) for part in command],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def run_ok(
+    command: Sequence[str | Path],
+    *,
+    timeout: float,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> str:
+    """`run_command`, failing the test with the command's output unless it exits 0; its stdout."""
+    done = run_command(command, timeout=timeout, cwd=cwd, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
 
 
 # Keeps the store busy (it runs one command at a time) for ARGV[1] milliseconds.

@@ -6,7 +6,6 @@ import asyncio
 import dataclasses
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ from typing import Any
 import pytest
 import redis
 from aiohttp.test_utils import TestClient
-from support import SCOPED_TOKENS, TOKEN, bearer, data_keys
+from support import SCOPED_TOKENS, TOKEN, bearer, data_keys, run_command
 
 from server.api.access import (
     LEGACY_TOKEN_NAME,
@@ -113,14 +112,7 @@ def test_serve_stops_on_a_bad_setting_with_one_line(tmp_path: Path) -> None:
         ATOPEN_SECRET="k",
         ATOPEN_API_TOKENS="crm:hidden-token:dta",
     )
-    result = subprocess.run(
-        [sys.executable, "-m", "server", "serve"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    result = run_command([sys.executable, "-m", "server", "serve"], env=env, timeout=30)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr

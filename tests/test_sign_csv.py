@@ -14,6 +14,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
+from support import run_command
 
 from server.sign_csv import RowSigner, SignCsvError, UrlColumn, sign_csv
 from server.signing import Signer
@@ -36,14 +37,8 @@ def atopen(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env.update(ATOPEN_SECRET=KEY, ATOPEN_PUBLIC_URL="https://img.example.com")
     env["ATOPEN_DATA_DIR"] = str(tmp_path / "data")
     env["PYTHONPATH"] = str(ROOT)  # this checkout's `server`, whatever is installed
-    return subprocess.run(  # noqa: S603 - our own command
-        [sys.executable, "-m", "server", "sign", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        cwd=tmp_path,
+    return run_command(
+        [sys.executable, "-m", "server", "sign", *args], env=env, cwd=tmp_path, timeout=60
     )
 
 
