@@ -8,6 +8,7 @@ import orjson
 import pytest
 import redis
 from aiohttp.test_utils import TestClient
+from sample_blocks import IN_STOCK
 from support import AUTH, data_keys, put_block, signed
 
 from content_sources.keys import inventory_key
@@ -159,27 +160,6 @@ async def test_bulk_body_must_be_a_non_empty_array(
     assert response.status == 422
     assert bad_fields(await response.json()) == ["body"]
     assert data_keys(store) == []
-
-
-IN_STOCK = {
-    "width": 100,
-    "height": 40,
-    "variants": [
-        {
-            "name": "in-stock",
-            "when": "inventory['sku-1'].stock > 0",
-            "layers": [
-                {"type": "fill", "color": "#ffffff"},
-                {"type": "text", "box": [2, 2, 96, 36], "text": "{{ inventory['sku-1'].name }}"},
-            ],
-            "link": "https://shop.example.com/sku-1",
-        }
-    ],
-    "default": {
-        "layers": [{"type": "fill", "color": "#222222"}],
-        "link": "https://shop.example.com/",
-    },
-}
 
 
 async def test_stock_decides_the_variant_on_the_next_open(client: Client) -> None:

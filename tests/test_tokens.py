@@ -10,6 +10,7 @@ import hmac
 from typing import Any
 
 from aiohttp.test_utils import TestClient
+from sample_blocks import one_variant_block
 from support import AUTH, SECRET, put_block, signed
 
 from server.settings import Settings
@@ -24,27 +25,15 @@ def contract_token(key: str, recipient: str) -> str:
 
 
 def coupon_block() -> dict[str, Any]:
-    """Greets a reader by name and shows the coupon of the URL's `m.coupon`."""
-    return {
-        "width": 200,
-        "height": 60,
-        "format": "png",
-        "variants": [
-            {
-                "name": "named",
-                "when": "params.coupon == 'SPRING'",
-                "layers": [
-                    {"type": "fill", "color": "#0b6e4f"},
-                    {"type": "text", "box": [4, 4, 192, 52], "text": "{{ profile.first_name }}"},
-                ],
-                "link": "https://shop.example.com/you",
-            }
-        ],
-        "default": {
-            "layers": [{"type": "fill", "color": "#222222"}],
-            "link": "https://shop.example.com/",
-        },
-    }
+    """Greets a reader by name when the URL's `m.coupon` is SPRING."""
+    return one_variant_block(
+        "named",
+        "params.coupon == 'SPRING'",
+        "{{ profile.first_name }}",
+        "https://shop.example.com/you",
+        width=200,
+        height=60,
+    )
 
 
 async def tokens(client: Client, recipients: list[Any]) -> Any:
