@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
 import io
 import socket
 import subprocess
@@ -56,6 +59,13 @@ def bearer(name: str) -> dict[str, str]:
 
 def signed(path_and_query: str, secret: str = SECRET) -> str:
     return Signer([secret]).sign_url(path_and_query)
+
+
+def contract_token(key: str, recipient: str) -> str:
+    """A recipient's token by the contract's formula, written out: base64url without
+    padding of HMAC-SHA256 of `r:` and the recipient id."""
+    digest = hmac.digest(key.encode(), f"r:{recipient}".encode(), hashlib.sha256)
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
 def decode(body: bytes) -> Image.Image:

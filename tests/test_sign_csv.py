@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import base64
 import csv
-import hashlib
-import hmac
 import os
 import subprocess
 import sys
@@ -14,7 +11,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
-from support import run_command
+from support import contract_token, run_command
 
 from server.sign_csv import RowSigner, SignCsvError, UrlColumn, sign_csv
 from server.signing import Signer
@@ -25,11 +22,6 @@ ROWS = [
     {"recipient": "u1", "first_name": "Ann", "coupon": "SPRING 10%"},
     {"recipient": "Zoë-2", "first_name": 'Bo "the, best"', "coupon": "A&B"},
 ]
-
-
-def contract_token(recipient: str) -> str:
-    digest = hmac.digest(KEY.encode(), f"r:{recipient}".encode(), hashlib.sha256)
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
 def atopen(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -61,7 +53,7 @@ def test_every_row_gets_its_token_and_keeps_its_columns(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "2 rows written to signed.csv" in result.stderr
     rows = read(tmp_path / "signed.csv")
-    assert rows == [{**row, "atopen_token": contract_token(row["recipient"])} for row in ROWS]
+    assert rows == [{**row, "atopen_token": contract_token(KEY, row["recipient"])} for row in ROWS]
 
 
 def test_url_columns_are_signed_with_each_rows_values(tmp_path: Path) -> None:
@@ -80,7 +72,7 @@ def test_url_columns_are_signed_with_each_rows_values(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     for given, row in zip(ROWS, read(tmp_path / "signed.csv"), strict=True):
-        assert row["atopen_token"] == contract_token(given["recipient"])
+        assert row["atopen_token"] == contract_token(KEY, given["recipient"])
         for column, path in (("hero", "/i/hero.png"), ("hero_click", "/c/hero")):
             url = urlsplit(row[column])
             assert (url.scheme, url.netloc, url.path) == ("https", "img.example.com", path)

@@ -3,25 +3,16 @@
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import hashlib
-import hmac
 from typing import Any
 
 from aiohttp.test_utils import TestClient
 from sample_blocks import one_variant_block
-from support import AUTH, SECRET, put_block, signed
+from support import AUTH, SECRET, contract_token, put_block, signed
 
 from server.settings import Settings
 
 Client = TestClient[Any, Any]
-
-
-def contract_token(key: str, recipient: str) -> str:
-    """The contract's formula, written out: base64url without padding of HMAC-SHA256."""
-    digest = hmac.digest(key.encode(), f"r:{recipient}".encode(), hashlib.sha256)
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
 def coupon_block() -> dict[str, Any]:
