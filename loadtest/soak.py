@@ -239,7 +239,7 @@ def store_figures(store: redis.Redis) -> tuple[int, float, dict[str, int]]:
 
 
 def memory_by_kind(store: redis.Redis) -> Counter[str]:
-    """MiB each kind of key takes (Redis's own estimate, per key)."""
+    """Bytes each kind of key takes (Redis's own estimate, per key)."""
     used: Counter[str] = Counter()
     keys = list(store.scan_iter(count=1000))
     for start in range(0, len(keys), 1000):
@@ -248,7 +248,7 @@ def memory_by_kind(store: redis.Redis) -> Counter[str]:
         for key in batch:
             pipe.memory_usage(key)
         for key, size in zip(batch, pipe.execute(), strict=True):
-            used[key_kind(key)] += (size or 0) / MIB
+            used[key_kind(key)] += size or 0
     return used
 
 
@@ -562,7 +562,7 @@ def main() -> None:
             biggest = memory_by_kind(store).most_common(6)
             store.close()
         print(report(samples))
-        print("store MiB by kind of key: " + ", ".join(f"{k} {v:.1f}" for k, v in biggest))
+        print("store MiB by kind of key: " + ", ".join(f"{k} {v / MIB:.1f}" for k, v in biggest))
         if load.failures:
             print(f"answered wrongly: {dict(load.failures)}")
             print(log.read_text(errors="replace")[-4000:])

@@ -99,7 +99,9 @@ async def test_get_returns_the_stored_definition_and_version(
     assert body["version"] == 2
     assert body["definition"] == block("#0000ff")
     assert body["updated_at"]
-    stored = orjson.loads(store.hget("atopen:blocks", "hero"))
+    raw = store.hget("atopen:blocks", "hero")
+    assert isinstance(raw, bytes)
+    stored = orjson.loads(raw)
     assert stored["version"] == 2
     assert stored["definition"] == block("#0000ff")
 
@@ -282,7 +284,7 @@ async def test_rejected_replace_keeps_the_old_block(client: Client, store: redis
     assert body["version"] == 1
     assert body["definition"] == block()
     assert store.hget("atopen:blocks", "hero") == stored_before
-    assert int(store.hget("atopen:block-versions", "hero")) == 1
+    assert store.hget("atopen:block-versions", "hero") == b"1"
     assert await default_pixel(client, "hero") == RED
     # The next good PUT continues the version sequence where it was.
     replaced = await put(client, "hero", block("#0000ff"))

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from PIL import Image, ImageChops, ImageSequence, ImageStat
+from PIL import GifImagePlugin, Image, ImageChops, ImageSequence, ImageStat
 
 from renderers.encode import ByteBudgetError
 from renderers.layers import LAYER_KINDS, needs_clock
@@ -206,6 +206,7 @@ def test_each_gif_frame_is_the_value_one_second_later(resources: LocalResources)
 def test_a_sixty_frame_gif_plays_once_a_second_and_stays_small(resources: LocalResources) -> None:
     data = draw(resources, NOW + timedelta(seconds=30), "gif")
     image = Image.open(io.BytesIO(data))
+    assert isinstance(image, GifImagePlugin.GifImageFile)
     assert image.n_frames == 60
     assert image.info["duration"] == 1000
     assert "loop" not in image.info  # played once: it stops on its last value

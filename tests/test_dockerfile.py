@@ -26,6 +26,8 @@ import pytest
 import redis
 import yaml
 from aiohttp.test_utils import TestClient
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from support import free_port, run_command, run_ok
 
 from server.embedded_store import find_redis_server
@@ -381,7 +383,8 @@ def redis_config(arguments: list[str], tmp_path: Path, *names: str) -> dict[str,
             stderr=subprocess.STDOUT,
         )
     try:
-        client = redis.Redis(port=port, decode_responses=True, retry=None)
+        # No retries: the loop below waits for the server to start.
+        client = redis.Redis(port=port, decode_responses=True, retry=Retry(NoBackoff(), 0))
         for _ in range(200):
             assert process.poll() is None, log.read_text()
             try:

@@ -147,7 +147,11 @@ async def test_segments_count_human_opens_and_clicks(
         for command in writer.commands(activity, NOW.timestamp()):
             await store.execute_command(*command)
         await recompute_segments(store, NOW)
-        segments = {r: orjson.loads(await store.get(rfm_key(r)))["segments"] for r in buyers}
+        segments: dict[str, list[str]] = {}
+        for r in buyers:
+            raw = await store.get(rfm_key(r))
+            assert raw is not None, r
+            segments[r] = orjson.loads(raw)["segments"]
     assert "hyperactive" in segments["reader"]
     assert "zombie" in segments["gone"]
     assert "fading_star" in segments["fading"]

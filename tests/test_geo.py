@@ -18,8 +18,8 @@ from content_sources import gather_context
 from content_sources.base import OpenRequest, Source
 from content_sources.client import ClientSource
 from content_sources.clock import ClockSource
-from content_sources.geo import GeoSource, last_seen_key, open_geoip, remember_commands
-from content_sources.keys import profile_key
+from content_sources.geo import GeoSource, open_geoip, remember_commands
+from content_sources.keys import last_seen_key, profile_key
 from content_sources.params import ParamsSource
 from content_sources.profile import ProfileSource
 from server.expressions import MissingValueError, Template

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import aiohttp
@@ -112,7 +112,7 @@ def base(server: TestServer) -> str:
     return f"http://127.0.0.1:{server.port}"
 
 
-def specs(**sources: dict[str, object]) -> dict[str, HttpSourceSpec]:
+def specs(**sources: Mapping[str, object]) -> dict[str, HttpSourceSpec]:
     """Parsed sources; a generous timeout unless one is given, so a busy machine passes."""
     return parse_data_sources({n: {"timeout_ms": 10_000, **s} for n, s in sources.items()})
 

@@ -43,10 +43,24 @@ def drawn(layer: Layer, width: int, height: int, dpr: int = 1) -> Image.Image:
     return Image.open(io.BytesIO(data)).convert("L")
 
 
+def grey(image: Image.Image, x: int, y: int) -> float:
+    """The level at (x, y) of a one-band (greyscale) image."""
+    level = image.getpixel((x, y))
+    assert isinstance(level, int | float)
+    return level
+
+
+def darkest(image: Image.Image) -> float:
+    """The lowest level of a one-band (greyscale) image."""
+    low, _ = image.getextrema()
+    assert not isinstance(low, tuple)
+    return low
+
+
 def read_bars(image: Image.Image) -> str:
     """The modules of a barcode image, read along its middle row."""
-    row = [image.getpixel((x, image.height // 2)) for x in range(image.width)]
-    dark = "".join("1" if isinstance(v, int) and v < 128 else "0" for v in row)
+    row = [grey(image, x, image.height // 2) for x in range(image.width)]
+    dark = "".join("1" if v < 128 else "0" for v in row)
     start, end = dark.index("1"), dark.rindex("1") + 1
     bars = dark[start:end]
     runs = [len(run) for run in bars.replace("10", "1 0").replace("01", "0 1").split()]
@@ -80,7 +94,7 @@ def test_barcode_bars_read_back_from_the_pixels(resources: LocalResources, dpr: 
 def bar_end(image: Image.Image, x: int) -> int:
     """Where the bar through the middle of column `x` ends, going down."""
     y = image.height // 2
-    while y + 1 < image.height and image.getpixel((x, y + 1)) < 128:  # type: ignore[operator]
+    while y + 1 < image.height and grey(image, x, y + 1) < 128:
         y += 1
     return y
 
@@ -105,8 +119,8 @@ def test_an_ean13_with_its_digits_below_reads_the_same_and_its_guards_reach_down
     assert bar_end(printed, data) < bar_end(printed, guard) < 100 * dpr - 1
     # The first digit is printed in the quiet zone left of the bars, which is otherwise blank.
     quiet = (0, 0, column(10), 100 * dpr)
-    assert plain.crop(quiet).getextrema()[0] == 255
-    assert printed.crop(quiet).getextrema()[0] < 128
+    assert darkest(plain.crop(quiet)) == 255
+    assert darkest(printed.crop(quiet)) < 128
 
 
 def test_code128_text_is_printed_under_its_bars(resources: LocalResources) -> None:
@@ -115,8 +129,8 @@ def test_code128_text_is_printed_under_its_bars(resources: LocalResources) -> No
     plain = drawn(make(resources, "barcode", **fields), 320, 100)
     assert read_bars(printed) == SPRING10
     band = (10, 75, 310, 90)  # under the shortened bars
-    assert plain.crop(band).getextrema()[0] < 128  # the bars, down to the box's bottom
-    dark = [x for x in range(10, 310) if printed.crop((x, 80, x + 1, 90)).getextrema()[0] < 128]
+    assert darkest(plain.crop(band)) < 128  # the bars, down to the box's bottom
+    dark = [x for x in range(10, 310) if darkest(printed.crop((x, 80, x + 1, 90))) < 128]
     assert dark
     assert abs((min(dark) + max(dark)) / 2 - 160) <= 4  # centred under the bars
 
@@ -144,16 +158,13 @@ def test_qr_modules_read_back_from_the_pixels(resources: LocalResources, dpr: in
     top = 10 * dpr + (120 * dpr - module * (count + 8)) // 2 + 4 * module
     read = [
         [
-            1
-            if image.getpixel((left + c * module + module // 2, top + r * module + module // 2))
-            < 128
-            else 0  # type: ignore[operator]
+            int(grey(image, left + c * module + module // 2, top + r * module + module // 2) < 128)
             for c in range(count)
         ]
         for r in range(count)
     ]
     assert read == [list(row) for row in expected]
-    assert image.getpixel((left - 2 * module, top)) == 255  # the quiet zone is light
+    assert grey(image, left - 2 * module, top) == 255  # the quiet zone is light
 
 
 def test_qr_too_large_for_its_box_is_refused(resources: LocalResources) -> None:

@@ -195,7 +195,9 @@ async def test_unknown_block_is_a_404_transparent_pixel(client: TestClient[Any, 
     assert response.status == 404
     pixel = decode(await response.read())
     assert pixel.size == (1, 1)
-    assert pixel.convert("RGBA").getpixel((0, 0))[3] == 0
+    rgba = pixel.convert("RGBA").getpixel((0, 0))
+    assert isinstance(rgba, tuple)
+    assert rgba[3] == 0
 
 
 async def test_public_block_personalizes_without_a_signature(client: TestClient[Any, Any]) -> None:

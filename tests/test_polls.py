@@ -7,7 +7,7 @@ import asyncio
 import json
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis.asyncio as aioredis
@@ -72,7 +72,8 @@ async def red_pixels(client: TestClient[Any, Any], recipient: str) -> tuple[int,
 async def tally(redis_url: str, block: str = "poll") -> dict[str, int]:
     async with aioredis.from_url(redis_url) as store:
         stored = await store.hgetall(poll_tally_key(block))
-    return {k.decode(): int(v) for k, v in stored.items()}
+    # The client answers bytes: it does not decode responses.
+    return {k.decode(): int(v) for k, v in cast(dict[bytes, bytes], stored).items()}
 
 
 async def test_a_signed_vote_goes_to_the_results_and_shows_in_the_image(
@@ -108,7 +109,9 @@ async def test_votes_arriving_at_once_count_the_recipient_once(
     counts = await tally(redis_url)
     assert sum(counts.values()) == 1
     async with aioredis.from_url(redis_url) as store:
-        mine = (await store.hget(poll_votes_key("u1"), "poll")).decode()
+        stored = await store.hget(poll_votes_key("u1"), "poll")
+    assert isinstance(stored, bytes)
+    mine = stored.decode()
     assert counts[mine] == 1
 
 

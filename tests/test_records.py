@@ -8,7 +8,7 @@ import time
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import orjson
@@ -246,6 +246,7 @@ async def test_counts_match_a_known_sequence_of_opens_and_clicks_across_two_work
         assert clients == {"browser": 16, "gmail_proxy": 8, "apple_mpp": 6, "bot": 5}
 
         async with aioredis.from_url(redis_url) as store:
-            entries = await store.xrange(STREAM_KEY)
+            # Stream entries as the client answers them: ids and fields as bytes.
+            entries = cast(list[tuple[bytes, dict[bytes, bytes]]], await store.xrange(STREAM_KEY))
         kinds = Counter(r.type for _, fields in entries for r in decode_batch(fields[b"r"]))
         assert kinds == {"open": len(SEQUENCE), "click": len(CLICKERS)}

@@ -11,7 +11,7 @@ import asyncio
 import io
 import struct
 import zlib
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -23,6 +23,7 @@ from PIL import Image
 from content_sources.outbound import parse_allow
 from renderers.fields import FieldError
 from renderers.layers import LAYER_KINDS
+from renderers.layers.image import ImageLayer
 from renderers.plan import RenderPlan
 from renderers.render import render
 from renderers.resources import Asset, LocalResources, builtin_fonts
@@ -270,7 +271,7 @@ def red_blue() -> Asset:
     return Asset("https://cdn.example.com/shoe.png", "digest", image)
 
 
-def block_of(*variants: list[dict[str, object]]) -> Block:
+def block_of(*variants: Sequence[Mapping[str, object]]) -> Block:
     """A block whose variants have these layers, in order, and a plain default."""
     definition = {
         "width": 100,
@@ -330,7 +331,8 @@ async def test_every_url_of_a_variant_is_fetched_in_one_pass() -> None:
     choice = await decide_fetching(block_of([{**IMAGE, "src": url} for url in urls]), fetcher)
     assert choice.variant == "v0"
     assert sorted(fetcher.asked) == urls
-    assert all(layer.src.digest == "digest" for layer in choice.layers)  # type: ignore[union-attr]
+    images = [layer for layer in choice.layers if isinstance(layer, ImageLayer)]
+    assert [image.src.digest for image in images] == ["digest"] * len(choice.layers)
 
 
 async def test_the_next_variant_s_images_are_fetched_when_the_first_s_fail() -> None:

@@ -441,9 +441,15 @@ def test_text_layer_defaults_and_parsed_values(make: MakeLayer) -> None:
         "shrink",
         1.2,
     )
-    assert make("text", box=[0, 0, 9, 9], text="Hi", size=10).min_size == 8  # type: ignore[union-attr]
-    assert make("text", box=[0, 0, 9, 9], text="Hi", size=6).min_size == 6  # type: ignore[union-attr]
-    assert make("text", box=[0, 0, 9, 9], text="Hi", min_size=50).min_size == 32  # type: ignore[union-attr]
+
+    def min_size(**fields: object) -> int:
+        small = make("text", box=[0, 0, 9, 9], text="Hi", **fields)
+        assert isinstance(small, TextLayer)
+        return small.min_size
+
+    assert min_size(size=10) == 8
+    assert min_size(size=6) == 6
+    assert min_size(min_size=50) == 32
 
 
 def test_every_kind_lists_its_fields() -> None:

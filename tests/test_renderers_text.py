@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from typing import cast
 
 import pytest
 from PIL import Image
@@ -32,7 +33,9 @@ def drawn(*layers: Layer, dpr: int = 1) -> Image.Image:
 
 
 def colours(image: Image.Image) -> set[tuple[int, int, int, int]]:
-    return {colour for _, colour in image.getcolors(1_000_000) or []}
+    # An RGBA image's colours are 4-tuples (Pillow's types say any band count).
+    found = image.getcolors(1_000_000) or []
+    return {cast(tuple[int, int, int, int], colour) for _, colour in found}
 
 
 @pytest.mark.parametrize(

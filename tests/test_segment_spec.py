@@ -400,8 +400,10 @@ async def test_the_route_needs_the_api_token(client: TestClient[Any, Any]) -> No
 async def test_a_platform_needs_a_token_with_the_data_scope(
     make_client: Any, settings: Settings
 ) -> None:
-    tokens = (ApiToken("cdp", "cdp-token", frozenset({Scope.DATA})),)
-    tokens += (ApiToken("viewer", "viewer-token", frozenset({Scope.READ})),)
+    tokens = (
+        ApiToken("cdp", "cdp-token", frozenset({Scope.DATA})),
+        ApiToken("viewer", "viewer-token", frozenset({Scope.READ})),
+    )
     client = await make_client(replace(settings, scoped_api_tokens=tokens))
     viewer = {"Authorization": "Bearer viewer-token"}
     response = await client.post(URL, json=IDENTIFY_TYPICAL, headers=viewer)

@@ -179,7 +179,7 @@ def test_cut_points_are_quintiles_and_ties_share_the_lower_bin() -> None:
     assert cut_points([]) == ()
     # 60 % bought once: every one-time buyer gets F = 1, and more purchases score higher.
     cuts = Cuts((), cut_points([1] * 6 + [2, 3, 4, 5]), ())
-    assert cuts.frequency == (1, 1, 1, 3)
+    assert cuts.frequency == (1.0, 1.0, 1.0, 3.0)
     one_time = metrics_of([Purchase(int(NOW.timestamp() * 1000), 1.0)], NOW, DEFAULT_POLICY)
     assert one_time is not None
     assert cuts.scores(one_time) == (5, 1, 1)  # no cut points: recency 5, the rest 1

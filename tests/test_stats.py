@@ -39,8 +39,7 @@ from server.records.writes import RecordWriter
 def test_wilson_interval_matches_newcombes_worked_examples(
     successes: int, trials: int, low: float, high: float
 ) -> None:
-    got = wilson_interval(successes, trials)
-    assert got == (pytest.approx(low, abs=5e-5), pytest.approx(high, abs=5e-5))
+    assert wilson_interval(successes, trials) == pytest.approx((low, high), abs=5e-5)
 
 
 def test_two_proportion_p_value_matches_statsmodels_documented_example() -> None:
@@ -112,7 +111,9 @@ async def clicks_later(
     was fetched is moved back a minute first (a click right after it is a gateway's)."""
     async with aioredis.from_url(redis_url) as store:
         for r in recipients:
-            entry = orjson.loads(await store.hget(remembered_key(r), block_id))
+            raw = await store.hget(remembered_key(r), block_id)
+            assert raw is not None
+            entry = orjson.loads(raw)
             entry["at"] -= 60
             await store.hset(remembered_key(r), block_id, orjson.dumps(entry))
     for r in recipients:
@@ -205,7 +206,9 @@ async def test_unique_readers_are_within_hyperloglogs_error(redis_url: str) -> N
                 await pipe.execute()
         day = datetime.now(UTC).date().isoformat()
         report = await block_report(store, "big", [day], "variant", Split({"a": 1}))
-    (row,) = report["rows"]
+    rows = report["rows"]
+    assert isinstance(rows, list)
+    (row,) = rows
     assert row["impressions"] == 40_000
     assert row["clicks"] == 2_000
     assert row["unique_readers"] == pytest.approx(20_000, rel=3 * 0.0081)

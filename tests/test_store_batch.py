@@ -143,7 +143,9 @@ async def test_a_key_read_by_many_opens_at_once_is_read_once(
     assert stats["cmdstat_lrange"]["calls"] == 1
     assert stats["cmdstat_get"]["calls"] == 2
     assert all(reply == [[b"a", b"b"], None] for reply in replies)
-    replies[0][0].append(b"changed")  # each open has its own copy
+    events = replies[0][0]
+    assert isinstance(events, list)
+    events.append(b"changed")  # each open has its own copy
     assert replies[1][0] == [b"a", b"b"]
 
 
@@ -170,7 +172,9 @@ async def test_shared_reads_are_answered_again_until_they_are_too_old(redis: Red
         assert first == again == [[b"5", b"7"]]
         assert unshared == [[b"4", b"7"]]  # a read not marked shared always goes out
         assert stats["cmdstat_mget"]["calls"] == 2
-        again[0].append(b"changed")  # each open still has its own copy
+        kept = again[0]
+        assert isinstance(kept, list)
+        kept.append(b"changed")  # each open still has its own copy
         assert await batcher.execute(read, shared=True) == [[b"5", b"7"]]
         await asyncio.sleep(0.25)
         assert await batcher.execute(read, shared=True) == [[b"4", b"7"]]
@@ -224,9 +228,9 @@ async def test_a_lost_connection_is_replaced_and_the_reads_sent_again(
 
 
 @asynccontextmanager
-async def batcher_on(url: str, **client_settings: float) -> AsyncIterator[StoreBatcher]:
+async def batcher_on(url: str, socket_timeout: float | None = None) -> AsyncIterator[StoreBatcher]:
     """A batcher of its own on a client for `url`, closed afterwards."""
-    async with Redis.from_url(url, **client_settings) as client:
+    async with Redis.from_url(url, socket_timeout=socket_timeout) as client:
         batcher = StoreBatcher(client)
         try:
             yield batcher

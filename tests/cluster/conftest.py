@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from local_cluster import LocalCluster
+from cluster.local_cluster import LocalCluster
 
 CLUSTER_DIR = Path(__file__).parent
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import redis
-from redis.cluster import key_slot
+from redis.crc import key_slot
 
 from server.embedded_store import find_redis_server
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 import pytest
-from local_cluster import LocalCluster
+from cluster.local_cluster import LocalCluster
 from sample_blocks import CART_REMINDER, greeting
 from support import AUTH, decode, put_block, signed
 from test_classify import SAFARI
@@ -81,7 +81,7 @@ async def test_personal_opens_clicks_and_their_data_written_through_the_api(
     for reader in readers:
         await call(client, "PUT", f"/api/v1/profiles/{reader}", {"first_name": reader})
     half = len(readers) // 2
-    events = [{"recipient": r, "type": "purchase"} for r in readers[:half]]
+    events: list[dict[str, Any]] = [{"recipient": r, "type": "purchase"} for r in readers[:half]]
     events += [
         {"recipient": r, "type": "cart_abandoned", "props": {"item": "the red scarf"}}
         for r in readers[half:]

@@ -14,7 +14,7 @@ import asyncio
 import time
 from typing import Any
 
-from local_cluster import LocalCluster
+from cluster.local_cluster import LocalCluster
 from sample_blocks import greeting
 from support import AUTH, decode, put_block, signed
 

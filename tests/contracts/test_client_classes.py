@@ -320,7 +320,7 @@ def _code_spans(cell: str) -> list[str]:
 def test_the_docs_table_of_kinds_agrees_with_the_table() -> None:
     tables = [(path, t) for path, t in _doc_tables("kind") if "`is_proxy`" in t[0]]
     assert tables, "no docs table of client kinds (| kind | detected by | `is_proxy` |)"
-    by_kind = {row.kind: row for row in CLIENT_CLASSES}
+    by_kind: dict[str, ClientClass] = {row.kind: row for row in CLIENT_CLASSES}
     for path, table in tables:
         rows = {_code_spans(cells[0])[0]: cells for cells in table[1:]}
         assert set(rows) == KINDS, path
@@ -338,7 +338,7 @@ def test_the_docs_table_of_kinds_agrees_with_the_table() -> None:
 def test_the_docs_table_of_geo_agrees_with_the_table() -> None:
     tables = _doc_tables("`client.kind`")
     assert tables, "no docs table of where geo comes from (| `client.kind` | ... |)"
-    by_kind = {row.kind: row for row in CLIENT_CLASSES}
+    by_kind: dict[str, ClientClass] = {row.kind: row for row in CLIENT_CLASSES}
     for path, table in tables:
         groups = [_code_spans(cells[0]) for cells in table[1:]]
         named = [kind for group in groups for kind in group]
