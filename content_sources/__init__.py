@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 
 from geoip2.database import Reader
@@ -26,9 +27,8 @@ from content_sources.profile import ProfileSource
 from content_sources.remembered import LastShownSource
 from content_sources.segments import SegmentsSource
 from content_sources.store_batch import StoreBatcher, execute_raw
+from content_sources.store_timing import round_trip_took
 from content_sources.stores import StoresSource
-from server.metrics import STORE_SECONDS
-from server.settings import Settings
 
 # What each name is built from: an open that needs a name builds these too (and reads
 # only what they all need from the store).
@@ -64,7 +64,16 @@ def active_sources(sources: tuple[Source, ...], names: frozenset[str]) -> tuple[
     return tuple(s for s in sources if s.name in needed)
 
 
-def build_sources(settings: Settings, geoip: Reader | None = None) -> tuple[Source, ...]:
+@dataclass(frozen=True, slots=True)
+class SourceSettings:
+    """What the operator sets for the sources (the server's settings carry the values)."""
+
+    events_max_per_recipient: int
+    click_memory_days: int
+    stores_max_km: int
+
+
+def build_sources(settings: SourceSettings, geoip: Reader | None = None) -> tuple[Source, ...]:
     """Every source, in the order they are built (later ones may read earlier ones)."""
     geo = GeoSource(geoip)
     return (
@@ -117,7 +126,7 @@ async def gather_context(
     elif flat:
         started = time.perf_counter()
         replies = await execute_raw(store, flat, deadline=deadline)
-        STORE_SECONDS.observe(time.perf_counter() - started)
+        round_trip_took(time.perf_counter() - started)
     return build_context(active, commands, replies, request, overrides)
 
 

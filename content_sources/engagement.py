@@ -22,8 +22,8 @@ from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
 from content_sources.base import OpenRequest, RedisCommand
+from content_sources.expressions import Missing
 from content_sources.keys import engagement_key
-from server.expressions import Missing
 
 
 class _Action(NamedTuple):

@@ -17,8 +17,8 @@ from redis.asyncio import Redis
 
 from content_sources.base import OpenRequest, RedisCommand
 from content_sources.cluster_pipe import cluster_client
+from content_sources.expressions import Missing
 from content_sources.keys import event_ids_key, events_key
-from server.expressions import Missing
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,8 +14,8 @@ import orjson
 
 from content_sources.base import OpenRequest, RedisCommand
 from content_sources.documents import decode_object
+from content_sources.expressions import Missing
 from content_sources.keys import inventory_key
-from server.expressions import Missing
 
 
 class InventoryView:

@@ -74,8 +74,8 @@ from redis.asyncio import Redis
 from content_sources.base import OpenRequest, RedisCommand
 from content_sources.engagement import NO_ACTIVITY, Activity, activity_of
 from content_sources.events import Event
+from content_sources.expressions import Missing
 from content_sources.keys import PREFIX, engagement_key, purchases_key, rfm_key
-from server.expressions import Missing
 
 PURCHASE = "purchase"
 DAY_MS = 86_400_000

@@ -31,10 +31,10 @@ from content_sources.cluster_pipe import (
     cluster_client,
     execute_raw_on_cluster,
 )
+from content_sources.deadlines import seconds_left
+from content_sources.lru import LRU
 from content_sources.store_pipe import StorePipe, pack
-from server.deadlines import seconds_left
-from server.lru import LRU
-from server.metrics import STORE_SECONDS
+from content_sources.store_timing import round_trip_took
 
 MAX_BATCH_COMMANDS = 2000
 # Distinct shared reads kept (a block's inventory items are one).
@@ -172,7 +172,7 @@ def _deliver(
             if not future.done():
                 future.set_exception(outcome)
         return
-    STORE_SECONDS.observe(time.perf_counter() - started)
+    round_trip_took(time.perf_counter() - started)
     for (_, future, _), indices in zip(batch, slots, strict=True):
         if future.done():
             continue  # the open gave up

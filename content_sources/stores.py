@@ -29,9 +29,9 @@ from redis.exceptions import RedisError
 from content_sources.base import OpenRequest, RedisCommand
 from content_sources.clock import zone
 from content_sources.documents import JsonObject, decode_object, without_nulls
+from content_sources.expressions import Missing
 from content_sources.geo import GeoSource
 from content_sources.keys import PREFIX
-from server.expressions import Missing
 
 log = logging.getLogger("atopen.stores")
 

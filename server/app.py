@@ -152,7 +152,7 @@ async def _services(app: web.Application, *, redis_url: str) -> AsyncIterator[No
         )
     )
     geoip = open_geoip(settings.geoip_db) if settings.geoip_db is not None else None
-    sources = build_sources(settings, geoip)
+    sources = build_sources(settings.sources, geoip)
     blocks = BlockStore(
         redis,
         BlockPreparer(resources, sources, frozenset(settings.data_secrets)),

@@ -13,19 +13,19 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 from urllib.parse import urlsplit
 
-from content_sources.http_data_spec import DataSourceError, HttpSourceSpec, parse_data_sources
-from renderers.fields import Field, Resources
-from renderers.layers import kind_named
-from renderers.layers.base import LayerError, LayerKind, read_layer
-from renderers.plan import DPRS, FORMATS, MAX_OUTPUT_PIXELS, MIN_MAX_BYTES, ImageFormat
-from server.experiments import Split, parse_split
-from server.expressions import (
+from content_sources.expressions import (
     Expression,
     ExpressionError,
     Template,
     constant_subscripts,
     is_template,
 )
+from content_sources.http_data_spec import DataSourceError, HttpSourceSpec, parse_data_sources
+from renderers.fields import Field, Resources
+from renderers.layers import kind_named
+from renderers.layers.base import LayerError, LayerKind, read_layer
+from renderers.plan import DPRS, FORMATS, MAX_OUTPUT_PIXELS, MIN_MAX_BYTES, ImageFormat
+from server.experiments import Split, parse_split
 from server.polls import Poll, parse_poll
 
 # Block pixels: the widest or tallest block (the contract's limit; a layer's box may reach

@@ -17,10 +17,10 @@ from collections.abc import Awaitable, Callable
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from content_sources.deadlines import seconds_left
+from content_sources.lru import LRU
 from renderers.plan import RenderPlan
 from server import metrics
-from server.deadlines import seconds_left
-from server.lru import LRU
 
 log = logging.getLogger("atopen.cache")
 KEY_PREFIX = "atopen:render:"

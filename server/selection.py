@@ -15,11 +15,11 @@ from functools import lru_cache
 
 from ada_url import SchemeType, idna_to_ascii, parse_url
 
+from content_sources.expressions import MissingValueError, Template
 from content_sources.http_data import SourceTrace
 from renderers.fields import FieldError, Resources
 from renderers.plan import Layer
 from server.blocks import Block, LayerTemplate, VariantTemplate
-from server.expressions import MissingValueError, Template
 
 
 class DefaultUnavailableError(Exception):

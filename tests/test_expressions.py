@@ -6,9 +6,7 @@ from typing import Any
 
 import pytest
 
-from renderers.resources import LocalResources, builtin_fonts
-from server.blocks import compile_block
-from server.expressions import (
+from content_sources.expressions import (
     Expression,
     ExpressionError,
     MissingValueError,
@@ -16,6 +14,8 @@ from server.expressions import (
     constant_subscripts,
     is_template,
 )
+from renderers.resources import LocalResources, builtin_fonts
+from server.blocks import compile_block
 from server.selection import choose_variant
 
 CONTEXT = {

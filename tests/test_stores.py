@@ -21,6 +21,7 @@ from content_sources import anonymous_context, gather_context
 from content_sources.base import OpenRequest, Source
 from content_sources.client import ClientSource
 from content_sources.clock import ClockSource
+from content_sources.expressions import Expression, MissingValueError, Template
 from content_sources.geo import GeoSource, open_geoip
 from content_sources.keys import profile_key
 from content_sources.params import ParamsSource
@@ -37,7 +38,6 @@ from renderers.resources import LocalResources, builtin_fonts
 from server.api.stores import routes
 from server.app import TEMPLATES_DIR
 from server.blocks import compile_block
-from server.expressions import Expression, MissingValueError, Template
 from server.keys import REDIS, SETTINGS
 from server.request_handling import api_handler, routes_with
 from server.selection import choose_variant

@@ -36,6 +36,7 @@ from redis.asyncio import Redis
 
 from content_sources import anonymous_context
 from content_sources.base import OpenRequest, Source
+from content_sources.deadlines import seconds_left
 from content_sources.http_data import HttpData
 from content_sources.keys import remembered_key
 from content_sources.remembered import decode_memory
@@ -43,7 +44,6 @@ from content_sources.store_batch import StoreBatcher
 from renderers.fields import Resources
 from renderers.plan import ImageFormat
 from server.block_store import PreparedBlock
-from server.deadlines import seconds_left
 from server.experiments import assign
 from server.loop_lag import LoopLag
 from server.open_log import OpenLog

@@ -7,11 +7,11 @@ import time
 from datetime import UTC, datetime
 from functools import partial
 
+from content_sources.lru import LRU
 from renderers.plan import ImageFormat, RenderPlan
 from renderers.render import render
 from server import metrics
 from server.block_store import PreparedBlock
-from server.lru import LRU
 from server.opens.decide import MAX_REMEMBERED_CHOICES
 from server.render_cache import RenderCache, plan_key
 from server.render_pool import Place, RenderPool

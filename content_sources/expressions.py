@@ -1,7 +1,7 @@
 """The rule language: `when` expressions and string templates in sandboxed Jinja2.
 
 Marketers' text runs on every open, so it runs in a sandbox bounded in time and size
-(`server/rule_sandbox.py`). A rule that touches a missing value, runs past its time
+(`content_sources/rule_sandbox.py`). A rule that touches a missing value, runs past its time
 budget or would build too big a value raises `MissingValueError`, which makes the
 variant fall through to the next one: a recipient never sees an empty name, and a rule
 cannot stall a worker. Output is capped at `MAX_OUTPUT_CHARS`.
@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 
 from jinja2 import TemplateError, TemplateSyntaxError, UndefinedError, meta, nodes
 
-from server.rule_sandbox import (
+from content_sources.rule_sandbox import (
     ENVIRONMENT,
     ITERATING_FILTERS,
     MAX_OUTPUT_CHARS,

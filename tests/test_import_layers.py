@@ -1,0 +1,58 @@
+"""The packages import only downwards: `renderers`, then `content_sources`, then `server`.
+
+Every module's imports are read with `ast` (function-level ones included), so an import
+that would make a lower layer know a higher one fails here, not in a later refactoring.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+# Lowest first: each package may import those before it, never those after.
+LAYERS = ("renderers", "content_sources", "server")
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported_modules(path: Path) -> Iterator[str]:
+    """Absolute names of what the module imports; relative imports resolved."""
+    package = module_name(path) if path.name == "__init__.py" else module_name(path.parent)
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                yield ".".join([*base, *([node.module] if node.module else [])])
+            else:
+                assert node.module is not None
+                yield node.module
+
+
+def modules_of(package: str) -> list[Path]:
+    return sorted((ROOT / package).rglob("*.py"))
+
+
+def test_every_layer_has_modules() -> None:
+    for layer in LAYERS:
+        assert len(modules_of(layer)) > 5, layer
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+def test_a_layer_imports_no_layer_above_it(layer: str) -> None:
+    above = LAYERS[LAYERS.index(layer) + 1 :]
+    wrong = [
+        f"{module_name(path)} imports {name}"
+        for path in modules_of(layer)
+        for name in imported_modules(path)
+        if name.split(".")[0] in above
+    ]
+    assert wrong == []
