@@ -24,11 +24,11 @@ from content_sources.inventory import InventorySource
 from content_sources.params import ParamsSource
 from content_sources.poll import PollSource
 from content_sources.profile import ProfileSource
+from content_sources.redis_batch import StoreBatcher, execute_raw
 from content_sources.remembered import LastShownSource
 from content_sources.segments import SegmentsSource
-from content_sources.store_batch import StoreBatcher, execute_raw
+from content_sources.shops import ShopsSource
 from content_sources.store_timing import round_trip_took
-from content_sources.stores import StoresSource
 
 # What each name is built from: an open that needs a name builds these too (and reads
 # only what they all need from the store).
@@ -86,7 +86,7 @@ def build_sources(settings: SourceSettings, geoip: Reader | None = None) -> tupl
         LastShownSource(settings.click_memory_days * 86_400),
         ClientSource(),
         geo,
-        StoresSource(geo, settings.stores_max_km),
+        ShopsSource(geo, settings.stores_max_km),
         ParamsSource(),
         PollSource(),
     )

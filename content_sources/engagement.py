@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 from content_sources.base import OpenRequest, RedisCommand
 from content_sources.expressions import Missing
-from content_sources.keys import engagement_key
+from content_sources.redis_keys import engagement_key
 
 
 class _Action(NamedTuple):

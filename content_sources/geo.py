@@ -37,7 +37,7 @@ from content_sources.base import OpenRequest, RedisCommand
 from content_sources.client import AddressTells, classify_client, client_class
 from content_sources.clock import zone
 from content_sources.documents import decode_object
-from content_sources.keys import last_seen_key
+from content_sources.redis_keys import last_seen_key
 
 GEOIP_SETTING = "ATOPEN_GEOIP_DB"
 

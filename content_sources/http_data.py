@@ -56,8 +56,8 @@ from content_sources.expressions import (
     Template,
 )
 from content_sources.http_data_spec import HttpSourceSpec
-from content_sources.keys import PREFIX
 from content_sources.outbound import AddressRefused, check_spelling, is_refusal
+from content_sources.redis_keys import PREFIX
 
 log = logging.getLogger("atopen.http_data")
 

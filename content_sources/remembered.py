@@ -14,7 +14,7 @@ import orjson
 
 from content_sources.base import OpenRequest, RedisCommand
 from content_sources.expressions import Missing
-from content_sources.keys import remembered_key
+from content_sources.redis_keys import remembered_key
 
 
 class LastShownSource:

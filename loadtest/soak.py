@@ -35,8 +35,8 @@ import redis
 
 from loadtest.bench_serve import HOST, SECRET, TOKEN, api, free_port, wait_for_port
 from loadtest.population import Population, seed
-from server.app import TEMPLATES_DIR
 from server.signing import Signer
+from server.web.app import TEMPLATES_DIR
 
 PROC = Path("/proc")
 MIB = 1024 * 1024

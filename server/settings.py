@@ -18,7 +18,7 @@ from content_sources import SourceSettings
 from content_sources.client_address import parse_trusted_proxies
 from content_sources.geo import GeoDatabaseError, open_geoip
 from content_sources.outbound import parse_allow
-from server.api.access import ApiToken, Scope, all_tokens, parse_scoped_tokens
+from server.api_tokens import ApiToken, Scope, all_tokens, parse_scoped_tokens
 from server.cpus import usable_cpus
 
 
@@ -169,7 +169,7 @@ def _int(lo: int, hi: int) -> Callable[[str, str], int]:
 
 
 def _redis_url(name: str, raw: str) -> str:
-    from server.store_client import StoreUrlError, cluster_seeds, is_cluster_url
+    from server.datastore.redis_client import StoreUrlError, cluster_seeds, is_cluster_url
 
     if is_cluster_url(raw):
         try:

@@ -17,9 +17,9 @@ import redis
 from aiohttp.test_utils import TestClient
 from support import SECRET, TOKEN
 
-from server.app import create_app
-from server.embedded_store import EmbeddedRedis
+from server.datastore.embedded_redis import EmbeddedRedis
 from server.settings import Settings
+from server.web.app import create_app
 
 
 @pytest.fixture(scope="session")

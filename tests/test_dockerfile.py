@@ -28,7 +28,7 @@ import yaml
 from aiohttp.test_utils import TestClient
 from support import free_port
 
-from server.embedded_store import find_redis_server
+from server.datastore.embedded_redis import find_redis_server
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"

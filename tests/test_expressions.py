@@ -15,8 +15,8 @@ from content_sources.expressions import (
     is_template,
 )
 from renderers.resources import LocalResources, builtin_fonts
-from server.blocks import compile_block
-from server.selection import choose_variant
+from server.blocks.compiling import compile_block
+from server.blocks.selection import choose_variant
 
 CONTEXT = {
     "profile": {"first_name": "Ann", "points": 120, "empty": "", "address": {"city": "Łódź"}}

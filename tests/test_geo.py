@@ -20,9 +20,9 @@ from content_sources.client import ClientSource
 from content_sources.clock import ClockSource
 from content_sources.expressions import MissingValueError, Template
 from content_sources.geo import GeoSource, last_seen_key, open_geoip, remember_commands
-from content_sources.keys import profile_key
 from content_sources.params import ParamsSource
 from content_sources.profile import ProfileSource
+from content_sources.redis_keys import profile_key
 from server.settings import SettingsError, load_settings
 
 DATA = Path(__file__).parent / "data" / "geoip"

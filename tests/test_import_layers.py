@@ -1,4 +1,5 @@
-"""The packages import only downwards: `renderers`, then `content_sources`, then `server`.
+"""The packages import only downwards: `renderers`, then `content_sources`, then `server`;
+inside `server`, its rooms too, in the order of `SERVER_ROOMS` (docs/development.md).
 
 Every module's imports are read with `ast` (function-level ones included), so an import
 that would make a lower layer know a higher one fails here, not in a later refactoring.
@@ -15,6 +16,11 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 # Lowest first: each package may import those before it, never those after.
 LAYERS = ("renderers", "content_sources", "server")
+# The rooms of `server`, lowest first; "" is the modules directly in `server/` (settings,
+# API tokens, metrics, signing, CPUs), which every room above the store's may use.
+SERVER_ROOMS = ("datastore", "", "blocks", "records", "opens", "api", "studio", "web", "process")
+# `python -m server` is the command itself: it starts the top room.
+ENTRY_POINT = "server.__main__"
 
 
 def module_name(path: Path) -> str:
@@ -54,5 +60,31 @@ def test_a_layer_imports_no_layer_above_it(layer: str) -> None:
         for path in modules_of(layer)
         for name in imported_modules(path)
         if name.split(".")[0] in above
+    ]
+    assert wrong == []
+
+
+def room_of(module: str) -> str:
+    """The room of a module of `server`: its folder, or "" for the top-level modules."""
+    parts = module.split(".")
+    if len(parts) > 2 or (len(parts) == 2 and (ROOT / "server" / parts[1]).is_dir()):
+        return parts[1]
+    return ""
+
+
+def test_every_room_of_server_has_a_place_in_the_order() -> None:
+    rooms = {room_of(module_name(path)) for path in modules_of("server")}
+    assert rooms == set(SERVER_ROOMS)
+
+
+@pytest.mark.parametrize("room", SERVER_ROOMS)
+def test_a_room_of_server_imports_no_room_above_it(room: str) -> None:
+    above = SERVER_ROOMS[SERVER_ROOMS.index(room) + 1 :]
+    wrong = [
+        f"{module_name(path)} imports {name}"
+        for path in modules_of("server")
+        if room_of(module_name(path)) == room and module_name(path) != ENTRY_POINT
+        for name in imported_modules(path)
+        if name.split(".")[0] == "server" and room_of(name) in above
     ]
     assert wrong == []

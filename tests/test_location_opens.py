@@ -15,9 +15,9 @@ from aiohttp.test_utils import TestClient
 from support import AUTH, put_block, signed
 
 from content_sources.client_address import parse_trusted_proxies
-from content_sources.keys import last_seen_key
-from server.app import TEMPLATES_DIR
+from content_sources.redis_keys import last_seen_key
 from server.settings import Settings
+from server.web.app import TEMPLATES_DIR
 
 Client = TestClient[Any, Any]
 CITY_DB = Path(__file__).parent / "data" / "geoip" / "GeoIP2-City-Test.mmdb"

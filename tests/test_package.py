@@ -147,7 +147,7 @@ def installed_templates(venv: Path) -> Path:
     found = run(
         venv / "bin" / "python",
         "-c",
-        "import server.app; print(server.app.TEMPLATES_DIR)",
+        "import server.web.app; print(server.web.app.TEMPLATES_DIR)",
         cwd=venv.parent,
     )
     templates = Path(found.strip())

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from server.render_pool import TURNS_PER_THREAD, OverloadedError, RenderPool
+from server.opens.render_pool import TURNS_PER_THREAD, OverloadedError, RenderPool
 
 
 def burn(seconds: float) -> None:

@@ -16,8 +16,8 @@ from content_sources.base import OpenRequest
 from content_sources.clock import ClockSource
 from content_sources.events import Event, EventLog
 from content_sources.expressions import Expression, Missing, MissingValueError, Template
-from content_sources.keys import purchases_key, rfm_key
 from content_sources.profile import ProfileSource
+from content_sources.redis_keys import purchases_key, rfm_key
 from content_sources.segments import (
     CUTS_KEY,
     DEFAULT_POLICY,
@@ -32,7 +32,7 @@ from content_sources.segments import (
     segments_of,
     write_records,
 )
-from server.segments_job import (
+from server.records.segments_job import (
     LOCK_KEY,
     recompute_if_due,
     recompute_segments,

@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-from server.sign_csv import RowSigner, SignCsvError, UrlColumn, sign_csv
+from server.process.sign_csv import RowSigner, SignCsvError, UrlColumn, sign_csv
 from server.signing import Signer
 
 ROOT = Path(__file__).resolve().parent.parent

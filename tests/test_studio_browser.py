@@ -26,7 +26,7 @@ from PIL import Image
 from playwright import sync_api as playwright_api
 from support import AUTH, SECRET, TOKEN, LiveApp, signed
 
-from server.api.access import ApiToken, Scope
+from server.api_tokens import ApiToken, Scope
 from server.settings import Settings
 
 BROWSER_MISSING = "NO BROWSER: the studio's browser tests need Chromium"

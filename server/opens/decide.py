@@ -17,12 +17,12 @@ from content_sources.lru import LRU
 from renderers.fields import Resources
 from renderers.layers import has_ended
 from renderers.resources import Asset
-from server.block_store import PreparedBlock
-from server.blocks import Block
-from server.experiments import Assignment
+from server.blocks.compiling import Block
+from server.blocks.experiments import Assignment
+from server.blocks.selection import Choice, choose_variant
+from server.blocks.snapshot import PreparedBlock
 from server.opens.gather import Needs
-from server.remote_images import OpenResources, RemoteImageError
-from server.selection import Choice, choose_variant
+from server.opens.remote_images import OpenResources, RemoteImageError
 
 # The variant that replaces a countdown's once its time is up (if the block has one).
 EXPIRED = "expired"

@@ -34,7 +34,7 @@ from content_sources.client import (
 )
 from content_sources.geo import GeoSource, open_geoip, remember_commands
 from content_sources.profile import ProfileSource
-from server.openapi import DOCUMENT
+from server.api.openapi import DOCUMENT
 
 ROOT = Path(__file__).resolve().parents[2]
 CITY_DB = ROOT / "tests" / "data" / "geoip" / "GeoIP2-City-Test.mmdb"

@@ -8,8 +8,8 @@ import os
 from aiohttp import web
 from redis.exceptions import RedisError
 
+from server.api.app_state import BLOCKS, REDIS
 from server.api.errors import json_response
-from server.keys import BLOCKS, REDIS
 
 routes = web.RouteTableDef()
 PING_TIMEOUT_S = 1.0

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from renderers.fields import BOX, Box
-from server.blocks import LayerTemplate, VariantTemplate
+from server.blocks.compiling import LayerTemplate, VariantTemplate
 
 T = TypeVar("T")
 

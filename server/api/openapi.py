@@ -1,4 +1,4 @@
-"""`GET /api/v1/openapi.json`: the API's OpenAPI 3 document (kept beside this module)."""
+"""`GET /api/v1/openapi.json`: the API's OpenAPI 3 document (kept in the `server` package)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-DOCUMENT = Path(__file__).with_name("openapi.json")
+DOCUMENT = Path(__file__).parent.parent / "openapi.json"
 routes = web.RouteTableDef()
 
 

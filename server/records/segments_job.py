@@ -36,7 +36,7 @@ from datetime import UTC, datetime
 from redis.asyncio import Redis
 
 from content_sources.engagement import activity_of
-from content_sources.keys import PREFIX, engagement_key, events_key, purchases_key
+from content_sources.redis_keys import PREFIX, engagement_key, events_key, purchases_key
 from content_sources.segments import (
     CUTS_KEY,
     DAY_MS,

@@ -15,13 +15,13 @@ from pathlib import Path
 
 from aiohttp import web
 
-from server.app import create_app
-from server.embedded_store import EmbeddedRedis, EmbeddedStoreError
-from server.logs import JsonAccessLogger, configure_logging
+from server.datastore.embedded_redis import EmbeddedRedis, EmbeddedStoreError
+from server.process.sign_csv import TOKEN_COLUMN, RowSigner, SignCsvError, UrlColumn, sign_csv
+from server.process.supervisor import WORKER_GRACE_S, Supervisor
 from server.settings import Settings, SettingsError, load_settings, require_secret
-from server.sign_csv import TOKEN_COLUMN, RowSigner, SignCsvError, UrlColumn, sign_csv
 from server.signing import Signer
-from server.supervisor import WORKER_GRACE_S, Supervisor
+from server.web.app import create_app
+from server.web.logs import JsonAccessLogger, configure_logging
 
 
 @contextlib.contextmanager
@@ -116,7 +116,7 @@ def _worker(args: argparse.Namespace) -> None:
 
 
 def _demo(args: argparse.Namespace) -> None:
-    from server.demo import announce_demo, demo_settings, install_demo
+    from server.process.demo import announce_demo, demo_settings, install_demo
 
     settings = demo_settings(_with_listen_args(load_settings(), args))
     require_free_port(settings)

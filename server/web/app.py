@@ -18,12 +18,12 @@ from content_sources.documents import DocumentStore
 from content_sources.events import EventLog
 from content_sources.geo import open_geoip
 from content_sources.http_data import HttpData
-from content_sources.keys import inventory_key, profile_key
 from content_sources.outbound import guarded_connector
+from content_sources.redis_keys import inventory_key, profile_key
 from content_sources.segments import RfmPolicy
 from renderers.fonts import FontError, FontFace, available_fonts
 from renderers.resources import LocalResources
-from server import email_routes, health, metrics
+from server import metrics
 from server.api import access as access_api
 from server.api import audit as audit_api
 from server.api import blocks as blocks_api
@@ -32,12 +32,11 @@ from server.api import inventory as inventory_api
 from server.api import profiles as profiles_api
 from server.api import records as records_api
 from server.api import segment_spec as segment_spec_api
+from server.api import shops as shops_api
 from server.api import signing as signing_api
 from server.api import snippets as snippets_api
-from server.api import stores as stores_api
 from server.api import tokens as tokens_api
-from server.block_store import BlockPreparer, BlockStore, stop_task
-from server.keys import (
+from server.api.app_state import (
     BLOCKS,
     EVENTS,
     INVENTORY,
@@ -49,15 +48,22 @@ from server.keys import (
     SETTINGS,
     SIGNER,
 )
-from server.loop_lag import LoopLag
-from server.open_log import OpenLog
-from server.openapi import routes as openapi_routes
+from server.api.openapi import routes as openapi_routes
+from server.blocks.snapshot import BlockPreparer, BlockStore, stop_task
+from server.datastore.redis_client import open_store
 from server.opens import Opens
+from server.opens.loop_lag import LoopLag
+from server.opens.remote_images import RemoteImageLimits, RemoteImages
+from server.opens.render_cache import RenderCache
+from server.opens.render_pool import RenderPool
+from server.records.open_log import OpenLog
+from server.records.segments_job import run_segments_job
 from server.records.writes import record_writer
-from server.remote_images import RemoteImageLimits, RemoteImages
-from server.render_cache import RenderCache
-from server.render_pool import RenderPool
-from server.request_handling import (
+from server.settings import Settings, SettingsError
+from server.signing import Signer
+from server.studio import studio_routes
+from server.web import email_routes, health
+from server.web.request_handling import (
     API_PREFIX,
     api_handler,
     api_not_routed,
@@ -65,12 +71,7 @@ from server.request_handling import (
     routes_with,
     with_request_id,
 )
-from server.segments_job import run_segments_job
-from server.settings import Settings, SettingsError
-from server.signing import Signer
-from server.store_client import open_store
-from server.studio import studio_routes
-from server.templates_dir import TEMPLATES_DIR as TEMPLATES_DIR  # re-exported: others use it
+from server.web.templates_dir import TEMPLATES_DIR as TEMPLATES_DIR  # re-exported: others use it
 
 log = logging.getLogger("atopen")
 
@@ -88,7 +89,7 @@ def fonts_of(fonts_dir: Path | None) -> dict[str, FontFace]:
 
 def create_app(settings: Settings, *, redis_url: str) -> web.Application:
     """Build the app; nothing connects until it starts."""
-    # No middlewares (see server.request_handling): handlers are wrapped as they are added.
+    # No middlewares (see server.web.request_handling): handlers are wrapped as they are added.
     app = web.Application(client_max_size=settings.api_max_body_bytes)
     app[SETTINGS] = settings
     app[SIGNER] = Signer(settings.secrets)
@@ -104,7 +105,7 @@ def create_app(settings: Settings, *, redis_url: str) -> web.Application:
         signing_api.routes,
         snippets_api.routes,
         tokens_api.routes,
-        stores_api.routes,
+        shops_api.routes,
         records_api.routes,
         segment_spec_api.routes,
         access_api.routes,

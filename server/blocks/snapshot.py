@@ -36,10 +36,10 @@ from renderers.fields import Resources
 from renderers.layers import needs_clock
 from renderers.plan import DPRS, FORMATS, ImageFormat, Layer, RenderPlan
 from renderers.render import render
-from server.blocks import Block, BlockError, Problem, compile_block
-from server.layer_order import LayerOrder, layer_order
-from server.selection import DefaultUnavailableError, choose_variant, safe_link
-from server.worker_presence import WorkerPresence
+from server.blocks.compiling import Block, BlockError, Problem, compile_block
+from server.blocks.layer_order import LayerOrder, layer_order
+from server.blocks.selection import DefaultUnavailableError, choose_variant, safe_link
+from server.datastore.worker_presence import WorkerPresence
 
 log = logging.getLogger("atopen.blocks")
 

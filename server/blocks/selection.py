@@ -19,7 +19,7 @@ from content_sources.expressions import MissingValueError, Template
 from content_sources.http_data import SourceTrace
 from renderers.fields import FieldError, Resources
 from renderers.plan import Layer
-from server.blocks import Block, LayerTemplate, VariantTemplate
+from server.blocks.compiling import Block, LayerTemplate, VariantTemplate
 
 
 class DefaultUnavailableError(Exception):

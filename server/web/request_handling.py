@@ -19,10 +19,10 @@ from multidict import istr
 
 from server.api import audit
 from server.api.access import API_TOKEN, authenticate, require_scope
+from server.api.app_state import REDIS, REQUEST_ID, SETTINGS
 from server.api.errors import ApiError, is_store_outage, store_unavailable
-from server.keys import REDIS, REQUEST_ID, SETTINGS
-from server.logs import CURRENT_REQUEST_ID
-from server.replication import until_replicated
+from server.datastore.replication import until_replicated
+from server.web.logs import CURRENT_REQUEST_ID
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 log = logging.getLogger("atopen.api")
@@ -137,7 +137,7 @@ async def _api(request: web.Request, handler: Handler) -> web.StreamResponse:
     response = await _answer(request, handler)
     if audit.is_audited(request):
         await audit.record(request, request.get(API_TOKEN), response.status)
-        # On a Redis Cluster: once the replicas hold the write (server/replication.py).
+        # On a Redis Cluster: once the replicas hold the write (server/datastore/replication.py).
         if response.status < 400 and not await until_replicated(request.app[REDIS]):
             response = store_unavailable().response()
     return response

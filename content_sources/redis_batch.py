@@ -26,14 +26,14 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from content_sources.base import RedisCommand
-from content_sources.cluster_pipe import (
+from content_sources.deadlines import seconds_left
+from content_sources.lru import LRU
+from content_sources.redis_cluster_pipe import (
     ClusterStorePipe,
     cluster_client,
     execute_raw_on_cluster,
 )
-from content_sources.deadlines import seconds_left
-from content_sources.lru import LRU
-from content_sources.store_pipe import StorePipe, pack
+from content_sources.redis_pipe import StorePipe, pack
 from content_sources.store_timing import round_trip_took
 
 MAX_BATCH_COMMANDS = 2000

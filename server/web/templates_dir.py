@@ -13,7 +13,7 @@ from pathlib import Path
 
 PACKAGE = "atopen_templates"
 
-_BESIDE_THE_CODE = Path(__file__).resolve().parent.parent / "templates"
+_BESIDE_THE_CODE = Path(__file__).resolve().parents[2] / "templates"
 
 
 def templates_dir() -> Path:

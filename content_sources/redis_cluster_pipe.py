@@ -3,7 +3,7 @@
 On one Redis, a batch of commands goes out in one write on one connection. On a
 cluster, the same batch is cut by node: each master gets, in one write on its own
 connection, the commands whose keys it serves, and the replies are put back in the
-batch's order. All of one recipient's keys share a slot (`content_sources.keys`), so
+batch's order. All of one recipient's keys share a slot (`content_sources.redis_keys`), so
 a personal open's reads go to one master; the nodes of one batch are asked at once, so
 a batch costs one round trip whatever the number of nodes.
 
@@ -32,7 +32,7 @@ from redis.exceptions import ConnectionError as StoreConnectionError
 from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
 from content_sources.base import RedisCommand
-from content_sources.store_pipe import Deliver, StorePipe, pack
+from content_sources.redis_pipe import Deliver, StorePipe, pack
 
 log = logging.getLogger("atopen.store")
 

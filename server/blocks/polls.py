@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 from content_sources.poll import PollVotes
 
 if TYPE_CHECKING:
-    from server.block_store import PreparedBlock
+    from server.blocks.snapshot import PreparedBlock
 
 log = logging.getLogger("atopen.polls")
 
@@ -40,8 +40,8 @@ class Poll:
 
 def parse_poll(raw: object) -> tuple[Poll | None, list[tuple[str, str]]]:
     """The block's poll, and (field, message) for every problem with it."""
-    from server.blocks import is_http_url  # blocks builds on this module
-    from server.selection import click_target
+    from server.blocks.compiling import is_http_url  # blocks builds on this module
+    from server.blocks.selection import click_target
 
     if not isinstance(raw, dict):
         return None, [("poll", 'must be an object: {"options": [...], "results": URL}')]
@@ -95,7 +95,7 @@ async def vote_target(
     None for where any click of the block goes (a poll without a results page); the
     default's link when the vote is not one to record (no valid signature, hence no
     recipient; no poll; not one of its options) or the store failed to record it."""
-    from server.selection import safe_link  # selection builds on blocks, which uses this
+    from server.blocks.selection import safe_link  # selection builds on blocks, which uses this
 
     block = prepared.block
     poll = block.poll

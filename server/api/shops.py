@@ -14,7 +14,8 @@ from aiohttp import web
 
 from content_sources.clock import zone
 from content_sources.documents import without_nulls
-from content_sources.stores import WEEKDAYS, StoreDirectory
+from content_sources.shops import WEEKDAYS, StoreDirectory
+from server.api.app_state import REDIS
 from server.api.errors import (
     ApiError,
     invalid,
@@ -25,8 +26,7 @@ from server.api.errors import (
     read_object,
 )
 from server.api.ids import sku as plain_id
-from server.blocks import is_http_url
-from server.keys import REDIS
+from server.blocks.compiling import is_http_url
 
 routes = web.RouteTableDef()
 PATH = "/api/v1/stores/{id}"

@@ -3,7 +3,7 @@
 Every key of one block's reports carries the block id as a hash tag (`{block}`), so a
 report's `PFCOUNT` over many days' HyperLogLogs runs on one Redis Cluster node. The
 record stream is one key (one node); the personal keys (engagement, last click) are in
-`content_sources.keys` with the recipient's hash tag.
+`content_sources.redis_keys` with the recipient's hash tag.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Literal
 
-from content_sources.keys import PREFIX
+from content_sources.redis_keys import PREFIX
 
 STREAM_KEY = f"{PREFIX}records"
 # The id of the newest entry the stream's trimming removed (see writes.APPEND_SCRIPT).

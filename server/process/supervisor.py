@@ -22,7 +22,7 @@ from types import FrameType
 
 from prometheus_client import multiprocess as prometheus_multiprocess
 
-from server.child_process import die_with_parent
+from server.datastore.child_process import die_with_parent
 from server.metrics import MULTIPROCESS_DIR_VARIABLE
 from server.settings import Settings
 

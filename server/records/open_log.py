@@ -21,9 +21,9 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from content_sources.base import RedisCommand
-from content_sources.cluster_pipe import cluster_client, slot_of
-from content_sources.keys import PREFIX, remembered_key
-from content_sources.store_batch import execute_raw
+from content_sources.redis_batch import execute_raw
+from content_sources.redis_cluster_pipe import cluster_client, slot_of
+from content_sources.redis_keys import PREFIX, remembered_key
 from server.records.writes import PendingRecords, RecordWriter
 
 log = logging.getLogger("atopen.opens")

@@ -31,7 +31,7 @@ from content_sources.clock import zone
 from content_sources.documents import JsonObject, decode_object, without_nulls
 from content_sources.expressions import Missing
 from content_sources.geo import GeoSource
-from content_sources.keys import PREFIX
+from content_sources.redis_keys import PREFIX
 
 log = logging.getLogger("atopen.stores")
 
@@ -184,7 +184,7 @@ class StoresView:
         return value if isinstance(value, str) else None
 
 
-class StoresSource:
+class ShopsSource:
     """`stores`, searched in the open's round trip when the IP places the reader."""
 
     name = "stores"

@@ -21,11 +21,11 @@ from pathlib import Path
 import orjson
 from aiohttp import web
 
-from content_sources.stores import StoreDirectory
+from content_sources.shops import StoreDirectory
+from server.api.app_state import BLOCKS, EVENTS, INVENTORY, PROFILES, REDIS, SETTINGS, SIGNER
 from server.api.events import parse_event
-from server.app import TEMPLATES_DIR
-from server.keys import BLOCKS, EVENTS, INVENTORY, PROFILES, REDIS, SETTINGS, SIGNER
 from server.settings import Settings
+from server.web.app import TEMPLATES_DIR
 
 DEMO_DATA = TEMPLATES_DIR / "demo" / "data.json"
 STORES_DATA = TEMPLATES_DIR / "demo" / "stores.json"

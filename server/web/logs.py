@@ -11,7 +11,7 @@ import orjson
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from server.keys import OUTCOME, REQUEST_ID
+from server.api.app_state import OUTCOME, REQUEST_ID
 
 CURRENT_REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "request_id", default=None

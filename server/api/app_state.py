@@ -8,9 +8,9 @@ from redis.asyncio import Redis
 from content_sources.documents import DocumentStore
 from content_sources.events import EventLog
 from content_sources.segments import RfmPolicy
-from server.block_store import BlockStore
-from server.open_log import OpenLog
+from server.blocks.snapshot import BlockStore
 from server.opens import Opens
+from server.records.open_log import OpenLog
 from server.settings import Settings
 from server.signing import Signer
 

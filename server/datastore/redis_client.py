@@ -6,9 +6,9 @@ follows failovers and resharding. Every other URL gives a plain `Redis`.
 
 The rest of atopen holds the client as a `Redis`: the cluster client answers the same
 command methods (a multi-key command must keep its keys in one slot, which the key
-layout in `content_sources.keys` sees to), and the few places that talk to connections
+layout in `content_sources.redis_keys` sees to), and the few places that talk to connections
 themselves (the opens' pipelined reads and batched writes) ask
-`content_sources.cluster_pipe.cluster_client` first.
+`content_sources.redis_cluster_pipe.cluster_client` first.
 """
 
 from __future__ import annotations

@@ -25,8 +25,8 @@ from renderers.fields import Field, Resources
 from renderers.layers import kind_named
 from renderers.layers.base import LayerError, LayerKind, read_layer
 from renderers.plan import DPRS, FORMATS, MAX_OUTPUT_PIXELS, MIN_MAX_BYTES, ImageFormat
-from server.experiments import Split, parse_split
-from server.polls import Poll, parse_poll
+from server.blocks.experiments import Split, parse_split
+from server.blocks.polls import Poll, parse_poll
 
 # Block pixels: the widest or tallest block (the contract's limit; a layer's box may reach
 # past it, up to `renderers.fields.MAX_SIDE`).
@@ -360,7 +360,7 @@ def _link(raw: object, path: str, errors: _Collector, *, required: bool) -> Temp
         except ExpressionError as exc:
             errors.add(path, str(exc))
             return ""
-    from server.selection import click_target  # selection builds on this module
+    from server.blocks.selection import click_target  # selection builds on this module
 
     if not is_http_url(raw):
         errors.add(path, "must be an absolute http or https URL")

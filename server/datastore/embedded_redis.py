@@ -32,7 +32,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import BusyLoadingError, ResponseError
 from redis.retry import Retry
 
-from server.child_process import die_with_parent
+from server.datastore.child_process import die_with_parent
 
 __all__ = ["EmbeddedRedis", "EmbeddedStoreError", "find_redis_server"]
 
@@ -93,7 +93,7 @@ class EmbeddedRedis:
 
     Use it as a context manager, or call `start()` and `stop()`. A started instance that
     is never stopped is stopped at interpreter exit; if this process is killed outright,
-    the kernel terminates the server too (Linux only, see `server.child_process`).
+    the kernel terminates the server too (Linux only, see `server.datastore.child_process`).
 
     Call `start()` from a thread that lives as long as the server, normally the main
     thread: Linux delivers the parent-death signal when the *thread* that spawned the

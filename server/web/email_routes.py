@@ -15,12 +15,12 @@ from multidict import CIMultiDict, istr
 from content_sources.client_address import client_ip
 from renderers.encode import CONTENT_TYPES, TRANSPARENT_GIF
 from server import metrics
-from server.blocks import literal_format
-from server.keys import BLOCKS, OPEN_LOG, OPENS, OUTCOME, REDIS, SETTINGS
+from server.api.app_state import BLOCKS, OPEN_LOG, OPENS, OUTCOME, REDIS, SETTINGS
+from server.blocks.compiling import literal_format
+from server.blocks.polls import vote_in, vote_target
 from server.opens import ImageAnswer, OpenQuery
 from server.opens.query import query_pairs
-from server.polls import vote_in, vote_target
-from server.request_handling import REQUEST_ID_HEADER, SERVER_NAME, begin_request
+from server.web.request_handling import REQUEST_ID_HEADER, SERVER_NAME, begin_request
 
 routes = web.RouteTableDef()
 

@@ -27,8 +27,8 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import RedisError
 
-from content_sources.cluster_pipe import MAP_ERRORS, SlotMap, cluster_client, on_connection
-from content_sources.keys import PREFIX
+from content_sources.redis_cluster_pipe import MAP_ERRORS, SlotMap, cluster_client, on_connection
+from content_sources.redis_keys import PREFIX
 
 log = logging.getLogger("atopen.store")
 
