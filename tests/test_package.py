@@ -149,6 +149,8 @@ def installed_templates(venv: Path) -> Path:
         "-c",
         "import server.web.app; print(server.web.app.TEMPLATES_DIR)",
         cwd=venv.parent,
+        # Nothing of this process's Python path: the installed package alone.
+        env={k: v for k, v in os.environ.items() if not k.startswith("PYTHON")},
     )
     templates = Path(found.strip())
     assert templates.is_relative_to(venv), templates
