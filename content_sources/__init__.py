@@ -14,7 +14,6 @@ from functools import lru_cache
 from geoip2.database import Reader
 from redis.asyncio import Redis
 
-from content_sources.base import OpenRequest, Source
 from content_sources.client import ClientSource
 from content_sources.clock import ClockSource
 from content_sources.engagement import EngagementSource
@@ -28,6 +27,7 @@ from content_sources.redis_batch import StoreBatcher, execute_raw
 from content_sources.remembered import LastShownSource
 from content_sources.segments import SegmentsSource
 from content_sources.shops import ShopsSource
+from content_sources.source import OpenRequest, Source
 from content_sources.store_timing import round_trip_took
 
 # What each name is built from: an open that needs a name builds these too (and reads

@@ -33,11 +33,11 @@ import geoip2.errors
 import maxminddb
 import orjson
 
-from content_sources.base import OpenRequest, RedisCommand
 from content_sources.client import AddressTells, classify_client, client_class
 from content_sources.clock import zone
 from content_sources.documents import decode_object
 from content_sources.redis_keys import last_seen_key
+from content_sources.source import OpenRequest, RedisCommand
 
 GEOIP_SETTING = "ATOPEN_GEOIP_DB"
 

@@ -25,7 +25,6 @@ from functools import partial
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from content_sources.base import RedisCommand
 from content_sources.deadlines import seconds_left
 from content_sources.lru import LRU
 from content_sources.redis_cluster_pipe import (
@@ -34,6 +33,7 @@ from content_sources.redis_cluster_pipe import (
     execute_raw_on_cluster,
 )
 from content_sources.redis_pipe import StorePipe, pack
+from content_sources.source import RedisCommand
 from content_sources.store_timing import round_trip_took
 
 MAX_BATCH_COMMANDS = 2000

@@ -31,8 +31,8 @@ from redis.crc import key_slot
 from redis.exceptions import ConnectionError as StoreConnectionError
 from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
-from content_sources.base import RedisCommand
 from content_sources.redis_pipe import Deliver, StorePipe, pack
+from content_sources.source import RedisCommand
 
 log = logging.getLogger("atopen.store")
 

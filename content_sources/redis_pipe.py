@@ -27,7 +27,7 @@ from redis.asyncio.connection import AbstractConnection, SSLConnection
 from redis.exceptions import ConnectionError as StoreConnectionError
 from redis.exceptions import ResponseError
 
-from content_sources.base import RedisCommand
+from content_sources.source import RedisCommand
 
 # A batch's replies in order (an error reply as its ResponseError), or why there are none.
 Deliver = Callable[[list[object] | BaseException], None]

@@ -71,11 +71,11 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
-from content_sources.base import OpenRequest, RedisCommand
 from content_sources.engagement import NO_ACTIVITY, Activity, activity_of
 from content_sources.events import Event
 from content_sources.expressions import Missing
 from content_sources.redis_keys import PREFIX, engagement_key, purchases_key, rfm_key
+from content_sources.source import OpenRequest, RedisCommand
 
 PURCHASE = "purchase"
 DAY_MS = 86_400_000

@@ -26,12 +26,12 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from content_sources.base import OpenRequest, RedisCommand
 from content_sources.clock import zone
 from content_sources.documents import JsonObject, decode_object, without_nulls
 from content_sources.expressions import Missing
 from content_sources.geo import GeoSource
 from content_sources.redis_keys import PREFIX
+from content_sources.source import OpenRequest, RedisCommand
 
 log = logging.getLogger("atopen.stores")
 

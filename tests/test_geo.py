@@ -15,7 +15,6 @@ import pytest
 import redis.asyncio as aioredis
 
 from content_sources import gather_context
-from content_sources.base import OpenRequest, Source
 from content_sources.client import ClientSource
 from content_sources.clock import ClockSource
 from content_sources.expressions import MissingValueError, Template
@@ -23,6 +22,7 @@ from content_sources.geo import GeoSource, last_seen_key, open_geoip, remember_c
 from content_sources.params import ParamsSource
 from content_sources.profile import ProfileSource
 from content_sources.redis_keys import profile_key
+from content_sources.source import OpenRequest, Source
 from server.settings import SettingsError, load_settings
 
 DATA = Path(__file__).parent / "data" / "geoip"

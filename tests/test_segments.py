@@ -12,7 +12,6 @@ import pytest
 import redis.asyncio as aioredis
 
 from content_sources import gather_context
-from content_sources.base import OpenRequest
 from content_sources.clock import ClockSource
 from content_sources.events import Event, EventLog
 from content_sources.expressions import Expression, Missing, MissingValueError, Template
@@ -32,6 +31,7 @@ from content_sources.segments import (
     segments_of,
     write_records,
 )
+from content_sources.source import OpenRequest
 from server.records.segments_job import (
     LOCK_KEY,
     recompute_if_due,

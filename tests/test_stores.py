@@ -18,7 +18,6 @@ from aiohttp.test_utils import TestClient
 from support import AUTH
 
 from content_sources import anonymous_context, gather_context
-from content_sources.base import OpenRequest, Source
 from content_sources.client import ClientSource
 from content_sources.clock import ClockSource
 from content_sources.expressions import Expression, MissingValueError, Template
@@ -34,6 +33,7 @@ from content_sources.shops import (
     StoresView,
     complete_stores,
 )
+from content_sources.source import OpenRequest, Source
 from renderers.resources import LocalResources, builtin_fonts
 from server.api.app_state import REDIS, SETTINGS
 from server.api.shops import routes

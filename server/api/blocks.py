@@ -7,9 +7,9 @@ from typing import get_args
 
 from aiohttp import web
 
-from content_sources.base import OpenRequest
 from content_sources.client import ClientKind, classify_client, client_of_kind
 from content_sources.clock import zone
+from content_sources.source import OpenRequest
 from renderers.encode import CONTENT_TYPES
 from renderers.plan import DPRS
 from server.api.app_state import BLOCKS, OPENS, REDIS

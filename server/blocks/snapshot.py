@@ -29,8 +29,8 @@ from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
 from content_sources import active_sources, anonymous_context
-from content_sources.base import OpenRequest, Source
 from content_sources.clock import zone
+from content_sources.source import OpenRequest, Source
 from renderers.encode import ByteBudgetError
 from renderers.fields import Resources
 from renderers.layers import needs_clock

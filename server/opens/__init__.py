@@ -35,12 +35,12 @@ from datetime import UTC, datetime
 from redis.asyncio import Redis
 
 from content_sources import anonymous_context
-from content_sources.base import OpenRequest, Source
 from content_sources.deadlines import seconds_left
 from content_sources.http_data import HttpData
 from content_sources.redis_batch import StoreBatcher
 from content_sources.redis_keys import remembered_key
 from content_sources.remembered import decode_memory
+from content_sources.source import OpenRequest, Source
 from renderers.fields import Resources
 from renderers.plan import ImageFormat
 from server.blocks.experiments import assign

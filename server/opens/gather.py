@@ -19,11 +19,11 @@ from dataclasses import dataclass, field, replace
 from redis.asyncio import Redis
 
 from content_sources import gather_context
-from content_sources.base import OpenRequest, Source
 from content_sources.deadlines import seconds_left
 from content_sources.http_data import HttpData, SourceTrace
 from content_sources.redis_batch import StoreBatcher
 from content_sources.shops import complete_stores
+from content_sources.source import OpenRequest, Source
 from renderers.resources import Asset
 from server.blocks.compiling import Block
 from server.opens.remote_images import RemoteImageError, RemoteImages

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from content_sources import active_sources
-from content_sources.base import OpenRequest, RedisCommand, Source
 from content_sources.redis_batch import StoreBatcher
+from content_sources.source import OpenRequest, RedisCommand, Source
 from server.blocks.selection import Choice
 from server.blocks.snapshot import PreparedBlock
 from server.opens.answer import link_of

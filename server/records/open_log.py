@@ -20,10 +20,10 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from content_sources.base import RedisCommand
 from content_sources.redis_batch import execute_raw
 from content_sources.redis_cluster_pipe import cluster_client, slot_of
 from content_sources.redis_keys import PREFIX, remembered_key
+from content_sources.source import RedisCommand
 from server.records.writes import PendingRecords, RecordWriter
 
 log = logging.getLogger("atopen.opens")

@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import count
 
-from content_sources.base import RedisCommand
 from content_sources.client import ClientKind, classify_client
 from content_sources.redis_cluster_pipe import slot_of
 from content_sources.redis_keys import engagement_key, last_click_key, remembered_key
 from content_sources.remembered import decode_memory
+from content_sources.source import RedisCommand
 from server.records.classify import FetchClass, classify_click, classify_open
 from server.records.record import Record, encode_batch
 from server.records.record_keys import (
