@@ -321,28 +321,25 @@ class _BoundedSandbox(SandboxedEnvironment):
     metered = staticmethod(_metered)
     sized = staticmethod(_sized)
 
-    # `obj.attribute` and `obj[argument]` where the rule calls them `path`: a value
-    # missing here says so. One missing further up says where already, and a source's
-    # own hint ("no 'purchase' event") is better than the path. (The check is written
-    # out in both: they run at every lookup a rule makes.)
+    # `obj.attribute` and `obj[argument]` where the rule calls them `path`.
     def getattr_at(self, obj: Any, attribute: str, path: str) -> Any:
-        value = self.getattr(obj, attribute)
-        if (
-            isinstance(value, Undefined)
-            and value._undefined_hint is None
-            and not isinstance(obj, Undefined)
-        ):
-            return self.undefined(f"{path} is missing", obj, attribute)
-        return value
+        return self._named_if_missing(self.getattr(obj, attribute), obj, attribute, path)
 
     def getitem_at(self, obj: Any, argument: Any, path: str) -> Any:
-        value = self.getitem(obj, argument)
+        return self._named_if_missing(self.getitem(obj, argument), obj, argument, path)
+
+    def _named_if_missing(self, value: Any, obj: Any, key: Any, path: str) -> Any:
+        """`value`, or when it is missing right here, an undefined that names `path`.
+
+        One missing further up says where already, and a source's own hint ("no
+        'purchase' event") is better than the path.
+        """
         if (
             isinstance(value, Undefined)
             and value._undefined_hint is None
             and not isinstance(obj, Undefined)
         ):
-            return self.undefined(f"{path} is missing", obj, argument)
+            return self.undefined(f"{path} is missing", obj, key)
         return value
 
     def call_binop(self, context: Any, operator_name: str, left: Any, right: Any) -> Any:

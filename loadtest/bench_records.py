@@ -24,7 +24,16 @@ import redis
 
 from content_sources.redis_keys import engagement_key
 from loadtest import loadgen
-from loadtest.bench_serve import HOST, SECRET, SHARED_BLOCK, api, atopen_server, line, seed
+from loadtest.bench_serve import (
+    HOST,
+    SECRET,
+    SHARED_BLOCK,
+    api,
+    atopen_server,
+    line,
+    rounds_arguments,
+    seed,
+)
 from loadtest.cpu import CpuMeter
 from server.datastore.embedded_redis import EmbeddedRedis
 from server.records.record_keys import COUNT_KEY, STREAM_KEY
@@ -103,12 +112,7 @@ def measure(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--recipients", type=int, default=20_000)
-    measure(parser.parse_args())
+    measure(rounds_arguments(__doc__).parse_args())
 
 
 if __name__ == "__main__":

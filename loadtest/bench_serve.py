@@ -427,14 +427,21 @@ def cpu_line(unit: str, atopen_us: float | None, floor_name: str, floor_us: floa
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+def rounds_arguments(doc: str | None) -> argparse.ArgumentParser:
+    """The options of a bench that alternates a case with what it is measured against
+    in rounds (this one, and bench_records); `doc` is the bench's module docstring."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0] if doc else None)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument(
-        "--rounds", type=int, default=5, help="alternations of a case and its floor"
+        "--rounds", type=int, default=5, help="how many times the compared runs alternate"
     )
     parser.add_argument("--recipients", type=int, default=20_000)
+    return parser
+
+
+def main() -> None:
+    parser = rounds_arguments(__doc__)
     parser.add_argument("--countdown-rate", type=float, default=2000.0)
     parser.add_argument("--countdown-seconds", type=float, default=30.0)
     measure(parser.parse_args())

@@ -247,7 +247,7 @@ def _segments_interval(name: str, raw: str) -> int:
 _DATA_SECRET = re.compile(r"^ATOPEN_SECRET_([A-Z0-9_]+)$")
 
 
-# variable name -> (Settings field, parser). The README's settings table lists these.
+# variable name -> (Settings field, parser). docs/configuration.md lists these.
 _VARIABLES: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "ATOPEN_SECRET": ("secrets", _csv),
     "ATOPEN_API_TOKEN": ("api_tokens", _csv),
@@ -292,6 +292,8 @@ _VARIABLES: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "ATOPEN_SEGMENTS_WINDOW_DAYS": ("segments_window_days", _int(30, 3650)),
     "ATOPEN_SEGMENTS_HISTORY_DAYS": ("segments_history_days", _int(180, 7300)),
 }
+# Every variable read, as docs/configuration.md lists them.
+VARIABLE_NAMES = tuple(_VARIABLES)
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:

@@ -7,16 +7,20 @@ variable only at a disposable database.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import geoip2.database
 import pytest
 import redis
 from aiohttp.test_utils import TestClient
-from support import SECRET, TOKEN
+from support import CITY_DB, SCOPED_TOKENS, SECRET, TOKEN
 
+from content_sources.geo import open_geoip
+from server.api_tokens import parse_scoped_tokens
 from server.datastore.embedded_redis import EmbeddedRedis
 from server.settings import Settings
 from server.web.app import create_app
@@ -74,6 +78,39 @@ def make_client(aiohttp_client: Any, redis_url: str, settings: Settings) -> Clie
 @pytest.fixture
 async def client(make_client: ClientFactory) -> TestClient[Any, Any]:
     return await make_client()
+
+
+@pytest.fixture
+def scoped_settings(settings: Settings) -> Settings:
+    """The test settings with the named tokens of `support.SCOPED_TOKENS` too."""
+    scoped = ",".join(
+        f"{name}:{secret}:{scopes}" for name, (secret, scopes) in SCOPED_TOKENS.items()
+    )
+    return dataclasses.replace(
+        settings, scoped_api_tokens=parse_scoped_tokens("ATOPEN_API_TOKENS", scoped)
+    )
+
+
+@pytest.fixture
+async def scoped_client(
+    make_client: ClientFactory, scoped_settings: Settings
+) -> TestClient[Any, Any]:
+    return await make_client(scoped_settings)
+
+
+@pytest.fixture
+def store(redis_url: str) -> Iterator[redis.Redis]:
+    """A synchronous client of the test's store, to look at what the app wrote."""
+    with redis.Redis.from_url(redis_url) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def reader() -> Iterator[geoip2.database.Reader]:
+    """The GeoIP2 City test database, opened once."""
+    opened = open_geoip(CITY_DB)
+    yield opened
+    opened.close()
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

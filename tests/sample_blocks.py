@@ -82,6 +82,55 @@ def greeting(text: str = "Hello {{ profile.first_name }}") -> dict[str, Any]:
     }
 
 
+def one_variant_block(
+    name: str,
+    when: str,
+    text: str,
+    link: str,
+    *,
+    width: int = 300,
+    height: int = 100,
+    background: str = "#0b6e4f",
+    **text_style: Any,
+) -> dict[str, Any]:
+    """A block whose one variant, `name`, shown `when`, draws `text` on `background` and
+    links to `link`; anyone else gets the default, a dark fill linking to the shop."""
+    return {
+        "width": width,
+        "height": height,
+        "format": "png",
+        "variants": [
+            {
+                "name": name,
+                "when": when,
+                "layers": [
+                    {"type": "fill", "color": background},
+                    {
+                        "type": "text",
+                        "box": [4, 4, width - 8, height - 8],
+                        "text": text,
+                        **text_style,
+                    },
+                ],
+                "link": link,
+            }
+        ],
+        "default": {
+            "layers": [{"type": "fill", "color": "#222222"}],
+            "link": "https://shop.example.com/",
+        },
+    }
+
+
+# Shows the name of item sku-1 while the inventory has it in stock.
+IN_STOCK = one_variant_block(
+    "in-stock",
+    "inventory['sku-1'].stock > 0",
+    "{{ inventory['sku-1'].name }}",
+    "https://shop.example.com/sku-1",
+)
+
+
 def slow_greeting() -> dict[str, Any]:
     """A greeting that takes long to draw: 1200x1200 filled with 8,000 characters of
     text (under the template output cap, so the variant resolves and is drawn)."""

@@ -6,7 +6,6 @@ import asyncio
 import dataclasses
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,11 +13,11 @@ from typing import Any
 import pytest
 import redis
 from aiohttp.test_utils import TestClient
-from support import TOKEN, data_keys
+from support import SCOPED_TOKENS, TOKEN, bearer, data_keys, run_command
 
 from server.api.access import RULES, needed_scope, rule_for
 from server.api.openapi import DOCUMENT
-from server.api_tokens import LEGACY_TOKEN_NAME, Scope, parse_scoped_tokens
+from server.api_tokens import LEGACY_TOKEN_NAME, Scope
 from server.settings import Settings, SettingsError, load_settings
 from server.web.app import create_app
 from server.web.request_handling import PUBLIC_API_PATHS
@@ -26,38 +25,6 @@ from server.web.request_handling import PUBLIC_API_PATHS
 Client = TestClient[Any, Any]
 API = "/api/v1/"
 SAMPLE_IDS = {"id": "hero", "rid": "u1", "sku": "sku-1", "path": "no-such-thing"}
-# One token per scope, and one with two.
-TOKENS = {
-    "reader": ("reader-secret", "read"),
-    "crm": ("crm-secret", "data"),
-    "designer": ("designer-secret", "blocks"),
-    "ops": ("ops-secret", "admin"),
-    "analyst": ("analyst-secret", "read+data"),
-}
-SCOPED = ",".join(f"{name}:{token}:{scopes}" for name, (token, scopes) in TOKENS.items())
-
-
-def bearer(name: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {TOKENS[name][0]}"}
-
-
-@pytest.fixture
-def scoped_settings(settings: Settings) -> Settings:
-    return dataclasses.replace(
-        settings, scoped_api_tokens=parse_scoped_tokens("ATOPEN_API_TOKENS", SCOPED)
-    )
-
-
-@pytest.fixture
-async def scoped_client(make_client: Any, scoped_settings: Settings) -> Client:
-    client: Client = await make_client(scoped_settings)
-    return client
-
-
-@pytest.fixture
-def store(redis_url: str) -> Any:
-    with redis.Redis.from_url(redis_url) as client:
-        yield client
 
 
 def api_routes() -> list[tuple[str, str]]:
@@ -140,14 +107,7 @@ def test_serve_stops_on_a_bad_setting_with_one_line(tmp_path: Path) -> None:
         ATOPEN_SECRET="k",
         ATOPEN_API_TOKENS="crm:hidden-token:dta",
     )
-    result = subprocess.run(
-        [sys.executable, "-m", "server", "serve"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    result = run_command([sys.executable, "-m", "server", "serve"], env=env, timeout=30)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
@@ -229,7 +189,7 @@ async def test_each_token_gets_403_exactly_without_the_scope(
     scoped_client: Client, store: redis.Redis, method: str, template: str
 ) -> None:
     needed = needed_scope(method, template)
-    for name, (_, scopes) in TOKENS.items():
+    for name, (_, scopes) in SCOPED_TOKENS.items():
         held = {Scope(s) for s in scopes.split("+")}
         allowed = needed is None or Scope.ADMIN in held or needed in held
         response = await _call(scoped_client, method, template, bearer(name))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -56,12 +55,6 @@ API_ROUTES = _api_routes(_TABLE_APP.router.routes())
 
 def _path(template: str) -> str:
     return template.format(**SAMPLE_IDS)
-
-
-@pytest.fixture
-def store(redis_url: str) -> Iterator[redis.Redis]:
-    with redis.Redis.from_url(redis_url) as client:
-        yield client
 
 
 async def _call(client: Client, method: str, template: str, headers: dict[str, str]) -> Any:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -46,12 +46,6 @@ def block(color: str = "#ff0000") -> Definition:
             "link": "https://shop.example.com/",
         },
     }
-
-
-@pytest.fixture
-def store(redis_url: str) -> Iterator[redis.Redis]:
-    with redis.Redis.from_url(redis_url) as client:
-        yield client
 
 
 async def put(client: Client, block_id: str, body: Any) -> Any:

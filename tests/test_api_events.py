@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -19,12 +18,6 @@ from server.settings import Settings
 Client = TestClient[Any, Any]
 URL = "/api/v1/events"
 ALREADY_STORED = "an event with this id is already stored"
-
-
-@pytest.fixture
-def store(redis_url: str) -> Iterator[redis.Redis]:
-    with redis.Redis.from_url(redis_url) as client:
-        yield client
 
 
 async def post(client: Client, body: Any) -> Any:

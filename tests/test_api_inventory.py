@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import orjson
 import pytest
 import redis
 from aiohttp.test_utils import TestClient
+from sample_blocks import IN_STOCK
 from support import AUTH, data_keys, put_block, signed
 
 from content_sources.redis_keys import inventory_key
@@ -23,12 +23,6 @@ ITEM = {
     "url": "https://shop.example.com/shoe",
     "color": "red",
 }
-
-
-@pytest.fixture
-def store(redis_url: str) -> Iterator[redis.Redis]:
-    with redis.Redis.from_url(redis_url) as client:
-        yield client
 
 
 def stored(store: redis.Redis, sku: str) -> Any:
@@ -166,27 +160,6 @@ async def test_bulk_body_must_be_a_non_empty_array(
     assert response.status == 422
     assert bad_fields(await response.json()) == ["body"]
     assert data_keys(store) == []
-
-
-IN_STOCK = {
-    "width": 100,
-    "height": 40,
-    "variants": [
-        {
-            "name": "in-stock",
-            "when": "inventory['sku-1'].stock > 0",
-            "layers": [
-                {"type": "fill", "color": "#ffffff"},
-                {"type": "text", "box": [2, 2, 96, 36], "text": "{{ inventory['sku-1'].name }}"},
-            ],
-            "link": "https://shop.example.com/sku-1",
-        }
-    ],
-    "default": {
-        "layers": [{"type": "fill", "color": "#222222"}],
-        "link": "https://shop.example.com/",
-    },
-}
 
 
 async def test_stock_decides_the_variant_on_the_next_open(client: Client) -> None:

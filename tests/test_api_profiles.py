@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -28,12 +27,6 @@ from content_sources.redis_keys import (
 
 Client = TestClient[Any, Any]
 PATH = "/api/v1/profiles/{}"
-
-
-@pytest.fixture
-def store(redis_url: str) -> Iterator[redis.Redis]:
-    with redis.Redis.from_url(redis_url) as client:
-        yield client
 
 
 async def put(client: Client, rid: str, body: Any) -> Any:

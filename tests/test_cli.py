@@ -15,7 +15,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
-from support import decode, free_port
+from support import decode, free_port, run_command
 
 from server.signing import Signer
 
@@ -23,14 +23,7 @@ from server.signing import Signer
 def atopen(
     *args: str, env: dict[str, str], timeout: float = 30
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(  # noqa: S603 - our own command
-        [sys.executable, "-m", "server", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    return run_command([sys.executable, "-m", "server", *args], env=env, timeout=timeout)
 
 
 def clean_env(tmp_path: Path, **extra: str) -> dict[str, str]:

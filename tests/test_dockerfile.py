@@ -26,7 +26,7 @@ import pytest
 import redis
 import yaml
 from aiohttp.test_utils import TestClient
-from support import free_port
+from support import free_port, run_command, run_ok
 
 from server.datastore.embedded_redis import find_redis_server
 
@@ -166,10 +166,7 @@ def test_the_builder_builds_the_wheel_with_fonts_and_templates(tmp_path: Path) -
     assert command[:3] == ["uv", "build", "--wheel"]
     assert "--require-hashes" in command
     uv = Path(sys.executable).parent / "uv"
-    built = subprocess.run(  # noqa: S603 - the Dockerfile's own command
-        [str(uv), *command[1:]], capture_output=True, text=True, timeout=300, check=False
-    )
-    assert built.returncode == 0, built.stderr
+    run_ok([uv, *command[1:]], timeout=300)
     (wheel,) = (build / "dist").glob("atopen-*.whl")
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
@@ -226,12 +223,8 @@ def test_hadolint_finds_nothing() -> None:
     the only rule set aside, pinning apt package versions, is set aside where it applies
     and says why."""
     hadolint = Path(sys.executable).parent / "hadolint"
-    run = subprocess.run(  # noqa: S603 - a fixed command
-        [str(hadolint), "--no-color", "--failure-threshold", "style", str(DOCKERFILE)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    run = run_command(
+        [hadolint, "--no-color", "--failure-threshold", "style", DOCKERFILE], timeout=60
     )
     assert (run.returncode, run.stdout + run.stderr) == (0, "")
     ignored = re.findall(r"#\s*hadolint ignore=(\S+)", DOCKERFILE.read_text(encoding="utf-8"))

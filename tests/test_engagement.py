@@ -9,14 +9,14 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
-from support import AUTH, put_block, signed
+from support import AUTH, human_record, put_block, signed
 from test_classify import APPLE_MPP, CURL, GMAIL_PROXY, IPHONE_MAIL
 from test_records import open_as
 from test_stats import clicks_later
 
 from content_sources.redis_keys import rfm_key
 from server.api.app_state import OPEN_LOG
-from server.records.record import Record
+from server.records.record import Record, RecordType
 from server.records.segments_job import recompute_segments
 from server.records.writes import RecordWriter
 
@@ -110,21 +110,8 @@ async def test_erasing_a_profile_erases_its_engagement(client: TestClient[Any, A
     assert await opened(client, "promo", IPHONE_MAIL) == "promo"
 
 
-def human(type_: str, block: str, recipient: str, days_ago: float) -> Record:
-    at = NOW - timedelta(days=days_ago)
-    return Record(
-        int(at.timestamp() * 1000),
-        type_,
-        block,
-        1,
-        "promo",
-        recipient,
-        "browser",
-        "human",
-        None,
-        "rendered" if type_ == "open" else None,
-        None if type_ == "open" else "https://x/",
-    )
+def human(type_: RecordType, block: str, recipient: str, days_ago: float) -> Record:
+    return human_record(type_, block, "promo", recipient, NOW - timedelta(days=days_ago))
 
 
 async def test_segments_count_human_opens_and_clicks(

@@ -4,7 +4,6 @@ on a real Redis and MaxMind's City test database."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -13,12 +12,13 @@ import geoip2.database
 import orjson
 import pytest
 import redis.asyncio as aioredis
+from support import LONDON_GEO, LONDON_IP
 
 from content_sources import gather_context
 from content_sources.client import ClientSource
 from content_sources.clock import ClockSource
 from content_sources.expressions import MissingValueError, Template
-from content_sources.geo import GeoSource, last_seen_key, open_geoip, remember_commands
+from content_sources.geo import GeoSource, last_seen_key, remember_commands
 from content_sources.params import ParamsSource
 from content_sources.profile import ProfileSource
 from content_sources.redis_keys import profile_key
@@ -26,7 +26,6 @@ from content_sources.source import OpenRequest, Source
 from server.settings import SettingsError, load_settings
 
 DATA = Path(__file__).parent / "data" / "geoip"
-CITY_DB = DATA / "GeoIP2-City-Test.mmdb"
 NOW = datetime(2026, 5, 4, 12, 0, tzinfo=UTC)
 
 USER_AGENTS = {
@@ -41,20 +40,11 @@ USER_AGENTS = {
     "unknown": "",
 }
 
-LONDON_IP = "81.2.69.160"  # GB, London in the test database
 MILTON_IP = "216.160.83.56"  # US, Milton WA 98354
 LINKOPING_IP = "89.160.20.112"  # SE, Linköping
 US_ONLY_IP = "149.101.100.1"  # US, no city
 PRIVATE_IP = "10.1.2.3"
 
-IP_GEO = {
-    "country": "GB",
-    "city": "London",
-    "lat": 51.5142,
-    "lon": -0.0931,
-    "tz": "Europe/London",
-    "source": "ip",
-}
 MANCHESTER = {
     "country": "gb",
     "city": "Manchester",
@@ -65,13 +55,6 @@ MANCHESTER = {
 }
 PROFILE_GEO = {**MANCHESTER, "country": "GB", "source": "profile"}
 NONE = {"source": "none"}
-
-
-@pytest.fixture(scope="module")
-def reader() -> Iterator[geoip2.database.Reader]:
-    opened = open_geoip(CITY_DB)
-    yield opened
-    opened.close()
 
 
 @pytest.fixture
@@ -117,7 +100,7 @@ POLICY = {
     "bot": ("profile", "none", "profile", "none"),
 }
 EXPECTED = {
-    "ip": IP_GEO,
+    "ip": LONDON_GEO,
     "profile": PROFILE_GEO,
     "gb": {"country": "GB", "source": "ip"},
     "none": NONE,
@@ -206,7 +189,7 @@ async def test_without_a_recipient_only_the_ip_is_used(
     store: aioredis.Redis, reader: geoip2.database.Reader
 ) -> None:
     context = await open_geo(store, reader, "browser", LONDON_IP, recipient=None)
-    assert context["geo"] == IP_GEO
+    assert context["geo"] == LONDON_GEO
     context = await open_geo(store, reader, "gmail_proxy", LONDON_IP, recipient=None)
     assert context["geo"] == NONE
 
@@ -252,7 +235,7 @@ async def test_only_an_ip_location_of_a_known_recipient_is_remembered(
     assert remember_commands("u1", from_profile, ttl_s=3600) == ()
     real = await open_geo(store, reader, "browser", LONDON_IP)
     assert remember_commands(None, real, ttl_s=3600) == ()
-    assert remember_commands("u1", {"geo": IP_GEO}, ttl_s=3600) == ()
+    assert remember_commands("u1", {"geo": LONDON_GEO}, ttl_s=3600) == ()
 
 
 async def test_the_profile_wins_and_the_last_seen_location_only_completes_it(

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-import redis
 from aiohttp.test_utils import TestClient
-from support import AUTH, put_block, signed
+from support import AUTH, CITY_DB, put_block, signed
 
 from content_sources.client_address import parse_trusted_proxies
 from content_sources.redis_keys import last_seen_key
@@ -20,7 +18,6 @@ from server.settings import Settings
 from server.web.app import TEMPLATES_DIR
 
 Client = TestClient[Any, Any]
-CITY_DB = Path(__file__).parent / "data" / "geoip" / "GeoIP2-City-Test.mmdb"
 GMAIL = "Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com GoogleImageProxy)"
 BROWSER = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML)"
 MILTON_IP = "216.160.83.56"  # Milton, WA in the test database
@@ -39,12 +36,6 @@ WHERE = {
     ],
     "default": {"layers": [{"type": "fill", "color": "#000"}], "link": "https://shop.example.com/"},
 }
-
-
-@pytest.fixture
-def store(redis_url: str) -> Any:
-    with redis.Redis.from_url(redis_url) as client:
-        yield client
 
 
 @pytest.fixture

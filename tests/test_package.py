@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import urllib3
 from PIL import Image
-from support import free_port
+from support import free_port, run_ok
 
 ROOT = Path(__file__).resolve().parent.parent
 FONT_FILES = ROOT / "renderers" / "fontfiles"
@@ -36,17 +36,7 @@ HTTP = urllib3.PoolManager(retries=False, timeout=10.0)
 
 
 def run(*command: str | Path, cwd: Path, env: dict[str, str] | None = None) -> str:
-    done = subprocess.run(  # noqa: S603 - our own build and install commands
-        [str(part) for part in command],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout
+    return run_ok(command, cwd=cwd, env=env, timeout=600)
 
 
 @pytest.fixture(scope="module")
@@ -122,6 +112,31 @@ def started() -> Iterator[list[subprocess.Popen[str]]]:
             process.stdout.close()
 
 
+def start_installed(
+    venv: Path,
+    subcommand: str,
+    env: dict[str, str],
+    elsewhere: Path,
+    started: list[subprocess.Popen[str]],
+    *,
+    read_stdout: bool = False,
+) -> tuple[subprocess.Popen[str], Path]:
+    """`atopen SUBCOMMAND` of the virtualenv, run in `elsewhere` until the test ends, and
+    the log its output goes to (all of it but the stdout a test reads)."""
+    log = elsewhere / "atopen.log"
+    with log.open("w") as output:
+        process = subprocess.Popen(  # noqa: S603 - the installed command
+            [str(venv / "bin" / "atopen"), subcommand],
+            cwd=elsewhere,
+            env=env,
+            stdout=subprocess.PIPE if read_stdout else output,
+            stderr=output,
+            text=True,
+        )
+    started.append(process)
+    return process, log
+
+
 def wait_until_ready(base_url: str, process: subprocess.Popen[str], log: Path) -> None:
     for _ in range(600):
         assert process.poll() is None, log.read_text(encoding="utf-8", errors="replace")[-3000:]
@@ -171,17 +186,7 @@ def test_serve_from_the_installed_wheel_answers_a_signed_image(
         ATOPEN_API_TOKEN=TOKEN,
         ATOPEN_PUBLIC_URL=base,
     )
-    log = elsewhere / "atopen.log"
-    with log.open("w") as output:
-        process = subprocess.Popen(  # noqa: S603 - the installed command
-            [str(venv / "bin" / "atopen"), "serve"],
-            cwd=elsewhere,
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-    started.append(process)
+    process, log = start_installed(venv, "serve", env, elsewhere, started)
     wait_until_ready(base, process, log)
     # A starter block, read from the installed package, registered through the API.
     block = json.loads((installed_templates(venv) / "blocks" / "greeting.json").read_text())
@@ -210,17 +215,7 @@ def test_demo_from_the_installed_wheel_and_its_banner_commands_run_as_printed(
     env = environment(venv, elsewhere / "data", ATOPEN_PORT=str(port))
     # As a newcomer runs it: the virtualenv's atopen by its path, PATH left as it was.
     env["PATH"] = os.environ.get("PATH", "")
-    log = elsewhere / "atopen.log"
-    with log.open("w") as errors:
-        process = subprocess.Popen(  # noqa: S603 - the installed command
-            [str(venv / "bin" / "atopen"), "demo"],
-            cwd=elsewhere,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=errors,
-            text=True,
-        )
-    started.append(process)
+    process, log = start_installed(venv, "demo", env, elsewhere, started, read_stdout=True)
     assert process.stdout is not None
     banner: list[str] = []
     for line in process.stdout:

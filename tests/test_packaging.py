@@ -25,6 +25,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
+from support import run_command, run_ok
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("server", "renderers", "content_sources")
@@ -34,15 +35,9 @@ PYPROJECT: dict[str, Any] = tomllib.loads((ROOT / "pyproject.toml").read_text(en
 
 
 def pip(*args: str, cwd: Path) -> None:
-    run = subprocess.run(  # noqa: S603 - pip on our own files
-        [sys.executable, "-m", "pip", "--disable-pip-version-check", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    run_ok(
+        [sys.executable, "-m", "pip", "--disable-pip-version-check", *args], cwd=cwd, timeout=120
     )
-    assert run.returncode == 0, run.stdout + run.stderr
 
 
 @pytest.fixture(scope="module")
@@ -81,15 +76,7 @@ def run_installed(installed: Path, tmp_path: Path) -> Runner:
     elsewhere.mkdir()
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(  # noqa: S603 - our own code
-            [sys.executable, "-S", *args],
-            cwd=elsewhere,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        return run_command([sys.executable, "-S", *args], cwd=elsewhere, env=env, timeout=60)
 
     return run
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import pytest
 import redis
 from aiohttp.test_utils import TestClient
 from support import AUTH, decode, put_block, signed
@@ -47,12 +46,6 @@ PUBLIC = {
     ],
     "default": {"layers": [FILL, _text("Hello")], "link": "https://shop.example.com/"},
 }
-
-
-@pytest.fixture
-def store(redis_url: str) -> Any:
-    with redis.Redis.from_url(redis_url) as client:
-        yield client
 
 
 async def _variant(client: Client, url: str) -> str:

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import base64
 import csv
-import hashlib
-import hmac
 import os
 import subprocess
 import sys
@@ -14,6 +11,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
+from support import contract_token, run_command
 
 from server.process.sign_csv import RowSigner, SignCsvError, UrlColumn, sign_csv
 from server.signing import Signer
@@ -26,24 +24,13 @@ ROWS = [
 ]
 
 
-def contract_token(recipient: str) -> str:
-    digest = hmac.digest(KEY.encode(), f"r:{recipient}".encode(), hashlib.sha256)
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
-
-
 def atopen(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ATOPEN_")}
     env.update(ATOPEN_SECRET=KEY, ATOPEN_PUBLIC_URL="https://img.example.com")
     env["ATOPEN_DATA_DIR"] = str(tmp_path / "data")
     env["PYTHONPATH"] = str(ROOT)  # this checkout's `server`, whatever is installed
-    return subprocess.run(  # noqa: S603 - our own command
-        [sys.executable, "-m", "server", "sign", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        cwd=tmp_path,
+    return run_command(
+        [sys.executable, "-m", "server", "sign", *args], env=env, cwd=tmp_path, timeout=60
     )
 
 
@@ -66,7 +53,7 @@ def test_every_row_gets_its_token_and_keeps_its_columns(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "2 rows written to signed.csv" in result.stderr
     rows = read(tmp_path / "signed.csv")
-    assert rows == [{**row, "atopen_token": contract_token(row["recipient"])} for row in ROWS]
+    assert rows == [{**row, "atopen_token": contract_token(KEY, row["recipient"])} for row in ROWS]
 
 
 def test_url_columns_are_signed_with_each_rows_values(tmp_path: Path) -> None:
@@ -85,7 +72,7 @@ def test_url_columns_are_signed_with_each_rows_values(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     for given, row in zip(ROWS, read(tmp_path / "signed.csv"), strict=True):
-        assert row["atopen_token"] == contract_token(given["recipient"])
+        assert row["atopen_token"] == contract_token(KEY, given["recipient"])
         for column, path in (("hero", "/i/hero.png"), ("hero_click", "/c/hero")):
             url = urlsplit(row[column])
             assert (url.scheme, url.netloc, url.path) == ("https", "img.example.com", path)

@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 import pytest
+from support import run_command
 
 from loadtest.soak import LASTING_KINDS, key_kind
 
@@ -35,9 +36,7 @@ def test_what_opens_and_clicks_write_is_expected_to_expire() -> None:
 def soak_run() -> tuple[subprocess.CompletedProcess[str], list[dict[str, Any]]]:
     command = [sys.executable, "-m", "loadtest.soak", "--seconds", "4", "--warmup", "2"]
     command += ["--rate", "40", "--recipients", "100", "--json"]
-    result = subprocess.run(  # noqa: S603 - our own module
-        command, capture_output=True, text=True, timeout=180, check=False
-    )
+    result = run_command(command, timeout=180)
     samples: list[dict[str, Any]] = orjson.loads(result.stdout.strip().splitlines()[-1])
     return result, samples
 

@@ -11,14 +11,14 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
-from support import AUTH, put_block, signed
+from support import AUTH, human_record, put_block, refused_fields, signed
 from test_classify import APPLE_MPP, CURL, GMAIL_PROXY, IPHONE_MAIL, SAFARI
 from test_records import click_as, offer, open_as
 
 from content_sources.redis_keys import remembered_key
 from server.api.app_state import OPEN_LOG
 from server.blocks.experiments import Split
-from server.records.record import Record
+from server.records.record import Record, RecordType
 from server.records.reports import block_report
 from server.records.significance import two_proportion_p_value, wilson_interval
 from server.records.writes import RecordWriter
@@ -164,8 +164,7 @@ async def test_bad_report_parameters_are_refused_naming_the_field(
         ("from=2020-01-01T00:00:00Z&to=2026-01-01T00:00:00Z", "from"),
     ]:
         response = await client.get(f"/api/v1/blocks/offer/stats?{query}", headers=AUTH)
-        assert response.status == 422, query
-        assert (await response.json())["error"]["details"][0]["field"] == field
+        assert await refused_fields(response) == [field], query
 
 
 async def test_days_keeps_answering_impressions_per_day_and_variant(
@@ -190,20 +189,10 @@ async def test_unique_readers_are_within_hyperloglogs_error(redis_url: str) -> N
     now = datetime.now(UTC).timestamp()
     writer = RecordWriter(max_records=1_000_000, retention_s=86_400, click_memory_s=86_400)
 
-    def record(type_: str, recipient: str) -> Record:
-        return Record(
-            int(now * 1000),
-            type_,
-            "big",
-            1,
-            "a",
-            recipient,
-            "browser",
-            "human",
-            None,
-            "rendered" if type_ == "open" else None,
-            None if type_ == "open" else "https://x/",
-        )
+    at = datetime.fromtimestamp(now, UTC)
+
+    def record(type_: RecordType, recipient: str) -> Record:
+        return human_record(type_, "big", "a", recipient, at)
 
     readers = [f"reader-{i}" for i in range(20_000)]
     records = [record("open", r) for r in readers * 2]

@@ -4,9 +4,8 @@ and the starter block, on a real Redis and MaxMind's City test database."""
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import geoip2.database
@@ -15,13 +14,13 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from support import AUTH
+from support import AUTH, LONDON_GEO, LONDON_IP
 
 from content_sources import anonymous_context, gather_context
 from content_sources.client import ClientSource
 from content_sources.clock import ClockSource
 from content_sources.expressions import Expression, MissingValueError, Template
-from content_sources.geo import GeoSource, open_geoip
+from content_sources.geo import GeoSource
 from content_sources.params import ParamsSource
 from content_sources.profile import ProfileSource
 from content_sources.redis_keys import profile_key
@@ -44,12 +43,10 @@ from server.web.app import TEMPLATES_DIR
 from server.web.request_handling import api_handler, routes_with
 
 Client = TestClient[Any, Any]
-CITY_DB = Path(__file__).parent / "data" / "geoip" / "GeoIP2-City-Test.mmdb"
 NOW = datetime(2026, 5, 4, 12, 0, tzinfo=UTC)  # a Monday
 BROWSER = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML)"
 GMAIL = "Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com GoogleImageProxy)"
-LONDON_IP = "81.2.69.160"  # London, 51.5142,-0.0931 in the test database
-LONDON = (51.5142, -0.0931)
+LONDON = (LONDON_GEO["lat"], LONDON_GEO["lon"])
 PARIS: dict[str, Any] = {"country": "FR", "city": "Paris", "lat": 48.8606, "lon": 2.3376}
 
 
@@ -73,13 +70,6 @@ def km_between(a: tuple[float, float], b: tuple[float, float]) -> float:
         + math.cos(lat1) * math.cos(lat2) * math.sin((lon2 - lon1) / 2) ** 2
     )
     return 2 * 6372.797560856 * math.asin(math.sqrt(h))
-
-
-@pytest.fixture(scope="module")
-def reader() -> Iterator[geoip2.database.Reader]:
-    opened = open_geoip(CITY_DB)
-    yield opened
-    opened.close()
 
 
 @pytest.fixture

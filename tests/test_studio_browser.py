@@ -24,6 +24,7 @@ import redis
 import requests
 from PIL import Image
 from playwright import sync_api as playwright_api
+from sample_blocks import one_variant_block
 from support import AUTH, SECRET, TOKEN, LiveApp, signed
 
 from server.api_tokens import ApiToken, Scope
@@ -40,33 +41,16 @@ LOOKER = ApiToken("anna", "looker-token", frozenset({Scope.READ}))
 
 def hero(color: str) -> dict[str, Any]:
     """A block that greets a reader whose profile has a first name, in `color`."""
-    return {
-        "description": "Greets a known reader",
-        "width": 300,
-        "height": 100,
-        "format": "png",
-        "variants": [
-            {
-                "name": "named",
-                "when": "true",
-                "layers": [
-                    {"type": "fill", "color": color},
-                    {
-                        "type": "text",
-                        "box": [10, 10, 280, 80],
-                        "text": "Hi {{ profile.first_name }}",
-                        "size": 30,
-                        "color": "#ffffff",
-                    },
-                ],
-                "link": "https://shop.example.com/you",
-            }
-        ],
-        "default": {
-            "layers": [{"type": "fill", "color": "#222222"}],
-            "link": "https://shop.example.com/",
-        },
-    }
+    block = one_variant_block(
+        "named",
+        "true",
+        "Hi {{ profile.first_name }}",
+        "https://shop.example.com/you",
+        background=color,
+        size=30,
+        color="#ffffff",
+    )
+    return {"description": "Greets a known reader", **block}
 
 
 @pytest.fixture(scope="module")

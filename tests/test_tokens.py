@@ -3,48 +3,28 @@
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import hashlib
-import hmac
 from typing import Any
 
 from aiohttp.test_utils import TestClient
-from support import AUTH, SECRET, put_block, signed
+from sample_blocks import one_variant_block
+from support import AUTH, SECRET, contract_token, put_block, signed
 
 from server.settings import Settings
 
 Client = TestClient[Any, Any]
 
 
-def contract_token(key: str, recipient: str) -> str:
-    """The contract's formula, written out: base64url without padding of HMAC-SHA256."""
-    digest = hmac.digest(key.encode(), f"r:{recipient}".encode(), hashlib.sha256)
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
-
-
 def coupon_block() -> dict[str, Any]:
-    """Greets a reader by name and shows the coupon of the URL's `m.coupon`."""
-    return {
-        "width": 200,
-        "height": 60,
-        "format": "png",
-        "variants": [
-            {
-                "name": "named",
-                "when": "params.coupon == 'SPRING'",
-                "layers": [
-                    {"type": "fill", "color": "#0b6e4f"},
-                    {"type": "text", "box": [4, 4, 192, 52], "text": "{{ profile.first_name }}"},
-                ],
-                "link": "https://shop.example.com/you",
-            }
-        ],
-        "default": {
-            "layers": [{"type": "fill", "color": "#222222"}],
-            "link": "https://shop.example.com/",
-        },
-    }
+    """Greets a reader by name when the URL's `m.coupon` is SPRING."""
+    return one_variant_block(
+        "named",
+        "params.coupon == 'SPRING'",
+        "{{ profile.first_name }}",
+        "https://shop.example.com/you",
+        width=200,
+        height=60,
+    )
 
 
 async def tokens(client: Client, recipients: list[Any]) -> Any:

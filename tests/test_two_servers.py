@@ -19,30 +19,9 @@ from typing import Any
 
 import aiohttp
 import pytest
-from sample_blocks import CART_REMINDER, greeting
+from sample_blocks import CART_REMINDER, IN_STOCK, greeting
 from support import AUTH, decode, signed
 from test_workers import Served, serving
-
-SHARED_BLOCK: dict[str, Any] = {
-    "width": 320,
-    "height": 80,
-    "format": "png",
-    "variants": [
-        {
-            "name": "in-stock",
-            "when": "inventory['sku-1'].stock > 0",
-            "layers": [
-                {"type": "fill", "color": "#0b6e4f"},
-                {"type": "text", "box": [8, 8, 304, 64], "text": "{{ inventory['sku-1'].name }}"},
-            ],
-            "link": "https://shop.example.com/sku-1",
-        }
-    ],
-    "default": {
-        "layers": [{"type": "fill", "color": "#222222"}],
-        "link": "https://shop.example.com/",
-    },
-}
 
 
 @pytest.fixture
@@ -143,7 +122,7 @@ async def test_an_image_rendered_by_one_server_is_not_rendered_again_by_the_othe
 ) -> None:
     first, second = two_servers
     await api(session, first, "PUT", "/inventory/sku-1", {"stock": 2, "name": "Red scarf"})
-    await api(session, first, "PUT", "/blocks/scarf", SHARED_BLOCK)
+    await api(session, first, "PUT", "/blocks/scarf", IN_STOCK)
     status, variant, rendered = await open_image(session, first, "/i/scarf.png?r=u1")
     assert (status, variant) == (200, "in-stock")
     assert (await until_counted(session, first, "miss")).get("miss") == 1

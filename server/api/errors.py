@@ -125,3 +125,12 @@ async def read_object(request: web.Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise invalid("body", "must be a JSON object")
     return body
+
+
+async def read_list_field(request: web.Request, field: str, most: int, what: str) -> list[Any]:
+    """The body's `field`: a list of 1 to `most` entries (`what` names them in the 422)."""
+    body = await read_object(request)
+    value = body.get(field)
+    if not isinstance(value, list) or not 1 <= len(value) <= most:
+        raise invalid(field, f"required: a list of 1 to {most} {what}")
+    return value

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from server.api.app_state import SETTINGS, SIGNER
-from server.api.errors import invalid, json_response, read_object
+from server.api.errors import invalid, json_response, read_list_field
 
 routes = web.RouteTableDef()
 MAX_URLS = 10_000
@@ -13,10 +13,7 @@ MAX_URLS = 10_000
 
 @routes.post("/api/v1/sign")
 async def sign_urls(request: web.Request) -> web.Response:
-    body = await read_object(request)
-    urls = body.get("urls")
-    if not isinstance(urls, list) or not 1 <= len(urls) <= MAX_URLS:
-        raise invalid("urls", f"required: a list of 1 to {MAX_URLS} URLs")
+    urls = await read_list_field(request, "urls", MAX_URLS, "URLs")
     signer = request.app[SIGNER]
     base_url = request.app[SETTINGS].base_url
     signed: list[str] = []

@@ -10,7 +10,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from server.api.app_state import SIGNER
-from server.api.errors import invalid, json_response, read_object
+from server.api.errors import json_response, read_list_field
 from server.api.ids import recipient_id
 
 routes = web.RouteTableDef()
@@ -19,10 +19,7 @@ MAX_RECIPIENTS = 10_000
 
 @routes.post("/api/v1/tokens")
 async def recipient_tokens(request: web.Request) -> web.Response:
-    body = await read_object(request)
-    recipients = body.get("recipients")
-    if not isinstance(recipients, list) or not 1 <= len(recipients) <= MAX_RECIPIENTS:
-        raise invalid("recipients", f"required: a list of 1 to {MAX_RECIPIENTS} recipient ids")
+    recipients = await read_list_field(request, "recipients", MAX_RECIPIENTS, "recipient ids")
     signer = request.app[SIGNER]
     tokens = {
         rid: signer.recipient_token(rid)

@@ -20,7 +20,7 @@ import geoip2.database
 import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
-from support import decode, put_block, signed
+from support import LONDON_GEO, LONDON_IP, decode, put_block, signed
 
 from content_sources import gather_context
 from content_sources.client import (
@@ -31,14 +31,12 @@ from content_sources.client import (
     Detector,
     classify_client,
 )
-from content_sources.geo import GeoSource, open_geoip, remember_commands
+from content_sources.geo import GeoSource, remember_commands
 from content_sources.profile import ProfileSource
 from content_sources.source import OpenRequest
 from server.api.openapi import DOCUMENT
 
 ROOT = Path(__file__).resolve().parents[2]
-CITY_DB = ROOT / "tests" / "data" / "geoip" / "GeoIP2-City-Test.mmdb"
-LONDON_IP = "81.2.69.160"  # GB, London in the City test database
 NOW = datetime(2026, 5, 4, 12, 0, tzinfo=UTC)
 
 EXAMPLES: dict[str, list[str]] = {
@@ -199,13 +197,6 @@ def test_a_detector_token_must_be_lowercase() -> None:
         Detector()
 
 
-@pytest.fixture(scope="module")
-def reader() -> Iterator[geoip2.database.Reader]:
-    opened = open_geoip(CITY_DB)
-    yield opened
-    opened.close()
-
-
 @pytest.fixture
 async def store(redis_url: str) -> Any:
     async with aioredis.from_url(redis_url) as client:
@@ -215,14 +206,7 @@ async def store(redis_url: str) -> Any:
 # What `geo` is for an open from a London address by a recipient whose profile has no
 # location, by what the class's address tells.
 GEO_FROM_LONDON = {
-    AddressTells.PLACE: {
-        "country": "GB",
-        "city": "London",
-        "lat": 51.5142,
-        "lon": -0.0931,
-        "tz": "Europe/London",
-        "source": "ip",
-    },
+    AddressTells.PLACE: LONDON_GEO,
     AddressTells.COUNTRY: {"country": "GB", "source": "ip"},
     AddressTells.NOTHING: {"source": "none"},
 }
