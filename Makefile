@@ -7,7 +7,7 @@ LOCK := requirements.lock
 
 LOADTEST_STAMP := $(VENV)/.installed-loadtest
 
-.PHONY: demo serve test test-cluster lint fmt bench soak goldens loadtest lock clean
+.PHONY: demo serve test test-fast test-cluster lint fmt bench soak goldens loadtest lock clean
 
 # Every dependency (extras included) at the version and hashes in the lock, so every
 # machine runs the same set; then atopen itself, built by the locked setuptools.
@@ -38,6 +38,11 @@ serve: $(STAMP)
 ## Run the whole test suite against a real Redis.
 test: $(STAMP)
 	$(BIN)/pytest
+
+## The edit loop: the suite without the slow tests (processes, servers, the browser) and
+## the cluster ones, in under a minute.
+test-fast: $(STAMP)
+	$(BIN)/pytest -m "not slow and not cluster"
 
 ## The end-to-end scenarios on a local three-master, three-replica Redis Cluster.
 test-cluster: $(STAMP)

@@ -3,10 +3,18 @@
 Starts `atopen serve --workers 2` on its own embedded store (in a fresh data
 directory), registers the starter blocks, seeds a population through the API, and
 sends a steady mix for a bounded time: signed opens of every starter block, unsigned
-opens, clicks, and API writes (events, profile patches, stock changes). Meanwhile it
-samples each worker's resident memory and open file descriptors (from /proc), and the
-store's key count, memory, and the keys without a TTL of kinds that should expire.
-It prints the figures after a warm-up, in the middle and at the end, with the growth.
+opens, clicks, and API writes (events, profile patches, stock changes), plus opens of
+many campaigns' countdown blocks; opens and clicks come with the User-Agents of readers'
+mail apps and proxies. Meanwhile it samples each worker's resident memory and open file
+descriptors (from /proc), and the store's key count, memory, and the keys without a TTL
+of kinds that should expire. It prints the figures after a warm-up, in the middle and at
+the end, with the growth.
+
+The warm-up fills every bounded in-process cache an open uses, as real traffic would:
+each second's choice and drawing plan of every campaign's countdown in every zone (4,096
+of each), each worker's render memory cache (`--cache-mb`), the client kinds of
+User-Agents. It prints how full each one is, so that memory still growing after the
+warm-up is a leak, not a cache filling.
 
 Nothing fails on a figure (the machine is shared and noisy): read them. The run fails
 only if the server under test does not start, or answers a request wrongly.
@@ -16,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import os
 import random
 import signal
@@ -23,18 +32,25 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import orjson
 import redis
+from prometheus_client.parser import text_string_to_metric_families
 
+from content_sources.client import _classify as classify_user_agent
+from content_sources.clock import zone
 from loadtest.bench_serve import HOST, SECRET, TOKEN, api, free_port, wait_for_port
 from loadtest.population import Population, seed
+from server.blocks.selection import click_target
+from server.opens.decide import MAX_REMEMBERED_CHOICES
 from server.signing import Signer
 from server.web.app import TEMPLATES_DIR
 
@@ -64,8 +80,40 @@ SKUS = ("sku-tee", "sku-boots", "sku-cap")
 STREAMS = {"records": "atopen:records", "audit": "atopen:audit"}
 # The load goes on this long past the last sample, so that it is taken under load.
 END_SAMPLE_S = 5.0
-# The mix, by weight: what one request of the steady load is.
-MIX = {"open": 70, "unsigned_open": 5, "click": 12, "event": 6, "profile": 4, "stock": 3}
+MEMORY_MISS = {"tier": "memory", "result": "miss"}
+# The mix, by weight: what one request of the steady load is. Most of it opens the
+# countdowns of running campaigns (a sale's last day); the rest is everything else.
+MIX = {
+    "countdown": 150,
+    "open": 70,
+    "unsigned_open": 5,
+    "click": 12,
+    "event": 6,
+    "profile": 4,
+    "stock": 3,
+}
+# The starter countdown, copied as one block per campaign (each with its own link).
+COUNTDOWN = "sale-countdown"
+# What fetches the images: Apple's privacy proxy, Gmail's and Yahoo's image proxies (one
+# User-Agent each), and readers' own apps and browsers (thousands of versions and builds).
+APPLE_PROXY = "Mozilla/5.0"
+GMAIL_PROXY = (
+    "Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com GoogleImageProxy)"
+)
+YAHOO_PROXY = "YahooMailProxy; https://help.yahoo.com/kb/yahoo-mail-proxy-SLN28749.html"
+FETCHERS = {APPLE_PROXY: 40, GMAIL_PROXY: 25, YAHOO_PROXY: 3, "reader": 32}
+READER_AGENTS = 3_000
+_READER_AGENT_FORMS = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/{major}.0.{build}.{patch} Safari/537.36",
+    "Mozilla/5.0 (Linux; Android {android}; {phone}) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/{major}.0.{build}.{patch} Mobile Safari/537.36",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS {ios}_{minor} like Mac OS X) AppleWebKit/605.1.15 "
+    "(KHTML, like Gecko) Mobile/{ios_build}",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:{firefox}.0) Gecko/20100101 Firefox/{firefox}.0",
+    "Microsoft Office/16.0 (Windows NT 10.0; Microsoft Outlook 16.0.{build}; Pro)",
+)
+_PHONES = ("SM-S918B", "SM-A546B", "Pixel 8", "Pixel 7a", "2201116SG", "CPH2451", "moto g54 5G")
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +129,45 @@ class Sample:
     streams: dict[str, int]  # capped stream -> its entries
     requests: int
     failures: int
+    render_memory_misses: int  # summed over workers (/metrics): images put in memory
+    renders: int  # summed over workers (/metrics)
+    caches: list[CacheFill]
+
+
+@dataclass(frozen=True, slots=True)
+class CacheFill:
+    """How much the load has put in one bounded cache that each worker keeps, by the
+    arithmetic of what it sent: distinct keys (or MiB of distinct images), and the share
+    of one worker (the kernel spreads connections evenly over the workers)."""
+
+    cache: str
+    bound: float  # the cache's limit, in `unit`
+    unit: str
+    sent: float  # distinct keys (or MiB) sent so far, to all workers
+    per_worker: float
+    full: bool  # each worker's share has reached the bound: it only replaces entries now
+
+
+def reader_user_agents(count: int) -> list[str]:
+    """`count` distinct User-Agents of readers' apps and browsers: a few families told
+    apart by version and build numbers, as in real traffic (always the same ones)."""
+    rng = random.Random(11)
+    found: dict[str, None] = {}
+    while len(found) < count:
+        form = rng.choice(_READER_AGENT_FORMS)
+        agent = form.format(
+            major=rng.randrange(118, 132),
+            build=rng.randrange(5000, 7000),
+            patch=rng.randrange(200),
+            android=rng.randrange(10, 15),
+            phone=rng.choice(_PHONES),
+            ios=rng.randrange(15, 19),
+            minor=rng.randrange(7),
+            ios_build=f"{rng.randrange(15, 22)}{rng.choice('ABCDEFG')}{rng.randrange(10, 400)}",
+            firefox=rng.randrange(115, 134),
+        )
+        found[agent] = None
+    return list(found)
 
 
 def key_kind(key: bytes) -> str:
@@ -88,6 +175,13 @@ def key_kind(key: bytes) -> str:
     if name.startswith("{"):
         return name.split("}", 1)[0] + "}"
     return name.removeprefix("atopen:").split(":", 1)[0]
+
+
+def campaign_block(countdown: dict[str, Any], number: int) -> dict[str, Any]:
+    """The starter countdown as one campaign's block: the same design, its own link."""
+    link = f"https://shop.example.com/deals?campaign={number}"
+    variants = [{**variant, "link": link} for variant in countdown["variants"]]
+    return {**countdown, "variants": variants, "default": {**countdown["default"], "link": link}}
 
 
 def workers_of(supervisor: int) -> list[int]:
@@ -161,7 +255,9 @@ def memory_by_kind(store: redis.Redis) -> Counter[str]:
 class Load:
     """A steady mix of requests at a fixed rate; counts what was sent and what failed."""
 
-    def __init__(self, base_url: str, population: Population, blocks: list[str]) -> None:
+    def __init__(
+        self, base_url: str, population: Population, blocks: list[str], campaigns: list[str]
+    ) -> None:
         self.base_url = base_url
         self.population = population
         self.blocks = blocks
@@ -171,14 +267,50 @@ class Load:
         self.failures: Counter[str] = Counter()
         self._kinds = list(MIX)
         self._weights = list(MIX.values())
+        self._fetchers = list(FETCHERS)
+        self._fetcher_weights = list(FETCHERS.values())
+        self._reader_agents = reader_user_agents(READER_AGENTS)
+        by_zone: dict[str, list[int]] = {}
+        for index in range(population.size):
+            by_zone.setdefault(str(population.profile(index)["tz"]), []).append(index)
+        self._by_zone = by_zone
+        # Every campaign in every zone in turn: as long as a second has fewer countdown
+        # opens than pairs, each one is a new choice (the campaign, its zone's second).
+        self._countdowns = [(c, z) for c in campaigns for z in sorted(by_zone)]
+        self.rng.shuffle(self._countdowns)
+        self._next_countdown = 0
+        # What the caches are keyed by, as sent or received.
+        self.countdown_seconds: set[tuple[str, str, int]] = set()
+        self.user_agents: set[str] = set()
+        self.zones: set[str] = set()
+        self.images: dict[bytes, int] = {}  # digest of each distinct image -> its bytes
+        self.links: set[str] = set()  # where the clicks went
+
+    def _countdown(self) -> tuple[str, int]:
+        """The next campaign's countdown and a reader in the next zone."""
+        campaign, tz = self._countdowns[self._next_countdown % len(self._countdowns)]
+        self._next_countdown += 1
+        self.countdown_seconds.add((campaign, tz, int(time.time())))
+        return campaign, self.rng.choice(self._by_zone[tz])
+
+    def _user_agent(self) -> str:
+        fetcher = self.rng.choices(self._fetchers, self._fetcher_weights)[0]
+        agent = self.rng.choice(self._reader_agents) if fetcher == "reader" else fetcher
+        self.user_agents.add(agent)
+        return agent
 
     def _request(self) -> tuple[str, str, str, object]:
         """(kind, method, path, JSON body or None) of the next request."""
         kind = self.rng.choices(self._kinds, self._weights)[0]
+        if kind == "countdown":
+            campaign, index = self._countdown()
+            self.zones.add(str(self.population.profile(index)["tz"]))
+            return kind, "GET", self.population.image_url(self.signer, campaign, index), None
         index = self.rng.randrange(self.population.size)
         recipient = self.population.recipient(index)
         block = self.rng.choice(self.blocks)
         if kind == "open":
+            self.zones.add(str(self.population.profile(index)["tz"]))
             return kind, "GET", self.population.image_url(self.signer, block, index), None
         if kind == "unsigned_open":
             return kind, "GET", f"/i/{block}.png?r={recipient}", None
@@ -195,16 +327,24 @@ class Load:
 
     async def _send(self, session: aiohttp.ClientSession, limit: asyncio.Semaphore) -> None:
         kind, method, path, body = self._request()
-        headers = {"Authorization": f"Bearer {TOKEN}"} if path.startswith("/api/") else {}
+        if path.startswith("/api/"):
+            headers = {"Authorization": f"Bearer {TOKEN}"}
+        else:
+            headers = {"User-Agent": self._user_agent()}
         try:
             async with session.request(
                 method, path, json=body, headers=headers, allow_redirects=False
             ) as response:
-                await response.read()
+                answer = await response.read()
                 expected = {"click": 302}.get(kind, 200)
                 ok = response.status == expected or (kind == "event" and response.status == 202)
                 if not ok:
                     self.failures[f"{kind} {response.status}"] += 1
+                elif kind == "click":
+                    self.links.add(response.headers.get("Location", ""))
+                elif path.startswith("/i/"):
+                    digest = hashlib.blake2b(answer, digest_size=16).digest()
+                    self.images[digest] = len(answer)
         except (aiohttp.ClientError, TimeoutError) as exc:
             self.failures[f"{kind} {type(exc).__name__}"] += 1
         finally:
@@ -230,9 +370,7 @@ class Load:
 
 
 @contextmanager
-def serving(
-    data_dir: Path, workers: int, log: Path, cache_mb: int | None
-) -> Iterator[tuple[int, int]]:
+def serving(data_dir: Path, workers: int, log: Path, cache_mb: int) -> Iterator[tuple[int, int]]:
     """`atopen serve` on its own embedded store: (port, supervisor pid)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ATOPEN_")}
@@ -242,9 +380,8 @@ def serving(
         ATOPEN_PORT=str(port),
         ATOPEN_DATA_DIR=str(data_dir),
         ATOPEN_LOG_LEVEL="WARNING",
+        ATOPEN_CACHE_MEMORY_MB=str(cache_mb),
     )
-    if cache_mb is not None:
-        env["ATOPEN_CACHE_MEMORY_MB"] = str(cache_mb)
     with log.open("wb") as out:
         process = subprocess.Popen(  # noqa: S603 - our own command
             [sys.executable, "-m", "server", "serve", "--workers", str(workers)],
@@ -260,9 +397,51 @@ def serving(
             process.wait(timeout=60)
 
 
-def sample(supervisor: int, store: redis.Redis, load: Load, started: float) -> Sample:
+def render_counts(port: int) -> tuple[int, int]:
+    """Render memory cache misses and renders so far, summed over workers (/metrics)."""
+    request = urllib.request.Request(
+        f"http://{HOST}:{port}/metrics", headers={"Authorization": f"Bearer {TOKEN}"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - loopback
+        text = response.read().decode()
+    misses = renders = 0.0
+    for family in text_string_to_metric_families(text):
+        for found in family.samples:
+            if found.name == "atopen_cache_total" and found.labels == MEMORY_MISS:
+                misses += found.value
+            elif found.name == "atopen_renders_total":
+                renders += found.value
+    return int(misses), int(renders)
+
+
+def cache_fills(load: Load, workers: int, cache_mb: int) -> list[CacheFill]:
+    """How full the load has made each bounded cache an open uses, in each worker."""
+
+    def fill(cache: str, bound: int, unit: str, sent: float) -> CacheFill:
+        share = sent / workers
+        return CacheFill(cache, bound, unit, round(sent, 1), round(share, 1), share >= bound)
+
+    # A remembered choice is keyed by the block and the second in the reader's zone; its
+    # drawing plan by that choice (one format, one scale here): one of each per key sent.
+    seconds = len(load.countdown_seconds)
+    kept_by_lru_cache = (classify_user_agent, zone, click_target)
+    agents, zones, links = (c.cache_parameters()["maxsize"] or 0 for c in kept_by_lru_cache)
+    return [
+        fill("countdown choices", MAX_REMEMBERED_CHOICES, "entries", seconds),
+        fill("countdown drawing plans", MAX_REMEMBERED_CHOICES, "entries", seconds),
+        fill("render memory cache", cache_mb, "MiB", sum(load.images.values()) / MIB),
+        fill("client kinds of User-Agents", agents, "entries", len(load.user_agents)),
+        fill("time zones", zones, "entries", len(load.zones)),
+        fill("click targets", links, "entries", len(load.links)),
+    ]
+
+
+def sample(
+    supervisor: int, port: int, store: redis.Redis, load: Load, started: float, cache_mb: int
+) -> Sample:
     pids = workers_of(supervisor)
     keys, store_mib, missing = store_figures(store)
+    misses, renders = render_counts(port)
     return Sample(
         at_s=round(time.monotonic() - started, 1),
         rss_mib={pid: round(rss_mib(pid), 1) for pid in pids},
@@ -273,6 +452,9 @@ def sample(supervisor: int, store: redis.Redis, load: Load, started: float) -> S
         streams={name: store.xlen(key) for name, key in STREAMS.items()},
         requests=load.sent,
         failures=sum(load.failures.values()),
+        render_memory_misses=misses,
+        renders=renders,
+        caches=cache_fills(load, len(pids), cache_mb),
     )
 
 
@@ -304,20 +486,52 @@ def report(samples: list[Sample]) -> str:
         row(f"{name} stream entries", [s.streams[name] for s in samples])
     row("requests sent", [s.requests for s in samples])
     row("requests answered wrongly", [s.failures for s in samples])
+    row("renders (/metrics)", [s.renders for s in samples])
+    row("render memory misses (/metrics)", [s.render_memory_misses for s in samples])
     if samples[-1].expiring_without_ttl:
         lines.append(f"without TTL, by kind: {samples[-1].expiring_without_ttl}")
+    lines.append("")
+    lines.append(caches_report(samples[0], samples[-1]))
+    return "\n".join(lines)
+
+
+def caches_report(first: Sample, last: Sample) -> str:
+    """Each bounded cache's share of one worker after the warm-up and at the end, against
+    its bound: `full` (it only replaces entries now), `no new keys` (nothing new came in
+    the measured window: it cannot have grown), or `still filling` (it may have)."""
+    lines = [
+        f"{'bounded cache, one worker':30}{'after warm-up':>16}{'at the end':>14}"
+        f"{'bound':>10}  state"
+    ]
+    for start, end in zip(first.caches, last.caches, strict=True):
+        if start.full:
+            state = "full"
+        elif start.sent == end.sent:
+            state = "no new keys"
+        else:
+            state = "still filling"
+        lines.append(
+            f"{start.cache:30}{start.per_worker:>16,.1f}{end.per_worker:>14,.1f}"
+            f"{start.bound:>10,.0f}  {start.unit}, {state}"
+        )
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--seconds", type=float, default=180, help="measured time (after warm-up)")
-    parser.add_argument("--warmup", type=float, default=15)
-    parser.add_argument("--rate", type=float, default=150, help="requests per second")
+    parser.add_argument("--seconds", type=float, default=120, help="measured time (after warm-up)")
+    parser.add_argument(
+        "--warmup", type=float, default=60, help="time to fill the caches before measuring"
+    )
+    parser.add_argument("--rate", type=float, default=375, help="requests per second")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--recipients", type=int, default=2_000)
+    parser.add_argument("--campaigns", type=int, default=96, help="countdown blocks, one each")
     parser.add_argument(
-        "--cache-mb", type=int, help="each worker's render memory cache (ATOPEN_CACHE_MEMORY_MB)"
+        "--cache-mb",
+        type=int,
+        default=1,
+        help="each worker's render memory cache (ATOPEN_CACHE_MEMORY_MB), small enough to fill",
     )
     parser.add_argument("--json", action="store_true", help="end with the samples as JSON")
     args = parser.parse_args()
@@ -329,17 +543,22 @@ def main() -> None:
             for path in blocks:
                 body = orjson.loads(path.read_bytes())
                 api(port, "PUT", f"/api/v1/blocks/{path.stem}", body)
+            countdown = orjson.loads((TEMPLATES_DIR / "blocks" / f"{COUNTDOWN}.json").read_bytes())
+            campaigns = [f"{COUNTDOWN}-{n:03d}" for n in range(1, args.campaigns + 1)]
+            for number, campaign in enumerate(campaigns, start=1):
+                api(port, "PUT", f"/api/v1/blocks/{campaign}", campaign_block(countdown, number))
             base_url = f"http://{HOST}:{port}"
             asyncio.run(seed(base_url, TOKEN, population))
-            load = Load(base_url, population, [path.stem for path in blocks])
+            load = Load(base_url, population, [path.stem for path in blocks], campaigns)
             store = redis.Redis(unix_socket_path=str(data_dir / "redis" / "redis.sock"))
             print(
                 f"soak: {args.workers} workers, {args.rate:g} requests/s for {args.seconds:g} s "
                 f"after {args.warmup:g} s of warm-up, {args.recipients:,} recipients, "
-                f"{len(blocks)} blocks",
+                f"{len(blocks)} blocks and {len(campaigns)} campaigns' countdowns, "
+                f"{args.cache_mb} MiB render memory cache",
                 flush=True,
             )
-            samples = asyncio.run(_run(args, supervisor, store, load))
+            samples = asyncio.run(_run(args, supervisor, port, store, load))
             biggest = memory_by_kind(store).most_common(6)
             store.close()
         print(report(samples))
@@ -354,7 +573,7 @@ def main() -> None:
 
 
 async def _run(
-    args: argparse.Namespace, supervisor: int, store: redis.Redis, load: Load
+    args: argparse.Namespace, supervisor: int, port: int, store: redis.Redis, load: Load
 ) -> list[Sample]:
     """Run the load, sampling after the warm-up, halfway through and at the end (while
     the load still runs, so the connections it holds open are counted each time)."""
@@ -364,7 +583,9 @@ async def _run(
     samples = []
     for at in (args.warmup, args.warmup + args.seconds / 2, args.warmup + args.seconds):
         await asyncio.sleep(max(0.0, started + at - time.monotonic()))
-        samples.append(await asyncio.to_thread(sample, supervisor, store, load, started))
+        samples.append(
+            await asyncio.to_thread(sample, supervisor, port, store, load, started, args.cache_mb)
+        )
         print(f"sampled at {samples[-1].at_s:.0f} s", flush=True)
     await running
     return samples

@@ -100,6 +100,7 @@ def test_a_token_in_both_settings_is_refused() -> None:
     assert "same-secret" not in str(caught.value)
 
 
+@pytest.mark.slow
 def test_serve_stops_on_a_bad_setting_with_one_line(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ATOPEN_")}
     env.update(

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from sample_blocks import greeting
 from support import AUTH, decode, put_block, signed
 from test_serving import metric
@@ -44,6 +45,7 @@ def other_work(processes: int, seconds: float) -> Iterator[None]:
             worker.join()
 
 
+@pytest.mark.slow
 async def test_sixty_readers_opening_at_once_all_get_their_own_image(
     redis_url: str, tmp_path: Path
 ) -> None:
@@ -113,6 +115,7 @@ async def test_a_rule_that_loops_does_not_stop_health_checks_or_other_opens(
     assert decode(await answer.read()).size == (400, 100)
 
 
+@pytest.mark.slow
 async def test_an_open_waits_for_looping_rules_no_longer_than_its_deadline(
     make_client: Any, settings: Settings
 ) -> None:

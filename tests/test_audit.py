@@ -197,6 +197,7 @@ async def test_entries_older_than_the_retention_go(
     assert statuses == [200, 200]
 
 
+@pytest.mark.slow
 async def test_with_the_store_gone_the_entry_is_still_logged(
     make_client: Any, scoped_settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -122,6 +122,7 @@ def test_readers_are_distinct_signed_and_have_profiles(redis_url: str) -> None:
     assert orjson.loads(profile)["first_name"]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="needs wrk (loadtest/install_tools.sh)")
 @pytest.mark.parametrize("rate", [None, 300.0])
 async def test_the_script_counts_what_the_server_answers(

@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
+import pytest
 import redis.asyncio as aioredis
 from aiohttp import web
 from sample_blocks import greeting
@@ -127,6 +128,7 @@ async def test_a_stored_block_that_no_longer_compiles_keeps_the_others_serving(
     assert (await late.get(signed("/i/broken.png?r=u1"))).status == 404
 
 
+@pytest.mark.slow
 async def test_a_process_started_without_its_store_catches_up_once_it_answers(
     make_client: Any, tmp_path: Path
 ) -> None:

@@ -19,6 +19,9 @@ from support import decode, free_port, run_command
 
 from server.signing import Signer
 
+# Slow, left out of `make test-fast`: they run `atopen` commands as processes.
+pytestmark = pytest.mark.slow
+
 
 def atopen(
     *args: str, env: dict[str, str], timeout: float = 30

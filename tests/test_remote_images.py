@@ -229,6 +229,7 @@ async def test_private_addresses_and_plain_http_are_refused_by_default(
         await strict.close()
 
 
+@pytest.mark.slow
 async def test_a_fetch_outlives_the_open_that_gave_up(
     origin: tuple[Origin, str], images: RemoteImages
 ) -> None:

@@ -52,6 +52,10 @@ SEED: tuple[tuple[str, str, Any], ...] = (
     ),
 )
 
+# Slow, left out of `make test-fast`: it drives the app on a real port with thousands of generated
+# requests.
+pytestmark = pytest.mark.slow
+
 # What the document states in words because JSON Schema cannot: a 422 naming only these
 # (field, message) pairs answers a request the schema allows, as documented. Anything
 # else a schema-valid request is refused for is a disagreement.

@@ -175,6 +175,7 @@ async def client_for_ann(
     return client
 
 
+@pytest.mark.slow
 async def test_a_render_past_its_deadline_counts_as_a_deadline_fallback(
     make_client: Any, settings: Settings
 ) -> None:
@@ -199,6 +200,7 @@ def heavy_greeting() -> dict[str, Any]:
     return block
 
 
+@pytest.mark.slow
 async def test_a_full_render_queue_sheds_to_the_default_image(
     make_client: Any, settings: Settings
 ) -> None:
@@ -226,6 +228,7 @@ async def get_calls(store: aioredis.Redis) -> int:
     return int(stats.get("cmdstat_get", {}).get("calls", 0))
 
 
+@pytest.mark.slow
 async def test_while_the_pool_is_full_a_personal_open_reads_nothing_and_gets_the_default(
     make_client: Any, settings: Settings, redis_url: str
 ) -> None:
@@ -256,6 +259,7 @@ async def test_while_the_pool_is_full_a_personal_open_reads_nothing_and_gets_the
     assert first.headers["X-Atopen-Variant"] == "named"
 
 
+@pytest.mark.slow
 async def test_opens_starting_together_read_the_store_only_if_they_will_render(
     make_client: Any, settings: Settings, redis_url: str
 ) -> None:
@@ -312,6 +316,7 @@ class StalledLoop:
             await asyncio.sleep(0)
 
 
+@pytest.mark.slow
 async def test_an_open_that_waited_out_its_deadline_for_the_loop_gets_the_default_at_once(
     make_client: Any, settings: Settings
 ) -> None:

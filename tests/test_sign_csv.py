@@ -47,6 +47,7 @@ def read(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(file))
 
 
+@pytest.mark.slow
 def test_every_row_gets_its_token_and_keeps_its_columns(tmp_path: Path) -> None:
     source = write(tmp_path / "list.csv", ROWS)
     result = atopen(tmp_path, "--csv", str(source), "--out", "signed.csv")
@@ -56,6 +57,7 @@ def test_every_row_gets_its_token_and_keeps_its_columns(tmp_path: Path) -> None:
     assert rows == [{**row, "atopen_token": contract_token(KEY, row["recipient"])} for row in ROWS]
 
 
+@pytest.mark.slow
 def test_url_columns_are_signed_with_each_rows_values(tmp_path: Path) -> None:
     source = write(tmp_path / "list.csv", ROWS)
     result = atopen(
@@ -82,6 +84,7 @@ def test_url_columns_are_signed_with_each_rows_values(tmp_path: Path) -> None:
         assert dict(parse_qsl(urlsplit(row["hero"]).query))["m.coupon"] == given["coupon"]
 
 
+@pytest.mark.slow
 def test_a_bad_list_is_named_and_leaves_no_file_behind(tmp_path: Path) -> None:
     source = write(tmp_path / "list.csv", ROWS)
     signer = Signer([KEY])

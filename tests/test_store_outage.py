@@ -88,6 +88,7 @@ async def prepare(session: aiohttp.ClientSession, base: str) -> None:
     await until_every_worker_serves(base, "/i/hello.png?r=u1", workers=2)
 
 
+@pytest.mark.slow
 async def test_a_killed_store_is_restarted_with_its_data(served: Served, tmp_path: Path) -> None:
     async with aiohttp.ClientSession() as session:
         await prepare(session, served.base)
@@ -106,6 +107,7 @@ async def test_a_killed_store_is_restarted_with_its_data(served: Served, tmp_pat
         assert await open_image(session, served.base, "u2") == (400, 100)
 
 
+@pytest.mark.slow
 async def test_writes_answer_503_while_the_store_is_down(served: Served, tmp_path: Path) -> None:
     async with aiohttp.ClientSession() as session:
         await prepare(session, served.base)
@@ -150,6 +152,7 @@ WRITES: list[tuple[str, str, Any]] = [
 ]
 
 
+@pytest.mark.slow
 async def test_every_write_answers_503_with_retry_after_when_the_store_is_gone(
     make_client: Any, tmp_path: Path
 ) -> None:

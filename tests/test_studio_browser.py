@@ -30,6 +30,9 @@ from support import AUTH, SECRET, TOKEN, LiveApp, signed
 from server.api_tokens import ApiToken, Scope
 from server.settings import Settings
 
+# Slow, left out of `make test-fast`: they drive the studio in Chromium.
+pytestmark = pytest.mark.slow
+
 BROWSER_MISSING = "NO BROWSER: the studio's browser tests need Chromium"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = Path(__file__).resolve().parent.parent / ".artifacts" / "studio"

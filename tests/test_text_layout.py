@@ -144,6 +144,7 @@ def test_text_beyond_max_chars_ends_with_an_ellipsis_even_with_room_to_spare() -
     assert layout.lines[-1].endswith(ELLIPSIS)
 
 
+@pytest.mark.slow
 def test_the_unshaped_bound_is_never_below_the_shaped_width() -> None:
     """Lines the bound says fit are laid out without shaping: it must never be too small."""
     texts = [a + b for a in string.printable[:95] for b in string.printable[:95]]

@@ -23,6 +23,9 @@ from sample_blocks import CART_REMINDER, IN_STOCK, greeting
 from support import AUTH, decode, signed
 from test_workers import Served, serving
 
+# Slow, left out of `make test-fast`: they start two `atopen serve` processes.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def two_servers(redis_url: str, tmp_path: Path) -> Iterator[tuple[Served, Served]]:

@@ -24,6 +24,9 @@ from support import AUTH, SECRET, TOKEN, decode, free_port, signed
 
 from server.metrics import FLUSH_INTERVAL_S
 
+# Slow, left out of `make test-fast`: they start `atopen serve` with its worker processes.
+pytestmark = pytest.mark.slow
+
 SLOW_TEXT = "{% for i in range(300) %}{{ profile.first_name }} {% endfor %}"
 
 
