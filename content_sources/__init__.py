@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 
 from geoip2.database import Reader
 from redis.asyncio import Redis
 
-from content_sources.base import OpenRequest, Source
 from content_sources.client import ClientSource
 from content_sources.clock import ClockSource
 from content_sources.engagement import EngagementSource
@@ -23,12 +23,12 @@ from content_sources.inventory import InventorySource
 from content_sources.params import ParamsSource
 from content_sources.poll import PollSource
 from content_sources.profile import ProfileSource
+from content_sources.redis_batch import StoreBatcher, execute_raw
 from content_sources.remembered import LastShownSource
 from content_sources.segments import SegmentsSource
-from content_sources.store_batch import StoreBatcher, execute_raw
-from content_sources.stores import StoresSource
-from server.metrics import STORE_SECONDS
-from server.settings import Settings
+from content_sources.shops import ShopsSource
+from content_sources.source import OpenRequest, Source
+from content_sources.store_timing import round_trip_took
 
 # What each name is built from: an open that needs a name builds these too (and reads
 # only what they all need from the store).
@@ -64,7 +64,16 @@ def active_sources(sources: tuple[Source, ...], names: frozenset[str]) -> tuple[
     return tuple(s for s in sources if s.name in needed)
 
 
-def build_sources(settings: Settings, geoip: Reader | None = None) -> tuple[Source, ...]:
+@dataclass(frozen=True, slots=True)
+class SourceSettings:
+    """What the operator sets for the sources (the server's settings carry the values)."""
+
+    events_max_per_recipient: int
+    click_memory_days: int
+    stores_max_km: int
+
+
+def build_sources(settings: SourceSettings, geoip: Reader | None = None) -> tuple[Source, ...]:
     """Every source, in the order they are built (later ones may read earlier ones)."""
     geo = GeoSource(geoip)
     return (
@@ -77,7 +86,7 @@ def build_sources(settings: Settings, geoip: Reader | None = None) -> tuple[Sour
         LastShownSource(settings.click_memory_days * 86_400),
         ClientSource(),
         geo,
-        StoresSource(geo, settings.stores_max_km),
+        ShopsSource(geo, settings.stores_max_km),
         ParamsSource(),
         PollSource(),
     )
@@ -117,7 +126,7 @@ async def gather_context(
     elif flat:
         started = time.perf_counter()
         replies = await execute_raw(store, flat, deadline=deadline)
-        STORE_SECONDS.observe(time.perf_counter() - started)
+        round_trip_took(time.perf_counter() - started)
     return build_context(active, commands, replies, request, overrides)
 
 

@@ -19,7 +19,7 @@ from enum import Enum
 from functools import lru_cache
 from typing import Literal, get_args
 
-from content_sources.base import OpenRequest, RedisCommand
+from content_sources.source import OpenRequest, RedisCommand
 
 # The names the table's rows may take. Written out so that mypy rejects a misspelt kind
 # wherever one is compared or passed; the table must give each exactly one row, which

@@ -11,7 +11,7 @@ from datetime import UTC, tzinfo
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from content_sources.base import OpenRequest, RedisCommand
+from content_sources.source import OpenRequest, RedisCommand
 
 
 @lru_cache(maxsize=1024)

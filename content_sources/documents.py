@@ -14,7 +14,7 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
-from content_sources.cluster_pipe import cluster_client
+from content_sources.redis_cluster_pipe import cluster_client
 
 JsonObject = dict[str, Any]
 

@@ -21,9 +21,9 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
-from content_sources.base import OpenRequest, RedisCommand
-from content_sources.keys import engagement_key
-from server.expressions import Missing
+from content_sources.expressions import Missing
+from content_sources.redis_keys import engagement_key
+from content_sources.source import OpenRequest, RedisCommand
 
 
 class _Action(NamedTuple):

@@ -15,10 +15,10 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
-from content_sources.base import OpenRequest, RedisCommand
-from content_sources.cluster_pipe import cluster_client
-from content_sources.keys import event_ids_key, events_key
-from server.expressions import Missing
+from content_sources.expressions import Missing
+from content_sources.redis_cluster_pipe import cluster_client
+from content_sources.redis_keys import event_ids_key, events_key
+from content_sources.source import OpenRequest, RedisCommand
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,12 +33,11 @@ import geoip2.errors
 import maxminddb
 import orjson
 
-from content_sources.base import OpenRequest, RedisCommand
 from content_sources.client import AddressTells, classify_client, client_class
 from content_sources.clock import zone
 from content_sources.documents import decode_object
-from content_sources.keys import last_seen_key
-from server.settings import SettingsError
+from content_sources.redis_keys import last_seen_key
+from content_sources.source import OpenRequest, RedisCommand
 
 GEOIP_SETTING = "ATOPEN_GEOIP_DB"
 
@@ -158,22 +157,26 @@ def decide(kind: object, ip: Location | None, known: Location) -> dict[str, obje
     return {"source": "none"}
 
 
+class GeoDatabaseError(ValueError):
+    """The GeoIP database cannot be used; the message names the setting that gave it."""
+
+
 def open_geoip(path: str | Path) -> geoip2.database.Reader:
     """Open a City database once at startup; a clear error naming the setting otherwise."""
     try:
         reader = geoip2.database.Reader(str(path))
     except FileNotFoundError:
-        raise SettingsError(f"{GEOIP_SETTING}: no such file: {path}") from None
+        raise GeoDatabaseError(f"{GEOIP_SETTING}: no such file: {path}") from None
     except maxminddb.InvalidDatabaseError:
-        raise SettingsError(
+        raise GeoDatabaseError(
             f"{GEOIP_SETTING}: {path} is not a MaxMind-format (.mmdb) database"
         ) from None
     except OSError as exc:
-        raise SettingsError(f"{GEOIP_SETTING}: cannot read {path}: {exc.strerror}") from None
+        raise GeoDatabaseError(f"{GEOIP_SETTING}: cannot read {path}: {exc.strerror}") from None
     kind = reader.metadata().database_type
     if "City" not in kind:
         reader.close()
-        raise SettingsError(
+        raise GeoDatabaseError(
             f"{GEOIP_SETTING}: {path} is a {kind} database; a City database is needed "
             "(e.g. GeoLite2-City or GeoIP2-City)"
         )

@@ -50,14 +50,14 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from content_sources.http_data_spec import HttpSourceSpec
-from content_sources.keys import PREFIX
-from content_sources.outbound import AddressRefused, check_spelling, is_refusal
-from server.expressions import (
+from content_sources.expressions import (
     Missing,
     MissingValueError,
     Template,
 )
+from content_sources.http_data_spec import HttpSourceSpec
+from content_sources.outbound import AddressRefused, check_spelling, is_refusal
+from content_sources.redis_keys import PREFIX
 
 log = logging.getLogger("atopen.http_data")
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import urlsplit
 
-from server.expressions import ExpressionError, Template, constant_subscripts, is_template
+from content_sources.expressions import ExpressionError, Template, constant_subscripts, is_template
 
 MAX_SOURCES = 10
 MAX_URL_CHARS = 4096

@@ -12,10 +12,10 @@ from functools import lru_cache
 
 import orjson
 
-from content_sources.base import OpenRequest, RedisCommand
 from content_sources.documents import decode_object
-from content_sources.keys import inventory_key
-from server.expressions import Missing
+from content_sources.expressions import Missing
+from content_sources.redis_keys import inventory_key
+from content_sources.source import OpenRequest, RedisCommand
 
 
 class InventoryView:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from content_sources.base import OpenRequest, RedisCommand
+from content_sources.source import OpenRequest, RedisCommand
 
 
 class ParamsSource:

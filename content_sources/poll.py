@@ -20,9 +20,9 @@ from collections.abc import Mapping, Sequence
 
 from redis.asyncio import Redis
 
-from content_sources.base import OpenRequest, RedisCommand
-from content_sources.keys import poll_tally_key, poll_votes_key
-from server.expressions import Missing
+from content_sources.expressions import Missing
+from content_sources.redis_keys import poll_tally_key, poll_votes_key
+from content_sources.source import OpenRequest, RedisCommand
 
 # KEYS: the recipient's votes. ARGV: block id, option. Answers the vote replaced (nil
 # for a first vote); the vote is set either way.

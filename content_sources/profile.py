@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from content_sources.base import OpenRequest, RedisCommand
 from content_sources.documents import decode_object
-from content_sources.keys import profile_key
+from content_sources.redis_keys import profile_key
+from content_sources.source import OpenRequest, RedisCommand
 
 
 class ProfileSource:

@@ -12,9 +12,9 @@ from datetime import UTC, datetime
 
 import orjson
 
-from content_sources.base import OpenRequest, RedisCommand
-from content_sources.keys import remembered_key
-from server.expressions import Missing
+from content_sources.expressions import Missing
+from content_sources.redis_keys import remembered_key
+from content_sources.source import OpenRequest, RedisCommand
 
 
 class LastShownSource:

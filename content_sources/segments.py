@@ -19,7 +19,7 @@ counts as 0). Events themselves are kept only `ATOPEN_EVENTS_RETENTION_DAYS` (90
 default), too short for a year of frequency or six months of dormancy, so purchases are
 copied into a per-recipient ledger kept `history_days` (730 by default): when the events
 API stores them (`record_purchases`) and again by the scheduled recompute, which also
-scans the events store (`server/segments_job.py`). Both are idempotent by event id.
+scans the events store (`server/records/segments_job.py`). Both are idempotent by event id.
 
 Scores are quintiles over the recipient base (everyone with a purchase in the ledger
 history), recomputed on a schedule: the cut points are the values at 20, 40, 60 and 80 %
@@ -71,11 +71,11 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
-from content_sources.base import OpenRequest, RedisCommand
 from content_sources.engagement import NO_ACTIVITY, Activity, activity_of
 from content_sources.events import Event
-from content_sources.keys import PREFIX, engagement_key, purchases_key, rfm_key
-from server.expressions import Missing
+from content_sources.expressions import Missing
+from content_sources.redis_keys import PREFIX, engagement_key, purchases_key, rfm_key
+from content_sources.source import OpenRequest, RedisCommand
 
 PURCHASE = "purchase"
 DAY_MS = 86_400_000

@@ -37,7 +37,7 @@ from pathlib import Path
 import orjson
 import redis
 
-from content_sources.keys import profile_key
+from content_sources.redis_keys import profile_key
 from loadtest.bench_serve import (
     HOST,
     PERSONAL_BLOCK,
@@ -49,7 +49,7 @@ from loadtest.bench_serve import (
     floor_server,
 )
 from loadtest.cpu import tree_cpu_s
-from server.embedded_store import EmbeddedRedis
+from server.datastore.embedded_redis import EmbeddedRedis
 from server.signing import Signer
 
 CLOSED_CONNECTIONS = (1, 8, 32, 128, 512, 1024)

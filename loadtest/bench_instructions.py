@@ -41,7 +41,7 @@ from loadtest.bench_serve import (
     seed,
     wait_for_port,
 )
-from server.embedded_store import EmbeddedRedis
+from server.datastore.embedded_redis import EmbeddedRedis
 from server.signing import Signer
 
 # About how much slower a process runs under callgrind than at full speed.
@@ -95,8 +95,10 @@ class Count:
 
 def slowed_worker() -> int:
     """`python -m server worker`, its timers stretched by `SLOWDOWN` (see the docstring)."""
-    from server import loop_lag, metrics, open_log
-    from server.cli import main
+    from server import metrics
+    from server.opens import loop_lag
+    from server.process.cli import main
+    from server.records import open_log
 
     open_log.FLUSH_INTERVAL_S *= SLOWDOWN
     metrics.FLUSH_INTERVAL_S *= SLOWDOWN

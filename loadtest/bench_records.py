@@ -22,7 +22,7 @@ from pathlib import Path
 
 import redis
 
-from content_sources.keys import engagement_key
+from content_sources.redis_keys import engagement_key
 from loadtest import loadgen
 from loadtest.bench_serve import (
     HOST,
@@ -35,8 +35,8 @@ from loadtest.bench_serve import (
     seed,
 )
 from loadtest.cpu import CpuMeter
-from server.embedded_store import EmbeddedRedis
-from server.records.keys import COUNT_KEY, STREAM_KEY
+from server.datastore.embedded_redis import EmbeddedRedis
+from server.records.record_keys import COUNT_KEY, STREAM_KEY
 from server.signing import Signer
 
 # A reader's own mail app (Apple Mail on an iPhone without MPP): each open is a human one,

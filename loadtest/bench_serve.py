@@ -36,10 +36,10 @@ from typing import NamedTuple
 import orjson
 import redis
 
-from content_sources.keys import inventory_key, profile_key
+from content_sources.redis_keys import inventory_key, profile_key
 from loadtest import floors, loadgen
 from loadtest.cpu import CpuMeter
-from server.embedded_store import EmbeddedRedis
+from server.datastore.embedded_redis import EmbeddedRedis
 from server.signing import Signer
 
 # Throwaway credentials of the throwaway server under test.

@@ -21,8 +21,8 @@ import orjson
 
 from loadtest.bench_serve import TOKEN, api, atopen_server
 from loadtest.population import Population, seed
-from server.app import TEMPLATES_DIR
-from server.embedded_store import EmbeddedRedis
+from server.datastore.embedded_redis import EmbeddedRedis
+from server.web.app import TEMPLATES_DIR
 
 REPORTS = Path(__file__).resolve().parent / "reports"
 

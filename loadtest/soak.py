@@ -49,10 +49,10 @@ from content_sources.client import _classify as classify_user_agent
 from content_sources.clock import zone
 from loadtest.bench_serve import HOST, SECRET, TOKEN, api, free_port, wait_for_port
 from loadtest.population import Population, seed
-from server.app import TEMPLATES_DIR
+from server.blocks.selection import click_target
 from server.opens.decide import MAX_REMEMBERED_CHOICES
-from server.selection import click_target
 from server.signing import Signer
+from server.web.app import TEMPLATES_DIR
 
 PROC = Path("/proc")
 MIB = 1024 * 1024

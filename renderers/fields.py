@@ -28,7 +28,7 @@ Word = TypeVar("Word", bound=str)
 # Block pixels: the most a box (or a plan) may measure or reach, the bound on the work one
 # layer can cause. A box may reach past the image (a photo cropped by the block's edge)
 # and is clipped to it, so this is twice the largest block a marketer may define
-# (`server.blocks.MAX_BLOCK_SIDE`, the contract's limit).
+# (`server.blocks.compiling.MAX_BLOCK_SIDE`, the contract's limit).
 MAX_SIDE = 4000
 # Block pixels: a rounded corner larger than half the box is drawn as half the box.
 MAX_RADIUS = 2000

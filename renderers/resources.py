@@ -3,7 +3,7 @@
 Rendering happens on every email open, so nothing here is read or decoded twice: decoded
 assets are kept per file (and reloaded only when the file changes), font stacks per
 name. Remote images (`https://` sources) are not fetched here: the server fetches them
-before rendering (`server.remote_images`) and resolves them through its own Resources.
+before rendering (`server.opens.remote_images`) and resolves them through its own Resources.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """`python -m server` is the `atopen` command."""
 
-from server.cli import main
+from server.process.cli import main
 
 raise SystemExit(main())

@@ -27,6 +27,8 @@ from prometheus_client import (
 )
 from prometheus_client import multiprocess as prometheus_multiprocess
 
+from content_sources.store_timing import report_round_trips_to
+
 MULTIPROCESS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -153,6 +155,7 @@ FALLBACKS: dict[FallbackReason, LocalCount] = {
 MEMORY_HITS = LocalCount(CACHE.labels("memory", "hit"))
 MEMORY_MISSES = LocalCount(CACHE.labels("memory", "miss"))
 STORE_SECONDS = LocalHistogram(STORE_SECONDS_SERIES)
+report_round_trips_to(STORE_SECONDS.observe)
 
 
 def count_image(outcome: str, seconds: float) -> None:

@@ -14,7 +14,11 @@ from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from server.api.access import ApiToken, Scope, all_tokens, parse_scoped_tokens
+from content_sources import SourceSettings
+from content_sources.client_address import parse_trusted_proxies
+from content_sources.geo import GeoDatabaseError, open_geoip
+from content_sources.outbound import parse_allow
+from server.api_tokens import ApiToken, Scope, all_tokens, parse_scoped_tokens
 from server.cpus import usable_cpus
 
 
@@ -112,6 +116,14 @@ class Settings:
         return self.render_threads or max(1, usable_cpus() // self.worker_count)
 
     @property
+    def sources(self) -> SourceSettings:
+        return SourceSettings(
+            events_max_per_recipient=self.events_max_per_recipient,
+            click_memory_days=self.click_memory_days,
+            stores_max_km=self.stores_max_km,
+        )
+
+    @property
     def api_access(self) -> tuple[ApiToken, ...]:
         """Every token the API takes, with its name and scopes."""
         return all_tokens(self.api_tokens, self.scoped_api_tokens)
@@ -157,7 +169,7 @@ def _int(lo: int, hi: int) -> Callable[[str, str], int]:
 
 
 def _redis_url(name: str, raw: str) -> str:
-    from server.store_client import StoreUrlError, cluster_seeds, is_cluster_url
+    from server.datastore.redis_client import StoreUrlError, cluster_seeds, is_cluster_url
 
     if is_cluster_url(raw):
         try:
@@ -202,16 +214,15 @@ def _directory(name: str, raw: str) -> Path:
 
 def _geoip_db(name: str, raw: str) -> Path:
     """The file must open as a City database now, not at the first open."""
-    from content_sources.geo import open_geoip  # content_sources imports this module
-
     path = Path(raw.strip())
-    open_geoip(path).close()
+    try:
+        open_geoip(path).close()
+    except GeoDatabaseError as exc:
+        raise SettingsError(str(exc)) from None
     return path
 
 
 def _trusted_proxies(name: str, raw: str) -> tuple[IPv4Network | IPv6Network, ...]:
-    from content_sources.client_address import parse_trusted_proxies
-
     try:
         return parse_trusted_proxies(raw)
     except ValueError as exc:
@@ -219,8 +230,6 @@ def _trusted_proxies(name: str, raw: str) -> tuple[IPv4Network | IPv6Network, ..
 
 
 def _fetch_allow(name: str, raw: str) -> tuple[IPv4Network | IPv6Network, ...]:
-    from content_sources.outbound import parse_allow  # content_sources imports this module
-
     try:
         return parse_allow(raw)
     except ValueError as exc:

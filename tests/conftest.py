@@ -20,10 +20,10 @@ from aiohttp.test_utils import TestClient
 from support import CITY_DB, SCOPED_TOKENS, SECRET, TOKEN
 
 from content_sources.geo import open_geoip
-from server.api.access import parse_scoped_tokens
-from server.app import create_app
-from server.embedded_store import EmbeddedRedis
+from server.api_tokens import parse_scoped_tokens
+from server.datastore.embedded_redis import EmbeddedRedis
 from server.settings import Settings
+from server.web.app import create_app
 
 
 @pytest.fixture(scope="session")

@@ -20,11 +20,11 @@ from aiohttp.test_utils import TestClient
 from PIL import Image
 
 from server.api.audit import AUDIT_KEY
-from server.app import create_app
+from server.datastore.worker_presence import APPLIED_KEY, WORKERS_KEY
 from server.records.record import Record, RecordType
 from server.settings import Settings
 from server.signing import Signer
-from server.worker_presence import APPLIED_KEY, WORKERS_KEY
+from server.web.app import create_app
 
 SECRET = "test-secret"
 TOKEN = "test-token"

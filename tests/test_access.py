@@ -15,17 +15,12 @@ import redis
 from aiohttp.test_utils import TestClient
 from support import SCOPED_TOKENS, TOKEN, bearer, data_keys, run_command
 
-from server.api.access import (
-    LEGACY_TOKEN_NAME,
-    RULES,
-    Scope,
-    needed_scope,
-    rule_for,
-)
-from server.app import create_app
-from server.openapi import DOCUMENT
-from server.request_handling import PUBLIC_API_PATHS
+from server.api.access import RULES, needed_scope, rule_for
+from server.api.openapi import DOCUMENT
+from server.api_tokens import LEGACY_TOKEN_NAME, Scope
 from server.settings import Settings, SettingsError, load_settings
+from server.web.app import create_app
+from server.web.request_handling import PUBLIC_API_PATHS
 
 Client = TestClient[Any, Any]
 API = "/api/v1/"

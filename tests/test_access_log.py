@@ -11,9 +11,9 @@ from aiohttp.test_utils import TestServer
 from support import AUTH, put_block, signed
 from test_serving import SHARED_BLOCK
 
-from server.app import create_app
-from server.logs import JsonAccessLogger
 from server.settings import Settings
+from server.web.app import create_app
+from server.web.logs import JsonAccessLogger
 
 
 async def access_lines(

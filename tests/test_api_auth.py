@@ -12,8 +12,8 @@ from aiohttp.test_utils import TestClient
 from sample_blocks import greeting
 from support import AUTH, TOKEN, data_keys
 
-from server.app import create_app
 from server.settings import Settings
+from server.web.app import create_app
 
 Client = TestClient[Any, Any]
 OPENAPI = "/api/v1/openapi.json"

@@ -18,7 +18,7 @@ from support import AUTH, refused_fields
 
 from server.api.errors import ApiError
 from server.api.ids import sku
-from server.openapi import DOCUMENT
+from server.api.openapi import DOCUMENT
 
 Client = TestClient[Any, Any]
 

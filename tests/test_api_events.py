@@ -12,7 +12,7 @@ import redis
 from aiohttp.test_utils import TestClient
 from support import AUTH, data_keys, put_block, signed
 
-from content_sources.keys import event_ids_key, events_key
+from content_sources.redis_keys import event_ids_key, events_key
 from server.settings import Settings
 
 Client = TestClient[Any, Any]

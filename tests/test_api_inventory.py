@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestClient
 from sample_blocks import IN_STOCK
 from support import AUTH, data_keys, put_block, signed
 
-from content_sources.keys import inventory_key
+from content_sources.redis_keys import inventory_key
 
 Client = TestClient[Any, Any]
 PATH = "/api/v1/inventory/{}"

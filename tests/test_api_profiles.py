@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient
 from sample_blocks import greeting
 from support import AUTH, data_keys, put_block, signed
 
-from content_sources.keys import (
+from content_sources.redis_keys import (
     engagement_key,
     event_ids_key,
     events_key,

@@ -15,9 +15,9 @@ from aiohttp.test_utils import TestClient
 from sample_blocks import greeting
 from support import SCOPED_TOKENS, TOKEN, bearer, refused_fields
 
-from server.api.access import LEGACY_TOKEN_NAME
 from server.api.audit import AUDIT_KEY
-from server.embedded_store import EmbeddedRedis
+from server.api_tokens import LEGACY_TOKEN_NAME
+from server.datastore.embedded_redis import EmbeddedRedis
 from server.settings import Settings
 
 Client = TestClient[Any, Any]

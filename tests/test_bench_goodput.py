@@ -15,7 +15,7 @@ import pytest
 import redis
 from aiohttp import web
 
-from content_sources.keys import profile_key
+from content_sources.redis_keys import profile_key
 from loadtest.bench_goodput import (
     Outcome,
     Readers,

@@ -16,11 +16,11 @@ from aiohttp import web
 from sample_blocks import greeting
 from support import AUTH, put_block, signed
 
-from server.app import create_app
-from server.block_store import BLOCKS_KEY, CHANNEL
-from server.embedded_store import EmbeddedRedis
-from server.keys import BLOCKS
+from server.api.app_state import BLOCKS
+from server.blocks.snapshot import BLOCKS_KEY, CHANNEL
+from server.datastore.embedded_redis import EmbeddedRedis
 from server.settings import Settings
+from server.web.app import create_app
 
 # Pub/sub delivers a change in milliseconds; the periodic resync would take 30 s. The
 # bound tells the two apart without making a loaded machine fail the test.

@@ -10,14 +10,14 @@ import pytest
 import redis.asyncio as aioredis
 
 from content_sources import build_context, build_sources, gather_context
-from content_sources.base import OpenRequest, Source
 from content_sources.events import Event, EventLog, Events
+from content_sources.expressions import Expression, MissingValueError, Template
 from content_sources.inventory import InventoryView
-from content_sources.keys import events_key, inventory_key, profile_key
-from server.expressions import Expression, MissingValueError, Template
+from content_sources.redis_keys import events_key, inventory_key, profile_key
+from content_sources.source import OpenRequest, Source
 from server.settings import Settings
 
-SOURCES = build_sources(Settings(events_max_per_recipient=50))
+SOURCES = build_sources(Settings(events_max_per_recipient=50).sources)
 NOW = datetime(2026, 3, 29, 0, 30, tzinfo=UTC)  # half an hour before Europe's DST change
 GARBAGE: list[object] = [b"not json", b"[1, 2]", 42, None, [b"{", b"\xff\xfe"]]
 

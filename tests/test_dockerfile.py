@@ -30,7 +30,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from support import free_port, run_command, run_ok
 
-from server.embedded_store import find_redis_server
+from server.datastore.embedded_redis import find_redis_server
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"

@@ -1,4 +1,4 @@
-"""Tests for server.embedded_store, against real redis-server processes."""
+"""Tests for server.datastore.embedded_redis, against real redis-server processes."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ import pytest
 import redis
 import redis.asyncio
 
-from server import embedded_store
-from server.embedded_store import EmbeddedRedis, EmbeddedStoreError, find_redis_server
+from server.datastore import embedded_redis
+from server.datastore.embedded_redis import EmbeddedRedis, EmbeddedStoreError, find_redis_server
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -209,7 +209,7 @@ def test_a_long_data_dir_gets_a_short_socket(tmp_path: Path) -> None:
 CHILD_SCRIPT = """
 import sys, time
 from pathlib import Path
-from server.embedded_store import EmbeddedRedis
+from server.datastore.embedded_redis import EmbeddedRedis
 
 store = EmbeddedRedis(Path(sys.argv[1]))
 store.start()
@@ -248,7 +248,7 @@ def test_a_server_that_exits_at_start_is_reported_with_its_log(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     binary = fake_server(tmp_path, 'echo "FATAL CONFIG FILE ERROR: no good" >&2\nexit 3')
-    monkeypatch.setattr(embedded_store, "find_redis_server", lambda: binary)
+    monkeypatch.setattr(embedded_redis, "find_redis_server", lambda: binary)
     store = EmbeddedRedis(tmp_path / "store")
     with pytest.raises(EmbeddedStoreError, match="exited with status 3") as caught:
         store.start()
@@ -262,7 +262,7 @@ def test_a_server_that_never_answers_is_stopped(
 ) -> None:
     pid_file = tmp_path / "fake.pid"
     binary = fake_server(tmp_path, f'echo $$ > "{pid_file}"\necho started >&2\nexec sleep 60')
-    monkeypatch.setattr(embedded_store, "find_redis_server", lambda: binary)
+    monkeypatch.setattr(embedded_redis, "find_redis_server", lambda: binary)
     store = EmbeddedRedis(tmp_path / "store")
     with pytest.raises(EmbeddedStoreError, match=r"did not answer within 0\.5 s") as caught:
         store.start(timeout_s=0.5)
@@ -341,7 +341,7 @@ def test_a_stopped_kept_alive_store_stays_stopped(tmp_path: Path) -> None:
 KEPT_ALIVE_CHILD_SCRIPT = """
 import sys, time
 from pathlib import Path
-from server.embedded_store import EmbeddedRedis
+from server.datastore.embedded_redis import EmbeddedRedis
 
 store = EmbeddedRedis(Path(sys.argv[1]), keep_alive=True)
 store.start()

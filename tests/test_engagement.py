@@ -14,11 +14,11 @@ from test_classify import APPLE_MPP, CURL, GMAIL_PROXY, IPHONE_MAIL
 from test_records import open_as
 from test_stats import clicks_later
 
-from content_sources.keys import rfm_key
-from server.keys import OPEN_LOG
+from content_sources.redis_keys import rfm_key
+from server.api.app_state import OPEN_LOG
 from server.records.record import Record, RecordType
+from server.records.segments_job import recompute_segments
 from server.records.writes import RecordWriter
-from server.segments_job import recompute_segments
 
 NOW = datetime.now(UTC)
 

@@ -16,9 +16,9 @@ from support import AUTH, human_record, put_block, refused_fields, signed
 from test_classify import IPHONE_MAIL
 from test_records import offer, open_as
 
-from server.keys import OPEN_LOG
-from server.records.keys import COUNT_KEY, STREAM_KEY
+from server.api.app_state import OPEN_LOG
 from server.records.record import encode_batch
+from server.records.record_keys import COUNT_KEY, STREAM_KEY
 from server.settings import Settings
 
 

@@ -6,9 +6,7 @@ from typing import Any
 
 import pytest
 
-from renderers.resources import LocalResources, builtin_fonts
-from server.blocks import compile_block
-from server.expressions import (
+from content_sources.expressions import (
     Expression,
     ExpressionError,
     MissingValueError,
@@ -16,7 +14,9 @@ from server.expressions import (
     constant_subscripts,
     is_template,
 )
-from server.selection import choose_variant
+from renderers.resources import LocalResources, builtin_fonts
+from server.blocks.compiling import compile_block
+from server.blocks.selection import choose_variant
 
 CONTEXT = {
     "profile": {"first_name": "Ann", "points": 120, "empty": "", "address": {"city": "Łódź"}}

@@ -15,15 +15,15 @@ import redis.asyncio as aioredis
 from support import LONDON_GEO, LONDON_IP
 
 from content_sources import gather_context
-from content_sources.base import OpenRequest, Source
 from content_sources.client import ClientSource
 from content_sources.clock import ClockSource
-from content_sources.geo import GeoSource, open_geoip, remember_commands
-from content_sources.keys import last_seen_key, profile_key
+from content_sources.expressions import MissingValueError, Template
+from content_sources.geo import GeoSource, remember_commands
 from content_sources.params import ParamsSource
 from content_sources.profile import ProfileSource
-from server.expressions import MissingValueError, Template
-from server.settings import SettingsError
+from content_sources.redis_keys import last_seen_key, profile_key
+from content_sources.source import OpenRequest, Source
+from server.settings import SettingsError, load_settings
 
 DATA = Path(__file__).parent / "data" / "geoip"
 NOW = datetime(2026, 5, 4, 12, 0, tzinfo=UTC)
@@ -289,12 +289,12 @@ def test_the_database_must_exist(tmp_path: Path) -> None:
     with pytest.raises(
         SettingsError, match=f"^ATOPEN_GEOIP_DB: no such file: {re.escape(str(missing))}$"
     ):
-        open_geoip(missing)
+        load_settings({"ATOPEN_GEOIP_DB": str(missing)})
 
 
 def test_the_database_must_be_a_maxmind_database() -> None:
     with pytest.raises(SettingsError, match=r"^ATOPEN_GEOIP_DB: .* is not a MaxMind-format"):
-        open_geoip(DATA / "LICENSE-MIT")
+        load_settings({"ATOPEN_GEOIP_DB": str(DATA / "LICENSE-MIT")})
 
 
 def test_the_database_must_be_a_city_database() -> None:
@@ -302,4 +302,4 @@ def test_the_database_must_be_a_city_database() -> None:
         SettingsError,
         match=r"^ATOPEN_GEOIP_DB: .* is a GeoLite2-ASN database; a City database is needed",
     ):
-        open_geoip(DATA / "GeoLite2-ASN-Test.mmdb")
+        load_settings({"ATOPEN_GEOIP_DB": str(DATA / "GeoLite2-ASN-Test.mmdb")})

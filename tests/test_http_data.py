@@ -14,10 +14,10 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from content_sources.expressions import Expression, Missing, MissingValueError, Template
 from content_sources.http_data import Fetched, HttpData, select
 from content_sources.http_data_spec import DataSourceError, HttpSourceSpec, parse_data_sources
 from content_sources.outbound import guarded_connector, parse_allow
-from server.expressions import Expression, Missing, MissingValueError, Template
 
 SECRET_VALUE = "s3cret-value"
 CONTEXT: dict[str, object] = {

@@ -15,8 +15,8 @@ from renderers.layers.base import parse_layer
 from renderers.plan import RenderPlan
 from renderers.render import render
 from renderers.resources import LocalResources, builtin_fonts
-from server.blocks import compile_block
-from server.layer_order import layer_order
+from server.blocks.compiling import compile_block
+from server.blocks.layer_order import layer_order
 
 NOW = datetime.fromisoformat("2026-12-20T10:00:00+01:00")
 # A product card: photo, a personalized headline, fixed price and button, a badge over

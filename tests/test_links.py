@@ -15,8 +15,8 @@ from sample_blocks import greeting
 from support import AUTH, put_block, signed
 
 from renderers.resources import LocalResources, builtin_fonts
-from server.blocks import Block, compile_block
-from server.selection import safe_link
+from server.blocks.compiling import Block, compile_block
+from server.blocks.selection import safe_link
 
 # Where clicks arrive: a `Location` that is not absolute is resolved against it.
 CLICK_URL = "https://img.atopen.example/c/hero"

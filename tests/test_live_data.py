@@ -12,7 +12,7 @@ from sample_blocks import greeting
 from support import AUTH, put_block, signed
 
 from content_sources.outbound import parse_allow
-from server.segments_job import recompute_segments
+from server.records.segments_job import recompute_segments
 
 # The partner API listens on loopback, which live data reaches only when allowed.
 LOOPBACK = parse_allow("127.0.0.1/32")

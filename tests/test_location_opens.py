@@ -13,9 +13,9 @@ from aiohttp.test_utils import TestClient
 from support import AUTH, CITY_DB, put_block, signed
 
 from content_sources.client_address import parse_trusted_proxies
-from content_sources.keys import last_seen_key
-from server.app import TEMPLATES_DIR
+from content_sources.redis_keys import last_seen_key
 from server.settings import Settings
+from server.web.app import TEMPLATES_DIR
 
 Client = TestClient[Any, Any]
 GMAIL = "Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com GoogleImageProxy)"

@@ -7,7 +7,7 @@ import time
 
 from prometheus_client import REGISTRY
 
-from server.loop_lag import INTERVAL_S, WINDOW_S, LoopLag
+from server.opens.loop_lag import INTERVAL_S, WINDOW_S, LoopLag
 
 STALL_S = 0.2
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from server.lru import LRU
+from content_sources.lru import LRU
 
 
 def test_the_least_recently_used_entry_goes_first() -> None:

@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 import pytest
 from redis.asyncio import Redis
 
-from content_sources.keys import remembered_key
+from content_sources.redis_keys import remembered_key
 from content_sources.remembered import decode_memory
-from server.open_log import MEMORIES_PER_CALL, OpenLog, impressions_key
+from server.records.open_log import MEMORIES_PER_CALL, OpenLog, impressions_key
 
 MEMORY_S = 30 * 86_400
 

@@ -24,9 +24,9 @@ from support import AUTH, decode, signed
 
 from renderers.layers import LAYER_KINDS
 from renderers.layers.text import DEFAULT_FACE
-from server.app import TEMPLATES_DIR
-from server.openapi import DOCUMENT
+from server.api.openapi import DOCUMENT
 from server.settings import Settings
+from server.web.app import TEMPLATES_DIR
 
 Client = TestClient[Any, Any]
 METHODS = ("get", "put", "post", "patch", "delete")

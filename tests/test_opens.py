@@ -14,8 +14,8 @@ from PIL import ImageChops
 from sample_blocks import CART_REMINDER, greeting, slow_greeting
 from support import AUTH, BUSY_STORE, decode, put_block, signed
 
-from content_sources.keys import remembered_key
-from server.embedded_store import EmbeddedRedis
+from content_sources.redis_keys import remembered_key
+from server.datastore.embedded_redis import EmbeddedRedis
 from server.settings import Settings
 
 NO_CACHE = "no-store, no-cache, must-revalidate, max-age=0"

@@ -26,11 +26,11 @@ from PIL import Image
 from sample_blocks import greeting
 from support import AUTH, free_port, put_block
 
+from content_sources.expressions import Missing
 from content_sources.http_data import HttpData
 from content_sources.http_data_spec import parse_data_sources
 from content_sources.outbound import IPNetwork, guarded_connector, parse_allow
-from server.expressions import Missing
-from server.remote_images import RemoteImageError, RemoteImageLimits, RemoteImages
+from server.opens.remote_images import RemoteImageError, RemoteImageLimits, RemoteImages
 from server.settings import SettingsError, load_settings
 
 LOOPBACK = parse_allow("127.0.0.1/32")

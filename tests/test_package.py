@@ -165,8 +165,10 @@ def installed_templates(venv: Path) -> Path:
     found = run(
         venv / "bin" / "python",
         "-c",
-        "import server.app; print(server.app.TEMPLATES_DIR)",
+        "import server.web.app; print(server.web.app.TEMPLATES_DIR)",
         cwd=venv.parent,
+        # Nothing of this process's Python path: the installed package alone.
+        env={k: v for k, v in os.environ.items() if not k.startswith("PYTHON")},
     )
     templates = Path(found.strip())
     assert templates.is_relative_to(venv), templates

@@ -108,7 +108,7 @@ def test_the_wheel_carries_every_module_and_data_file(wheel: Path) -> None:
     assert tops == {*PACKAGES, TEMPLATES_PACKAGE, "atopen-0.1.0.dist-info"}
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     with zipfile.ZipFile(wheel) as archive:
-        assert "atopen = server.cli:main" in archive.read(entry_points).decode()
+        assert "atopen = server.process.cli:main" in archive.read(entry_points).decode()
 
 
 @pytest.mark.slow
@@ -118,11 +118,11 @@ def test_the_installed_wheel_imports_and_finds_its_templates(
     code = """if True:
         import json
         import renderers.layers, server.api, server.opens
-        import server.app, server.demo
+        import server.web.app, server.process.demo
         print(json.dumps({
             "modules": [m.__file__ for m in (server.api, server.opens, renderers.layers)],
-            "templates": str(server.app.TEMPLATES_DIR),
-            "blocks": str(server.demo.BLOCKS_DIR),
+            "templates": str(server.web.app.TEMPLATES_DIR),
+            "blocks": str(server.process.demo.BLOCKS_DIR),
         }))
     """
     run = run_installed("-c", code)

@@ -10,8 +10,8 @@ import redis
 from aiohttp.test_utils import TestClient
 from support import AUTH, decode, put_block, signed
 
-from content_sources.keys import recipient_keys, remembered_key
-from server.keys import OPEN_LOG
+from content_sources.redis_keys import recipient_keys, remembered_key
+from server.api.app_state import OPEN_LOG
 
 Client = TestClient[Any, Any]
 FILL = {"type": "fill", "color": "#202020"}

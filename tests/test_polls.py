@@ -14,8 +14,8 @@ import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
 from support import AUTH, decode, put_block, signed
 
-from content_sources.keys import poll_tally_key, poll_votes_key
 from content_sources.poll import percentages
+from content_sources.redis_keys import poll_tally_key, poll_votes_key
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = "https://shop.example.com/poll/results"

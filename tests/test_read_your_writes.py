@@ -24,8 +24,8 @@ from sample_blocks import greeting
 from support import AUTH, decode, put_block, signed
 from test_workers import serving, worker_pid
 
-from server import worker_presence
-from server.worker_presence import APPLIED_KEY, WORKERS_KEY
+from server.datastore import worker_presence
+from server.datastore.worker_presence import APPLIED_KEY, WORKERS_KEY
 
 # Slow, left out of `make test-fast`: they start `atopen serve` with its worker processes.
 pytestmark = pytest.mark.slow

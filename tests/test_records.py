@@ -19,10 +19,10 @@ from support import AUTH, decode, put_block, signed
 from test_classify import APPLE_MPP, CURL, GMAIL_PROXY, IPHONE_MAIL, SAFARI
 from test_workers import serving, worker_pid
 
-from server.keys import OPEN_LOG
+from server.api.app_state import OPEN_LOG
 from server.records.classify import AFTER_FETCH_S
-from server.records.keys import STREAM_KEY
 from server.records.record import decode_batch
+from server.records.record_keys import STREAM_KEY
 from server.settings import Settings
 
 

@@ -27,17 +27,17 @@ from renderers.layers.image import ImageLayer
 from renderers.plan import RenderPlan
 from renderers.render import render
 from renderers.resources import Asset, LocalResources, builtin_fonts
-from server.blocks import Block, compile_block
-from server.experiments import EVERYTHING
+from server.blocks.compiling import Block, compile_block
+from server.blocks.experiments import EVERYTHING
+from server.blocks.selection import Choice
 from server.opens import MAX_DECISIONS
 from server.opens.decide import decide
-from server.remote_images import (
+from server.opens.remote_images import (
     OpenResources,
     RemoteImageError,
     RemoteImageLimits,
     RemoteImages,
 )
-from server.selection import Choice
 
 ServerFactory = Callable[[web.Application], Awaitable[TestServer]]
 LOCAL = RemoteImageLimits(

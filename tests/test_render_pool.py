@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from server.render_pool import TURNS_PER_THREAD, OverloadedError, RenderPool
+from server.opens.render_pool import TURNS_PER_THREAD, OverloadedError, RenderPool
 
 PoolMaker = Callable[[int], RenderPool]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from server.request_handling import new_request_id
+from server.web.request_handling import new_request_id
 
 
 def test_ids_stay_unique_and_of_one_shape_past_each_run_of_their_counter() -> None:

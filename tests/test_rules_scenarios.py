@@ -12,8 +12,8 @@ import redis.asyncio as aioredis
 from sample_blocks import greeting
 from support import AUTH, put_block, signed
 
-from content_sources.keys import remembered_key
-from server.experiments import Split, assign
+from content_sources.redis_keys import remembered_key
+from server.blocks.experiments import Split, assign
 
 
 def ago(**delta: float) -> str:

@@ -36,10 +36,10 @@ from schemathesis.specs.openapi.checks import (
 )
 from support import AUTH, SECRET, TOKEN, LiveApp, data_keys
 
-from server.app import TEMPLATES_DIR
-from server.block_store import BLOCKS_KEY, CHANGES_KEY, VERSIONS_KEY
-from server.openapi import DOCUMENT
+from server.api.openapi import DOCUMENT
+from server.blocks.snapshot import BLOCKS_KEY, CHANGES_KEY, VERSIONS_KEY
 from server.settings import Settings
+from server.web.app import TEMPLATES_DIR
 
 # The ids the document gives as its parameters' examples: the examples phase asks for
 # these, so each operation is also tried on something that exists.
@@ -76,7 +76,7 @@ IN_WORDS_ONLY: dict[str, tuple[tuple[str, str], ...]] = {
     "PUT /api/v1/blocks/{id}": (
         (r"(variants\[\d+\]|default|data)([.\[].*)?", ".*"),
         (r"split\.weights\..*", "not a variant of this block"),
-        # `server.experiments` likewise wants a weight written without a fraction.
+        # `server.blocks.experiments` likewise wants a weight written without a fraction.
         (r"split\.weights\..*", "must be a whole number"),
         (r"height", "the block is too large"),
         (r"max_bytes", "the default cannot fit"),

@@ -13,8 +13,8 @@ import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
 from support import AUTH, put_block
 
-from content_sources.keys import events_key, profile_key, purchases_key
-from server.api.access import ApiToken, Scope
+from content_sources.redis_keys import events_key, profile_key, purchases_key
+from server.api_tokens import ApiToken, Scope
 from server.settings import Settings
 
 URL = "/api/v1/segment"

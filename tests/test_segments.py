@@ -12,11 +12,11 @@ import pytest
 import redis.asyncio as aioredis
 
 from content_sources import gather_context
-from content_sources.base import OpenRequest
 from content_sources.clock import ClockSource
 from content_sources.events import Event, EventLog
-from content_sources.keys import purchases_key, rfm_key
+from content_sources.expressions import Expression, Missing, MissingValueError, Template
 from content_sources.profile import ProfileSource
+from content_sources.redis_keys import purchases_key, rfm_key
 from content_sources.segments import (
     CUTS_KEY,
     DEFAULT_POLICY,
@@ -31,8 +31,8 @@ from content_sources.segments import (
     segments_of,
     write_records,
 )
-from server.expressions import Expression, Missing, MissingValueError, Template
-from server.segments_job import (
+from content_sources.source import OpenRequest
+from server.records.segments_job import (
     LOCK_KEY,
     recompute_if_due,
     recompute_segments,

@@ -15,11 +15,11 @@ from sample_blocks import greeting, slow_greeting
 from support import AUTH, TOKEN, decode, free_port, put_block, signed
 from yarl import URL
 
-from content_sources.keys import inventory_key
+from content_sources.redis_keys import inventory_key
 from renderers.plan import RenderPlan
-from server.keys import BLOCKS, OPENS
+from server.api.app_state import BLOCKS, OPENS
 from server.opens import OpenQuery
-from server.render_cache import RenderCache
+from server.opens.render_cache import RenderCache
 from server.settings import Settings, SettingsError, load_settings
 
 SHARED_BLOCK: dict[str, Any] = {

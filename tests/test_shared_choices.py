@@ -13,8 +13,8 @@ import redis.asyncio as aioredis
 from support import AUTH, put_block, signed
 from test_serving import SHARED_BLOCK
 
-from content_sources.keys import remembered_key
-from server.open_log import impressions_key
+from content_sources.redis_keys import remembered_key
+from server.records.open_log import impressions_key
 from server.settings import Settings
 
 # Kept long enough that every open of a test shares one read of the stock.

@@ -13,7 +13,7 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 from support import contract_token, run_command
 
-from server.sign_csv import RowSigner, SignCsvError, UrlColumn, sign_csv
+from server.process.sign_csv import RowSigner, SignCsvError, UrlColumn, sign_csv
 from server.signing import Signer
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -25,8 +25,8 @@ from loadtest.soak import (
     reader_user_agents,
 )
 from renderers.resources import LocalResources, builtin_fonts
-from server.blocks import compile_block
-from server.templates_dir import TEMPLATES_DIR
+from server.blocks.compiling import compile_block
+from server.web.templates_dir import TEMPLATES_DIR
 
 
 @pytest.mark.parametrize(

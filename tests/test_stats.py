@@ -15,9 +15,9 @@ from support import AUTH, human_record, put_block, refused_fields, signed
 from test_classify import APPLE_MPP, CURL, GMAIL_PROXY, IPHONE_MAIL, SAFARI
 from test_records import click_as, offer, open_as
 
-from content_sources.keys import remembered_key
-from server.experiments import Split
-from server.keys import OPEN_LOG
+from content_sources.redis_keys import remembered_key
+from server.api.app_state import OPEN_LOG
+from server.blocks.experiments import Split
 from server.records.record import Record, RecordType
 from server.records.reports import block_report
 from server.records.significance import two_proportion_p_value, wilson_interval

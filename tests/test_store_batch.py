@@ -18,9 +18,9 @@ from redis.exceptions import ConnectionError as StoreConnectionError
 from redis.exceptions import ResponseError
 from support import BUSY_STORE, free_port
 
-from content_sources.base import RedisCommand
-from content_sources.store_batch import StoreBatcher, execute_raw
-from content_sources.store_pipe import pack, pack_command
+from content_sources.redis_batch import StoreBatcher, execute_raw
+from content_sources.redis_pipe import pack, pack_command
+from content_sources.source import RedisCommand
 
 
 @pytest.fixture

@@ -10,11 +10,11 @@ import pytest
 from redis.crc import key_slot
 from redis.exceptions import ConnectionError as StoreConnectionError
 
-from content_sources.cluster_pipe import assemble, split_by_slot
-from content_sources.keys import inventory_key, profile_key
-from server.replication import marker_key
+from content_sources.redis_cluster_pipe import assemble, split_by_slot
+from content_sources.redis_keys import inventory_key, profile_key
+from server.datastore.redis_client import cluster_seeds, is_cluster_url
+from server.datastore.replication import marker_key
 from server.settings import SettingsError, load_settings
-from server.store_client import cluster_seeds, is_cluster_url
 
 
 def test_a_cluster_url_names_its_seeds_and_credentials() -> None:

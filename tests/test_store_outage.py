@@ -19,8 +19,8 @@ from sample_blocks import greeting
 from support import AUTH, decode, put_block, signed
 from test_workers import Served, serving, until_every_worker_serves
 
-from server.embedded_store import EmbeddedRedis
-from server.openapi import DOCUMENT
+from server.api.openapi import DOCUMENT
+from server.datastore.embedded_redis import EmbeddedRedis
 
 # Bounded waits, far above what a restart takes, so a loaded machine does not fail them.
 RECOVERY_S = 30.0

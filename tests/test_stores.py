@@ -17,30 +17,30 @@ from aiohttp.test_utils import TestClient
 from support import AUTH, LONDON_GEO, LONDON_IP
 
 from content_sources import anonymous_context, gather_context
-from content_sources.base import OpenRequest, Source
 from content_sources.client import ClientSource
 from content_sources.clock import ClockSource
+from content_sources.expressions import Expression, MissingValueError, Template
 from content_sources.geo import GeoSource
-from content_sources.keys import profile_key
 from content_sources.params import ParamsSource
 from content_sources.profile import ProfileSource
-from content_sources.stores import (
+from content_sources.redis_keys import profile_key
+from content_sources.shops import (
     STORES_GEO_KEY,
     STORES_KEY,
+    ShopsSource,
     StoreDirectory,
-    StoresSource,
     StoresView,
     complete_stores,
 )
+from content_sources.source import OpenRequest, Source
 from renderers.resources import LocalResources, builtin_fonts
-from server.api.stores import routes
-from server.app import TEMPLATES_DIR
-from server.blocks import compile_block
-from server.expressions import Expression, MissingValueError, Template
-from server.keys import REDIS, SETTINGS
-from server.request_handling import api_handler, routes_with
-from server.selection import choose_variant
+from server.api.app_state import REDIS, SETTINGS
+from server.api.shops import routes
+from server.blocks.compiling import compile_block
+from server.blocks.selection import choose_variant
 from server.settings import Settings
+from server.web.app import TEMPLATES_DIR
+from server.web.request_handling import api_handler, routes_with
 
 Client = TestClient[Any, Any]
 NOW = datetime(2026, 5, 4, 12, 0, tzinfo=UTC)  # a Monday
@@ -85,7 +85,7 @@ def sources(reader: geoip2.database.Reader, radius_km: float = 1000) -> tuple[So
         ClockSource(),
         ClientSource(),
         geo,
-        StoresSource(geo, radius_km),
+        ShopsSource(geo, radius_km),
         ParamsSource(),
     )
 

@@ -27,7 +27,7 @@ from playwright import sync_api as playwright_api
 from sample_blocks import one_variant_block
 from support import AUTH, SECRET, TOKEN, LiveApp, signed
 
-from server.api.access import ApiToken, Scope
+from server.api_tokens import ApiToken, Scope
 from server.settings import Settings
 
 # Slow, left out of `make test-fast`: they drive the studio in Chromium.

@@ -25,10 +25,11 @@ import orjson
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from content_sources.keys import PREFIX
-from server.api.access import ApiToken, route_template
+from content_sources.redis_keys import PREFIX
+from server.api.access import route_template
+from server.api.app_state import REDIS, REQUEST_ID, SETTINGS
 from server.api.errors import invalid, json_response
-from server.keys import REDIS, REQUEST_ID, SETTINGS
+from server.api_tokens import ApiToken
 
 AUDIT_KEY = f"{PREFIX}audit"
 READ_METHODS = frozenset({"GET", "HEAD"})

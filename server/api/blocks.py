@@ -7,11 +7,12 @@ from typing import get_args
 
 from aiohttp import web
 
-from content_sources.base import OpenRequest
 from content_sources.client import ClientKind, classify_client, client_of_kind
 from content_sources.clock import zone
+from content_sources.source import OpenRequest
 from renderers.encode import CONTENT_TYPES
 from renderers.plan import DPRS
+from server.api.app_state import BLOCKS, OPENS, REDIS
 from server.api.errors import (
     invalid,
     invalid_fields,
@@ -21,10 +22,9 @@ from server.api.errors import (
     read_object,
 )
 from server.api.ids import recipient_id
-from server.block_store import PreparedBlock
-from server.blocks import BLOCK_ID_PATTERN, BlockError, literal_format
-from server.keys import BLOCKS, OPENS, REDIS
-from server.open_log import impressions_key
+from server.blocks.compiling import BLOCK_ID_PATTERN, BlockError, literal_format
+from server.blocks.snapshot import PreparedBlock
+from server.records.open_log import impressions_key
 from server.records.reports import BY_VALUES, block_report
 
 routes = web.RouteTableDef()

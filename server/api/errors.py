@@ -1,7 +1,7 @@
 """API errors as JSON (`{"error": {"code", "message", "details"}}`) and request body parsing.
 
 Handlers raise `ApiError`; the wrapper every API handler gets
-(`server.request_handling.api_handler`) turns it into the response. Messages are written
+(`server.web.request_handling.api_handler`) turns it into the response. Messages are written
 for the marketer reading them, never `str()` of an internal exception.
 
 A request that fails because the store cannot be reached (down, restarting, still

@@ -12,9 +12,9 @@ from aiohttp import web
 from content_sources.documents import without_nulls
 from content_sources.events import Event
 from content_sources.segments import record_purchases
+from server.api.app_state import EVENTS, REDIS, RFM_POLICY
 from server.api.errors import ApiError, invalid, invalid_fields, json_response, read_json
 from server.api.ids import recipient_id
-from server.keys import EVENTS, REDIS, RFM_POLICY
 
 routes = web.RouteTableDef()
 MAX_BATCH = 1000

@@ -6,6 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
+from server.api.app_state import INVENTORY
 from server.api.errors import (
     ApiError,
     invalid,
@@ -16,7 +17,6 @@ from server.api.errors import (
     read_object,
 )
 from server.api.ids import sku as sku_id
-from server.keys import INVENTORY
 
 routes = web.RouteTableDef()
 PATH = "/api/v1/inventory/{sku}"

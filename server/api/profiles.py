@@ -11,11 +11,11 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from content_sources.clock import zone
-from content_sources.keys import recipient_keys
+from content_sources.redis_keys import recipient_keys
+from server.api.app_state import PROFILES, REDIS
 from server.api.errors import invalid, json_response, not_found, read_object
 from server.api.ids import recipient_id
-from server.keys import PROFILES, REDIS
-from server.open_log import FLUSH_INTERVAL_S
+from server.records.open_log import FLUSH_INTERVAL_S
 
 log = logging.getLogger("atopen.api")
 routes = web.RouteTableDef()

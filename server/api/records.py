@@ -5,8 +5,8 @@ from __future__ import annotations
 import orjson
 from aiohttp import web
 
+from server.api.app_state import REDIS
 from server.api.errors import ApiError, invalid
-from server.keys import REDIS
 from server.records.stream import CURSOR_PATTERN, CursorExpiredError, read_page
 
 routes = web.RouteTableDef()

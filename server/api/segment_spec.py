@@ -34,10 +34,10 @@ from content_sources.clock import zone
 from content_sources.documents import without_nulls
 from content_sources.events import Event
 from content_sources.segments import PURCHASE, record_purchases
+from server.api.app_state import EVENTS, PROFILES, REDIS, RFM_POLICY
 from server.api.errors import ApiError, invalid, invalid_fields, json_response, read_json
 from server.api.events import parse_event
 from server.api.ids import recipient_id
-from server.keys import EVENTS, PROFILES, REDIS, RFM_POLICY
 
 routes = web.RouteTableDef()
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from server.api.app_state import SETTINGS, SIGNER
 from server.api.errors import invalid, json_response, read_list_field
-from server.keys import SETTINGS, SIGNER
 
 routes = web.RouteTableDef()
 MAX_URLS = 10_000

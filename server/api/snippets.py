@@ -19,9 +19,9 @@ from typing import Literal, get_args
 
 from aiohttp import web
 
+from server.api.app_state import BLOCKS, SETTINGS
 from server.api.errors import invalid, json_response, not_found
-from server.block_store import PreparedBlock
-from server.keys import BLOCKS, SETTINGS
+from server.blocks.snapshot import PreparedBlock
 
 routes = web.RouteTableDef()
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from server.api.app_state import SIGNER
 from server.api.errors import json_response, read_list_field
 from server.api.ids import recipient_id
-from server.keys import SIGNER
 
 routes = web.RouteTableDef()
 MAX_RECIPIENTS = 10_000

@@ -35,29 +35,29 @@ from datetime import UTC, datetime
 from redis.asyncio import Redis
 
 from content_sources import anonymous_context
-from content_sources.base import OpenRequest, Source
+from content_sources.deadlines import seconds_left
 from content_sources.http_data import HttpData
-from content_sources.keys import remembered_key
+from content_sources.redis_batch import StoreBatcher
+from content_sources.redis_keys import remembered_key
 from content_sources.remembered import decode_memory
-from content_sources.store_batch import StoreBatcher
+from content_sources.source import OpenRequest, Source
 from renderers.fields import Resources
 from renderers.plan import ImageFormat
-from server.block_store import PreparedBlock
-from server.deadlines import seconds_left
-from server.experiments import assign
-from server.loop_lag import LoopLag
-from server.open_log import OpenLog
+from server.blocks.experiments import assign
+from server.blocks.selection import Choice, safe_link
+from server.blocks.snapshot import PreparedBlock
 from server.opens.admit import Admission
 from server.opens.answer import Recorder, country_of, fallback, link_of
 from server.opens.decide import ChoiceMemo, Decision, decide, decide_unsigned
 from server.opens.draw import Drawer
 from server.opens.gather import Gathered, Gatherer
+from server.opens.loop_lag import LoopLag
 from server.opens.query import ImageAnswer, OpenQuery
+from server.opens.remote_images import RemoteImages
+from server.opens.render_cache import RenderCache
+from server.opens.render_pool import OverloadedError, RenderPool
 from server.opens.shared import SharedChoices
-from server.remote_images import RemoteImages
-from server.render_cache import RenderCache
-from server.render_pool import OverloadedError, RenderPool
-from server.selection import Choice, safe_link
+from server.records.open_log import OpenLog
 from server.signing import Signer
 
 __all__ = ["ImageAnswer", "OpenQuery", "Opens"]

@@ -11,9 +11,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from server.block_store import PreparedBlock
-from server.loop_lag import LoopLag
-from server.render_pool import OverloadedError, Place, RenderPool
+from server.blocks.snapshot import PreparedBlock
+from server.opens.loop_lag import LoopLag
+from server.opens.render_pool import OverloadedError, Place, RenderPool
 
 # What the open leaves of its deadline for writing the answer, which under three times
 # capacity took 15-70 ms (a busy event loop's turns); at most a fifth of a short one.

@@ -11,10 +11,10 @@ from collections.abc import Mapping
 from content_sources.geo import remember_commands
 from renderers.plan import ImageFormat
 from server import metrics
-from server.block_store import PreparedBlock
-from server.open_log import OpenLog
+from server.blocks.selection import Choice, safe_link
+from server.blocks.snapshot import PreparedBlock
 from server.opens.query import ImageAnswer
-from server.selection import Choice, safe_link
+from server.records.open_log import OpenLog
 
 
 class Recorder:

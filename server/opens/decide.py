@@ -2,7 +2,7 @@
 
 Pure and synchronous: no I/O, no clock but the open's own. It either decides for good or
 says what it found missing (`Needs`), which the gather stage fetches before it decides
-again. The marketer's rules it runs are bounded in time (`server.expressions`); a block
+again. The marketer's rules it runs are bounded in time (`content_sources.expressions`); a block
 whose rules may run long is decided off the event loop by the caller.
 """
 
@@ -13,16 +13,16 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from content_sources.inventory import InventoryView
+from content_sources.lru import LRU
 from renderers.fields import Resources
 from renderers.layers import has_ended
 from renderers.resources import Asset
-from server.block_store import PreparedBlock
-from server.blocks import Block
-from server.experiments import Assignment
-from server.lru import LRU
+from server.blocks.compiling import Block
+from server.blocks.experiments import Assignment
+from server.blocks.selection import Choice, choose_variant
+from server.blocks.snapshot import PreparedBlock
 from server.opens.gather import Needs
-from server.remote_images import OpenResources, RemoteImageError
-from server.selection import Choice, choose_variant
+from server.opens.remote_images import OpenResources, RemoteImageError
 
 # The variant that replaces a countdown's once its time is up (if the block has one).
 EXPIRED = "expired"

@@ -7,15 +7,15 @@ import time
 from datetime import UTC, datetime
 from functools import partial
 
+from content_sources.lru import LRU
 from renderers.plan import ImageFormat, RenderPlan
 from renderers.render import render
 from server import metrics
-from server.block_store import PreparedBlock
-from server.lru import LRU
+from server.blocks.selection import Choice
+from server.blocks.snapshot import PreparedBlock
 from server.opens.decide import MAX_REMEMBERED_CHOICES
-from server.render_cache import RenderCache, plan_key
-from server.render_pool import Place, RenderPool
-from server.selection import Choice
+from server.opens.render_cache import RenderCache, plan_key
+from server.opens.render_pool import Place, RenderPool
 
 
 class Drawer:

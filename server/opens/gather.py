@@ -19,14 +19,14 @@ from dataclasses import dataclass, field, replace
 from redis.asyncio import Redis
 
 from content_sources import gather_context
-from content_sources.base import OpenRequest, Source
+from content_sources.deadlines import seconds_left
 from content_sources.http_data import HttpData, SourceTrace
-from content_sources.store_batch import StoreBatcher
-from content_sources.stores import complete_stores
+from content_sources.redis_batch import StoreBatcher
+from content_sources.shops import complete_stores
+from content_sources.source import OpenRequest, Source
 from renderers.resources import Asset
-from server.blocks import Block
-from server.deadlines import seconds_left
-from server.remote_images import RemoteImageError, RemoteImages
+from server.blocks.compiling import Block
+from server.opens.remote_images import RemoteImageError, RemoteImages
 
 # The share of the deadline live HTTP data may take; the rest is for rendering.
 DATA_SHARE = 0.6

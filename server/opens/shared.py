@@ -15,11 +15,11 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from content_sources import active_sources
-from content_sources.base import OpenRequest, RedisCommand, Source
-from content_sources.store_batch import StoreBatcher
-from server.block_store import PreparedBlock
+from content_sources.redis_batch import StoreBatcher
+from content_sources.source import OpenRequest, RedisCommand, Source
+from server.blocks.selection import Choice
+from server.blocks.snapshot import PreparedBlock
 from server.opens.answer import link_of
-from server.selection import Choice
 
 # Blocks whose reads and choice are followed; past that, forgotten all at once (the
 # next open of each block decides as any other).

@@ -27,8 +27,8 @@ from typing import Literal
 
 from redis.asyncio import Redis
 
-from server.experiments import Split
-from server.records.keys import Dimension, clickers_key, readers_key, stats_field, stats_key
+from server.blocks.experiments import Split
+from server.records.record_keys import Dimension, clickers_key, readers_key, stats_field, stats_key
 from server.records.significance import two_proportion_p_value, wilson_interval
 
 By = Literal["variant", "client", "country", "day"]

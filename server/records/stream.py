@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
-from server.records.keys import STREAM_KEY, TRIMMED_KEY
 from server.records.record import Record, decode_batch
+from server.records.record_keys import STREAM_KEY, TRIMMED_KEY
 
 CURSOR_PATTERN = re.compile(r"^(\d{1,19})-(\d{1,19})(?:\.(\d{1,9}))?$")
 # The cursor before every record.

@@ -24,13 +24,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import count
 
-from content_sources.base import RedisCommand
 from content_sources.client import ClientKind, classify_client
-from content_sources.cluster_pipe import slot_of
-from content_sources.keys import engagement_key, last_click_key, remembered_key
+from content_sources.redis_cluster_pipe import slot_of
+from content_sources.redis_keys import engagement_key, last_click_key, remembered_key
 from content_sources.remembered import decode_memory
+from content_sources.source import RedisCommand
 from server.records.classify import FetchClass, classify_click, classify_open
-from server.records.keys import (
+from server.records.record import Record, encode_batch
+from server.records.record_keys import (
     COUNT_KEY,
     DIMENSIONS,
     STATS_TTL_S,
@@ -42,7 +43,6 @@ from server.records.keys import (
     stats_key,
     utc_day,
 )
-from server.records.record import Record, encode_batch
 from server.settings import Settings
 
 # Engagement keeps each recipient's newest human opens and clicks, this many, in a set

@@ -21,7 +21,7 @@ from pathlib import Path
 import redis
 from redis.crc import key_slot
 
-from server.embedded_store import find_redis_server
+from server.datastore.embedded_redis import find_redis_server
 
 NODE_TIMEOUT_MS = 1000
 MASTERS = 3

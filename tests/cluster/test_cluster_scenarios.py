@@ -19,11 +19,11 @@ from support import AUTH, decode, put_block, signed
 from test_classify import SAFARI
 from test_polls import RESULTS, bar_block, red_pixels, vote
 
-from content_sources.keys import events_key, profile_key
+from content_sources.redis_keys import events_key, profile_key
 from server import metrics
-from server.keys import OPEN_LOG, REDIS
-from server.segments_job import recompute_segments
-from server.templates_dir import TEMPLATES_DIR
+from server.api.app_state import OPEN_LOG, REDIS
+from server.records.segments_job import recompute_segments
+from server.web.templates_dir import TEMPLATES_DIR
 
 Client = Any
 

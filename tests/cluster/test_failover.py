@@ -18,7 +18,7 @@ from cluster.local_cluster import LocalCluster
 from sample_blocks import greeting
 from support import AUTH, decode, put_block, signed
 
-from content_sources.keys import profile_key
+from content_sources.redis_keys import profile_key
 
 READERS = [f"reader-{n}" for n in range(24)]
 # How long after the kill the test waits for the opens to be personal again.

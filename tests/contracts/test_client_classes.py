@@ -23,7 +23,6 @@ from aiohttp.test_utils import TestClient
 from support import LONDON_GEO, LONDON_IP, decode, put_block, signed
 
 from content_sources import gather_context
-from content_sources.base import OpenRequest
 from content_sources.client import (
     CLIENT_CLASSES,
     AddressTells,
@@ -34,7 +33,8 @@ from content_sources.client import (
 )
 from content_sources.geo import GeoSource, remember_commands
 from content_sources.profile import ProfileSource
-from server.openapi import DOCUMENT
+from content_sources.source import OpenRequest
+from server.api.openapi import DOCUMENT
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 5, 4, 12, 0, tzinfo=UTC)

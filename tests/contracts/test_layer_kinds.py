@@ -28,7 +28,7 @@ from renderers.layers.base import Layer, LayerError, parse_layer
 from renderers.plan import DPRS, ImageFormat, RenderPlan
 from renderers.render import render
 from renderers.resources import LocalResources
-from server.blocks import BlockError, compile_block
+from server.blocks.compiling import BlockError, compile_block
 
 NOW = datetime(2026, 12, 20, 10, 0, 7, tzinfo=ZoneInfo("Europe/Warsaw"))
 KINDS = sorted(LAYER_KINDS)

@@ -1,0 +1,2 @@
+"""Redis plumbing: the client, which processes share it, replication waits, and the
+embedded Redis that atopen can run for itself."""

@@ -1,0 +1,123 @@
+"""The store client: one Redis server, or a Redis Cluster named by its seeds.
+
+`ATOPEN_REDIS_URL=redis+cluster://HOST:PORT[,HOST:PORT...]` (`rediss+cluster://` for
+TLS) gives redis-py's own `RedisCluster`, which learns the slots from the seeds and
+follows failovers and resharding. Every other URL gives a plain `Redis`.
+
+The rest of atopen holds the client as a `Redis`: the cluster client answers the same
+command methods (a multi-key command must keep its keys in one slot, which the key
+layout in `content_sources.redis_keys` sees to), and the few places that talk to connections
+themselves (the opens' pipelined reads and batched writes) ask
+`content_sources.redis_cluster_pipe.cluster_client` first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any, cast
+from urllib.parse import unquote
+
+from redis.asyncio import Redis
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
+from redis.exceptions import ConnectionError as StoreConnectionError
+from redis.exceptions import RedisClusterUnreachableError
+
+CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+DEFAULT_PORT = 6379
+
+
+class StoreUrlError(ValueError):
+    """A cluster URL that names no usable seed."""
+
+
+def is_cluster_url(url: str) -> bool:
+    return url.partition("://")[0].lower() in CLUSTER_SCHEMES
+
+
+def cluster_seeds(url: str) -> tuple[str | None, str | None, list[tuple[str, int]]]:
+    """The username, password and (host, port) seeds of a `redis+cluster://` URL."""
+    rest = url.partition("://")[2]
+    netloc = rest.split("/", 1)[0].split("?", 1)[0]
+    userinfo, _, hosts = netloc.rpartition("@")
+    username: str | None = None
+    password: str | None = None
+    if userinfo:
+        user, has_password, secret = userinfo.partition(":")
+        username = unquote(user) or None
+        password = unquote(secret) if has_password else None
+    seeds: list[tuple[str, int]] = []
+    for seed in hosts.split(","):
+        host, port = _host_port(seed.strip())
+        seeds.append((host, port))
+    return username, password, seeds
+
+
+def _host_port(seed: str) -> tuple[str, int]:
+    if not seed:
+        raise StoreUrlError("empty seed in the comma-separated list")
+    if seed.startswith("["):  # [IPv6]:port
+        host, _, tail = seed[1:].partition("]")
+        port_text = tail.removeprefix(":")
+    else:
+        host, colon, port_text = seed.rpartition(":")
+        if not colon:
+            host, port_text = seed, ""
+    if not host:
+        raise StoreUrlError(f"seed {seed!r} names no host")
+    if not port_text:
+        return host, DEFAULT_PORT
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise StoreUrlError(f"seed {seed!r} has no valid port")
+    return host, int(port_text)
+
+
+def open_store(url: str, *, timeout_s: float) -> Redis:
+    """The client for `url`; nothing connects until the first command."""
+    if not is_cluster_url(url):
+        return Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+    username, password, seeds = cluster_seeds(url)
+    cluster = StoreCluster(
+        startup_nodes=[ClusterNode(host, port) for host, port in seeds],
+        username=username,
+        password=password,
+        ssl=url.lower().startswith("rediss+"),
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+    )
+    # Typed as the plain client it stands in for (see the module's docstring).
+    return cast(Redis, cluster)
+
+
+@contextlib.contextmanager
+def _unreachable_as_connection_error() -> Iterator[None]:
+    try:
+        yield
+    except RedisClusterUnreachableError as exc:
+        raise StoreConnectionError(f"no node of the cluster answers: {exc}") from exc
+
+
+class StoreCluster(RedisCluster):
+    """redis-py's cluster client, but a cluster none of whose nodes answers raises the
+    ConnectionError a plain Redis raises when it is down (redis-py's own error for it is
+    no RedisError), so every place that survives a store outage survives this one."""
+
+    async def initialize(self, *args: Any, **kwargs: Any) -> StoreCluster:
+        with _unreachable_as_connection_error():
+            await super().initialize(*args, **kwargs)
+        return self
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        with _unreachable_as_connection_error():
+            return await super().execute_command(*args, **kwargs)
+
+    def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> Any:
+        if shard_hint:
+            return super().pipeline(transaction, shard_hint)  # refuses it
+        return _StorePipeline(self, transaction)  # type: ignore[abstract]  # as redis-py does
+
+
+class _StorePipeline(ClusterPipeline):
+    async def execute(self, *args: Any, **kwargs: Any) -> Any:
+        with _unreachable_as_connection_error():
+            return await super().execute(*args, **kwargs)

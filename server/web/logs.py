@@ -1,0 +1,69 @@
+"""Structured logs: one JSON object per line, each carrying the request id when there is one."""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import sys
+from datetime import UTC, datetime
+
+import orjson
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+
+from server.api.app_state import OUTCOME, REQUEST_ID
+
+CURRENT_REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "request_id", default=None
+)
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "pid": record.process,
+            "message": record.getMessage(),
+        }
+        request_id = CURRENT_REQUEST_ID.get()
+        if request_id is not None:
+            entry["request_id"] = request_id
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            entry.update(fields)
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(entry, default=str).decode()
+
+
+def configure_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+class JsonAccessLogger(AbstractAccessLogger):
+    """One line per request: route, status, time, and for images the outcome and variant."""
+
+    @property
+    def enabled(self) -> bool:
+        """Skip building the line when INFO is off (a hot path at thousands of opens/s)."""
+        return self.logger.isEnabledFor(logging.INFO)
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        fields: dict[str, object] = {
+            "method": request.method,
+            "path": request.path,
+            "status": response.status,
+            "duration_ms": round(time * 1000, 2),
+            "request_id": request.get(REQUEST_ID),
+        }
+        outcome = request.get(OUTCOME)
+        if outcome is not None:
+            fields["outcome"] = outcome
+            fields["variant"] = response.headers.get("X-Atopen-Variant")
+        self.logger.info("request", extra={"fields": fields})
