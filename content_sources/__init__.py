@@ -1,7 +1,7 @@
 """Content sources: the names rules and templates can read, and how one open gathers them.
 
 Adding a source is one module with a class like those below and one line in
-`build_sources`; it must pass `tests/test_content_sources.py`, the suite every source passes.
+`build_sources`; it must pass `tests/contracts/test_sources.py`, the suite every source passes.
 """
 
 from __future__ import annotations
@@ -27,41 +27,28 @@ from content_sources.redis_batch import StoreBatcher, execute_raw
 from content_sources.remembered import LastShownSource
 from content_sources.segments import SegmentsSource
 from content_sources.shops import ShopsSource
-from content_sources.source import OpenRequest, Source
+from content_sources.source import OpenRequest, Reach, Source
 from content_sources.store_timing import round_trip_took
-
-# What each name is built from: an open that needs a name builds these too (and reads
-# only what they all need from the store).
-_DEPENDS: dict[str, frozenset[str]] = {
-    "now": frozenset({"profile"}),  # the profile's time zone
-    "events": frozenset({"now"}),
-    "engagement": frozenset({"now"}),
-    "rfm": frozenset({"now"}),
-    "geo": frozenset({"client", "profile"}),  # whose address it is; the stored location
-    "stores": frozenset({"geo", "now"}),
-}
-
-
-@lru_cache(maxsize=1024)
-def needed_names(names: frozenset[str], always: frozenset[str] = frozenset()) -> frozenset[str]:
-    """`names` and everything they are built from."""
-    needed = set(names | always)
-    pending = list(needed)
-    while pending:
-        for dependency in _DEPENDS.get(pending.pop(), ()):
-            if dependency not in needed:
-                needed.add(dependency)
-                pending.append(dependency)
-    return frozenset(needed)
 
 
 @lru_cache(maxsize=1024)
 def active_sources(sources: tuple[Source, ...], names: frozenset[str]) -> tuple[Source, ...]:
     """The sources an open that reads `names` builds, in order: those names, what they
-    are built from, and the sources that are always built."""
-    always = frozenset(s.name for s in sources if getattr(s, "always_build", False))
-    needed = needed_names(names, always)
+    are built from (each source's `depends_on`), and the sources that are always built."""
+    depends = {s.name: s.depends_on for s in sources}
+    needed = set(names) | {s.name for s in sources if s.always_build}
+    pending = list(needed)
+    while pending:
+        for dependency in depends.get(pending.pop(), ()):
+            if dependency not in needed:
+                needed.add(dependency)
+                pending.append(dependency)
     return tuple(s for s in sources if s.name in needed)
+
+
+def names_of(sources: Sequence[Source], reach: Reach) -> frozenset[str]:
+    """The names of the sources whose values have this reach."""
+    return frozenset(s.name for s in sources if s.reach is reach)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,9 +101,7 @@ async def gather_context(
         if flat:
             # Reads every open makes alike may be answered from the batcher's recent ones.
             shared = all(
-                getattr(source, "shared_reads", False)
-                for source, batch in zip(active, commands, strict=True)
-                if batch
+                source.shared_reads for source, batch in zip(active, commands, strict=True) if batch
             )
             kept = store.kept(flat) if shared else None
             # Timed per round trip by the batcher.

@@ -13,13 +13,13 @@ a handful of User-Agents (the proxies, the common mail apps) make up most of the
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from functools import lru_cache
 from typing import Literal, get_args
 
-from content_sources.source import OpenRequest, RedisCommand
+from content_sources.source import OpenRequest, Reach, RedisCommand
 
 # The names the table's rows may take. Written out so that mypy rejects a misspelt kind
 # wherever one is compared or passed; the table must give each exactly one row, which
@@ -228,10 +228,21 @@ def _classify(user_agent: str) -> ClientKind:
     return _FALLBACK.kind
 
 
+def _client_items(client: object) -> Hashable:
+    return tuple(sorted(client.items())) if isinstance(client, dict) else None
+
+
 class ClientSource:
     """`client`: how the image is being fetched, as `{kind, is_proxy}`."""
 
     name = "client"
+    depends_on = frozenset[str]()
+    reach = Reach.SHARED
+    always_build = False
+    shared_reads = False
+    reads_address = False
+    after_round_trip = None
+    memo_part = staticmethod(_client_items)
 
     def commands(self, request: OpenRequest) -> Sequence[RedisCommand]:
         return ()

@@ -6,12 +6,12 @@ The zone is the first valid one of: the URL's `tz`, the profile's `tz`, the bloc
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from datetime import UTC, tzinfo
+from collections.abc import Hashable, Mapping, Sequence
+from datetime import UTC, datetime, tzinfo
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from content_sources.source import OpenRequest, RedisCommand
+from content_sources.source import OpenRequest, Reach, RedisCommand
 
 
 @lru_cache(maxsize=1024)
@@ -31,8 +31,20 @@ def recipient_zone(request: OpenRequest, profile: object) -> tzinfo:
     return UTC
 
 
+def _second(now: object) -> Hashable:
+    """Choices made from the clock alone are equal within one second."""
+    return now.isoformat(timespec="seconds") if isinstance(now, datetime) else None
+
+
 class ClockSource:
     name = "now"
+    depends_on = frozenset({"profile"})  # the profile's time zone
+    reach = Reach.SHARED
+    always_build = False
+    shared_reads = False
+    reads_address = False
+    after_round_trip = None
+    memo_part = staticmethod(_second)
 
     def commands(self, request: OpenRequest) -> Sequence[RedisCommand]:
         return ()

@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 from content_sources.expressions import Missing
 from content_sources.redis_keys import engagement_key
-from content_sources.source import OpenRequest, RedisCommand
+from content_sources.source import OpenRequest, Reach, RedisCommand
 
 
 class _Action(NamedTuple):
@@ -65,6 +65,13 @@ class Engagement:
 
 class EngagementSource:
     name = "engagement"
+    depends_on = frozenset({"now"})
+    reach = Reach.PERSONAL
+    always_build = False
+    shared_reads = False
+    reads_address = False
+    memo_part = None
+    after_round_trip = None
 
     def commands(self, request: OpenRequest) -> Sequence[RedisCommand]:
         if request.recipient is None:

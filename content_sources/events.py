@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 from content_sources.expressions import Missing
 from content_sources.redis_cluster_pipe import cluster_client
 from content_sources.redis_keys import event_ids_key, events_key
-from content_sources.source import OpenRequest, RedisCommand
+from content_sources.source import OpenRequest, Reach, RedisCommand
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +88,13 @@ class Events:
 
 class EventsSource:
     name = "events"
+    depends_on = frozenset({"now"})
+    reach = Reach.PERSONAL
+    always_build = False
+    shared_reads = False
+    reads_address = False
+    memo_part = None
+    after_round_trip = None
 
     def __init__(self, max_per_recipient: int) -> None:
         self._max = max_per_recipient

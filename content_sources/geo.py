@@ -37,7 +37,7 @@ from content_sources.client import AddressTells, classify_client, client_class
 from content_sources.clock import zone
 from content_sources.documents import decode_object
 from content_sources.redis_keys import last_seen_key
-from content_sources.source import OpenRequest, RedisCommand
+from content_sources.source import OpenRequest, Reach, RedisCommand
 
 GEOIP_SETTING = "ATOPEN_GEOIP_DB"
 
@@ -187,13 +187,23 @@ class GeoSource:
     """`geo`: `{country, city, lat, lon, tz, postal, source}`, by the policy above."""
 
     name = "geo"
+    depends_on = frozenset({"client", "profile"})  # whose address it is; the stored location
+    reach = Reach.PERSONAL
+    shared_reads = False
+    # Working the reader's address out (the request's client address) is its cost.
+    reads_address = True
+    memo_part = None
+    after_round_trip = None
+
+    @property
+    def always_build(self) -> bool:
+        """With a database, every real open may teach the recipient's last seen
+        location, whether or not the block shows it."""
+        return self._lookup is not None
 
     def __init__(self, reader: geoip2.database.Reader | None) -> None:
         # Proxies and relays fetch from a few addresses over and over: keep their answers.
         self._lookup = None if reader is None else lru_cache(maxsize=4096)(partial(_city, reader))
-        # With a database, every real open may teach the recipient's last seen location,
-        # whether or not the block shows it.
-        self.always_build = reader is not None
 
     def commands(self, request: OpenRequest) -> Sequence[RedisCommand]:
         if request.recipient is None:

@@ -7,7 +7,7 @@ notes it, answers "missing" for now, and the open fetches it and decides again.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from functools import lru_cache
 
 import orjson
@@ -15,7 +15,7 @@ import orjson
 from content_sources.documents import decode_object
 from content_sources.expressions import Missing
 from content_sources.redis_keys import inventory_key
-from content_sources.source import OpenRequest, RedisCommand
+from content_sources.source import OpenRequest, Reach, RedisCommand
 
 
 class InventoryView:
@@ -72,11 +72,21 @@ def _mget(skus: frozenset[str]) -> tuple[RedisCommand, ...]:
     return (("MGET", *(inventory_key(s) for s in sorted(skus))),)
 
 
+def _fingerprint(inventory: object) -> Hashable:
+    return inventory.fingerprint() if isinstance(inventory, InventoryView) else None
+
+
 class InventorySource:
     name = "inventory"
+    depends_on = frozenset[str]()
+    reach = Reach.SHARED
+    always_build = False
+    after_round_trip = None
+    memo_part = staticmethod(_fingerprint)
     # Every open of a block reads the same items: a worker may answer them from a
     # read made less than `ATOPEN_INVENTORY_MAX_AGE_MS` ago.
     shared_reads = True
+    reads_address = False
 
     def commands(self, request: OpenRequest) -> Sequence[RedisCommand]:
         return _mget(request.skus)

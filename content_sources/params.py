@@ -4,11 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from content_sources.source import OpenRequest, RedisCommand
+from content_sources.source import OpenRequest, Reach, RedisCommand
 
 
 class ParamsSource:
     name = "params"
+    depends_on = frozenset[str]()
+    reach = Reach.PERSONAL
+    always_build = False
+    shared_reads = False
+    reads_address = False
+    memo_part = None
+    after_round_trip = None
 
     def commands(self, request: OpenRequest) -> Sequence[RedisCommand]:
         return ()

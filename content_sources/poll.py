@@ -22,7 +22,7 @@ from redis.asyncio import Redis
 
 from content_sources.expressions import Missing
 from content_sources.redis_keys import poll_tally_key, poll_votes_key
-from content_sources.source import OpenRequest, RedisCommand
+from content_sources.source import OpenRequest, Reach, RedisCommand
 
 # KEYS: the recipient's votes. ARGV: block id, option. Answers the vote replaced (nil
 # for a first vote); the vote is set either way.
@@ -69,6 +69,13 @@ def _text(raw: object) -> str | None:
 
 class PollSource:
     name = "poll"
+    depends_on = frozenset[str]()
+    reach = Reach.GROUPED
+    always_build = False
+    shared_reads = False
+    reads_address = False
+    memo_part = None
+    after_round_trip = None
 
     def commands(self, request: OpenRequest) -> Sequence[RedisCommand]:
         if request.block_id is None or not request.poll_options:

@@ -6,11 +6,18 @@ from collections.abc import Mapping, Sequence
 
 from content_sources.documents import decode_object
 from content_sources.redis_keys import profile_key
-from content_sources.source import OpenRequest, RedisCommand
+from content_sources.source import OpenRequest, Reach, RedisCommand
 
 
 class ProfileSource:
     name = "profile"
+    depends_on = frozenset[str]()
+    reach = Reach.PERSONAL
+    always_build = False
+    shared_reads = False
+    reads_address = False
+    memo_part = None
+    after_round_trip = None
 
     def commands(self, request: OpenRequest) -> Sequence[RedisCommand]:
         if request.recipient is None:

@@ -14,11 +14,18 @@ import orjson
 
 from content_sources.expressions import Missing
 from content_sources.redis_keys import remembered_key
-from content_sources.source import OpenRequest, RedisCommand
+from content_sources.source import OpenRequest, Reach, RedisCommand
 
 
 class LastShownSource:
     name = "last_shown"
+    depends_on = frozenset[str]()
+    reach = Reach.GROUPED
+    always_build = False
+    shared_reads = False
+    reads_address = False
+    memo_part = None
+    after_round_trip = None
 
     def __init__(self, memory_s: int) -> None:
         self._memory_s = memory_s

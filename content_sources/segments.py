@@ -75,7 +75,7 @@ from content_sources.engagement import NO_ACTIVITY, Activity, activity_of
 from content_sources.events import Event
 from content_sources.expressions import Missing
 from content_sources.redis_keys import PREFIX, engagement_key, purchases_key, rfm_key
-from content_sources.source import OpenRequest, RedisCommand
+from content_sources.source import OpenRequest, Reach, RedisCommand
 
 PURCHASE = "purchase"
 DAY_MS = 86_400_000
@@ -353,6 +353,13 @@ async def record_purchases(
 
 class SegmentsSource:
     name = "rfm"
+    depends_on = frozenset({"now"})
+    reach = Reach.GROUPED
+    always_build = False
+    shared_reads = False
+    reads_address = False
+    memo_part = None
+    after_round_trip = None
 
     def commands(self, request: OpenRequest) -> Sequence[RedisCommand]:
         if request.recipient is None:

@@ -31,7 +31,7 @@ from content_sources.documents import JsonObject, decode_object, without_nulls
 from content_sources.expressions import Missing
 from content_sources.geo import GeoSource
 from content_sources.redis_keys import PREFIX
-from content_sources.source import OpenRequest, RedisCommand
+from content_sources.source import OpenRequest, Reach, RedisCommand
 
 log = logging.getLogger("atopen.stores")
 
@@ -184,27 +184,6 @@ class StoresView:
         return value if isinstance(value, str) else None
 
 
-class ShopsSource:
-    """`stores`, searched in the open's round trip when the IP places the reader."""
-
-    name = "stores"
-
-    def __init__(self, geo: GeoSource, radius_km: float = DEFAULT_RADIUS_KM) -> None:
-        self._geo = geo
-        self._radius_km = radius_km
-
-    def commands(self, request: OpenRequest) -> Sequence[RedisCommand]:
-        at = self._geo.coordinates_before_replies(request)
-        return () if at is None else (nearest_command(at, self._radius_km),)
-
-    def build(
-        self, request: OpenRequest, replies: Sequence[object], context: Mapping[str, object]
-    ) -> object:
-        at = self._geo.coordinates_before_replies(request) if replies else None
-        fetched = parse_nearest(at, replies[0]) if at is not None else None
-        return StoresView(context.get("geo"), context.get("now"), fetched, self._radius_km)
-
-
 async def complete_stores(redis: Redis, context: dict[str, object]) -> None:
     """The open's second step, after its round trip: search around `geo`'s point if the
     first trip could not. Also follows a `geo` or `now` replaced after the round trip (a
@@ -225,6 +204,35 @@ async def complete_stores(redis: Redis, context: dict[str, object]) -> None:
         else:
             view = view.around(geo, now, parse_nearest(at, reply))
     context["stores"] = view
+
+
+class ShopsSource:
+    """`stores`, searched in the open's round trip when the IP places the reader."""
+
+    name = "stores"
+    depends_on = frozenset({"geo", "now"})
+    reach = Reach.GROUPED
+    always_build = False
+    shared_reads = False
+    reads_address = False
+    memo_part = None
+    # Where to search is known only after the round trip when it comes from the profile.
+    after_round_trip = staticmethod(complete_stores)
+
+    def __init__(self, geo: GeoSource, radius_km: float = DEFAULT_RADIUS_KM) -> None:
+        self._geo = geo
+        self._radius_km = radius_km
+
+    def commands(self, request: OpenRequest) -> Sequence[RedisCommand]:
+        at = self._geo.coordinates_before_replies(request)
+        return () if at is None else (nearest_command(at, self._radius_km),)
+
+    def build(
+        self, request: OpenRequest, replies: Sequence[object], context: Mapping[str, object]
+    ) -> object:
+        at = self._geo.coordinates_before_replies(request) if replies else None
+        fetched = parse_nearest(at, replies[0]) if at is not None else None
+        return StoresView(context.get("geo"), context.get("now"), fetched, self._radius_km)
 
 
 class StoreDirectory:

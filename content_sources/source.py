@@ -9,10 +9,13 @@ needs it falls through (contract 4).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import Enum
 from typing import Protocol
+
+from redis.asyncio import Redis
 
 RedisCommand = tuple[str | bytes | int | float, ...]
 
@@ -39,16 +42,65 @@ class OpenRequest:
     poll_options: tuple[str, ...] = ()
 
 
-class Source(Protocol):
-    """One name in the rule context (`profile`, `events`, ...).
+class Reach(Enum):
+    """Whose a source's value is: what may be shared between opens that read it."""
 
-    Two optional attributes: `always_build` (built at every open, whether or not the
-    block reads the name) and `shared_reads` (its commands are the same for every
-    recipient, so their replies may be shared by opens for a short while).
+    # One recipient's own (or where they are): an image whose templates read it is theirs.
+    PERSONAL = "personal"
+    # The same for every recipient at one moment: a choice made from these names alone
+    # is made once for many opens (remembered by the sources' `memo_part`s).
+    SHARED = "shared"
+    # Differs between recipients, but many share each value (segments, the nearest shops,
+    # a poll's tally): neither kept as personal nor remembered as shared.
+    GROUPED = "grouped"
+
+
+class Source(Protocol):
+    """One name in the rule context (`profile`, `events`, ...), with its traits.
+
+    Every trait is declared by the source's class; the registry derives from them which
+    sources an open builds and what opens may share (`tests/contracts/test_sources.py`).
     """
 
     @property
     def name(self) -> str: ...
+
+    @property
+    def depends_on(self) -> frozenset[str]:
+        """The names this source's value is built from: an open that needs it builds them."""
+        ...
+
+    @property
+    def reach(self) -> Reach: ...
+
+    @property
+    def always_build(self) -> bool:
+        """Built at every open, whether or not the block reads the name."""
+        ...
+
+    @property
+    def shared_reads(self) -> bool:
+        """Its commands are the same for every recipient, so their replies may be shared
+        by opens for a short while."""
+        ...
+
+    @property
+    def reads_address(self) -> bool:
+        """Its value needs the reader's address (`OpenRequest.client_ip`)."""
+        ...
+
+    @property
+    def after_round_trip(self) -> Callable[[Redis, dict[str, object]], Awaitable[None]] | None:
+        """A second step some opens need once the round trip's values are built (a read
+        that needs them), which updates the context; None for most sources. It never
+        raises a store failure: the value it would complete stays missing."""
+        ...
+
+    @property
+    def memo_part(self) -> Callable[[object], Hashable] | None:
+        """For a shared source, what its value adds to the key a choice is remembered by
+        (equal parts, equal choices); None for the others."""
+        ...
 
     def commands(self, request: OpenRequest) -> Sequence[RedisCommand]:
         """Redis commands for the shared round trip; empty when none are needed."""

@@ -28,9 +28,9 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
-from content_sources import active_sources, anonymous_context
+from content_sources import active_sources, anonymous_context, names_of
 from content_sources.clock import zone
-from content_sources.source import OpenRequest, Source
+from content_sources.source import OpenRequest, Reach, Source
 from renderers.encode import ByteBudgetError
 from renderers.fields import Resources
 from renderers.layers import needs_clock
@@ -52,10 +52,6 @@ CHANNEL = "atopen:blocks:changed"
 CHANGES_KEY = "{atopen:blocks}:changes"  # the number of the last change to any block
 RESYNC_INTERVAL_S = 30.0
 SUBSCRIBE_TIMEOUT_S = 2.0
-# Rule names whose values belong to one recipient (or their location).
-PERSONAL_NAMES = frozenset({"profile", "events", "params", "geo", "engagement"})
-# Rule names whose values are the same for every recipient at one moment.
-SHARED_NAMES = frozenset({"inventory", "client", "now"})
 
 # KEYS: blocks, changes; ARGV: block id, record, channel. Numbering and publishing in the
 # script that writes keeps the numbers in the order subscribers receive the changes.
@@ -196,16 +192,20 @@ def prepare_block(
         }
     except ByteBudgetError as exc:
         raise BlockError([Problem("max_bytes", f"the default cannot fit: {exc}")]) from None
+    personal_names = names_of(sources, Reach.PERSONAL)
     personal = frozenset(
         v.name
         for v in (*block.variants, block.default)
-        if any(t.names & PERSONAL_NAMES for layer in v.layers for _, t in layer.templates.values())
+        if any(t.names & personal_names for layer in v.layers for _, t in layer.templates.values())
     )
     static_default = not any(layer.templates for layer in block.default.layers) and not (
         needs_clock(choice.layers)
     )
     shared_choice = (
-        block.names <= SHARED_NAMES and not block.data and block.split is None and not block.sticky
+        block.names <= names_of(sources, Reach.SHARED)
+        and not block.data
+        and block.split is None
+        and not block.sticky
     )
     return PreparedBlock(
         block,
@@ -216,7 +216,7 @@ def prepare_block(
         static_default,
         orders,
         shared_choice,
-        any(source.name == "geo" for source in active_sources(tuple(sources), block.names)),
+        any(source.reads_address for source in active_sources(tuple(sources), block.names)),
     )
 
 

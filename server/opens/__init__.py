@@ -106,7 +106,7 @@ class Opens:
             remote_images=remote_images,
             deadline_ms=deadline_ms,
         )
-        self._memo = ChoiceMemo()
+        self._memo = ChoiceMemo(self._sources)
         self._shared = SharedChoices(self._sources, self._batcher)
         self._drawer = Drawer(pool, cache)
         self._recorder = Recorder(open_log, last_seen_s)

@@ -8,12 +8,13 @@ whose rules may run long is decided off the event loop by the caller.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from content_sources.inventory import InventoryView
 from content_sources.lru import LRU
+from content_sources.source import Reach, Source
 from renderers.fields import Resources
 from renderers.layers import has_ended
 from renderers.resources import Asset
@@ -92,23 +93,25 @@ class ChoiceMemo:
     client, the second): equal data make equal choices, so thousands of recipients
     share one evaluation of the rules."""
 
-    def __init__(self, size: int = MAX_REMEMBERED_CHOICES) -> None:
+    def __init__(self, sources: Sequence[Source], size: int = MAX_REMEMBERED_CHOICES) -> None:
         self._choices: LRU[tuple[object, ...], Choice] = LRU(size)
+        # What each shared source adds to the key, from its value.
+        self._parts = tuple(
+            (source.name, source.memo_part)
+            for source in sources
+            if source.reach is Reach.SHARED and source.memo_part is not None
+        )
 
-    @staticmethod
-    def key(prepared: PreparedBlock, context: Mapping[str, object]) -> tuple[object, ...] | None:
+    def key(
+        self, prepared: PreparedBlock, context: Mapping[str, object]
+    ) -> tuple[object, ...] | None:
         """The shared data the block's choice depends on; None when it depends on more."""
         if not prepared.choice_is_shared:
             return None
-        inventory = context.get("inventory")
-        now = context.get("now")
-        client = context.get("client")
         return (
             prepared.block.id,
             prepared.block.version,
-            inventory.fingerprint() if isinstance(inventory, InventoryView) else None,
-            now.isoformat(timespec="seconds") if isinstance(now, datetime) else None,
-            tuple(sorted(client.items())) if isinstance(client, dict) else None,
+            *(part(context.get(name)) for name, part in self._parts),
         )
 
     def get(self, key: tuple[object, ...]) -> Choice | None:

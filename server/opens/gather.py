@@ -22,7 +22,6 @@ from content_sources import gather_context
 from content_sources.deadlines import seconds_left
 from content_sources.http_data import HttpData, SourceTrace
 from content_sources.redis_batch import StoreBatcher
-from content_sources.shops import complete_stores
 from content_sources.source import OpenRequest, Source
 from renderers.resources import Asset
 from server.blocks.compiling import Block
@@ -118,7 +117,8 @@ class Gatherer:
             gathered.overrides,
             deadline,
         )
-        if "stores" in block.names:
-            async with asyncio.timeout(seconds_left(deadline)):
-                await complete_stores(self._redis, context)
+        for source in self._sources:
+            if source.after_round_trip is not None and source.name in block.names:
+                async with asyncio.timeout(seconds_left(deadline)):
+                    await source.after_round_trip(self._redis, context)
         return context

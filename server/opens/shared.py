@@ -89,9 +89,7 @@ class SharedChoices:
             self._blocks.clear()
         block = prepared.block
         active = active_sources(self._sources, block.names)
-        shared_only = prepared.choice_is_shared and all(
-            getattr(source, "shared_reads", False) for source in active
-        )
+        shared_only = prepared.choice_is_shared and all(source.shared_reads for source in active)
         reads = None
         if shared_only:
             # Shared reads are the same for every open of the block: any open's will do.

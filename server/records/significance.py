@@ -1,7 +1,7 @@
 """Confidence intervals and tests for click-through rates.
 
 The normal distribution is Python's own (`statistics.NormalDist`); the formulas are the
-textbook ones, checked in tests/test_stats.py against published worked examples:
+textbook ones, checked in tests/server/api/test_stats.py against published worked examples:
 
 - Wilson score interval (Wilson 1927; Newcombe 1998, "Two-sided confidence intervals
   for the single proportion", Statistics in Medicine 17, method 3):
