@@ -70,7 +70,7 @@ soak: $(STAMP)
 
 ## Re-render the golden images after a deliberate change (then look at them).
 goldens: $(STAMP)
-	UPDATE_GOLDENS=1 $(BIN)/pytest tests/test_golden.py
+	UPDATE_GOLDENS=1 $(BIN)/pytest tests/renderers/test_golden.py
 
 ## A bounded headless locust run against a local server; reports in loadtest/reports/.
 loadtest: $(LOADTEST_STAMP)

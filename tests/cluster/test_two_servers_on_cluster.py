@@ -1,4 +1,4 @@
-"""The two-servers tests (tests/test_two_servers.py) again, both servers on the cluster."""
+"""The two-servers tests (tests/scenarios/test_two_servers.py) again, on the cluster."""
 
 from test_two_servers import (
     session,

@@ -27,7 +27,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 from support import run_command, run_ok
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("server", "renderers", "content_sources")
 TEMPLATES_PACKAGE = "atopen_templates"
 Runner = Callable[..., subprocess.CompletedProcess[str]]

@@ -25,7 +25,7 @@ from content_sources.redis_keys import last_seen_key, profile_key
 from content_sources.source import OpenRequest, Source
 from server.settings import SettingsError, load_settings
 
-DATA = Path(__file__).parent / "data" / "geoip"
+DATA = Path(__file__).resolve().parents[1] / "data" / "geoip"
 NOW = datetime(2026, 5, 4, 12, 0, tzinfo=UTC)
 
 USER_AGENTS = {

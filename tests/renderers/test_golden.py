@@ -4,7 +4,7 @@ Compared with a tolerance, not byte for byte: another Pillow or FreeType moves
 anti-aliased edges a little, while a real regression (a missing glyph, a box, a shifted
 layer) changes many pixels a lot. To accept new renderings after a deliberate change:
 
-    UPDATE_GOLDENS=1 .venv/bin/pytest tests/test_golden.py
+    UPDATE_GOLDENS=1 .venv/bin/pytest tests/renderers/test_golden.py
 
 then look at the changed PNGs before committing them.
 
@@ -31,7 +31,7 @@ from renderers.plan import ImageFormat, Layer, RenderPlan
 from renderers.render import render
 from renderers.resources import LocalResources
 
-GOLDEN = Path(__file__).parent / "golden"
+GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 UPDATE = os.environ.get("UPDATE_GOLDENS") == "1"
 NOW = datetime(2026, 12, 20, 10, 0, 7, tzinfo=ZoneInfo("Europe/Warsaw"))
 # Mean difference per channel, and the share of pixels that may differ by more than 64.
@@ -232,7 +232,7 @@ def test_golden(name: str, resources: LocalResources) -> None:
         got.save(path)
         return
     if not path.exists():
-        pytest.fail(f"{path} is missing: run UPDATE_GOLDENS=1 pytest tests/test_golden.py")
+        pytest.fail(f"{path} is missing: run make goldens")
     problem = differs(got, Image.open(path).convert("RGB"))
     assert problem is None, f"{name}: {problem} (see the module docstring to update)"
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from server import settings
 
-PAGE = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
+PAGE = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 # A row of the page's table: `| `ATOPEN_NAME` | default | meaning |`.
 ROW = re.compile(r"^\| `(ATOPEN_[A-Z0-9_<>]+)` \|", re.MULTILINE)
 

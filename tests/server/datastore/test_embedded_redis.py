@@ -20,7 +20,7 @@ import redis.asyncio
 from server.datastore import embedded_redis
 from server.datastore.embedded_redis import EmbeddedRedis, EmbeddedStoreError, find_redis_server
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[3]
 
 # Longer than any Unix socket path can be, so the socket must move to a temp dir.
 LONG_NAME = "a-data-dir-name-long-enough-to-push-the-socket-path-past-the-limit-" * 2

@@ -17,7 +17,7 @@ from support import AUTH, decode, put_block, signed
 from content_sources.poll import percentages
 from content_sources.redis_keys import poll_tally_key, poll_votes_key
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 RESULTS = "https://shop.example.com/poll/results"
 DEFAULT_LINK = "https://shop.example.com/"
 RED = (255, 0, 0)

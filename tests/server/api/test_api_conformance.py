@@ -1,6 +1,6 @@
 """Where the server and its OpenAPI document once disagreed: each case pinned down.
 
-`tests/test_schemathesis.py` finds such disagreements by generating requests; these are
+`tests/server/api/test_schemathesis.py` finds such disagreements by generating requests; these are
 the ones it found, as plain examples, so a regression names itself.
 """
 

@@ -16,7 +16,7 @@ from support import contract_token, run_command
 from server.process.sign_csv import RowSigner, SignCsvError, UrlColumn, sign_csv
 from server.signing import Signer
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 KEY = "csv-key"
 ROWS = [
     {"recipient": "u1", "first_name": "Ann", "coupon": "SPRING 10%"},

@@ -30,7 +30,7 @@ from support import free_port, run_ok
 # Slow, left out of `make test-fast`: they build the package and install it into a fresh virtualenv.
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 FONT_FILES = ROOT / "renderers" / "fontfiles"
 UV = Path(sys.executable).parent / "uv"
 SECRET = "package-test-signing-key"

@@ -35,7 +35,7 @@ pytestmark = pytest.mark.slow
 
 BROWSER_MISSING = "NO BROWSER: the studio's browser tests need Chromium"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-ARTIFACTS = Path(__file__).resolve().parent.parent / ".artifacts" / "studio"
+ARTIFACTS = Path(__file__).resolve().parents[3] / ".artifacts" / "studio"
 BLOCK = "hero"
 READER = "u1"
 # A named token that may look but not change blocks (contract section 9).

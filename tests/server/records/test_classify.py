@@ -26,7 +26,7 @@ IPHONE_MAIL = (
 MAC_MAIL = (
     "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko)"
 )
-# Outlook for Windows (the form tests/test_client_kind.py carries).
+# Outlook for Windows (the form tests/content_sources/test_client_kind.py carries).
 OUTLOOK = "Microsoft Office/16.0 (Windows NT 10.0; Microsoft Outlook 16.0.5095; Pro)"
 # A desktop browser following a link: Safari on macOS, from a gophish issue's access log
 # of a person's click (https://github.com/gophish/gophish/issues/499).

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 # Lowest first: each package may import those before it, never those after.
 LAYERS = ("renderers", "content_sources", "server")
 # The rooms of `server`, lowest first; "" is the modules directly in `server/` (settings,

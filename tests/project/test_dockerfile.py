@@ -32,7 +32,7 @@ from support import free_port, run_command, run_ok
 
 from server.datastore.embedded_redis import find_redis_server
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 
