@@ -122,6 +122,10 @@ class Sample:
 
     at_s: float
     rss_mib: dict[int, float]  # worker pid -> resident memory
+    # Of it: the main thread's malloc heap (`[heap]`), and anonymous mappings (Python's
+    # object arenas, the other threads' malloc arenas, large blocks): what grows where.
+    heap_mib: dict[int, float]
+    anonymous_mib: dict[int, float]
     fds: dict[int, int]  # worker pid -> open file descriptors
     keys: int
     store_mib: float
@@ -206,6 +210,22 @@ def rss_mib(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def resident_parts(pid: int) -> tuple[float, float]:
+    """MiB resident in the `[heap]` mapping, and in anonymous mappings (from smaps)."""
+    heap = anonymous = 0
+    name = ""
+    for line in (PROC / str(pid) / "smaps").read_text().splitlines():
+        fields = line.split()
+        if not fields[0].endswith(":"):  # a mapping's first line: address, ..., name
+            name = fields[5] if len(fields) > 5 else ""
+        elif fields[0] == "Rss:":
+            if name == "[heap]":
+                heap += int(fields[1])
+            elif not name:
+                anonymous += int(fields[1])
+    return heap / 1024, anonymous / 1024
 
 
 def open_fds(pid: int) -> int:
@@ -440,11 +460,14 @@ def sample(
     supervisor: int, port: int, store: redis.Redis, load: Load, started: float, cache_mb: int
 ) -> Sample:
     pids = workers_of(supervisor)
+    parts = {pid: resident_parts(pid) for pid in pids}
     keys, store_mib, missing = store_figures(store)
     misses, renders = render_counts(port)
     return Sample(
         at_s=round(time.monotonic() - started, 1),
         rss_mib={pid: round(rss_mib(pid), 1) for pid in pids},
+        heap_mib={pid: round(heap, 1) for pid, (heap, _) in parts.items()},
+        anonymous_mib={pid: round(anonymous, 1) for pid, (_, anonymous) in parts.items()},
         fds={pid: open_fds(pid) for pid in pids},
         keys=keys,
         store_mib=round(store_mib, 1),
@@ -473,6 +496,8 @@ def report(samples: list[Sample]) -> str:
     for number, pid in enumerate(sorted(first.rss_mib), start=1):
         if all(pid in s.rss_mib for s in samples):
             row(f"worker {number} RSS MiB", [s.rss_mib[pid] for s in samples], 1)
+            row("  of it, malloc [heap]", [s.heap_mib[pid] for s in samples], 1)
+            row("  of it, anonymous mappings", [s.anonymous_mib[pid] for s in samples], 1)
             row(f"worker {number} open fds", [s.fds[pid] for s in samples])
         else:
             lines.append(f"worker {number} (pid {pid}) ended during the run")

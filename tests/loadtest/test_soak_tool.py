@@ -78,7 +78,7 @@ def test_a_campaign_is_the_starter_countdown_with_its_own_link() -> None:
 
 
 def _sample_with(*caches: CacheFill) -> Sample:
-    return Sample(0, {}, {}, 0, 0, {}, {}, 0, 0, 0, 0, list(caches))
+    return Sample(0, {}, {}, {}, {}, 0, 0, {}, {}, 0, 0, 0, 0, list(caches))
 
 
 def test_the_cache_report_tells_full_from_settled_from_still_filling() -> None:
@@ -132,6 +132,8 @@ def test_three_samples_of_two_workers_with_sane_figures(
     for sample in samples:
         assert set(sample["rss_mib"]) == pids  # no worker died or was replaced
         assert all(20 < rss < 4096 for rss in sample["rss_mib"].values())
+        for pid, rss in sample["rss_mib"].items():  # parts of it, each some of it
+            assert 0 < sample["heap_mib"][pid] + sample["anonymous_mib"][pid] < rss
         assert all(3 < fds < 10_000 for fds in sample["fds"].values())
         assert sample["keys"] > 100  # the seeded profiles, at least
         assert sample["store_mib"] > 0
