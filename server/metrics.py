@@ -13,7 +13,6 @@ import os
 import socket
 from bisect import bisect_left
 from collections.abc import AsyncIterator
-from typing import Literal, get_args
 
 from aiohttp import web
 from prometheus_client import (
@@ -28,6 +27,7 @@ from prometheus_client import (
 from prometheus_client import multiprocess as prometheus_multiprocess
 
 from content_sources.store_timing import report_round_trips_to
+from server.outcomes import FallbackReason, Outcome
 
 MULTIPROCESS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -140,17 +140,16 @@ async def flush_local_periodically() -> None:
 # The series every open touches, bound once (`labels()` is a locked lookup per call) and
 # counted locally.
 IMAGE_OUTCOMES = {
-    outcome: LocalCount(REQUESTS.labels("image", outcome))
-    for outcome in ("rendered", "cached", "static", "fallback", "unknown_block")
+    kind: LocalCount(REQUESTS.labels("image", kind))
+    for kind in (*dict.fromkeys(outcome.kind for outcome in Outcome), "unknown_block")
 }
 CLICKS = LocalCount(REQUESTS.labels("click", "redirected"))
 IMAGE_SECONDS = LocalHistogram(REQUEST_SECONDS.labels("image"))
 CLICK_SECONDS = LocalHistogram(REQUEST_SECONDS.labels("click"))
 RENDER_SECONDS = LocalHistogram(RENDER_SECONDS_SERIES)
 # Under overload most opens are shed: counted here too.
-FallbackReason = Literal["deadline", "overloaded", "error"]
 FALLBACKS: dict[FallbackReason, LocalCount] = {
-    reason: LocalCount(FALLBACKS_SERIES.labels(reason)) for reason in get_args(FallbackReason)
+    reason: LocalCount(FALLBACKS_SERIES.labels(reason.value)) for reason in FallbackReason
 }
 MEMORY_HITS = LocalCount(CACHE.labels("memory", "hit"))
 MEMORY_MISSES = LocalCount(CACHE.labels("memory", "miss"))
@@ -158,11 +157,11 @@ STORE_SECONDS = LocalHistogram(STORE_SECONDS_SERIES)
 report_round_trips_to(STORE_SECONDS.observe)
 
 
-def count_image(outcome: str, seconds: float) -> None:
+def count_image(outcome: Outcome, seconds: float) -> None:
     """An image open answered: its outcome (`cached`, or `fallback:deadline` counted as
     `fallback`) and its time. `LocalCount.inc` and `LocalHistogram.observe` written out:
     each call costs as much as what it does, and every open makes these."""
-    IMAGE_OUTCOMES[outcome.partition(":")[0]]._pending += 1
+    IMAGE_OUTCOMES[outcome.kind]._pending += 1
     seconds_tally = IMAGE_SECONDS
     seconds_tally._counts[bisect_left(seconds_tally._bounds, seconds)] += 1
     seconds_tally._sum += seconds

@@ -57,6 +57,7 @@ from server.opens.remote_images import RemoteImages
 from server.opens.render_cache import RenderCache
 from server.opens.render_pool import OverloadedError, RenderPool
 from server.opens.shared import SharedChoices
+from server.outcomes import FallbackReason, Outcome
 from server.records.open_log import OpenLog
 from server.signing import Signer
 
@@ -174,7 +175,7 @@ class Opens:
         # choice is nobody's: an unsigned open of a public block takes it too, as nobody.
         recipient = query.recipient if signed else None
         self._open_log.record(prepared.block.id, recipient, choice.variant, link)
-        return ImageAnswer(body, choice.variant, "cached", recipient)
+        return ImageAnswer(body, choice.variant, Outcome.CACHED, recipient)
 
     async def image(
         self,
@@ -194,7 +195,7 @@ class Opens:
         try:
             admitted = self._admission.admit(prepared)
         except OverloadedError:
-            return fallback(prepared, fmt, query.dpr, "overloaded")
+            return fallback(prepared, fmt, query.dpr, FallbackReason.OVERLOADED)
         recipient: str | None = None
         try:
             if verified is None:
@@ -232,12 +233,12 @@ class Opens:
                 place=admitted.place,
             )
         except TimeoutError:
-            return fallback(prepared, fmt, query.dpr, "deadline", recipient)
+            return fallback(prepared, fmt, query.dpr, FallbackReason.DEADLINE, recipient)
         except OverloadedError:
-            return fallback(prepared, fmt, query.dpr, "overloaded", recipient)
+            return fallback(prepared, fmt, query.dpr, FallbackReason.OVERLOADED, recipient)
         except Exception as exc:  # never an error image: log, then serve the default
             log.warning("open of %s fell back to the default: %r", prepared.block.id, exc)
-            return fallback(prepared, fmt, query.dpr, "error", recipient)
+            return fallback(prepared, fmt, query.dpr, FallbackReason.ERROR, recipient)
         finally:
             admitted.release()  # unused: the image came from a cache
         self._recorder.record(prepared, recipient, choice, context, link)

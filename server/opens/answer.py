@@ -14,6 +14,7 @@ from server import metrics
 from server.blocks.selection import Choice, safe_link
 from server.blocks.snapshot import PreparedBlock
 from server.opens.query import ImageAnswer
+from server.outcomes import FallbackReason, Outcome
 from server.records.open_log import OpenLog
 
 
@@ -47,13 +48,13 @@ def fallback(
     prepared: PreparedBlock,
     fmt: ImageFormat,
     dpr: int,
-    reason: metrics.FallbackReason,
+    reason: FallbackReason,
     recipient: str | None = None,
 ) -> ImageAnswer:
     """The block's pre-rendered default: no store, no CPU (counted by `reason`).
     `recipient`: whom it is for, when the signature was checked already."""
     metrics.FALLBACKS[reason].inc()
-    return ImageAnswer(prepared.fallback(fmt, dpr), "default", f"fallback:{reason}", recipient)
+    return ImageAnswer(prepared.fallback(fmt, dpr), "default", Outcome.fallback(reason), recipient)
 
 
 def country_of(context: Mapping[str, object]) -> str | None:

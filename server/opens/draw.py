@@ -16,6 +16,7 @@ from server.blocks.snapshot import PreparedBlock
 from server.opens.decide import MAX_REMEMBERED_CHOICES
 from server.opens.render_cache import RenderCache, plan_key
 from server.opens.render_pool import Place, RenderPool
+from server.outcomes import Outcome
 
 
 class Drawer:
@@ -51,7 +52,7 @@ class Drawer:
         deadline: float | None,
         memo: tuple[object, ...] | None = None,
         place: Place | None = None,
-    ) -> tuple[bytes, str]:
+    ) -> tuple[bytes, Outcome]:
         """The choice's image, and whether it was `static`, `cached` or `rendered`.
 
         `deadline` is when the open's work must end (`time.monotonic()`), None for none;
@@ -59,7 +60,7 @@ class Drawer:
         open's place in the render queue, if it took one.
         """
         if choice.variant == "default" and prepared.default_is_static:
-            return prepared.fallback(fmt, dpr), "static"
+            return prepared.fallback(fmt, dpr), Outcome.STATIC
         planned = None if memo is None else self._plans.get((memo, fmt, dpr))
         if planned is None:
             now = choice.now or datetime.now(UTC)
@@ -70,7 +71,7 @@ class Drawer:
         plan, key = planned
         body = self._cache.cached(key)
         if body is not None:  # most opens of shared content: no coroutine, no closure
-            return body, "cached"
+            return body, Outcome.CACHED
         rendered = False
 
         async def render_now() -> bytes:
@@ -90,4 +91,4 @@ class Drawer:
         body = await self._cache.get_or_render(
             plan, render_now, shared=shared, key=key, deadline=deadline
         )
-        return body, "rendered" if rendered else "cached"
+        return body, Outcome.RENDERED if rendered else Outcome.CACHED

@@ -6,6 +6,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
 
+from server.outcomes import Outcome
+
 MAX_RECIPIENT_LEN = 256
 MERGE_PREFIX = "m."
 
@@ -57,7 +59,7 @@ class OpenQuery:
 class ImageAnswer:
     body: bytes
     variant: str
-    outcome: str  # rendered | cached | static | fallback:<reason>
+    outcome: Outcome
     # What the open is recorded with: the recipient when the URL was signed for them,
     # and their country when the open located them.
     recipient: str | None = None

@@ -7,6 +7,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from server import metrics
+from server.outcomes import Outcome
 
 
 def sample(name: str, **labels: str) -> float:
@@ -21,10 +22,10 @@ def test_opens_are_counted_by_outcome_kind_and_timed_in_their_buckets() -> None:
     below = {le: sample("atopen_request_seconds_bucket", route="image", le=le) for le in buckets}
     total = sample("atopen_request_seconds_sum", route="image")
     for outcome, seconds in [
-        ("cached", 0.003),
-        ("fallback:deadline", 0.005),
-        ("fallback:overloaded", 2.4),
-        ("rendered", 9.0),
+        (Outcome.CACHED, 0.003),
+        (Outcome.FALLBACK_DEADLINE, 0.005),
+        (Outcome.FALLBACK_OVERLOADED, 2.4),
+        (Outcome.RENDERED, 9.0),
     ]:
         metrics.count_image(outcome, seconds)
     metrics.flush_local()

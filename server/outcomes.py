@@ -1,0 +1,40 @@
+"""What became of one image open, as logs, metrics, records and `/metrics` name it."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class FallbackReason(Enum):
+    """Why an open was answered with the block's pre-rendered default."""
+
+    DEADLINE = "deadline"  # the open's deadline passed before its image was ready
+    OVERLOADED = "overloaded"  # the render queue was full
+    ERROR = "error"  # anything else went wrong
+
+
+class Outcome(Enum):
+    """How an open's image was made; the value is the word every record carries."""
+
+    RENDERED = "rendered"
+    CACHED = "cached"
+    STATIC = "static"  # the block's pre-render, shown on purpose: it looks the same for all
+    FALLBACK_DEADLINE = "fallback:deadline"
+    FALLBACK_OVERLOADED = "fallback:overloaded"
+    FALLBACK_ERROR = "fallback:error"
+
+    @classmethod
+    def fallback(cls, reason: FallbackReason) -> Outcome:
+        return _FALLBACKS[reason]
+
+    @property
+    def kind(self) -> str:
+        """What `/metrics` counts it as: every fallback as one `fallback`."""
+        return "fallback" if self in _FALLBACKS.values() else self.value
+
+
+_FALLBACKS = {
+    FallbackReason.DEADLINE: Outcome.FALLBACK_DEADLINE,
+    FallbackReason.OVERLOADED: Outcome.FALLBACK_OVERLOADED,
+    FallbackReason.ERROR: Outcome.FALLBACK_ERROR,
+}
