@@ -48,7 +48,7 @@ from server.blocks.selection import Choice, safe_link
 from server.blocks.snapshot import PreparedBlock
 from server.opens.admit import Admission
 from server.opens.answer import Recorder, country_of, fallback, link_of
-from server.opens.decide import ChoiceMemo, Decision, decide, decide_unsigned
+from server.opens.decide import ChoiceMemo, Chosen, Decision, decide, decide_unsigned
 from server.opens.draw import Drawer
 from server.opens.gather import Gathered, Gatherer
 from server.opens.loop_lag import LoopLag
@@ -291,13 +291,13 @@ class Opens:
 
     async def _decide(
         self, prepared: PreparedBlock, gathered: Gathered, deadline: float | None
-    ) -> tuple[Choice, tuple[object, ...] | None]:
+    ) -> Chosen:
         """Decide, fetching what each decision finds missing; the choice, and the key it
         is remembered by when it holds for every open with the same shared data."""
         block = prepared.block
         memo = None if gathered.overrides else self._memo.key(prepared, gathered.context)
         if memo is not None and (remembered := self._memo.get(memo)) is not None:
-            return remembered, memo
+            return Chosen(remembered, memo)
         assignment = assign(block.split, block.id, gathered.request.recipient)
         for attempt in range(1, MAX_DECISIONS + 1):
             final = attempt == MAX_DECISIONS
@@ -321,7 +321,7 @@ class Opens:
             memo = None
         elif memo is not None:
             self._memo.put(memo, choice)
-        return choice, memo
+        return Chosen(choice, memo)
 
     def _unsigned(self, prepared: PreparedBlock, request: OpenRequest) -> Choice:
         context = anonymous_context(self._sources, request)

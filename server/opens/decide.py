@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from content_sources.inventory import InventoryView
 from content_sources.lru import LRU
@@ -88,13 +89,25 @@ def decide_unsigned(block: Block, context: Mapping[str, object], resources: Reso
     return choose_variant(block, context, resources, default_only=True, default_reason="unsigned")
 
 
+# The shared data a choice was made from (`ChoiceMemo.key`): equal keys, equal choices.
+MemoKey = tuple[object, ...]
+
+
+class Chosen(NamedTuple):
+    """A decided open's variant, and the key it is remembered by for the opens with the
+    same shared data (None when it holds for this open only)."""
+
+    choice: Choice
+    memo: MemoKey | None
+
+
 class ChoiceMemo:
     """Choices of blocks whose choice depends only on shared data (live stock, the
     client, the second): equal data make equal choices, so thousands of recipients
     share one evaluation of the rules."""
 
     def __init__(self, sources: Sequence[Source], size: int = MAX_REMEMBERED_CHOICES) -> None:
-        self._choices: LRU[tuple[object, ...], Choice] = LRU(size)
+        self._choices: LRU[MemoKey, Choice] = LRU(size)
         # What each shared source adds to the key, from its value.
         self._parts = tuple(
             (source.name, source.memo_part)
@@ -102,9 +115,7 @@ class ChoiceMemo:
             if source.reach is Reach.SHARED and source.memo_part is not None
         )
 
-    def key(
-        self, prepared: PreparedBlock, context: Mapping[str, object]
-    ) -> tuple[object, ...] | None:
+    def key(self, prepared: PreparedBlock, context: Mapping[str, object]) -> MemoKey | None:
         """The shared data the block's choice depends on; None when it depends on more."""
         if not prepared.choice_is_shared:
             return None
@@ -114,8 +125,8 @@ class ChoiceMemo:
             *(part(context.get(name)) for name, part in self._parts),
         )
 
-    def get(self, key: tuple[object, ...]) -> Choice | None:
+    def get(self, key: MemoKey) -> Choice | None:
         return self._choices.get(key)
 
-    def put(self, key: tuple[object, ...], choice: Choice) -> None:
+    def put(self, key: MemoKey, choice: Choice) -> None:
         self._choices.put(key, choice)

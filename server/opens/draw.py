@@ -13,7 +13,7 @@ from renderers.render import render
 from server import metrics
 from server.blocks.selection import Choice
 from server.blocks.snapshot import PreparedBlock
-from server.opens.decide import MAX_REMEMBERED_CHOICES
+from server.opens.decide import MAX_REMEMBERED_CHOICES, MemoKey
 from server.opens.render_cache import RenderCache, plan_key
 from server.opens.render_pool import Place, RenderPool
 from server.outcomes import Outcome
@@ -24,7 +24,9 @@ class Drawer:
         self._pool = pool
         self._cache = cache
         # The plans of remembered choices, with their cache keys, per format and scale.
-        self._plans: LRU[tuple[object, ...], tuple[RenderPlan, str]] = LRU(MAX_REMEMBERED_CHOICES)
+        self._plans: LRU[tuple[MemoKey, ImageFormat, int], tuple[RenderPlan, str]] = LRU(
+            MAX_REMEMBERED_CHOICES
+        )
 
     def kept(
         self,
@@ -32,7 +34,7 @@ class Drawer:
         choice: Choice,
         fmt: ImageFormat,
         dpr: int,
-        memo: tuple[object, ...],
+        memo: MemoKey,
     ) -> bytes | None:
         """What `draw` answers `cached` for a remembered choice whose plan and image are
         both kept in memory (the hit counted); None, counting nothing, when `draw` would
@@ -50,7 +52,7 @@ class Drawer:
         dpr: int,
         *,
         deadline: float | None,
-        memo: tuple[object, ...] | None = None,
+        memo: MemoKey | None = None,
         place: Place | None = None,
     ) -> tuple[bytes, Outcome]:
         """The choice's image, and whether it was `static`, `cached` or `rendered`.

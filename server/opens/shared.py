@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from content_sources import active_sources
 from content_sources.redis_batch import StoreBatcher
@@ -20,14 +21,22 @@ from content_sources.source import OpenRequest, RedisCommand, Source
 from server.blocks.selection import Choice
 from server.blocks.snapshot import PreparedBlock
 from server.opens.answer import link_of
+from server.opens.decide import MemoKey
 
 # Blocks whose reads and choice are followed; past that, forgotten all at once (the
 # next open of each block decides as any other).
 MAX_BLOCKS = 4096
 # What stands for the replies of a block that reads nothing at all.
 _NO_READS = object()
-# A choice, the key it is remembered by (`ChoiceMemo`) and where its click goes.
-Decided = tuple[Choice, tuple[object, ...], str]
+
+
+class Decided(NamedTuple):
+    """A choice made from a block's shared reads, the key it is remembered by
+    (`ChoiceMemo`) and where its click goes."""
+
+    choice: Choice
+    memo: MemoKey
+    link: str
 
 
 class SharedReads:
@@ -62,12 +71,12 @@ class SharedReads:
         kept = self._batcher.kept_replies(self.commands) if self.commands else _NO_READS
         return self._decided if kept is not None and kept is self._replies else None
 
-    def remember(self, kept: object, choice: Choice, memo: tuple[object, ...]) -> None:
+    def remember(self, kept: object, choice: Choice, memo: MemoKey) -> None:
         """`choice`, remembered by `memo`, was made from the replies `kept` stands for;
         kept unless other replies were read meanwhile."""
         if self.kept() is kept:
             self._replies = kept
-            self._decided = (choice, memo, link_of(self.prepared, choice))
+            self._decided = Decided(choice, memo, link_of(self.prepared, choice))
 
 
 class SharedChoices:
