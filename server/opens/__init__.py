@@ -29,7 +29,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from redis.asyncio import Redis
@@ -59,6 +59,7 @@ from server.opens.render_pool import OverloadedError, RenderPool
 from server.opens.shared import SharedChoices
 from server.outcomes import FallbackReason, Outcome
 from server.records.open_log import OpenLog
+from server.settings import Settings
 from server.signing import Signer
 
 __all__ = ["ImageAnswer", "OpenQuery", "Opens"]
@@ -68,6 +69,25 @@ log = logging.getLogger("atopen.opens")
 # Decisions at most this many times per open: each may find more to fetch (a computed
 # SKU, the next variant's remote images); the last decides with what is there.
 MAX_DECISIONS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class OpensSettings:
+    """What the operator sets for opens (from the server's settings)."""
+
+    deadline_ms: int  # how long an open may take before it gets the default image
+    click_memory_s: int  # how long what an open showed is remembered for its clicks
+    last_seen_s: int  # how long where a real open placed the recipient is kept
+    inventory_max_age_ms: int  # how old a shared inventory read may be when reused
+
+    @classmethod
+    def of(cls, settings: Settings) -> OpensSettings:
+        return cls(
+            deadline_ms=settings.render_deadline_ms,
+            click_memory_s=settings.click_memory_days * 86_400,
+            last_seen_s=settings.last_seen_days * 86_400,
+            inventory_max_age_ms=settings.inventory_max_age_ms,
+        )
 
 
 class Opens:
@@ -86,31 +106,28 @@ class Opens:
         remote_images: RemoteImages,
         open_log: OpenLog,
         loop_lag: LoopLag,
-        deadline_ms: int,
-        click_memory_s: int,
-        last_seen_s: int,
-        inventory_max_age_ms: int,
+        settings: OpensSettings,
     ) -> None:
         self._redis = redis
-        self._batcher = StoreBatcher(redis, shared_max_age_s=inventory_max_age_ms / 1000)
+        self._batcher = StoreBatcher(redis, shared_max_age_s=settings.inventory_max_age_ms / 1000)
         self._signer = signer
         self._sources = tuple(sources)
         self._resources = resources
-        self._deadline_s = deadline_ms / 1000
-        self._click_memory_s = click_memory_s
-        self._admission = Admission(pool, loop_lag, deadline_ms)
+        self._deadline_s = settings.deadline_ms / 1000
+        self._click_memory_s = settings.click_memory_s
+        self._admission = Admission(pool, loop_lag, settings.deadline_ms)
         self._gatherer = Gatherer(
             redis=redis,
             batcher=self._batcher,
             sources=self._sources,
             http_data=http_data,
             remote_images=remote_images,
-            deadline_ms=deadline_ms,
+            deadline_ms=settings.deadline_ms,
         )
         self._memo = ChoiceMemo(self._sources)
         self._shared = SharedChoices(self._sources, self._batcher)
         self._drawer = Drawer(pool, cache)
-        self._recorder = Recorder(open_log, last_seen_s)
+        self._recorder = Recorder(open_log, settings.last_seen_s)
         self._open_log = open_log
 
     async def connect(self) -> None:

@@ -51,7 +51,7 @@ from server.api.app_state import (
 from server.api.openapi import routes as openapi_routes
 from server.blocks.snapshot import BlockPreparer, BlockStore, stop_task
 from server.datastore.redis_client import open_store
-from server.opens import Opens
+from server.opens import Opens, OpensSettings
 from server.opens.loop_lag import LoopLag
 from server.opens.remote_images import RemoteImageLimits, RemoteImages
 from server.opens.render_cache import RenderCache
@@ -134,8 +134,10 @@ async def _services(app: web.Application, *, redis_url: str) -> AsyncIterator[No
         memory_bytes=settings.cache_memory_mb * 1024 * 1024,
         shared_ttl_s=settings.cache_ttl_s,
     )
-    click_memory_s = settings.click_memory_days * 86_400
-    open_log = OpenLog(redis, click_memory_s=click_memory_s, records=record_writer(settings))
+    opens_settings = OpensSettings.of(settings)
+    open_log = OpenLog(
+        redis, click_memory_s=opens_settings.click_memory_s, records=record_writer(settings)
+    )
     loop_lag = LoopLag()
     loop_lag.start()
     resources = LocalResources(
@@ -175,10 +177,7 @@ async def _services(app: web.Application, *, redis_url: str) -> AsyncIterator[No
         remote_images=remote_images,
         open_log=open_log,
         loop_lag=loop_lag,
-        deadline_ms=settings.render_deadline_ms,
-        click_memory_s=click_memory_s,
-        last_seen_s=settings.last_seen_days * 86_400,
-        inventory_max_age_ms=settings.inventory_max_age_ms,
+        settings=opens_settings,
     )
     app[REDIS] = redis
     app[BLOCKS] = blocks
