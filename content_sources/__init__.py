@@ -25,6 +25,7 @@ from content_sources.poll import PollSource
 from content_sources.profile import ProfileSource
 from content_sources.redis_batch import StoreBatcher, execute_raw
 from content_sources.remembered import LastShownSource
+from content_sources.rule_context import RuleContext
 from content_sources.segments import SegmentsSource
 from content_sources.shops import ShopsSource
 from content_sources.source import OpenRequest, Reach, Source
@@ -86,7 +87,7 @@ async def gather_context(
     names: frozenset[str],
     overrides: Mapping[str, object] | None = None,
     deadline: float | None = None,
-) -> dict[str, object]:
+) -> RuleContext:
     """The rule context for one open: one store round trip, then each source's value.
 
     `overrides` replace sources' values (a preview "as a Gmail open, in Lisbon"); the
@@ -115,7 +116,7 @@ async def gather_context(
     return build_context(active, commands, replies, request, overrides)
 
 
-def anonymous_context(sources: Sequence[Source], request: OpenRequest) -> dict[str, object]:
+def anonymous_context(sources: Sequence[Source], request: OpenRequest) -> RuleContext:
     """The context of an open with no recipient data at all (no store access needed)."""
     empty = OpenRequest(at=request.at, block_tz=request.block_tz, user_agent=request.user_agent)
     return build_context(sources, [() for _ in sources], [], empty)
@@ -127,8 +128,8 @@ def build_context(
     replies: Sequence[object],
     request: OpenRequest,
     overrides: Mapping[str, object] | None = None,
-) -> dict[str, object]:
-    context: dict[str, object] = dict(overrides or {})
+) -> RuleContext:
+    context = RuleContext(overrides or {})
     offset = 0
     for source, batch in zip(sources, commands, strict=True):
         if source.name not in context:

@@ -31,6 +31,7 @@ from content_sources.documents import JsonObject, decode_object, without_nulls
 from content_sources.expressions import Missing
 from content_sources.geo import GeoSource
 from content_sources.redis_keys import PREFIX
+from content_sources.rule_context import RuleContext
 from content_sources.source import OpenRequest, Reach, RedisCommand
 
 log = logging.getLogger("atopen.stores")
@@ -184,7 +185,7 @@ class StoresView:
         return value if isinstance(value, str) else None
 
 
-async def complete_stores(redis: Redis, context: dict[str, object]) -> None:
+async def complete_stores(redis: Redis, context: RuleContext) -> None:
     """The open's second step, after its round trip: search around `geo`'s point if the
     first trip could not. Also follows a `geo` or `now` replaced after the round trip (a
     preview's). A store failure leaves `stores.nearest()` missing; it never raises one."""

@@ -13,9 +13,12 @@ from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from redis.asyncio import Redis
+
+if TYPE_CHECKING:
+    from content_sources.rule_context import RuleContext
 
 RedisCommand = tuple[str | bytes | int | float, ...]
 
@@ -90,7 +93,7 @@ class Source(Protocol):
         ...
 
     @property
-    def after_round_trip(self) -> Callable[[Redis, dict[str, object]], Awaitable[None]] | None:
+    def after_round_trip(self) -> Callable[[Redis, RuleContext], Awaitable[None]] | None:
         """A second step some opens need once the round trip's values are built (a read
         that needs them), which updates the context; None for most sources. It never
         raises a store failure: the value it would complete stays missing."""

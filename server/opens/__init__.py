@@ -40,6 +40,7 @@ from content_sources.http_data import HttpData
 from content_sources.redis_batch import StoreBatcher
 from content_sources.redis_keys import remembered_key
 from content_sources.remembered import decode_memory
+from content_sources.rule_context import RuleContext
 from content_sources.source import OpenRequest, Source
 from renderers.fields import Resources
 from renderers.plan import ImageFormat
@@ -220,7 +221,7 @@ class Opens:
             if verified and admitted.place is not None:
                 await admitted.place.turn(admitted.deadline)
             recipient = query.recipient if verified else None
-            context: Mapping[str, object] = {}
+            context = RuleContext()
             memo = link = None
             shared = self._shared.of(prepared) if verified or prepared.block.public else None
             kept, decided = (None, None) if shared is None else shared.now()

@@ -6,9 +6,8 @@ next 50 ms (what the click will follow, the impression, where the reader was see
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from content_sources.geo import remember_commands
+from content_sources.rule_context import RuleContext
 from renderers.plan import ImageFormat
 from server import metrics
 from server.blocks.selection import Choice, safe_link
@@ -28,7 +27,7 @@ class Recorder:
         prepared: PreparedBlock,
         recipient: str | None,
         choice: Choice,
-        context: Mapping[str, object],
+        context: RuleContext,
         link: str | None = None,
     ) -> None:
         """Remember the open: its variant and link for the click (`link_of`, given when
@@ -57,10 +56,10 @@ def fallback(
     return ImageAnswer(prepared.fallback(fmt, dpr), "default", Outcome.fallback(reason), recipient)
 
 
-def country_of(context: Mapping[str, object]) -> str | None:
+def country_of(context: RuleContext) -> str | None:
     """The reader's country as the open located them (an ISO 3166 code), if it did."""
-    geo = context.get("geo")
-    country = geo.get("country") if isinstance(geo, Mapping) else None
+    geo = context.geo
+    country = geo.get("country") if geo is not None else None
     if isinstance(country, str) and len(country) == 2 and country.isalpha():
         return country.upper()
     return None

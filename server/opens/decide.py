@@ -13,8 +13,8 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import NamedTuple
 
-from content_sources.inventory import InventoryView
 from content_sources.lru import LRU
+from content_sources.rule_context import RuleContext
 from content_sources.source import Reach, Source
 from renderers.fields import Resources
 from renderers.layers import has_ended
@@ -42,7 +42,7 @@ class Decision:
 
 def decide(
     block: Block,
-    context: Mapping[str, object],
+    context: RuleContext,
     resources: Resources,
     images: Mapping[str, Asset | RemoteImageError],
     assignment: Assignment,
@@ -55,10 +55,9 @@ def decide(
     `final`: decide for good with what is there (a remote image not fetched makes its
     variant fall through); otherwise report what is missing as `needs`.
     """
-    now = context.get("now")
-    now = now if isinstance(now, datetime) else datetime.now(UTC)
-    shown = context.get("last_shown")
-    keep = shown.get("variant") if block.sticky and isinstance(shown, dict) else None
+    now = context.now or datetime.now(UTC)
+    shown = context.last_shown
+    keep = shown.get("variant") if block.sticky and shown is not None else None
     holdout = assignment.holdout
     # `expired` is never chosen in order: it replaces a countdown whose time is up.
     excluded = assignment.excluded | {EXPIRED}
@@ -77,8 +76,8 @@ def decide(
         if expired.variant == EXPIRED:
             choice = expired
     choice = replace(choice, now=now)
-    inventory = context.get("inventory")
-    skus = inventory.unfetched if isinstance(inventory, InventoryView) else set()
+    inventory = context.inventory
+    skus = inventory.unfetched if inventory is not None else set()
     if final or not (skus or open_resources.pending):
         return Decision(choice)
     return Decision(choice, Needs(frozenset(skus), frozenset(open_resources.pending)))
@@ -115,7 +114,7 @@ class ChoiceMemo:
             if source.reach is Reach.SHARED and source.memo_part is not None
         )
 
-    def key(self, prepared: PreparedBlock, context: Mapping[str, object]) -> MemoKey | None:
+    def key(self, prepared: PreparedBlock, context: RuleContext) -> MemoKey | None:
         """The shared data the block's choice depends on; None when it depends on more."""
         if not prepared.choice_is_shared:
             return None

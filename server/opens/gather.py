@@ -22,6 +22,7 @@ from content_sources import gather_context
 from content_sources.deadlines import seconds_left
 from content_sources.http_data import HttpData, SourceTrace
 from content_sources.redis_batch import StoreBatcher
+from content_sources.rule_context import RuleContext
 from content_sources.source import OpenRequest, Source
 from renderers.resources import Asset
 from server.blocks.compiling import Block
@@ -45,7 +46,7 @@ class Gathered:
     """The data one open's decision is made from."""
 
     request: OpenRequest
-    context: dict[str, object]
+    context: RuleContext
     # Values given by the caller (a preview's), and the live data once fetched: kept
     # over a second store round trip.
     overrides: dict[str, object]
@@ -82,7 +83,7 @@ class Gatherer:
         deadline: float | None,
     ) -> Gathered:
         """The store round trip, the stores near the reader, then the live data."""
-        gathered = Gathered(request, {}, dict(overrides))
+        gathered = Gathered(request, RuleContext(), dict(overrides))
         gathered.context = await self._read_store(gathered, block, deadline)
         if block.data:
             until = None if deadline is None else min(deadline, time.monotonic() + self._data_s)
@@ -108,7 +109,7 @@ class Gatherer:
 
     async def _read_store(
         self, gathered: Gathered, block: Block, deadline: float | None
-    ) -> dict[str, object]:
+    ) -> RuleContext:
         context = await gather_context(
             self._batcher,
             self._sources,

@@ -21,6 +21,7 @@ from aiohttp.test_utils import TestServer
 from PIL import Image
 
 from content_sources.outbound import parse_allow
+from content_sources.rule_context import RuleContext
 from renderers.fields import FieldError
 from renderers.layers import LAYER_KINDS
 from renderers.layers.image import ImageLayer
@@ -292,7 +293,7 @@ async def decide_fetching(block: Block, fetcher: RemoteImages) -> Choice:
     resources = LocalResources([], builtin_fonts())
     for attempt in range(1, MAX_DECISIONS + 1):
         decision = decide(
-            block, {}, resources, gathered, EVERYTHING, final=attempt == MAX_DECISIONS
+            block, RuleContext(), resources, gathered, EVERYTHING, final=attempt == MAX_DECISIONS
         )
         if decision.needs is None:
             return decision.choice
