@@ -79,6 +79,11 @@ async def block_stats(request: web.Request) -> web.Response:
     country or day. Otherwise impressions per day and variant, newest first: `?days=7`."""
     prepared = _prepared(request)
     query = request.query
+    # Checked even where the report's range makes it unused: the document refuses a bad
+    # `days` whatever comes with it.
+    raw_days = query.get("days", "7")
+    if not raw_days.isdigit() or not 1 <= int(raw_days) <= MAX_REPORT_DAYS:
+        raise invalid("days", f"must be a whole number from 1 to {MAX_REPORT_DAYS}")
     if {"from", "to", "by"} & query.keys():
         start, end = _report_range(query.get("from"), query.get("to"))
         by = query.get("by", "variant")
@@ -97,9 +102,6 @@ async def block_stats(request: web.Request) -> web.Response:
                 **report,
             }
         )
-    raw_days = query.get("days", "7")
-    if not raw_days.isdigit() or not 1 <= int(raw_days) <= MAX_REPORT_DAYS:
-        raise invalid("days", f"must be a whole number from 1 to {MAX_REPORT_DAYS}")
     today = datetime.now(UTC).date()
     days = [(today - timedelta(days=i)).isoformat() for i in range(int(raw_days))]
     async with request.app[REDIS].pipeline(transaction=False) as pipe:

@@ -52,8 +52,9 @@ def check_store(raw: dict[str, Any], prefix: str = "") -> tuple[dict[str, Any], 
     def bad(name: str, message: str) -> None:
         problems.append({"field": f"{prefix}{name}", "message": message})
 
+    # Reserved even as `null`: the document forbids the names whatever their value.
     for name in RESERVED:
-        if name in store:
+        if name in raw:
             bad(name, "reserved: stores.nearest() sets it")
     for name in ("name", "address"):
         value = store.get(name)

@@ -140,3 +140,26 @@ async def test_an_id_with_a_control_character_is_served(client: Client) -> None:
     assert response.status == 404
     with pytest.raises(ApiError, match="no spaces"):
         sku("a\x1eb")
+
+
+# ------------------------------------------------------------------ invalid whatever comes with it
+
+SOHO = {"name": "Soho", "address": "1 Carnaby St, London", "lat": 51.5134, "lon": -0.1389}
+
+
+@pytest.mark.parametrize("field", ["distance", "distance_unit", "today_hours"])
+async def test_a_field_nearest_sets_is_refused_even_as_null(client: Client, field: str) -> None:
+    response = await client.put("/api/v1/stores/soho", json={**SOHO, field: None}, headers=AUTH)
+    assert await refused_fields(response) == [field]
+    assert (await client.get("/api/v1/stores/soho", headers=AUTH)).status == 404
+
+
+async def test_a_bad_days_is_refused_beside_a_range(client: Client) -> None:
+    await client.put("/api/v1/blocks/b1", json=CART_REMINDER, headers=AUTH)
+    for days in ("0", "401", "AAA"):
+        response = await client.get(
+            "/api/v1/blocks/b1/stats",
+            params={"days": days, "from": "2026-05-01T00:00:00Z", "by": "variant"},
+            headers=AUTH,
+        )
+        assert await refused_fields(response) == ["days"], days
