@@ -143,6 +143,8 @@ IMAGE_OUTCOMES = {
     kind: LocalCount(REQUESTS.labels("image", kind))
     for kind in (*dict.fromkeys(outcome.kind for outcome in Outcome), "unknown_block")
 }
+# Each outcome's tally, so that counting an open is one lookup by the outcome itself.
+IMAGE_OUTCOME_COUNTS = {outcome: IMAGE_OUTCOMES[outcome.kind] for outcome in Outcome}
 CLICKS = LocalCount(REQUESTS.labels("click", "redirected"))
 IMAGE_SECONDS = LocalHistogram(REQUEST_SECONDS.labels("image"))
 CLICK_SECONDS = LocalHistogram(REQUEST_SECONDS.labels("click"))
@@ -161,7 +163,7 @@ def count_image(outcome: Outcome, seconds: float) -> None:
     """An image open answered: its outcome (`cached`, or `fallback:deadline` counted as
     `fallback`) and its time. `LocalCount.inc` and `LocalHistogram.observe` written out:
     each call costs as much as what it does, and every open makes these."""
-    IMAGE_OUTCOMES[outcome.kind]._pending += 1
+    IMAGE_OUTCOME_COUNTS[outcome]._pending += 1
     seconds_tally = IMAGE_SECONDS
     seconds_tally._counts[bisect_left(seconds_tally._bounds, seconds)] += 1
     seconds_tally._sum += seconds

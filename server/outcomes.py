@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import Enum, StrEnum
 
 
 class FallbackReason(Enum):
@@ -13,8 +13,10 @@ class FallbackReason(Enum):
     ERROR = "error"  # anything else went wrong
 
 
-class Outcome(Enum):
-    """How an open's image was made; the value is the word every record carries."""
+class Outcome(StrEnum):
+    """How an open's image was made. Each member is the very word every log line, record
+    and `/metrics` label carries (a `str`: answering an open compares, hashes and passes
+    it on at the cost of a string's)."""
 
     RENDERED = "rendered"
     CACHED = "cached"
@@ -30,7 +32,7 @@ class Outcome(Enum):
     @property
     def kind(self) -> str:
         """What `/metrics` counts it as: every fallback as one `fallback`."""
-        return "fallback" if self in _FALLBACKS.values() else self.value
+        return "fallback" if self.startswith("fallback:") else str(self)
 
 
 _FALLBACKS = {

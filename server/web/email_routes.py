@@ -95,7 +95,7 @@ async def image(request: web.Request) -> web.Response:
             client_ip=_client_ip(request) if prepared.reads_address else None,
             verified=now,
         )
-    request[OUTCOME] = answer.outcome.value
+    request[OUTCOME] = answer.outcome
     metrics.count_image(answer.outcome, time.perf_counter() - started)
     app[OPEN_LOG].answered(
         prepared.block.id,
@@ -104,7 +104,7 @@ async def image(request: web.Request) -> web.Response:
         answer.recipient,
         request.headers.get("User-Agent"),
         answer.country,
-        answer.outcome.value,
+        answer.outcome,
     )
     response = web.Response(body=answer.body, headers=IMAGE_HEADERS[fmt])
     headers = response.headers
