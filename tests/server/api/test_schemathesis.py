@@ -179,7 +179,7 @@ def live(
 
 @schema.parametrize()
 @hypothesis.settings(
-    max_examples=25,
+    max_examples=15,
     derandomize=True,
     database=None,
     deadline=None,
