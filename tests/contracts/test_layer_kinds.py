@@ -262,7 +262,7 @@ def test_the_example_is_a_valid_block(resources: LocalResources, name: str) -> N
 def test_has_a_golden_image(name: str) -> None:
     goldens = Path(__file__).parent.parent / "golden"
     cases = [case for case, (_, _, raw) in CASES.items() if any(r["type"] == name for r in raw)]
-    assert cases, f"add a {name} case to tests/test_golden.py"
+    assert cases, f"add a {name} case to tests/renderers/test_golden.py"
     assert any((goldens / f"{case}.png").is_file() for case in cases)
 
 
