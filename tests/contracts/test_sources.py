@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import geoip2.database
@@ -186,3 +187,13 @@ async def test_shared_sources_give_every_reader_the_same_value(
     assert Template("{{ inventory['sku-1'].stock }}").render(bo) == "3"
     # While what is personal is each reader's own.
     assert ann["profile"] != bo["profile"]
+
+
+def test_the_names_rules_can_see_are_the_documented_ones() -> None:
+    # docs/rules-and-data.md, "What rules can see": one row per source, by its name.
+    page = Path(__file__).resolve().parents[2] / "docs" / "rules-and-data.md"
+    section = page.read_text(encoding="utf-8").split("## What rules can see", 1)[1]
+    table = section.split("\n\n", 2)[1]
+    documented = re.findall(r"^\| `([a-z_]+)` \|", table, re.MULTILINE)
+    # `data` is the block's own live HTTP sources, fetched per block beside the registry.
+    assert sorted(documented) == sorted([*NAMES, "data"])
