@@ -23,7 +23,7 @@ from aiohttp import web
 
 from content_sources.shops import StoreDirectory
 from server.api.app_state import BLOCKS, EVENTS, INVENTORY, PROFILES, REDIS, SETTINGS, SIGNER
-from server.api.events import parse_event
+from server.api.events_routes import parse_event
 from server.settings import Settings
 from server.web.app import TEMPLATES_DIR
 

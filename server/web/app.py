@@ -26,16 +26,16 @@ from renderers.resources import LocalResources
 from server import metrics
 from server.api import access as access_api
 from server.api import audit as audit_api
-from server.api import blocks as blocks_api
-from server.api import events as events_api
-from server.api import inventory as inventory_api
-from server.api import profiles as profiles_api
-from server.api import records as records_api
-from server.api import segment_spec as segment_spec_api
-from server.api import shops as shops_api
-from server.api import signing as signing_api
-from server.api import snippets as snippets_api
-from server.api import tokens as tokens_api
+from server.api import blocks_routes as blocks_api
+from server.api import events_routes as events_api
+from server.api import inventory_routes as inventory_api
+from server.api import profiles_routes as profiles_api
+from server.api import records_routes as records_api
+from server.api import segment_spec_routes as segment_spec_api
+from server.api import shops_routes as shops_api
+from server.api import signing_routes as signing_api
+from server.api import snippets_routes as snippets_api
+from server.api import tokens_routes as tokens_api
 from server.api.app_state import (
     BLOCKS,
     EVENTS,

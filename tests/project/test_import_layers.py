@@ -91,14 +91,12 @@ def test_a_room_of_server_imports_no_room_above_it(room: str) -> None:
 
 
 def test_no_two_modules_share_a_name() -> None:
-    """A name leads to one module (or package), so that a search for it finds one file.
-    The API's modules are the exception: each is named for what it serves, such as
-    `server/api/blocks.py` for `/api/v1/blocks`."""
+    """A name leads to one module (or package), so that a search for it finds one file:
+    the API's route modules are named `COLLECTION_routes.py`, beside the `blocks`,
+    `records`, `events`, ... that they serve."""
     named: dict[str, list[str]] = {}
     for layer in LAYERS:
         for path in modules_of(layer):
-            if path.parent == ROOT / "server" / "api" and path.name != "__init__.py":
-                continue
             name = path.parent.name if path.name == "__init__.py" else path.stem
             if name != "__main__":
                 named.setdefault(name, []).append(module_name(path))

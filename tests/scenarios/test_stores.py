@@ -35,7 +35,7 @@ from content_sources.shops import (
 from content_sources.source import OpenRequest, Source
 from renderers.resources import LocalResources, builtin_fonts
 from server.api.app_state import REDIS, SETTINGS
-from server.api.shops import routes
+from server.api.shops_routes import routes
 from server.blocks.compiling import compile_block
 from server.blocks.selection import choose_variant
 from server.settings import Settings

@@ -39,7 +39,7 @@ from aiohttp.test_utils import TestClient
 from sample_blocks import one_variant_block
 from support import AUTH, SECRET, decode, put_block, refused_fields
 
-from server.api.snippets import KEY_PLACEHOLDER, SERVICES
+from server.api.snippets_routes import KEY_PLACEHOLDER, SERVICES
 
 Client = TestClient[Any, Any]
 BLOCK = "hero"

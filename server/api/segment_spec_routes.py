@@ -36,7 +36,7 @@ from content_sources.events import Event
 from content_sources.segments import PURCHASE, record_purchases
 from server.api.app_state import EVENTS, PROFILES, REDIS, RFM_POLICY
 from server.api.errors import ApiError, invalid, invalid_fields, json_response, read_json
-from server.api.events import parse_event
+from server.api.events_routes import parse_event
 from server.api.ids import recipient_id
 
 routes = web.RouteTableDef()
