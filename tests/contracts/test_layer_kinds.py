@@ -275,3 +275,28 @@ def block_of(layer: dict[str, Any]) -> dict[str, Any]:
             "link": "https://shop.example.com/",
         },
     }
+
+
+def documented_fields() -> dict[str, dict[str, bool]]:
+    """docs/blocks.md's table of layer kinds: each kind's fields, and whether required."""
+    page = Path(__file__).resolve().parents[2] / "docs" / "blocks.md"
+    table = page.read_text(encoding="utf-8").split("### Layer kinds", 1)[1].split("\n\n")[2]
+    kinds: dict[str, dict[str, bool]] = {}
+    kind = ""
+    for row in table.splitlines()[2:]:
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        kind = cells[0].strip("`") or kind
+        for field in cells[1].split(","):
+            name = field.split("`")[1]
+            kinds.setdefault(kind, {})[name] = cells[2] == "yes"
+    return kinds
+
+
+@pytest.mark.parametrize("name", KINDS)
+def test_the_block_writers_table_documents_every_field(name: str) -> None:
+    fields = {spec.name: spec.required for spec in LAYER_KINDS[name].fields}
+    assert documented_fields().get(name) == fields
+
+
+def test_the_block_writers_table_documents_no_other_kind() -> None:
+    assert sorted(documented_fields()) == KINDS
