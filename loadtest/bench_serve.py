@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import orjson
 import redis
@@ -96,8 +96,8 @@ PERSONAL_BLOCK = {
 }
 
 
-def countdown_block() -> dict[str, object]:
-    until = (datetime.now(UTC) + timedelta(days=2)).isoformat(timespec="seconds")
+def countdown_block(until: str, **countdown_style: Any) -> dict[str, Any]:
+    """A GIF whose one variant, `timer`, counts down to `until`."""
     return {
         "width": 600,
         "height": 120,
@@ -112,6 +112,7 @@ def countdown_block() -> dict[str, object]:
                         "box": [20, 10, 560, 100],
                         "until": until,
                         "color": "#ffd43b",
+                        **countdown_style,
                     },
                 ],
                 "link": "https://shop.example.com/sale",
@@ -345,7 +346,9 @@ def measure(args: argparse.Namespace) -> None:
                 # Each round of unique renders gets recipients of its own: none is cached.
                 unique_rounds = [unique_paths[i :: args.rounds] for i in range(args.rounds)]
                 unique, one_worker = unique_renders(server, one_worker_server, unique_rounds, args)
-                api(port, "PUT", "/api/v1/blocks/countdown", countdown_block())
+                two_days_away = datetime.now(UTC) + timedelta(days=2)
+                timer = countdown_block(two_days_away.isoformat(timespec="seconds"))
+                api(port, "PUT", "/api/v1/blocks/countdown", timer)
                 time.sleep(1.5)
                 timer_paths = [
                     signer.sign_url(f"/i/countdown.gif?r=r{i}") for i in range(args.recipients)

@@ -11,49 +11,31 @@ from PIL import Image, ImageChops, ImageSequence, ImageStat
 from sample_blocks import greeting
 from support import AUTH, decode, put_block, signed
 
+from loadtest.bench_serve import countdown_block
+
 DEADLINE = datetime(2026, 12, 24, 17, 0, tzinfo=UTC)
 
 
 def timer_block(until: str = DEADLINE.isoformat()) -> dict[str, Any]:
-    return {
-        "width": 600,
-        "height": 120,
-        "format": "gif",
-        "variants": [
-            {
-                "name": "timer",
-                "layers": [
-                    {"type": "fill", "color": "#1b1f3b"},
-                    {
-                        "type": "countdown",
-                        "box": [20, 10, 560, 100],
-                        "until": until,
-                        "color": "#ffd43b",
-                        "frames": 5,
-                    },
-                ],
-                "link": "https://shop.example.com/sale",
-            },
-            {
-                "name": "expired",
-                "layers": [
-                    {"type": "fill", "color": "#444444"},
-                    {
-                        "type": "text",
-                        "box": [20, 20, 560, 80],
-                        "text": "The sale has ended",
-                        "size": 40,
-                        "color": "#ffffff",
-                    },
-                ],
-                "link": "https://shop.example.com/",
-            },
-        ],
-        "default": {
-            "layers": [{"type": "fill", "color": "#1b1f3b"}],
+    """The benchmark's countdown in five frames, with an `expired` variant for after it."""
+    block = countdown_block(until, frames=5)
+    block["variants"].append(
+        {
+            "name": "expired",
+            "layers": [
+                {"type": "fill", "color": "#444444"},
+                {
+                    "type": "text",
+                    "box": [20, 20, 560, 80],
+                    "text": "The sale has ended",
+                    "size": 40,
+                    "color": "#ffffff",
+                },
+            ],
             "link": "https://shop.example.com/",
-        },
-    }
+        }
+    )
+    return block
 
 
 def frames(body: bytes) -> list[Image.Image]:
