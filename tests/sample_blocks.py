@@ -91,10 +91,12 @@ def one_variant_block(
     width: int = 300,
     height: int = 100,
     background: str = "#0b6e4f",
+    default_color: str = "#222222",
     **text_style: Any,
 ) -> dict[str, Any]:
     """A block whose one variant, `name`, shown `when`, draws `text` on `background` and
-    links to `link`; anyone else gets the default, a dark fill linking to the shop."""
+    links to `link`; anyone else gets the default, a `default_color` fill linking to the
+    shop."""
     return {
         "width": width,
         "height": height,
@@ -116,7 +118,7 @@ def one_variant_block(
             }
         ],
         "default": {
-            "layers": [{"type": "fill", "color": "#222222"}],
+            "layers": [{"type": "fill", "color": default_color}],
             "link": "https://shop.example.com/",
         },
     }

@@ -10,6 +10,7 @@ import orjson
 import pytest
 import redis
 from aiohttp.test_utils import TestClient
+from sample_blocks import one_variant_block
 from support import AUTH, decode, signed
 
 Client = TestClient[Any, Any]
@@ -21,31 +22,17 @@ BLUE = (0, 0, 255)
 
 def block(color: str = "#ff0000") -> Definition:
     """A valid block: one personalised variant and a flat-coloured default."""
-    return {
-        "width": 120,
-        "height": 60,
-        "format": "png",
-        "variants": [
-            {
-                "name": "named",
-                "when": "profile.first_name",
-                "layers": [
-                    {"type": "fill", "color": "#00ff00"},
-                    {
-                        "type": "text",
-                        "box": [4, 4, 112, 52],
-                        "text": "Hi {{ profile.first_name }}",
-                        "size": 20,
-                    },
-                ],
-                "link": "https://shop.example.com/named",
-            }
-        ],
-        "default": {
-            "layers": [{"type": "fill", "color": color}],
-            "link": "https://shop.example.com/",
-        },
-    }
+    return one_variant_block(
+        "named",
+        "profile.first_name",
+        "Hi {{ profile.first_name }}",
+        "https://shop.example.com/named",
+        width=120,
+        height=60,
+        background="#00ff00",
+        default_color=color,
+        size=20,
+    )
 
 
 async def put(client: Client, block_id: str, body: Any) -> Any:

@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 from PIL import ImageChops
-from sample_blocks import greeting, slow_greeting
+from sample_blocks import greeting, one_variant_block, slow_greeting
 from support import AUTH, TOKEN, decode, free_port, put_block, signed
 from yarl import URL
 
@@ -22,30 +22,15 @@ from server.opens import OpenQuery
 from server.opens.render_cache import RenderCache
 from server.settings import Settings, SettingsError, load_settings
 
-SHARED_BLOCK: dict[str, Any] = {
-    "width": 300,
-    "height": 100,
-    "variants": [
-        {
-            "name": "stock",
-            "when": "inventory['sku-1'].stock > 0",
-            "layers": [
-                {"type": "fill", "color": "#ffffff"},
-                {
-                    "type": "text",
-                    "box": [10, 10, 280, 80],
-                    "text": "Only {{ inventory['sku-1'].stock }} left",
-                    "size": 30,
-                },
-            ],
-            "link": "https://shop.example.com/p/1",
-        }
-    ],
-    "default": {
-        "layers": [{"type": "fill", "color": "#000000"}],
-        "link": "https://shop.example.com/",
-    },
-}
+SHARED_BLOCK = one_variant_block(
+    "stock",
+    "inventory['sku-1'].stock > 0",
+    "Only {{ inventory['sku-1'].stock }} left",
+    "https://shop.example.com/p/1",
+    background="#ffffff",
+    default_color="#000000",
+    size=30,
+)
 
 
 async def metric(client: Any, name: str, **labels: str) -> float:
