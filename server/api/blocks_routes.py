@@ -22,6 +22,7 @@ from server.api.errors import (
     read_object,
 )
 from server.api.ids import recipient_id
+from server.api.instants import utc_instant
 from server.blocks.compiling import BLOCK_ID_PATTERN, BlockError, literal_format
 from server.blocks.snapshot import PreparedBlock
 from server.records.open_log import impressions_key
@@ -121,9 +122,9 @@ async def block_stats(request: web.Request) -> web.Response:
 
 def _report_range(raw_from: str | None, raw_to: str | None) -> tuple[datetime, datetime]:
     """A report's instants (UTC); its rows cover the whole UTC days they fall on."""
-    end = _instant(raw_to, "to")
+    end = utc_instant(raw_to, "to", datetime.now(UTC))
     if raw_from is not None:
-        start = _instant(raw_from, "from")
+        start = utc_instant(raw_from, "from", datetime.now(UTC))
     else:
         start = max(end, datetime.min.replace(tzinfo=UTC) + timedelta(days=29)) - timedelta(days=29)
     if start > end:
@@ -158,7 +159,7 @@ async def preview_block(request: web.Request) -> web.Response:
     params = body.get("params", {})
     if not isinstance(params, dict) or not all(isinstance(v, str) for v in params.values()):
         raise invalid("params", "must be an object of strings (merge fields)")
-    at = _instant(body.get("at"))
+    at = utc_instant(body.get("at"), "at", datetime.now(UTC))
     fmt = literal_format(str(body.get("format", prepared.block.format)))
     if fmt is None:
         raise invalid("format", "must be png, jpg or gif")
@@ -208,18 +209,6 @@ def _zone_name(value: object) -> str | None:
     if value is not None and (not isinstance(value, str) or zone(value) is None):
         raise invalid("tz", "must be an IANA time zone name, e.g. Europe/Warsaw")
     return value
-
-
-def _instant(value: object, field: str = "at") -> datetime:
-    if value is None:
-        return datetime.now(UTC)
-    if not isinstance(value, str):
-        raise invalid(field, "must be an ISO 8601 date-time string")
-    try:
-        at = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise invalid(field, "must be an ISO 8601 date-time, e.g. 2026-05-01T12:00:00Z") from None
-    return (at if at.tzinfo else at.replace(tzinfo=UTC)).astimezone(UTC)
 
 
 def _location(value: object) -> dict[str, object]:

@@ -15,6 +15,7 @@ from content_sources.segments import record_purchases
 from server.api.app_state import EVENTS, REDIS, RFM_POLICY
 from server.api.errors import ApiError, invalid, invalid_fields, json_response, read_json
 from server.api.ids import recipient_id
+from server.api.instants import utc_instant
 
 routes = web.RouteTableDef()
 MAX_BATCH = 1000
@@ -47,22 +48,9 @@ def parse_event(raw: object, prefix: str, now: datetime) -> tuple[str, Event]:
     return recipient, Event(
         id=event_id or uuid.uuid4().hex,
         type=kind,
-        ts=_timestamp(raw.get("ts"), f"{field}ts", now),
+        ts=utc_instant(raw.get("ts"), f"{field}ts", now),
         props=without_nulls(props),
     )
-
-
-def _timestamp(value: object, field: str, now: datetime) -> datetime:
-    if value is None:
-        return now
-    if not isinstance(value, str):
-        raise invalid(field, "must be an ISO 8601 date-time string")
-    try:
-        ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise invalid(field, "must be an ISO 8601 date-time, e.g. 2026-05-01T12:00:00Z") from None
-    # A time without an offset is taken as UTC (documented).
-    return (ts if ts.tzinfo else ts.replace(tzinfo=UTC)).astimezone(UTC)
 
 
 @routes.post("/api/v1/events")
