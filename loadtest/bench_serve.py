@@ -160,31 +160,40 @@ class Server(NamedTuple):
     """A server under test: its port and its processes (their children count too)."""
 
     port: int
-    pids: tuple[int, ...]
+    processes: tuple[subprocess.Popen[bytes], ...]
+
+    @property
+    def pids(self) -> tuple[int, ...]:
+        return tuple(process.pid for process in self.processes)
 
 
 @contextmanager
 def atopen_server(
-    redis_url: str, workers: int, data_dir: Path, secret: str = SECRET, **settings: str
+    redis_url: str,
+    workers: int,
+    data_dir: Path,
+    secret: str = SECRET,
+    token: str = TOKEN,
+    **settings: str,
 ) -> Iterator[Server]:
-    """`atopen serve`; `settings` are further `ATOPEN_*` variables."""
+    """`atopen serve`; `settings` are further `ATOPEN_*` variables, and win over these."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ATOPEN_")}
     env.update(
         ATOPEN_SECRET=secret,
-        ATOPEN_API_TOKEN=TOKEN,
+        ATOPEN_API_TOKEN=token,
         ATOPEN_REDIS_URL=redis_url,
         ATOPEN_PORT=str(port),
         ATOPEN_DATA_DIR=str(data_dir),
         ATOPEN_LOG_LEVEL="WARNING",
-        **settings,
     )
+    env.update(settings)
     process = subprocess.Popen(  # noqa: S603 - our own command
         [sys.executable, "-m", "server", "serve", "--workers", str(workers)], env=env
     )
     try:
         wait_for_port(port, process)
-        yield Server(port, (process.pid,))
+        yield Server(port, (process,))
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=60)
@@ -204,7 +213,7 @@ def floor_server(body: bytes, workers: int, tmp: Path) -> Iterator[Server]:
     try:
         wait_for_port(port, processes[0])
         time.sleep(0.5)  # let every process bind before the load starts
-        yield Server(port, tuple(process.pid for process in processes))
+        yield Server(port, tuple(processes))
     finally:
         for process in processes:
             process.send_signal(signal.SIGTERM)

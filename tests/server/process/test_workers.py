@@ -8,7 +8,6 @@ import selectors
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ import pytest
 from sample_blocks import greeting
 from support import AUTH, SECRET, TOKEN, decode, free_port, signed
 
+from loadtest.bench_serve import atopen_server
 from server.metrics import FLUSH_INTERVAL_S
 
 # Slow, left out of `make test-fast`: they start `atopen serve` with its worker processes.
@@ -39,37 +39,14 @@ class Served(NamedTuple):
 @contextmanager
 def serving(redis_url: str, data_dir: Path, workers: int, **settings: str) -> Iterator[Served]:
     """`atopen serve --workers N` on a real port, sharing the test store."""
-    port, metrics_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ATOPEN_")}
-    env.update(
-        ATOPEN_SECRET=SECRET,
-        ATOPEN_API_TOKEN=TOKEN,
-        ATOPEN_REDIS_URL=redis_url,
-        ATOPEN_DATA_DIR=str(data_dir),
-        ATOPEN_PORT=str(port),
-        ATOPEN_METRICS_PORT=str(metrics_port),
-        ATOPEN_RENDER_DEADLINE_MS="20000",
-        ATOPEN_LOG_LEVEL="WARNING",
-    )
-    env.update(settings)  # a test's own settings win over the defaults above
-    command = [sys.executable, "-m", "server", "serve", "--workers", str(workers)]
-    process = subprocess.Popen(command, env=env)  # noqa: S603 - our own command
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                break
-        except OSError:
-            assert process.poll() is None, "the server exited at startup"
-            assert time.monotonic() < deadline, "the server never listened"
-            time.sleep(0.1)
-    try:
-        yield Served(process, base, f"http://127.0.0.1:{metrics_port}")
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            process.wait(timeout=30)
+    metrics_port = free_port()
+    defaults = {"ATOPEN_METRICS_PORT": str(metrics_port), "ATOPEN_RENDER_DEADLINE_MS": "20000"}
+    # A test's own settings win over the defaults above.
+    with atopen_server(
+        redis_url, workers, data_dir, SECRET, TOKEN, **{**defaults, **settings}
+    ) as server:
+        base = f"http://127.0.0.1:{server.port}"
+        yield Served(server.processes[0], base, f"http://127.0.0.1:{metrics_port}")
 
 
 @pytest.fixture
