@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -37,14 +38,19 @@ async def click_target(client: TestClient[Any, Any], url: str) -> str:
     return response.headers["Location"]
 
 
-async def wait_for_memory(redis_url: str, recipient: str, block_id: str) -> None:
-    """The remembered render is written off the response path: wait for it (bounded)."""
+async def remembered_renders(
+    redis_url: str, block_id: str, recipients: Sequence[str]
+) -> list[bytes]:
+    """Each recipient's remembered render of the block. They are written off the response
+    path: wait for all of them (bounded)."""
     async with aioredis.from_url(redis_url) as store:
         for _ in range(500):
-            if await store.hexists(remembered_key(recipient), block_id):
-                return
+            entries = [await store.hget(remembered_key(r), block_id) for r in recipients]
+            written = [entry for entry in entries if isinstance(entry, bytes)]
+            if len(written) == len(entries):
+                return written
             await asyncio.sleep(0.02)
-    raise AssertionError("the render was never remembered")
+    raise AssertionError("a render was never remembered")
 
 
 async def test_seed_scenario_cart_then_purchase(
@@ -63,7 +69,7 @@ async def test_seed_scenario_cart_then_purchase(
     variant, cart_image = await open_image(client, signed("/i/hero.png?r=u1"))
     assert variant == "cart"
     assert cart_image.size == (600, 200)
-    await wait_for_memory(redis_url, "u1", "hero")
+    await remembered_renders(redis_url, "hero", ["u1"])
     assert await click_target(client, signed("/c/hero?r=u1")) == "https://shop.example.com/cart"
 
     purchase = {"recipient": "u1", "type": "purchase", "props": {"amount": 20}}

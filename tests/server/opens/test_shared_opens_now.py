@@ -4,16 +4,15 @@ the loop is late, recorded for the click and the impression, and counted."""
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 import redis.asyncio as aioredis
 from support import AUTH, decode, put_block, signed
+from test_opens import remembered_renders
 from test_serving import SHARED_BLOCK, StalledLoop, metric
 
-from content_sources.redis_keys import remembered_key
 from server.records.open_log import impressions_key
 from server.settings import Settings
 
@@ -53,13 +52,9 @@ async def test_every_open_from_memory_is_counted_remembered_and_clickable(
     )
     assert await metric(client, "atopen_cache_total", tier="memory", result="hit") == hits + opens
     day = datetime.now(UTC).date().isoformat()
+    remembered = await remembered_renders(redis_url, "shared", READERS)
+    assert all(b'"variant":"stock"' in entry for entry in remembered)
     async with aioredis.from_url(redis_url) as store:
-        for _ in range(500):
-            remembered = [await store.hget(remembered_key(r), "shared") for r in READERS]
-            if all(remembered):
-                break
-            await asyncio.sleep(0.02)
-        assert all(b'"variant":"stock"' in (entry or b"") for entry in remembered)
         impressions = await store.hget(impressions_key("shared", day), "stock")
         assert impressions == str(opens + 2).encode()
     for reader in READERS:
