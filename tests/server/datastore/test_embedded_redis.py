@@ -11,7 +11,9 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 import pytest
 import redis
@@ -206,6 +208,31 @@ def test_a_long_data_dir_gets_a_short_socket(tmp_path: Path) -> None:
     assert not os.path.lexists(data_dir / "redis.sock")
 
 
+@contextmanager
+def store_child(script: str, data_dir: Path) -> Iterator[IO[bytes]]:
+    """A child interpreter running `script` on `data_dir`, for its output (the pids it
+    prints); on the way out it is SIGKILLed, as a crash would end it."""
+    with subprocess.Popen(  # noqa: S603 - our own interpreter and script
+        [sys.executable, "-c", script, str(data_dir)],
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        stdout=subprocess.PIPE,
+    ) as parent:
+        assert parent.stdout is not None
+        try:
+            yield parent.stdout
+        finally:
+            os.kill(parent.pid, signal.SIGKILL)
+            parent.wait()
+
+
+def assert_gone_with_its_parent(server_pid: int, server: str) -> None:
+    outlived = not wait_until_gone(server_pid)
+    if outlived:
+        os.kill(server_pid, signal.SIGKILL)  # leave no server behind, even on failure
+    assert not outlived, f"{server} outlived its SIGKILLed parent"
+
+
 CHILD_SCRIPT = """
 import sys, time
 from pathlib import Path
@@ -222,23 +249,11 @@ time.sleep(120)
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
 def test_a_killed_parent_leaves_no_server_behind(tmp_path: Path) -> None:
     data_dir = tmp_path / "store"
-    with subprocess.Popen(  # noqa: S603 - our own interpreter and script
-        [sys.executable, "-c", CHILD_SCRIPT, str(data_dir)],
-        cwd=REPO_ROOT,
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
-        stdout=subprocess.PIPE,
-    ) as parent:
-        assert parent.stdout is not None
-        line = parent.stdout.readline()
+    with store_child(CHILD_SCRIPT, data_dir) as output:
+        line = output.readline()
         assert line, "the child process failed to start its embedded store"
         server_pid = int(line)
-        os.kill(parent.pid, signal.SIGKILL)
-        parent.wait()
-
-    outlived = not wait_until_gone(server_pid)
-    if outlived:
-        os.kill(server_pid, signal.SIGKILL)  # leave no server behind, even on failure
-    assert not outlived, "redis-server outlived its SIGKILLed parent"
+    assert_gone_with_its_parent(server_pid, "redis-server")
     with EmbeddedRedis(data_dir) as store, sync_client(store) as client:
         assert client.ping()
 
@@ -357,22 +372,10 @@ time.sleep(120)
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
 def test_a_killed_parent_leaves_no_restarted_server_behind(tmp_path: Path) -> None:
-    with subprocess.Popen(  # noqa: S603 - our own interpreter and script
-        [sys.executable, "-c", KEPT_ALIVE_CHILD_SCRIPT, str(tmp_path / "store")],
-        cwd=REPO_ROOT,
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
-        stdout=subprocess.PIPE,
-    ) as parent:
-        assert parent.stdout is not None
-        first = int(parent.stdout.readline())
+    with store_child(KEPT_ALIVE_CHILD_SCRIPT, tmp_path / "store") as output:
+        first = int(output.readline())
         os.kill(first, signal.SIGKILL)
-        line = parent.stdout.readline()
+        line = output.readline()
         assert line, "the child process did not restart its embedded store"
         restarted = int(line)
-        os.kill(parent.pid, signal.SIGKILL)
-        parent.wait()
-
-    outlived = not wait_until_gone(restarted)
-    if outlived:
-        os.kill(restarted, signal.SIGKILL)
-    assert not outlived, "a restarted redis-server outlived its SIGKILLed parent"
+    assert_gone_with_its_parent(restarted, "a restarted redis-server")
