@@ -105,6 +105,14 @@ def store(redis_url: str) -> Iterator[redis.Redis]:
         yield client
 
 
+@pytest.fixture
+def own_store(tmp_path: Path) -> Iterator[EmbeddedRedis]:
+    """A running store of the test's own, for a test that stops it under the app (the
+    shared one must keep running); stopped at the end if the test has not."""
+    with EmbeddedRedis(tmp_path / "own-store", persistent=False) as store:
+        yield store
+
+
 @pytest.fixture(scope="session")
 def reader() -> Iterator[geoip2.database.Reader]:
     """The GeoIP2 City test database, opened once."""

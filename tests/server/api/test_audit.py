@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -199,15 +198,14 @@ async def test_entries_older_than_the_retention_go(
 
 @pytest.mark.slow
 async def test_with_the_store_gone_the_entry_is_still_logged(
-    make_client: Any, scoped_settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    make_client: Any,
+    scoped_settings: Settings,
+    own_store: EmbeddedRedis,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="atopen.audit")
-    store = EmbeddedRedis(tmp_path / "own-store", persistent=False)
-    store.start()
-    try:
-        client = await make_client(scoped_settings, store_url=store.url)
-    finally:
-        store.stop()
+    client = await make_client(scoped_settings, store_url=own_store.url)
+    own_store.stop()
     response = await client.put("/api/v1/profiles/u1", json={"a": 1}, headers=bearer("crm"))
     assert response.status == 503  # the request's own answer, unchanged by the audit
     assert [(line["token"], line["status"]) for line in audit_lines(caplog)] == [("crm", 503)]

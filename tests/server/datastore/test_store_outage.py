@@ -154,16 +154,12 @@ WRITES: list[tuple[str, str, Any]] = [
 
 @pytest.mark.slow
 async def test_every_write_answers_503_with_retry_after_when_the_store_is_gone(
-    make_client: Any, tmp_path: Path
+    make_client: Any, own_store: EmbeddedRedis
 ) -> None:
-    store = EmbeddedRedis(tmp_path / "own-store", persistent=False)
-    store.start()
-    try:
-        client: TestClient[Any, Any] = await make_client(store_url=store.url)
-        await put_block(client, "hello", greeting())
-        assert (await client.get("/readyz")).status == 200
-    finally:
-        store.stop()
+    client: TestClient[Any, Any] = await make_client(store_url=own_store.url)
+    await put_block(client, "hello", greeting())
+    assert (await client.get("/readyz")).status == 200
+    own_store.stop()
     for method, path, body in WRITES:
         response = await client.request(method, path, json=body, headers=AUTH)
         assert response.status == 503, f"{method} {path}: {await response.text()}"

@@ -235,19 +235,13 @@ async def add_buyer(client: TestClient[Any, Any], recipient: str, name: str) -> 
 
 @pytest.mark.slow
 async def test_store_stopped_mid_run_still_serves_the_default(
-    make_client: Any, tmp_path: Any
+    make_client: Any, own_store: EmbeddedRedis
 ) -> None:
-    store = EmbeddedRedis(tmp_path / "own-store", persistent=False)
-    store.start()
-    try:
-        client = await make_client(store_url=store.url)
-        await put_block(client, "hero", CART_REMINDER)
-        await add_buyer(client, "u1", "Ann")
-        assert (await client.get(signed("/i/hero.png?r=u1"))).headers[
-            "X-Atopen-Variant"
-        ] == "thanks"
-    finally:
-        store.stop()
+    client = await make_client(store_url=own_store.url)
+    await put_block(client, "hero", CART_REMINDER)
+    await add_buyer(client, "u1", "Ann")
+    assert (await client.get(signed("/i/hero.png?r=u1"))).headers["X-Atopen-Variant"] == "thanks"
+    own_store.stop()
     for ext, dpr in (("png", 1), ("jpg", 2), ("gif", 1)):
         response = await client.get(signed(f"/i/hero.{ext}?r=u1&dpr={dpr}"))
         assert response.status == 200
