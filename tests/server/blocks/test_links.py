@@ -141,6 +141,15 @@ async def click(client: TestClient[Any, Any], recipient: str) -> str:
     return response.headers["Location"]
 
 
+async def link_from_profile(client: TestClient[Any, Any], link: str) -> None:
+    """Block `hero` links to the recipient's `next`, and u1's `next` is `link`."""
+    block = greeting()
+    block["variants"][0]["link"] = "{{ profile.next }}"
+    await put_block(client, "hero", block)
+    profile = {"first_name": "Ann", "next": link}
+    assert (await client.put("/api/v1/profiles/u1", json=profile, headers=AUTH)).status < 300
+
+
 @pytest.mark.parametrize(
     "hostile",
     [
@@ -151,11 +160,7 @@ async def click(client: TestClient[Any, Any], recipient: str) -> str:
 async def test_a_hostile_link_from_a_profile_sends_the_click_to_the_default(
     client: TestClient[Any, Any], hostile: str
 ) -> None:
-    block = greeting()
-    block["variants"][0]["link"] = "{{ profile.next }}"
-    await put_block(client, "hero", block)
-    profile = {"first_name": "Ann", "next": hostile}
-    assert (await client.put("/api/v1/profiles/u1", json=profile, headers=AUTH)).status < 300
+    await link_from_profile(client, hostile)
 
     # Before any open (the variant is decided for the click), then after one (the click
     # follows what the image showed).
@@ -171,11 +176,7 @@ async def test_a_hostile_link_from_a_profile_sends_the_click_to_the_default(
 async def test_a_computed_link_is_sent_as_the_browser_would_write_it(
     client: TestClient[Any, Any],
 ) -> None:
-    block = greeting()
-    block["variants"][0]["link"] = "{{ profile.next }}"
-    await put_block(client, "hero", block)
-    profile = {"first_name": "Ann", "next": "https://SHOP.example.com:443/B\u00fccher?q=a b"}
-    assert (await client.put("/api/v1/profiles/u1", json=profile, headers=AUTH)).status < 300
+    await link_from_profile(client, "https://SHOP.example.com:443/B\u00fccher?q=a b")
     assert await click(client, "u1") == "https://shop.example.com/B%C3%BCcher?q=a%20b"
 
 
