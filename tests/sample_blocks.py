@@ -133,10 +133,12 @@ IN_STOCK = one_variant_block(
 )
 
 
-def slow_greeting() -> dict[str, Any]:
-    """A greeting that takes long to draw: 1200x1200 filled with 8,000 characters of
-    text (under the template output cap, so the variant resolves and is drawn)."""
-    block = greeting("{% for i in range(2000) %}{{ profile.first_name }} {% endfor %}")
-    block["width"], block["height"] = 1200, 1200
-    block["variants"][0]["layers"][1].update(box=[0, 0, 1200, 1200], size=12)
+def slow_greeting(names: int = 2000, side: int = 1200, size: int = 12) -> dict[str, Any]:
+    """A greeting that takes long to draw: a `side` x `side` square filled with the
+    recipient's name `names` times (by default 8,000 characters of text, under the
+    template output cap, so the variant resolves and is drawn)."""
+    loop = "{% for i in range(" + str(names) + ") %}"
+    block = greeting(loop + "{{ profile.first_name }} {% endfor %}")
+    block["width"], block["height"] = side, side
+    block["variants"][0]["layers"][1].update(box=[0, 0, side, side], size=size)
     return block

@@ -178,11 +178,8 @@ async def test_a_render_past_its_deadline_counts_as_a_deadline_fallback(
 
 
 def heavy_greeting() -> dict[str, Any]:
-    """A personalized block whose render takes a while: 400 names at 2000 x 2000."""
-    block = greeting("{% for i in range(400) %}{{ profile.first_name }} {% endfor %}")
-    block["width"], block["height"] = 1000, 1000
-    block["variants"][0]["layers"][1].update(box=[0, 0, 1000, 1000], size=10)
-    return block
+    """A personalized block whose render takes a while: 400 names at 1000 x 1000."""
+    return slow_greeting(names=400, side=1000, size=10)
 
 
 @pytest.mark.slow
