@@ -80,6 +80,7 @@ async def image(request: web.Request) -> web.Response:
     opens = app[OPENS]
     query = OpenQuery.parse(pairs)
     path = url.raw_path
+    user_agent = request.headers.get("User-Agent")  # for the open, and for its record
     now = opens.image_now(prepared, fmt, query, path=path, raw_query=raw_query, pairs=pairs)
     if isinstance(now, ImageAnswer):
         answer = now
@@ -91,7 +92,7 @@ async def image(request: web.Request) -> web.Response:
             path=path,
             raw_query=raw_query,
             pairs=pairs,
-            user_agent=request.headers.get("User-Agent"),
+            user_agent=user_agent,
             client_ip=_client_ip(request) if prepared.reads_address else None,
             verified=now,
         )
@@ -102,7 +103,7 @@ async def image(request: web.Request) -> web.Response:
         prepared.block.version,
         answer.variant,
         answer.recipient,
-        request.headers.get("User-Agent"),
+        user_agent,
         answer.country,
         answer.outcome,
     )
@@ -135,6 +136,7 @@ async def click(request: web.Request) -> web.Response:
     opens = request.app[OPENS]
     query = OpenQuery.parse(pairs)
     verified = opens.verified(prepared, url.raw_path, raw_query, pairs)
+    user_agent = request.headers.get("User-Agent")  # for the click, and for its record
     vote = vote_in(pairs)
     location = None
     if vote is not None:  # a poll's vote (section 6 of the contract)
@@ -145,7 +147,7 @@ async def click(request: web.Request) -> web.Response:
             prepared,
             query,
             verified=verified,
-            user_agent=request.headers.get("User-Agent"),
+            user_agent=user_agent,
             client_ip=_client_ip(request),
         )
     metrics.CLICKS.inc()
@@ -155,7 +157,7 @@ async def click(request: web.Request) -> web.Response:
         prepared.block.version,
         query.recipient if verified else None,
         location,
-        request.headers.get("User-Agent"),
+        user_agent,
         request.method == "HEAD",
     )
     return web.Response(
