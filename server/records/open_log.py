@@ -180,7 +180,7 @@ class OpenLog:
         reads = records.click_reads(pending.clicks)
         if reads:
             replies = await execute_raw(self._redis, reads)
-        return records.commands(records.records(pending, replies), one_slot=self._by_slot)
+        return records.flush_commands(pending, replies, one_slot=self._by_slot)
 
     def _remember(self, opens: list[_Open], at: float) -> list[RedisCommand]:
         """The commands that remember each recipient's last render of each block."""

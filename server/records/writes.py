@@ -137,6 +137,12 @@ class RecordWriter:
             commands.append(("GET", last_click_key(recipient)))
         return commands
 
+    def flush_commands(
+        self, pending: PendingRecords, click_replies: Sequence[object], *, one_slot: bool = False
+    ) -> list[RedisCommand]:
+        """The writes that record `pending` (`click_replies`: the replies to `click_reads`)."""
+        return self.commands(self.records(pending, click_replies), one_slot=one_slot)
+
     def records(self, pending: PendingRecords, click_replies: Sequence[object]) -> list[Record]:
         """Every pending open and click as a record, classified."""
         # A flush's thousands of opens come from a few User-Agents: each classified once.
