@@ -218,8 +218,12 @@ class Opens:
         try:
             if verified is None:
                 verified = self.verified(prepared, path, raw_query, pairs)
+            deadline = admitted.deadline
             if verified and admitted.place is not None:
-                await admitted.place.turn(admitted.deadline)
+                await admitted.place.turn(deadline)
+                # Its turn came in time: what it spends from now on is not thrown away
+                # for a small overrun (see admit.FINISH_GRACE_SHARE).
+                deadline = admitted.finish_by
             recipient = query.recipient if verified else None
             context = RuleContext()
             memo = link = None
@@ -234,10 +238,8 @@ class Opens:
                 choice = self._unsigned(prepared, request)
             else:
                 request = self._request(prepared, query, verified, user_agent, client_ip)
-                gathered = await self._gatherer.gather(
-                    request, prepared.block, {}, admitted.deadline
-                )
-                choice, memo = await self._decide(prepared, gathered, admitted.deadline)
+                gathered = await self._gatherer.gather(request, prepared.block, {}, deadline)
+                choice, memo = await self._decide(prepared, gathered, deadline)
                 context = gathered.context
                 if shared is not None and kept is not None and memo is not None:
                     shared.remember(kept, choice, memo)
@@ -246,7 +248,7 @@ class Opens:
                 choice,
                 fmt,
                 query.dpr,
-                deadline=admitted.deadline,
+                deadline=deadline,
                 memo=memo,
                 place=admitted.place,
             )

@@ -18,14 +18,22 @@ from server.opens.render_pool import OverloadedError, Place, RenderPool
 # What the open leaves of its deadline for writing the answer, which under three times
 # capacity took 15-70 ms (a busy event loop's turns); at most a fifth of a short one.
 ANSWER_MARGIN_S = 0.1
+# How far past its deadline an open whose turn came in time may finish, as a share of
+# the deadline. The turn is given only when the work should end by the deadline; when
+# it runs over (a busy event loop, a render slower than the recent ones), giving it up
+# would throw away the store read, the rules and the render already spent, and serve
+# the reader the default. Mail clients wait seconds longer than the deadline.
+FINISH_GRACE_SHARE = 0.5
 
 
 @dataclass(slots=True)
 class Admitted:
-    """An open let in: when its work must end (a `time.monotonic()` instant), and its
-    place in the render queue if it took one (released when unused)."""
+    """An open let in: when its work must end (a `time.monotonic()` instant), when it
+    must end at the latest once its turn came in time, and its place in the render
+    queue if it took one (released when unused)."""
 
     deadline: float
+    finish_by: float
     place: Place | None
 
     def release(self) -> None:
@@ -39,6 +47,7 @@ class Admission:
         self._loop_lag = loop_lag
         deadline_s = deadline_ms / 1000
         self._work_s = deadline_s - min(ANSWER_MARGIN_S, deadline_s / 5)
+        self._grace_s = deadline_s * FINISH_GRACE_SHARE
 
     def lets_in_placeless(self, prepared: PreparedBlock) -> bool:
         """Whether `admit` would let the open in now without a place in the render queue
@@ -56,4 +65,4 @@ class Admission:
         if deadline <= now:
             raise OverloadedError("the open waited out its deadline before it began")
         place = self._pool.admit(deadline) if prepared.personal_variants else None
-        return Admitted(deadline, place)
+        return Admitted(deadline, deadline + self._grace_s, place)

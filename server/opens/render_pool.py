@@ -3,8 +3,8 @@ refuses, at once, only the opens it could not serve before their deadline.
 
 Image work is CPU-bound: run on the loop, one render would stall every other open. The
 pool runs a fixed number of renders at once; the others wait their turn, first come
-first served. An open is admitted when the wait ahead of it, predicted from how fast
-the pool has been finishing renders while it had a backlog, ends before its deadline;
+first served. An open is admitted when the wait ahead of it, predicted from the CPU
+time of recent renders, would take at most three quarters of the time it has left;
 otherwise it is refused at once and answered with the pre-rendered default (counted).
 
 Why first come first served with a predicted wait, and not a short fixed queue or
@@ -13,10 +13,15 @@ that drains within the deadline holds readers who will all still be there to see
 image. Refusing them instead only sends them back sooner (a proxy, or a closed-loop
 client, asks again at once), and each refusal is CPU taken from the renders: a short
 queue under 128 connections served the default to 99 % of them while drawing a twelfth
-of its capacity. A wait predicted from the measured drain rate keeps the queue at what
-the deadline allows, so the renders go on at full rate, every admitted open is drawn
-in time, and the opens past that are told at once. LIFO would serve the newest first,
-but make the oldest wait out their whole deadline before getting the default.
+of its capacity. LIFO would serve the newest first, but make the oldest wait out their
+whole deadline before getting the default.
+
+Why the margin: the renders' CPU time leaves out what an open costs the event loop (its
+store read, rules, answer), so a queue sized by it to the whole deadline holds more
+than the deadline drains, and its last opens reach their turn with no time left.
+Sized to three quarters of it, they reach their turn with time to spare. Why not the
+measured drain rate instead: refused opens that come straight back slow the drain, a
+queue sized by it shrinks under them, and more are refused (see `_cpu_s`).
 
 An open that will most likely render takes its place in the queue when it starts
 (`admit`), before reading the store: the opens that start in the same moment then see
@@ -35,8 +40,12 @@ from typing import TypeVar
 from server import metrics
 
 T = TypeVar("T")
-# Weight of the newest sample in the running averages of render time and drain interval.
+# Weight of the newest sample in the running averages of render time and turn time.
 _SMOOTHING = 0.05
+# The share of an open's time left that the wait ahead of it may take when it is
+# admitted: the rest absorbs what the prediction leaves out, so that admitted opens
+# reach their turn in time rather than at the edge of their deadline.
+WAIT_SHARE = 0.75
 # Opens whose data is read, decided and drawn at once, per render thread: enough that a
 # thread never waits for the next one's store round trip; the others wait in line having
 # spent nothing, and those whose deadline passes in line get the default for nothing.
@@ -100,7 +109,6 @@ class RenderPool:
         # wall time of renders grows; a wait predicted from that would refuse more,
         # which brings more back, down to a pool that draws a tenth of its capacity.
         self._cpu_s = 0.0
-        self._slots: asyncio.Semaphore | None = None
         self._turns = asyncio.Semaphore(threads * TURNS_PER_THREAD)
         self._turns_taken = 0
         # How long a turn took, from the moment it began to the image drawn: under load the
@@ -132,16 +140,13 @@ class RenderPool:
         """
         if place is None or not place.held:
             place = self.admit(deadline)
-        if self._slots is None:
-            self._slots = asyncio.Semaphore(self._threads)
         self._rendering += 1
         try:
-            async with self._slots:
-                loop = asyncio.get_running_loop()
-                result, cpu_s = await loop.run_in_executor(self._executor, _timed, work)
-                self._cpu_s += (cpu_s - self._cpu_s) * _SMOOTHING
-                place.drawn()
-                return result
+            loop = asyncio.get_running_loop()
+            result, cpu_s = await loop.run_in_executor(self._executor, _timed, work)
+            self._cpu_s += (cpu_s - self._cpu_s) * _SMOOTHING
+            place.drawn()
+            return result
         finally:
             self._rendering -= 1
             place.release()
@@ -150,8 +155,10 @@ class RenderPool:
         """Why a render asked for now would be refused (see `run`); None if it would not."""
         if self._places >= self._max_places:
             return "render queue full"
-        if deadline is not None and time.monotonic() + self.predicted_s() > deadline:
-            return "no time left to render"
+        if deadline is not None:
+            now = time.monotonic()
+            if self.predicted_s() > (deadline - now) * WAIT_SHARE:
+                return "no time left to render"
         return None
 
     def predicted_s(self) -> float:

@@ -19,6 +19,10 @@ from support import AUTH, decode, put_block, signed
 from test_serving import metric
 from test_workers import serving, until_every_worker_serves
 
+from server.api.app_state import BLOCKS
+from server.opens.admit import Admission
+from server.opens.loop_lag import LoopLag
+from server.opens.render_pool import RenderPool
 from server.settings import Settings
 
 BURST = 60
@@ -115,12 +119,30 @@ async def test_a_rule_that_loops_does_not_stop_health_checks_or_other_opens(
     assert decode(await answer.read()).size == (400, 100)
 
 
+async def test_an_open_whose_turn_came_may_finish_half_its_deadline_late(
+    client: Any,
+) -> None:
+    """Its turn is given only when its work should end by the deadline; when the work
+    runs over a little, what it spent (store read, rules, render) is not thrown away."""
+    await put_block(client, "hello", greeting())
+    prepared = client.app[BLOCKS].get("hello")
+    pool = RenderPool(threads=1, max_waiting=4)
+    try:
+        admitted = Admission(pool, LoopLag(), deadline_ms=2000).admit(prepared)
+        assert admitted.place is not None  # drawn per recipient: it waits for a turn
+        assert admitted.finish_by - admitted.deadline == pytest.approx(1.0)
+        admitted.release()
+    finally:
+        pool.shutdown()
+
+
 @pytest.mark.slow
 async def test_an_open_waits_for_looping_rules_no_longer_than_its_deadline(
     make_client: Any, settings: Settings
 ) -> None:
     """Each rule stops at its budget, but forty of them in a row would take two seconds:
-    the open gives up at its deadline and answers the default, counted as a deadline
+    the open gives up at its deadline (and the half of it an open whose turn came may
+    run over) and answers the default, counted as a deadline
     (had it waited for the rules, it would have served the default's pre-render)."""
     client = await make_client(replace(settings, render_deadline_ms=300))
     block = greeting()

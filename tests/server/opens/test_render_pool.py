@@ -70,6 +70,23 @@ async def test_a_render_that_would_wait_past_its_deadline_is_refused(
     await busy
 
 
+async def test_an_open_is_let_in_only_with_a_quarter_of_its_time_to_spare(
+    one_thread_pool: PoolMaker, release: threading.Event
+) -> None:
+    """What the CPU time of renders leaves out (the open's store read, rules, answer)
+    takes the rest: admitted opens reach their turn before their deadline."""
+    pool = one_thread_pool(4)
+    await pool.run(lambda: burn(0.5))  # the average is 25 ms of CPU
+    busy = asyncio.ensure_future(pool.run(release.wait))
+    await asyncio.sleep(0)
+    # The next render would end in 50 ms: within 60 ms, but not within three quarters.
+    assert pool.predicted_s() == pytest.approx(0.05, rel=0.01)
+    assert pool.refusal(time.monotonic() + 0.06) == "no time left to render"
+    assert pool.refusal(time.monotonic() + 0.2) is None
+    release.set()
+    await busy
+
+
 async def test_a_full_queue_is_refused_whatever_the_deadline(
     one_thread_pool: PoolMaker, release: threading.Event
 ) -> None:
