@@ -55,11 +55,13 @@ USER_AGENTS = (
 BLOCK_VARIANTS = (("shared", ("summer",)), ("offer", ("a", "b")))
 
 
-def batches(count: int, seed: int = 1) -> Iterator[PendingRecords]:
-    """`count` flushes' worth of pending opens, each by distinct readers, at the time each
-    is made (the store's keys and stream ids move on as in a running server)."""
-    rng = random.Random(seed)
-    for n in range(count):
+def batches(count: int, readers: int, first_flush: int = 0) -> Iterator[PendingRecords]:
+    """`count` flushes' worth of pending opens from flush `first_flush` on, each by the
+    next distinct readers out of `readers` (in turn, so each reader comes back after
+    `readers` opens), each made when it is asked for (the store's keys and stream ids
+    move on as in a running server)."""
+    rng = random.Random(first_flush)
+    for n in range(first_flush, first_flush + count):
         first = n * OPENS_PER_FLUSH
         now = time.time()
         opens: list[PendingOpen] = []
@@ -71,7 +73,7 @@ def batches(count: int, seed: int = 1) -> Iterator[PendingRecords]:
                     block,
                     1,
                     rng.choice(variants),
-                    f"r{(first + i) % READERS}",
+                    f"r{(first + i) % readers}",
                     rng.choice(USER_AGENTS),
                     None,
                     "cached",
@@ -136,8 +138,8 @@ def worker_cpu_s(pending: list[PendingRecords], passes: int) -> float:
     return min(spent)
 
 
-def measure(flushes: int, passes: int = 3) -> FlushCost:
-    pending = list(batches(flushes))
+def measure(flushes: int, readers: int, passes: int = 3) -> FlushCost:
+    pending = list(batches(flushes, readers, WARM_FLUSHES))
     worker_s = worker_cpu_s(pending, passes)
     records = writer()
     commands = sent = 0
@@ -147,9 +149,9 @@ def measure(flushes: int, passes: int = 3) -> FlushCost:
     ):
         client = redis.Redis.from_url(store.url)
         connection = client.connection_pool.get_connection()
-        for batch in batches(WARM_FLUSHES, seed=2):
+        for batch in batches(WARM_FLUSHES, readers):
             send(connection, *flush_bytes(records, batch))
-        payloads = [flush_bytes(records, batch) for batch in batches(flushes)]
+        payloads = [flush_bytes(records, batch) for batch in pending]
         before = store_cpu_s(client)
         for payload, in_flush in payloads:
             send(connection, payload, in_flush)
@@ -161,9 +163,9 @@ def measure(flushes: int, passes: int = 3) -> FlushCost:
     return FlushCost(flushes * OPENS_PER_FLUSH, worker_s, store_s, commands, sent)
 
 
-def count_store_instructions(flushes: int) -> float | None:
+def count_store_instructions(flushes: int, readers: int) -> float | None:
     """The store's instructions per record, counted by callgrind while it runs `flushes`
-    batches (after as many to warm up); None without valgrind."""
+    batches (after `WARM_FLUSHES`); None without valgrind."""
     if shutil.which("valgrind") is None:
         return None
     records = writer()
@@ -175,10 +177,10 @@ def count_store_instructions(flushes: int) -> float | None:
         with running(valgrind(store, out), {}, port, tmp / "store.log") as pid:
             client = redis.Redis(HOST, port, socket_timeout=600)
             connection = client.connection_pool.get_connection()
-            for pending in batches(WARM_FLUSHES, seed=2):
+            for pending in batches(WARM_FLUSHES, readers):
                 send(connection, *flush_bytes(records, pending))
             callgrind_control("-i", "on", pid)
-            for pending in batches(flushes):
+            for pending in batches(flushes, readers, WARM_FLUSHES):
                 send(connection, *flush_bytes(records, pending))
             callgrind_control("-i", "off", pid)
             client.connection_pool.release(connection)
@@ -191,13 +193,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--flushes", type=int, default=200, help="batches measured")
     parser.add_argument(
-        "--instructions", action="store_true", help="count the worker's instructions too"
+        "--readers",
+        type=int,
+        default=READERS,
+        help="readers the opens come from in turn: with more than the opens measured, "
+        "each reader opens once (each engagement set is new)",
+    )
+    parser.add_argument(
+        "--instructions", action="store_true", help="count the store's instructions too"
     )
     args = parser.parse_args()
-    print(measure(args.flushes).line())
+    print(measure(args.flushes, args.readers).line())
     if args.instructions:
         counted = max(args.flushes // 10, WARM_FLUSHES)
-        store = count_store_instructions(counted)
+        store = count_store_instructions(counted, args.readers)
         if store is not None:
             print(
                 f"store instructions a record (callgrind, {counted * OPENS_PER_FLUSH:,} "

@@ -22,7 +22,8 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from itertools import count
+from itertools import compress, count, repeat
+from operator import eq, is_not, itemgetter
 
 from content_sources.client import ClientKind, classify_client
 from content_sources.redis_cluster_pipe import slot_of
@@ -30,7 +31,7 @@ from content_sources.redis_keys import engagement_key, last_click_key, remembere
 from content_sources.remembered import decode_memory
 from content_sources.source import RedisCommand
 from server.records.classify import FetchClass, classify_click, classify_open
-from server.records.record import Record, encode_batch
+from server.records.record import RecordFields, encode_batch
 from server.records.record_keys import (
     COUNT_KEY,
     DIMENSIONS,
@@ -49,12 +50,15 @@ from server.settings import Settings
 # that expires this many days after the last.
 ENGAGEMENT_MAX = 1_000
 ENGAGEMENT_DAYS = 400
+# A set is trimmed back to `ENGAGEMENT_MAX` at one write in this many: a trim at every
+# write removes nothing almost every time and cost the store as much as the write.
+ENGAGEMENT_TRIM_EVERY = 8
 # How long a click is remembered for the next one's burst check (classify.py, C3).
 LAST_CLICK_TTL_MS = 60_000
 # Records per stream entry (one entry holds a flush's batch, or this many of it), and
-# recipients per engagement script call.
+# per engagement script call.
 RECORDS_PER_ENTRY = 1_000
-RECIPIENTS_PER_CALL = 500
+RECORDS_PER_ENGAGEMENT_CALL = 1_000
 # The most entries one flush trims: a lowered limit is reached over several flushes.
 _MAX_TRIM = 1_000
 
@@ -85,19 +89,27 @@ end
 return total
 """
 
-# Adds recipients' human opens and clicks to their engagement sets, keeps the newest
-# ARGV[1] of each and renews its TTL (ARGV[2] seconds: a set outlives its last action by
-# that long). No trim by age: what rules read is counted by time anyway, and a set is
-# bounded by its count. KEYS: the sets. ARGV: most kept, TTL, then per key how many
-# (score, member) pairs follow, and the pairs.
-ENGAGEMENT_SCRIPT = """
-local a = 3
+# Adds human opens and clicks to their recipients' engagement sets: KEYS[k] gets the
+# member ARGV[2k + 4] scored ARGV[2k + 3] (ms). A set whose time to live is below ARGV[4]
+# (ms: `ENGAGEMENT_DAYS`) is set to expire at ARGV[1] (a day later than that): the set
+# outlives its last action by `ENGAGEMENT_DAYS` at least, and a set written again the
+# same day is not renewed again (the check does not go to the append-only file; a
+# renewal does). A key whose place k plus ARGV[3] is a multiple of
+# `ENGAGEMENT_TRIM_EVERY` is trimmed to its newest members, ranks up to ARGV[2]
+# (-1 - `ENGAGEMENT_MAX`) removed; the writer moves ARGV[3] on at each call, so every set
+# is trimmed at about one write in that many, wherever its recipient comes in the batch.
+# A recipient with several actions in a batch has their key several times.
+ENGAGEMENT_SCRIPT = f"""
+local offset = tonumber(ARGV[3])
+local renew_below = tonumber(ARGV[4])
 for k = 1, #KEYS do
-  local n = tonumber(ARGV[a])
-  redis.call('ZADD', KEYS[k], unpack(ARGV, a + 1, a + 2 * n))
-  a = a + 1 + 2 * n
-  redis.call('ZREMRANGEBYRANK', KEYS[k], 0, -(tonumber(ARGV[1]) + 1))
-  redis.call('EXPIRE', KEYS[k], ARGV[2])
+  redis.call('ZADD', KEYS[k], ARGV[2 * k + 3], ARGV[2 * k + 4])
+  if redis.call('PTTL', KEYS[k]) < renew_below then
+    redis.call('PEXPIREAT', KEYS[k], ARGV[1])
+  end
+  if (k + offset) % {ENGAGEMENT_TRIM_EVERY} == 0 then
+    redis.call('ZREMRANGEBYRANK', KEYS[k], 0, ARGV[2])
+  end
 end
 return 0
 """
@@ -108,9 +120,16 @@ PendingOpen = tuple[float, str, int, str, str | None, str | None, str | None, st
 # A click: time (s), block, version, recipient, link, User-Agent, whether it was a HEAD.
 PendingClick = tuple[float, str, int, str | None, str, str | None, bool]
 
-# Members of the engagement sets are unique across processes and flushes.
+# Members of the engagement sets are unique across processes and flushes: the process,
+# the flush's number in it, the record's place in the flush.
 _MEMBER_PREFIX = f"{os.getpid():x}"
 _member_numbers = count()
+# `engagement_key(recipient)` is this, the recipient, and "}": made so for thousands a flush.
+_ENGAGEMENT_KEY_HEAD = engagement_key("")[:-1]
+# A record's fields, by place (see `Record`), read in C over a flush's records.
+_TS, _TYPE, _RECIPIENT, _CLASS = itemgetter(0), itemgetter(1), itemgetter(5), itemgetter(7)
+# What a report counter depends on: block, variant, client, country, type, fetch class.
+_GROUP = itemgetter(2, 4, 6, 8, 1, 7)
 
 
 @dataclass(slots=True)
@@ -126,6 +145,7 @@ class RecordWriter:
         self.max_records = max_records
         self._retention_s = retention_s
         self._click_memory_s = click_memory_s
+        self._trim_offset = 0  # ENGAGEMENT_SCRIPT's ARGV[3], moved on at each call
 
     def click_reads(self, clicks: Sequence[PendingClick]) -> list[RedisCommand]:
         """What classifying `clicks` needs read first: two commands per click."""
@@ -143,26 +163,30 @@ class RecordWriter:
         """The writes that record `pending` (`click_replies`: the replies to `click_reads`)."""
         return self.commands(self.records(pending, click_replies), one_slot=one_slot)
 
-    def records(self, pending: PendingRecords, click_replies: Sequence[object]) -> list[Record]:
+    def records(
+        self, pending: PendingRecords, click_replies: Sequence[object]
+    ) -> list[RecordFields]:
         """Every pending open and click as a record, classified."""
         # A flush's thousands of opens come from a few User-Agents: each classified once.
         classes: dict[str | None, tuple[ClientKind, FetchClass]] = {}
-        out = []
+        out: list[RecordFields] = []
+        add = out.append
         for at, block, version, variant, recipient, user_agent, country, outcome in pending.opens:
             known = classes.get(user_agent)
             if known is None:
                 kind = classify_client(user_agent).kind
                 known = classes[user_agent] = (kind, classify_open(kind, user_agent))
-            out.append(
-                Record(
+            kind, fetch_class = known
+            add(
+                (
                     int(at * 1000),
                     "open",
                     block,
                     version,
                     variant,
                     recipient,
-                    known[0],
-                    known[1],
+                    kind,
+                    fetch_class,
                     country,
                     outcome,
                     None,
@@ -172,7 +196,7 @@ class RecordWriter:
         return out
 
     def commands(
-        self, records: Sequence[Record], now: float | None = None, *, one_slot: bool = False
+        self, records: Sequence[RecordFields], now: float | None = None, *, one_slot: bool = False
     ) -> list[RedisCommand]:
         """The writes that keep `records`: stream, report counters, engagement.
         `one_slot`: each script call writes keys of one slot (as Redis Cluster needs)."""
@@ -180,21 +204,24 @@ class RecordWriter:
             return []
         now = time.time() if now is None else now
         commands = self._append(records, now)
-        commands.extend(_report_commands(records))
-        commands.extend(_engagement_commands(records, now, one_slot))
-        last_clicks = {
-            r.recipient: r.ts_ms for r in records if r.type == "click" and r.recipient is not None
-        }
-        commands.extend(
-            ("SET", last_click_key(recipient), ts_ms, "PX", LAST_CLICK_TTL_MS)
-            for recipient, ts_ms in last_clicks.items()
-        )
+        humans = list(compress(records, map(eq, map(_CLASS, records), repeat("human"))))
+        signed = list(compress(humans, map(is_not, map(_RECIPIENT, humans), repeat(None))))
+        commands.extend(_report_commands(records, signed))
+        commands.extend(self._engagement_commands(signed, now, one_slot))
+        if "click" in map(_TYPE, records):
+            last_clicks = {r[5]: r[0] for r in records if r[1] == "click" and r[5] is not None}
+            commands.extend(
+                ("SET", last_click_key(recipient), ts_ms, "PX", LAST_CLICK_TTL_MS)
+                for recipient, ts_ms in last_clicks.items()
+            )
         return commands
 
-    def _clicks(self, clicks: Sequence[PendingClick], replies: Sequence[object]) -> list[Record]:
+    def _clicks(
+        self, clicks: Sequence[PendingClick], replies: Sequence[object]
+    ) -> list[RecordFields]:
         reply = iter(replies)
         previous: dict[str, float] = {}  # the recipient's previous click, as seen so far
-        out = []
+        out: list[RecordFields] = []
         for at, block, version, recipient, link, user_agent, head in sorted(clicks):
             kind = classify_client(user_agent).kind
             variant = None
@@ -219,7 +246,7 @@ class RecordWriter:
                 head=head,
             )
             out.append(
-                Record(
+                (
                     int(at * 1000),
                     "click",
                     block,
@@ -235,7 +262,7 @@ class RecordWriter:
             )
         return out
 
-    def _append(self, records: Sequence[Record], now: float) -> list[RedisCommand]:
+    def _append(self, records: Sequence[RecordFields], now: float) -> list[RedisCommand]:
         """One stream entry per `RECORDS_PER_ENTRY` records: the store does one XADD for
         a flush's thousands of opens, and keeps them in about the bytes of their JSON."""
         oldest_ms = int((now - self._retention_s) * 1000)
@@ -258,52 +285,86 @@ class RecordWriter:
             )
         return commands
 
+    def _engagement_commands(
+        self, signed: Sequence[RecordFields], now: float, one_slot: bool
+    ) -> list[RedisCommand]:
+        """`signed`'s human opens and clicks into their recipients' engagement sets."""
+        if not signed:
+            return []
+        keys = [f"{_ENGAGEMENT_KEY_HEAD}{r[5]}}}" for r in signed]
+        unique = next(_member_numbers)
+        pairs: list[str | bytes | int] = []
+        for index, (ts_ms, type_, block, *_) in enumerate(signed):
+            pairs.append(ts_ms)
+            pairs.append(f"{type_[0]}\t{block}\t{_MEMBER_PREFIX}.{unique}.{index}")
+        places: list[list[int]] = [list(range(len(keys)))]
+        if one_slot:
+            by_slot: defaultdict[int, list[int]] = defaultdict(list)
+            for index, key in enumerate(keys):
+                by_slot[slot_of(key)].append(index)
+            places = list(by_slot.values())
+        kept_ms = ENGAGEMENT_DAYS * 86_400_000
+        expire_at = int(now * 1000) + kept_ms + 86_400_000
+        commands: list[RedisCommand] = []
+        for group in places:
+            for start in range(0, len(group), RECORDS_PER_ENGAGEMENT_CALL):
+                part = group[start : start + RECORDS_PER_ENGAGEMENT_CALL]
+                self._trim_offset = (self._trim_offset + 1) % ENGAGEMENT_TRIM_EVERY
+                args: list[str | bytes | int] = [
+                    expire_at,
+                    -1 - ENGAGEMENT_MAX,
+                    self._trim_offset,
+                    kept_ms,
+                ]
+                if len(part) == len(keys):  # the usual case: every key, in order
+                    part_keys, args = keys, args + pairs
+                else:
+                    part_keys = [keys[i] for i in part]
+                    for i in part:
+                        args.extend(pairs[2 * i : 2 * i + 2])
+                commands.append(("EVAL", ENGAGEMENT_SCRIPT, len(part_keys), *part_keys, *args))
+        return commands
 
-def _report_commands(records: Sequence[Record]) -> list[RedisCommand]:
+
+def _report_commands(
+    records: Sequence[RecordFields], signed: Sequence[RecordFields]
+) -> list[RedisCommand]:
     """Counters by block, day and each dimension's value, and the unique readers and
-    clickers as HyperLogLogs (Redis's own `PFADD`). A person's click shows they read the
-    message, so a human clicker is a reader too (an Apple Mail reader's opens are all
-    prefetches).
+    clickers as HyperLogLogs (Redis's own `PFADD`): the human records of `signed`. A
+    person's click shows they read the message, so a human clicker is a reader too (an
+    Apple Mail reader's opens are all prefetches).
 
-    The records are grouped first by everything a counter or a HyperLogLog depends on
-    (a flush's thousands of opens make a handful of groups), then each group is spread
-    over the dimensions."""
-    groups: Counter[tuple[str, str, str, str, str, str, str]] = Counter(
-        (
-            r.block,
-            utc_day(r.ts_ms),
-            r.variant or "unknown",
-            r.client,
-            r.country or "unknown",
-            r.type,
-            r.fetch_class,
-        )
-        for r in records
-    )
-    people: defaultdict[tuple[str, str, str, str, str, str], set[str]] = defaultdict(set)
-    for r in records:
-        if r.fetch_class == "human" and r.recipient is not None:
-            group = (r.block, utc_day(r.ts_ms), r.variant or "unknown", r.client)
-            people[(*group, r.country or "unknown", r.type)].add(r.recipient)
+    The records are counted by everything a counter depends on (a flush's thousands of
+    opens make a handful of groups), the signed ones gathered by everything a
+    HyperLogLog depends on; then each group is spread over the dimensions."""
     counts: Counter[tuple[str, str, str]] = Counter()
-    for (block, day, *values, type_, fetch_class), n in groups.items():
-        human = fetch_class == "human"
-        metrics: tuple[str, ...]
-        if type_ == "open":
-            metrics = ("impressions", "human_opens" if human else "machine_fetches")
-        else:
-            metrics = ("clicks",) if human else ()
-        for dimension, value in zip(DIMENSIONS, values, strict=True):
-            for metric in metrics:
-                counts[(block, day, stats_field(dimension, value, metric))] += n
-    readers: defaultdict[tuple[str, str, str], set[str]] = defaultdict(set)
-    clickers: defaultdict[tuple[str, str, str], set[str]] = defaultdict(set)
-    for (block, day, *values, type_), recipients in people.items():
-        for dimension, value in zip(DIMENSIONS, values, strict=True):
-            name = stats_field(dimension, value)
-            readers[(block, day, name)].update(recipients)
-            if type_ == "click":
-                clickers[(block, day, name)].update(recipients)
+    for day, group in _by_day(records):
+        for (block, variant, client, country, type_, fetch_class), n in Counter(
+            map(_GROUP, group)
+        ).items():
+            human = fetch_class == "human"
+            metrics: tuple[str, ...]
+            if type_ == "open":
+                metrics = ("impressions", "human_opens" if human else "machine_fetches")
+            else:
+                metrics = ("clicks",) if human else ()
+            for name in _dimension_fields(variant, client, country):
+                for metric in metrics:
+                    counts[(block, day, f"{name}={metric}")] += n
+    readers: defaultdict[tuple[str, str, str], list[str]] = defaultdict(list)
+    clickers: defaultdict[tuple[str, str, str], list[str]] = defaultdict(list)
+    for day, group in _by_day(signed):
+        cells: defaultdict[tuple[str, str | None, str, str | None, str], list[str]] = defaultdict(
+            list
+        )
+        for _, type_, block, _, variant, recipient, client, _, country, _, _ in group:
+            # `signed` holds no record without a recipient
+            cells[(block, variant, client, country, type_)].append(recipient)  # type: ignore[arg-type]
+        for (block, variant, client, country, type_), recipients in cells.items():
+            for name in _dimension_fields(variant, client, country):
+                readers[(block, day, name)].extend(recipients)
+                if type_ == "click":
+                    clickers[(block, day, name)].extend(recipients)
     commands: list[RedisCommand] = []
     hashes = set()
     for (block, day, name), n in counts.items():
@@ -318,39 +379,25 @@ def _report_commands(records: Sequence[Record]) -> list[RedisCommand]:
     return commands
 
 
-def _engagement_commands(
-    records: Sequence[Record], now: float, one_slot: bool
-) -> list[RedisCommand]:
-    by_recipient: defaultdict[str, list[tuple[int, str]]] = defaultdict(list)
-    for r in records:
-        if r.fetch_class == "human" and r.recipient is not None:
-            member = f"{r.type[0]}\t{r.block}\t{_MEMBER_PREFIX}.{next(_member_numbers)}"
-            by_recipient[r.recipient].append((r.ts_ms, member))
-    if not by_recipient:
+def _dimension_fields(variant: str | None, client: str, country: str | None) -> list[str]:
+    """The counters' and HyperLogLogs' names a record's variant, client and country go
+    under (`variant=a`, ...; see `stats_field`)."""
+    values = (variant or "unknown", client, country or "unknown")
+    return [stats_field(d, v) for d, v in zip(DIMENSIONS, values, strict=True)]
+
+
+def _by_day(records: Sequence[RecordFields]) -> list[tuple[str, Sequence[RecordFields]]]:
+    """The records by UTC day: a flush's are of one day, but for one around midnight."""
+    if not records:
         return []
-    head: list[str | bytes | int] = [ENGAGEMENT_MAX, ENGAGEMENT_DAYS * 86_400]
-    commands: list[RedisCommand] = []
-    groups = [list(by_recipient)]
-    if one_slot:
-        by_slot: defaultdict[int, list[str]] = defaultdict(list)
-        for recipient in by_recipient:
-            by_slot[slot_of(engagement_key(recipient))].append(recipient)
-        groups = list(by_slot.values())
-    parts = (
-        group[start : start + RECIPIENTS_PER_CALL]
-        for group in groups
-        for start in range(0, len(group), RECIPIENTS_PER_CALL)
-    )
-    for part in parts:
-        args: list[str | bytes | int] = list(head)
-        for recipient in part:
-            pairs = by_recipient[recipient]
-            args.append(len(pairs))
-            for score, member in pairs:
-                args.extend((score, member))
-        keys = [engagement_key(r) for r in part]
-        commands.append(("EVAL", ENGAGEMENT_SCRIPT, len(keys), *keys, *args))
-    return commands
+    stamps = list(map(_TS, records))
+    first, last = min(stamps) // 86_400_000, max(stamps) // 86_400_000
+    if first == last:
+        return [(utc_day(stamps[0]), records)]
+    days: defaultdict[str, list[RecordFields]] = defaultdict(list)
+    for ts_ms, record in zip(stamps, records, strict=True):
+        days[utc_day(ts_ms)].append(record)
+    return list(days.items())
 
 
 def record_writer(settings: Settings) -> RecordWriter | None:
