@@ -28,6 +28,7 @@ import hashlib
 import os
 import random
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -80,6 +81,15 @@ SKUS = ("sku-tee", "sku-boots", "sku-cap")
 STREAMS = {"records": "atopen:records", "audit": "atopen:audit"}
 # The load goes on this long past the last sample, so that it is taken under load.
 END_SAMPLE_S = 5.0
+# The most requests the load keeps in flight (more: the server is stuck). The client
+# holds at most 100 connections (aiohttp's default); the rest wait in it for one.
+MAX_IN_FLIGHT = 256
+# The warm-up's burst at MAX_IN_FLIGHT ends this long before the measured window (or
+# halfway through a shorter warm-up), so that its requests are done when it starts.
+BURST_SETTLE_S = 10.0
+# A worker's memory is flat when its least-squares slope over the last half of the
+# measured window is at most this (docs/soak.md, "The verdict").
+FLAT_MIB_PER_MINUTE = 0.25
 MEMORY_MISS = {"tier": "memory", "result": "miss"}
 # The mix, by weight: what one request of the steady load is. Most of it opens the
 # countdowns of running campaigns (a sale's last day); the rest is everything else.
@@ -136,6 +146,43 @@ class Sample:
     render_memory_misses: int  # summed over workers (/metrics): images put in memory
     renders: int  # summed over workers (/metrics)
     caches: list[CacheFill]
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryPoint:
+    """Each worker's resident memory and open files at one moment, taken every few
+    seconds for the trend; and the most requests the load had in flight since the
+    previous point (a worker that stalls gathers them, and their memory)."""
+
+    at_s: float
+    rss_mib: dict[int, float]
+    own_fds: dict[int, int]  # open fds less the load's connections to it
+    # Of them, Unix sockets: the connections to the store (the soak's is on a socket
+    # file), which its client's pool opens when more commands are in flight than ever.
+    store_connections: dict[int, int]
+    peak_in_flight: int
+
+
+@dataclass(frozen=True, slots=True)
+class Trend:
+    """One worker's resident memory over the measured window, from the trace: the
+    least-squares slope over the whole window and over its last half, which decides."""
+
+    worker: int  # 1, 2, ... in the order of their pids
+    whole_mib_per_minute: float
+    last_half_mib_per_minute: float
+    # The most open fds (less the load's connections) before the last half of the
+    # window (the warm-up's burst included), and in it.
+    fds_before: int
+    fds_last_half: int
+
+    @property
+    def memory_flat(self) -> bool:
+        return self.last_half_mib_per_minute <= FLAT_MIB_PER_MINUTE
+
+    @property
+    def fds_flat(self) -> bool:
+        return self.fds_last_half <= self.fds_before
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,6 +279,83 @@ def open_fds(pid: int) -> int:
     return len(os.listdir(PROC / str(pid) / "fd"))
 
 
+def connection_sockets(port: int) -> set[str]:
+    """The sockets of the TCP connections accepted on `port` (the load's, on the
+    server's side), as `/proc/PID/fd` names them: their number follows the load, not
+    the server."""
+    found = set()
+    for table in ("tcp", "tcp6"):
+        for line in (PROC / "net" / table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local_port = int(fields[1].rsplit(":", 1)[1], 16)
+            if local_port == port and fields[3] != "0A":  # 0A: the listening socket
+                found.add(f"socket:[{fields[9]}]")
+    return found
+
+
+def unix_sockets() -> set[str]:
+    """Every Unix socket of the machine, as `/proc/PID/fd` names them."""
+    lines = (PROC / "net" / "unix").read_text().splitlines()[1:]
+    return {f"socket:[{line.split()[6]}]" for line in lines}
+
+
+def own_fds(pid: int, connections: set[str], unix: set[str]) -> tuple[int, int]:
+    """Open fds of `pid` that are not among `connections`, and how many of those are
+    among the `unix` sockets."""
+    own = in_unix = 0
+    for fd in os.listdir(PROC / str(pid) / "fd"):
+        try:
+            target = os.readlink(PROC / str(pid) / "fd" / fd)
+        except OSError:  # closed while we looked
+            continue
+        if target not in connections:
+            own += 1
+            in_unix += target in unix
+    return own, in_unix
+
+
+def memory_point(supervisor: int, port: int, load: Load, started: float) -> MemoryPoint:
+    at_s = round(time.monotonic() - started, 1)
+    pids = workers_of(supervisor)
+    connections, unix = connection_sockets(port), unix_sockets()
+    fds = {pid: own_fds(pid, connections, unix) for pid in pids}
+    return MemoryPoint(
+        at_s=at_s,
+        rss_mib={pid: round(rss_mib(pid), 1) for pid in pids},
+        own_fds={pid: own for pid, (own, _) in fds.items()},
+        store_connections={pid: store for pid, (_, store) in fds.items()},
+        peak_in_flight=load.take_peak_in_flight(),
+    )
+
+
+def trends(trace: list[MemoryPoint], warmup: float, seconds: float) -> list[Trend]:
+    """Each worker's trend over the measured window (`warmup` to `warmup + seconds`)."""
+    halfway = warmup + seconds / 2
+    found = []
+    for number, pid in enumerate(sorted(trace[0].rss_mib), start=1):
+        mine = [point for point in trace if pid in point.rss_mib]
+        window = [(p.at_s / 60, p.rss_mib[pid]) for p in mine if p.at_s >= warmup]
+        last_half = [(p.at_s / 60, p.rss_mib[pid]) for p in mine if p.at_s >= halfway]
+        before = [p.own_fds[pid] for p in mine if p.at_s < halfway]
+        if len(last_half) < 2 or len(window) == len(last_half) or not before:
+            continue  # the worker ended, or too few points to draw a line through
+
+        def slope(part: list[tuple[float, float]]) -> float:
+            minutes, mib = zip(*part, strict=True)
+            return statistics.linear_regression(minutes, mib).slope
+
+        found.append(
+            Trend(
+                worker=number,
+                whole_mib_per_minute=round(slope(window), 2),
+                last_half_mib_per_minute=round(slope(last_half), 2),
+                fds_before=max(before),
+                fds_last_half=max(p.own_fds[pid] for p in mine if p.at_s >= halfway),
+            )
+        )
+    return found
+
+
 def store_figures(store: redis.Redis) -> tuple[int, float, dict[str, int]]:
     """The key count, used memory and, by kind, keys without a TTL that should have one."""
     missing: Counter[str] = Counter()
@@ -285,6 +409,8 @@ class Load:
         self.rng = random.Random(7)
         self.sent = 0
         self.failures: Counter[str] = Counter()
+        self.in_flight = 0
+        self._peak_in_flight = 0
         self._kinds = list(MIX)
         self._weights = list(MIX.values())
         self._fetchers = list(FETCHERS)
@@ -305,6 +431,11 @@ class Load:
         self.zones: set[str] = set()
         self.images: dict[bytes, int] = {}  # digest of each distinct image -> its bytes
         self.links: set[str] = set()  # where the clicks went
+
+    def take_peak_in_flight(self) -> int:
+        """The most requests in flight at once since the last call."""
+        peak, self._peak_in_flight = self._peak_in_flight, self.in_flight
+        return peak
 
     def _countdown(self) -> tuple[str, int]:
         """The next campaign's countdown and a reader in the next zone."""
@@ -351,6 +482,8 @@ class Load:
             headers = {"Authorization": f"Bearer {TOKEN}"}
         else:
             headers = {"User-Agent": self._user_agent()}
+        self.in_flight += 1
+        self._peak_in_flight = max(self._peak_in_flight, self.in_flight)
         try:
             async with session.request(
                 method, path, json=body, headers=headers, allow_redirects=False
@@ -368,17 +501,23 @@ class Load:
         except (aiohttp.ClientError, TimeoutError) as exc:
             self.failures[f"{kind} {type(exc).__name__}"] += 1
         finally:
+            self.in_flight -= 1
             limit.release()
 
-    async def run(self, rate: float, until: float) -> None:
-        """Send `rate` requests a second until the monotonic time `until`."""
+    async def run(self, rate: float, until: float, burst: tuple[float, float]) -> None:
+        """Send `rate` requests a second until the monotonic time `until`; between the
+        two monotonic times of `burst`, keep MAX_IN_FLIGHT requests in flight instead."""
         timeout = aiohttp.ClientTimeout(total=30)
-        limit = asyncio.Semaphore(256)  # more in flight than this: the server is stuck
+        limit = asyncio.Semaphore(MAX_IN_FLIGHT)
         tasks: set[asyncio.Task[None]] = set()
         async with aiohttp.ClientSession(self.base_url, timeout=timeout) as session:
             start = time.monotonic()
+            paced = 0  # requests the rate has asked for so far
             while (now := time.monotonic()) < until:
-                due = int((now - start) * rate) - self.sent
+                due = int((now - start) * rate) - paced
+                paced += due
+                if burst[0] <= now < burst[1]:
+                    due = MAX_IN_FLIGHT - len(tasks)
                 for _ in range(due):
                     await limit.acquire()
                     task = asyncio.create_task(self._send(session, limit))
@@ -459,12 +598,13 @@ def cache_fills(load: Load, workers: int, cache_mb: int) -> list[CacheFill]:
 def sample(
     supervisor: int, port: int, store: redis.Redis, load: Load, started: float, cache_mb: int
 ) -> Sample:
+    at_s = round(time.monotonic() - started, 1)  # the store's figures take seconds
     pids = workers_of(supervisor)
     parts = {pid: resident_parts(pid) for pid in pids}
     keys, store_mib, missing = store_figures(store)
     misses, renders = render_counts(port)
     return Sample(
-        at_s=round(time.monotonic() - started, 1),
+        at_s=at_s,
         rss_mib={pid: round(rss_mib(pid), 1) for pid in pids},
         heap_mib={pid: round(heap, 1) for pid, (heap, _) in parts.items()},
         anonymous_mib={pid: round(anonymous, 1) for pid, (_, anonymous) in parts.items()},
@@ -520,6 +660,58 @@ def report(samples: list[Sample]) -> str:
     return "\n".join(lines)
 
 
+def trace_report(trace: list[MemoryPoint], found: list[Trend], halfway: float) -> str:
+    """Each worker's resident memory and open fds minute by minute, the load's peak in
+    flight in each minute, and the trends with their verdicts."""
+    minutes: list[list[MemoryPoint]] = []
+    for point in trace:
+        if not minutes or int(point.at_s // 60) > int(minutes[-1][0].at_s // 60):
+            minutes.append([])
+        minutes[-1].append(point)
+    columns = "".join(f"{f'{m[-1].at_s:.0f} s':>8}" for m in minutes)
+    lines = [f"{'the last point of each minute':30}{columns}"]
+    for number, pid in enumerate(sorted(trace[0].rss_mib), start=1):
+        cells = "".join(f"{m[-1].rss_mib.get(pid, 0):>8.1f}" for m in minutes)
+        lines.append(f"{f'worker {number} RSS MiB':30}{cells}")
+        cells = "".join(f"{m[-1].own_fds.get(pid, 0):>8}" for m in minutes)
+        lines.append(f"{'  own fds (less the load)':30}{cells}")
+        cells = "".join(f"{m[-1].store_connections.get(pid, 0):>8}" for m in minutes)
+        lines.append(f"{'  of them, store connections':30}{cells}")
+    peaks = "".join(f"{max(p.peak_in_flight for p in m):>8}" for m in minutes)
+    lines.append(f"{'requests in flight, most':30}{peaks}")
+    lines.append("")
+    lines.append(
+        f"trend of the measured window, least squares: memory is flat at most "
+        f"{FLAT_MIB_PER_MINUTE:+.2f} MiB a minute over its last half (from {halfway:.0f} s); "
+        f"own fds are flat if no more in it than before"
+    )
+    lines.append(f"{'':12}{'whole window':>16}{'last half':>16}{'own fds, most':>16}{'':2}verdict")
+    lines.append(f"{'':12}{'MiB a minute':>16}{'MiB a minute':>16}{'before/last half':>16}")
+    for trend in found:
+        memory = "memory flat" if trend.memory_flat else "memory growing"
+        fds = "fds flat" if trend.fds_flat else "fds growing"
+        halves = f"{trend.fds_before}/{trend.fds_last_half}"
+        lines.append(
+            f"{f'worker {trend.worker}':12}{trend.whole_mib_per_minute:>+16.2f}"
+            f"{trend.last_half_mib_per_minute:>+16.2f}{halves:>16}  {memory}, {fds}"
+        )
+    return "\n".join(lines)
+
+
+def verdict(found: list[Trend], last: Sample, workers: int) -> str:
+    """One line: whether memory and open fds were flat in every worker, and no key that
+    should expire lacked a TTL."""
+    problems = [f"worker {t.worker} memory growing" for t in found if not t.memory_flat]
+    problems += [f"worker {t.worker} fds growing" for t in found if not t.fds_flat]
+    if len(found) < workers:
+        problems.append(f"{workers - len(found)} worker(s) without a trend (ended, or too short)")
+    if last.expiring_without_ttl:
+        problems.append(f"{sum(last.expiring_without_ttl.values())} keys without a TTL")
+    if not problems:
+        return "verdict: flat memory and open fds in every worker, no key without its TTL"
+    return "verdict: " + ", ".join(problems)
+
+
 def caches_report(first: Sample, last: Sample) -> str:
     """Each bounded cache's share of one worker after the warm-up and at the end, against
     its bound: `full` (it only replaces entries now), `no new keys` (nothing new came in
@@ -558,7 +750,18 @@ def main() -> None:
         default=1,
         help="each worker's render memory cache (ATOPEN_CACHE_MEMORY_MB), small enough to fill",
     )
-    parser.add_argument("--json", action="store_true", help="end with the samples as JSON")
+    parser.add_argument(
+        "--burst",
+        type=float,
+        default=15,
+        help="seconds of the warm-up (ending 10 s before it does) at the most requests in flight",
+    )
+    parser.add_argument(
+        "--every", type=float, default=10, help="seconds between points of the memory trace"
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="end with the samples, trace and trends as JSON"
+    )
     args = parser.parse_args()
     population = Population(args.recipients)
     blocks = sorted(TEMPLATES_DIR.glob("blocks/*.json"))
@@ -583,37 +786,70 @@ def main() -> None:
                 f"{args.cache_mb} MiB render memory cache",
                 flush=True,
             )
-            samples = asyncio.run(_run(args, supervisor, port, store, load))
+            samples, trace = asyncio.run(_run(args, supervisor, port, store, load))
             biggest = memory_by_kind(store).most_common(6)
             store.close()
+        found = trends(trace, args.warmup, args.seconds)
         print(report(samples))
         print("store MiB by kind of key: " + ", ".join(f"{k} {v / MIB:.1f}" for k, v in biggest))
+        print()
+        print(trace_report(trace, found, args.warmup + args.seconds / 2))
+        print(verdict(found, samples[-1], args.workers))
         if load.failures:
             print(f"answered wrongly: {dict(load.failures)}")
             print(log.read_text(errors="replace")[-4000:])
         if args.json:
-            as_json = orjson.dumps([asdict(s) for s in samples], option=orjson.OPT_NON_STR_KEYS)
-            print(as_json.decode())
+            figures = {
+                "samples": [asdict(s) for s in samples],
+                "trace": [asdict(p) for p in trace],
+                "trends": [asdict(t) for t in found],
+            }
+            print(orjson.dumps(figures, option=orjson.OPT_NON_STR_KEYS).decode())
     raise SystemExit(1 if load.failures else 0)
 
 
 async def _run(
     args: argparse.Namespace, supervisor: int, port: int, store: redis.Redis, load: Load
-) -> list[Sample]:
+) -> tuple[list[Sample], list[MemoryPoint]]:
     """Run the load, sampling after the warm-up, halfway through and at the end (while
-    the load still runs, so the connections it holds open are counted each time)."""
+    the load still runs, so the connections it holds open are counted each time), and
+    tracing the workers' memory every `args.every` seconds from the start."""
     started = time.monotonic()
     end = started + args.warmup + args.seconds
-    running = asyncio.create_task(load.run(args.rate, end + END_SAMPLE_S))
+    burst_end = started + args.warmup - min(BURST_SETTLE_S, args.warmup / 2)
+    burst = (burst_end - args.burst, burst_end)
+    running = asyncio.create_task(load.run(args.rate, end + END_SAMPLE_S, burst))
+    sampled_at = (args.warmup, args.warmup + args.seconds / 2, args.warmup + args.seconds)
+    tracing = asyncio.create_task(_trace(args, sampled_at, supervisor, port, load, started))
     samples = []
-    for at in (args.warmup, args.warmup + args.seconds / 2, args.warmup + args.seconds):
+    for at in sampled_at:
         await asyncio.sleep(max(0.0, started + at - time.monotonic()))
         samples.append(
             await asyncio.to_thread(sample, supervisor, port, store, load, started, args.cache_mb)
         )
         print(f"sampled at {samples[-1].at_s:.0f} s", flush=True)
+    trace = await tracing
     await running
-    return samples
+    return samples, trace
+
+
+async def _trace(
+    args: argparse.Namespace,
+    sampled_at: tuple[float, ...],
+    supervisor: int,
+    port: int,
+    load: Load,
+    started: float,
+) -> list[MemoryPoint]:
+    """A memory point every `args.every` seconds and at each sample's time."""
+    last = sampled_at[-1]
+    ticks = int(last // args.every) + 1
+    times = sorted({*(n * args.every for n in range(ticks)), *sampled_at})
+    trace = []
+    for at in times:
+        await asyncio.sleep(max(0.0, started + at - time.monotonic()))
+        trace.append(await asyncio.to_thread(memory_point, supervisor, port, load, started))
+    return trace
 
 
 if __name__ == "__main__":
