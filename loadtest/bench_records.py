@@ -8,7 +8,9 @@ machine whose cores serve nothing else the capacity is the cores over that cost,
 ratio of the costs is the capacity with recording against without; the ratio of the
 rates says the same on a quiet machine, and moves with the neighbours on a shared one.
 Then the store's memory: the record stream's bytes per record (`MEMORY USAGE`, exact),
-scaled to a million, and a reader's engagement set.
+scaled to a million, and a reader's engagement set. Last, the flush alone
+(`bench_record_flush`): the worker's and the store's CPU per record, which the
+neighbours of a shared machine move much less than the servers' rates.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pathlib import Path
 import redis
 
 from content_sources.redis_keys import engagement_key
-from loadtest import loadgen
+from loadtest import bench_record_flush, loadgen
 from loadtest.bench_serve import (
     HOST,
     SECRET,
@@ -109,6 +111,7 @@ def measure(args: argparse.Namespace) -> None:
                     f"one reader's engagement set of {engagement_entries} opens: "
                     f"{engagement:,} B"
                 )
+    print(bench_record_flush.measure(100, args.recipients).line())
 
 
 def main() -> None:

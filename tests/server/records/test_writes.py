@@ -10,6 +10,7 @@ import redis
 import redis.asyncio as aioredis
 from support import human_record
 
+from content_sources.redis_cluster_pipe import slot_of
 from content_sources.redis_keys import engagement_key
 from server.records.record import RecordFields
 from server.records.reports import block_report
@@ -107,3 +108,22 @@ async def test_a_flush_around_midnight_counts_each_record_on_its_own_day(
     assert [
         (row["key"], row["human_opens"], row["clicks"], row["unique_readers"]) for row in rows
     ] == [(days[0], 2, 0, 2), (days[1], 1, 1, 2)]
+
+
+def test_on_a_cluster_each_engagement_call_writes_one_slots_sets(store: redis.Redis) -> None:
+    """Redis Cluster runs a script only on keys of one slot: with `one_slot`, the
+    engagement writes are split by slot, and every reader's action still lands."""
+    now = datetime.now(UTC)
+    readers = [f"u{i}" for i in range(40)]
+    records = [human_record("open", "news", "a", r, now) for r in readers]
+    commands = writer().commands(records, now.timestamp(), one_slot=True)
+    calls = [c for c in commands if c[0] == "EVAL" and "ZADD" in str(c[1])]
+    assert len(calls) > 1
+    for call in calls:
+        keys = call[3 : 3 + int(call[2])]
+        assert len({slot_of(str(key)) for key in keys}) == 1
+    with store.pipeline(transaction=False) as pipe:
+        for command in commands:
+            pipe.execute_command(*command)
+        pipe.execute()
+    assert [store.zcard(engagement_key(r)) for r in readers] == [1] * len(readers)
