@@ -22,7 +22,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from itertools import compress, count, repeat
+from itertools import chain, compress, count, repeat
 from operator import eq, is_not, itemgetter
 
 from content_sources.client import ClientKind, classify_client
@@ -120,14 +120,17 @@ PendingOpen = tuple[float, str, int, str, str | None, str | None, str | None, st
 # A click: time (s), block, version, recipient, link, User-Agent, whether it was a HEAD.
 PendingClick = tuple[float, str, int, str | None, str, str | None, bool]
 
-# Members of the engagement sets are unique across processes and flushes: the process,
-# the flush's number in it, the record's place in the flush.
+# Members of the engagement sets are unique across processes and flushes: the type and
+# block, the process, the flush's number in it (and the record's place in the flush when
+# one reader did the same twice in it).
 _MEMBER_PREFIX = f"{os.getpid():x}"
 _member_numbers = count()
 # `engagement_key(recipient)` is this, the recipient, and "}": made so for thousands a flush.
 _ENGAGEMENT_KEY_HEAD = engagement_key("")[:-1]
 # A record's fields, by place (see `Record`), read in C over a flush's records.
 _TS, _TYPE, _RECIPIENT, _CLASS = itemgetter(0), itemgetter(1), itemgetter(5), itemgetter(7)
+# An action in an engagement set: type and block.
+_ACTION = itemgetter(1, 2)
 # What a report counter depends on: block, variant, client, country, type, fetch class.
 _GROUP = itemgetter(2, 4, 6, 8, 1, 7)
 
@@ -291,12 +294,20 @@ class RecordWriter:
         """`signed`'s human opens and clicks into their recipients' engagement sets."""
         if not signed:
             return []
-        keys = [f"{_ENGAGEMENT_KEY_HEAD}{r[5]}}}" for r in signed]
-        unique = next(_member_numbers)
-        pairs: list[str | bytes | int] = []
-        for index, (ts_ms, type_, block, *_) in enumerate(signed):
-            pairs.append(ts_ms)
-            pairs.append(f"{type_[0]}\t{block}\t{_MEMBER_PREFIX}.{unique}.{index}")
+        keys = [f"{_ENGAGEMENT_KEY_HEAD}{r}}}" for r in map(_RECIPIENT, signed)]
+        # One member per kind of action and block in this flush: unique in every set,
+        # made once for the thousands of readers who did the same.
+        unique = f"{_MEMBER_PREFIX}.{next(_member_numbers)}"
+        actions = list(map(_ACTION, signed))
+        names = {action: f"{action[0][0]}\t{action[1]}\t{unique}" for action in set(actions)}
+        members = list(map(names.__getitem__, actions))
+        if len(set(zip(keys, members, strict=True))) < len(members):
+            # A reader did the same twice in one flush (opened one block twice): each
+            # action its own member, or the second would only move the first.
+            members = [f"{member}.{index}" for index, member in enumerate(members)]
+        pairs: list[str | bytes | int] = list(
+            chain.from_iterable(zip(map(_TS, signed), members, strict=True))
+        )
         places: list[list[int]] = [list(range(len(keys)))]
         if one_slot:
             by_slot: defaultdict[int, list[int]] = defaultdict(list)
