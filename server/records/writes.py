@@ -114,6 +114,18 @@ end
 return 0
 """
 
+# Adds the recipients ARGV to each HyperLogLog of KEYS: the readers of one cell (block,
+# day, variant, client, country) go into the HyperLogLog of each of its values, and are
+# sent once for all of them. At most `RECIPIENTS_PER_UNIQUES_CALL` (Lua's `unpack` takes
+# some thousands).
+UNIQUES_SCRIPT = """
+for k = 1, #KEYS do
+  redis.call('PFADD', KEYS[k], unpack(ARGV))
+end
+return 0
+"""
+RECIPIENTS_PER_UNIQUES_CALL = 1_000
+
 # An open as the image route leaves it: time (s), block, version, variant, recipient,
 # User-Agent, country, outcome.
 PendingOpen = tuple[float, str, int, str, str | None, str | None, str | None, str]
@@ -362,8 +374,13 @@ def _report_commands(
             for name in _dimension_fields(variant, client, country):
                 for metric in metrics:
                     counts[(block, day, f"{name}={metric}")] += n
-    readers: defaultdict[tuple[str, str, str], list[str]] = defaultdict(list)
-    clickers: defaultdict[tuple[str, str, str], list[str]] = defaultdict(list)
+    commands: list[RedisCommand] = []
+    hashes = set()
+    for (block, day, name), n in counts.items():
+        commands.append(("HINCRBY", stats_key(block, day), name, n))
+        hashes.add(stats_key(block, day))
+    commands.extend(("EXPIRE", key, STATS_TTL_S) for key in hashes)
+    uniques: set[str] = set()
     for day, group in _by_day(signed):
         cells: defaultdict[tuple[str, str | None, str, str | None, str], list[str]] = defaultdict(
             list
@@ -372,21 +389,15 @@ def _report_commands(
             # `signed` holds no record without a recipient
             cells[(block, variant, client, country, type_)].append(recipient)  # type: ignore[arg-type]
         for (block, variant, client, country, type_), recipients in cells.items():
-            for name in _dimension_fields(variant, client, country):
-                readers[(block, day, name)].extend(recipients)
-                if type_ == "click":
-                    clickers[(block, day, name)].extend(recipients)
-    commands: list[RedisCommand] = []
-    hashes = set()
-    for (block, day, name), n in counts.items():
-        commands.append(("HINCRBY", stats_key(block, day), name, n))
-        hashes.add(stats_key(block, day))
-    commands.extend(("EXPIRE", key, STATS_TTL_S) for key in hashes)
-    for key_of, sets in ((readers_key, readers), (clickers_key, clickers)):
-        for (block, day, name), members in sets.items():
-            key = key_of(block, day, name)
-            commands.append(("PFADD", key, *members))
-            commands.append(("EXPIRE", key, STATS_TTL_S))
+            names = _dimension_fields(variant, client, country)
+            keys = [readers_key(block, day, name) for name in names]
+            if type_ == "click":
+                keys += [clickers_key(block, day, name) for name in names]
+            uniques.update(keys)
+            for start in range(0, len(recipients), RECIPIENTS_PER_UNIQUES_CALL):
+                part = recipients[start : start + RECIPIENTS_PER_UNIQUES_CALL]
+                commands.append(("EVAL", UNIQUES_SCRIPT, len(keys), *keys, *part))
+    commands.extend(("EXPIRE", key, STATS_TTL_S) for key in uniques)
     return commands
 
 
