@@ -7,6 +7,13 @@ warms it up with `wrk`, counts during a fixed `wrk` run through the signed URLs 
 distinct readers, and divides by the answers. Then the same for a bare aiohttp handler
 answering the same bytes (`loadtest/floors.py`). It prints both and their ratio.
 
+It counts a refused open the same way: what an open costs that the render queue has no
+room for, answered at once with the block's pre-rendered default (the most numerous
+answer of an overloaded server). The block is drawn per recipient and reads live data
+from a listener that never answers; the queue has one place (`ATOPEN_RENDER_QUEUE=0`,
+one render thread), which the first open takes and holds while it waits for that data,
+so every open after it is refused.
+
 Under callgrind a process runs about fifty times slower while its timers keep wall-clock
 time: the worker here runs with its periodic work (the open log's flush, the metrics'
 flush, the loop-lag timer) and the inventory's shared reads stretched by that factor, so
@@ -21,6 +28,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -32,6 +40,7 @@ from pathlib import Path
 
 from loadtest.bench_serve import (
     HOST,
+    PERSONAL_BLOCK,
     SECRET,
     SHARED_BLOCK,
     TOKEN,
@@ -50,6 +59,9 @@ SLOWDOWN = 50
 INVENTORY_MAX_AGE_MS = 100 * SLOWDOWN
 BLOCK = "shared"
 SHARED_VARIANT = str(SHARED_BLOCK["variants"][0]["name"])  # type: ignore[index]
+REFUSED_BLOCK = "refused"
+# How long the open let in waits for the live data that never comes: longer than a run.
+HELD_MS = 30_000
 # A path per reader: more than a counted run sends under callgrind, so none repeats.
 READERS = 20_000
 CONNECTIONS = 8
@@ -145,8 +157,10 @@ def running(command: list[str], env: dict[str, str], port: int, log: Path) -> It
                 process.wait()
 
 
-def run_wrk(port: int, paths_file: Path, tmp: Path, seconds: float) -> tuple[int, int]:
-    """One wrk run: the answers, and those that were the shared variant."""
+def run_wrk(
+    port: int, paths_file: Path, tmp: Path, seconds: float, variant: str = SHARED_VARIANT
+) -> tuple[int, int]:
+    """One wrk run: the answers, and those that were `variant`."""
     script, out = tmp / "paths.lua", tmp / "wrk.out"
     script.write_text(WRK_SCRIPT)
     out.unlink(missing_ok=True)
@@ -154,7 +168,7 @@ def run_wrk(port: int, paths_file: Path, tmp: Path, seconds: float) -> tuple[int
         **os.environ,
         "BENCH_PATHS": str(paths_file),
         "BENCH_OUT": str(out),
-        "BENCH_VARIANT": SHARED_VARIANT,
+        "BENCH_VARIANT": variant,
     }
     command = [
         "wrk",
@@ -175,15 +189,20 @@ def run_wrk(port: int, paths_file: Path, tmp: Path, seconds: float) -> tuple[int
 
 
 def count(
-    pid: int, port: int, paths_file: Path, out_file: Path, seconds: float, warmup: float
+    pid: int,
+    port: int,
+    paths_file: Path,
+    out_file: Path,
+    args: argparse.Namespace,
+    variant: str = SHARED_VARIANT,
 ) -> Count:
     """Warm up, then count the instructions of a fixed wrk run."""
     tmp = paths_file.parent
-    run_wrk(port, paths_file, tmp, warmup)
+    run_wrk(port, paths_file, tmp, args.warmup, variant)
     callgrind_control("-i", "on", pid)
-    answers, shared = run_wrk(port, paths_file, tmp, seconds)
+    answers, matched = run_wrk(port, paths_file, tmp, args.seconds, variant)
     callgrind_control("-i", "off", pid)
-    return Count(dump_total(pid, out_file), answers, shared)
+    return Count(dump_total(pid, out_file), answers, matched)
 
 
 def callgrind_control(*args: str | int) -> None:
@@ -205,50 +224,96 @@ def dump_total(pid: int, out_file: Path) -> int:
     raise RuntimeError(f"callgrind wrote no dump for process {pid}")
 
 
+def refused_block(data_url: str) -> dict[str, object]:
+    """A block drawn per recipient whose variant also reads `data_url`, with the shared
+    block's size and default (so the same floor answers the same bytes)."""
+    variant = dict(PERSONAL_BLOCK["variants"][0])  # type: ignore[index]
+    variant["layers"] = [
+        *variant["layers"][:1],
+        {**variant["layers"][1], "text": "Hello {{ profile.first_name }} {{ data.held }}"},
+    ]
+    return {
+        **SHARED_BLOCK,
+        "variants": [variant],
+        "data": {"held": {"url": data_url, "timeout_ms": HELD_MS, "ttl_s": 0}},
+    }
+
+
+def worker_env(store_url: str, port: int, data_dir: Path, **settings: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ATOPEN_")}
+    env.update(
+        ATOPEN_SECRET=SECRET,
+        ATOPEN_API_TOKEN=TOKEN,
+        ATOPEN_REDIS_URL=store_url,
+        ATOPEN_PORT=str(port),
+        ATOPEN_DATA_DIR=str(data_dir),
+        ATOPEN_LOG_LEVEL="WARNING",
+        # The loop-lag timer sees the slowdown as lag; no open may fall back for it.
+        ATOPEN_RENDER_DEADLINE_MS="60000",
+        ATOPEN_INVENTORY_MAX_AGE_MS=str(INVENTORY_MAX_AGE_MS),
+        **settings,
+    )
+    return env
+
+
+def signed_paths(signer: Signer, block: str, path: Path) -> Path:
+    path.write_text(
+        "".join(signer.sign_url(f"/i/{block}.png?r=r{i}") + "\n" for i in range(READERS))
+    )
+    return path
+
+
+def count_floor(body: bytes, paths_file: Path, out_file: Path, args: argparse.Namespace) -> Count:
+    """The bare aiohttp handler answering `body`, counted like the worker."""
+    tmp = paths_file.parent
+    body_path = tmp / "body.png"
+    body_path.write_bytes(body)
+    port = free_port()
+    floor = [sys.executable, "-m", "loadtest.floors", str(port), str(body_path)]
+    with running(valgrind(floor, out_file), dict(os.environ), port, tmp / "floor.log") as pid:
+        return count(pid, port, paths_file, out_file, args)
+
+
 def measure(args: argparse.Namespace) -> None:
     for tool in ("valgrind", "wrk"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is not installed: run `sh loadtest/install_tools.sh`")
     signer = Signer([SECRET])
     out_dir = Path(args.out) if args.out else None
+    worker = [sys.executable, "-m", "loadtest.bench_instructions", "--slowed-worker"]
     with tempfile.TemporaryDirectory(prefix="atopen-instructions-") as tmp_name:
         tmp = Path(tmp_name)
         dumps = out_dir or tmp
         dumps.mkdir(parents=True, exist_ok=True)
-        paths_file = tmp / "paths.txt"
-        paths_file.write_text(
-            "".join(signer.sign_url(f"/i/{BLOCK}.png?r=r{i}") + "\n" for i in range(READERS))
-        )
+        shared_paths = signed_paths(signer, BLOCK, tmp / "shared-paths.txt")
+        refused_paths = signed_paths(signer, REFUSED_BLOCK, tmp / "refused-paths.txt")
         with EmbeddedRedis(tmp / "store", persistent=False) as store:
             seed(store.url, READERS)
             port = free_port()
-            env = {k: v for k, v in os.environ.items() if not k.startswith("ATOPEN_")}
-            env.update(
-                ATOPEN_SECRET=SECRET,
-                ATOPEN_API_TOKEN=TOKEN,
-                ATOPEN_REDIS_URL=store.url,
-                ATOPEN_PORT=str(port),
-                ATOPEN_DATA_DIR=str(tmp / "data"),
-                ATOPEN_LOG_LEVEL="WARNING",
-                # The loop-lag timer sees the slowdown as lag; no open may fall back for it.
-                ATOPEN_RENDER_DEADLINE_MS="60000",
-                ATOPEN_INVENTORY_MAX_AGE_MS=str(INVENTORY_MAX_AGE_MS),
-            )
-            worker = [sys.executable, "-m", "loadtest.bench_instructions", "--slowed-worker"]
+            env = worker_env(store.url, port, tmp / "data")
             atopen_out = dumps / "atopen.callgrind"
             with running(valgrind(worker, atopen_out), env, port, tmp / "atopen.log") as pid:
                 api(port, "PUT", f"/api/v1/blocks/{BLOCK}", SHARED_BLOCK)
                 body = fetch(port, signer.sign_url(f"/i/{BLOCK}.png?r=r0"))
-                atopen = count(pid, port, paths_file, atopen_out, args.seconds, args.warmup)
-            body_path = tmp / "body.png"
-            body_path.write_bytes(body)
-            port = free_port()
-            floor = [sys.executable, "-m", "loadtest.floors", str(port), str(body_path)]
-            floor_out = dumps / "floor.callgrind"
-            with running(
-                valgrind(floor, floor_out), dict(os.environ), port, tmp / "floor.log"
-            ) as pid:
-                bare = count(pid, port, paths_file, floor_out, args.seconds, args.warmup)
+                atopen = count(pid, port, shared_paths, atopen_out, args)
+            with socket.create_server((HOST, 0)) as never_answers:
+                port = free_port()
+                env = worker_env(
+                    store.url,
+                    port,
+                    tmp / "data-refused",
+                    ATOPEN_RENDER_THREADS="1",
+                    ATOPEN_RENDER_QUEUE="0",
+                    ATOPEN_FETCH_ALLOW=f"{HOST}/32",
+                )
+                data_url = f"http://{HOST}:{never_answers.getsockname()[1]}/"
+                refused_out = dumps / "refused.callgrind"
+                with running(valgrind(worker, refused_out), env, port, tmp / "refused.log") as pid:
+                    api(port, "PUT", f"/api/v1/blocks/{REFUSED_BLOCK}", refused_block(data_url))
+                    default = fetch(port, f"/i/{REFUSED_BLOCK}.png")  # unsigned: the default
+                    refused = count(pid, port, refused_paths, refused_out, args, "default")
+        bare = count_floor(body, shared_paths, dumps / "floor.callgrind", args)
+        bare_default = count_floor(default, shared_paths, dumps / "floor-default.callgrind", args)
     print(
         f"instructions per request (callgrind, one process, {args.seconds:g} s of wrk "
         f"-c{CONNECTIONS}):"
@@ -261,6 +326,15 @@ def measure(args: argparse.Namespace) -> None:
         f"  bare aiohttp, same bytes       {bare.per_request:>10,.0f}  ({bare.answers:,} answers)"
     )
     print(f"  ratio {atopen.per_request / bare.per_request:.2f}x")
+    print(
+        f"  refused open (the default)     {refused.per_request:>10,.0f}  "
+        f"({refused.answers:,} answers, {refused.shared:,} the default)"
+    )
+    print(
+        f"  bare aiohttp, same bytes       {bare_default.per_request:>10,.0f}  "
+        f"({bare_default.answers:,} answers)"
+    )
+    print(f"  ratio {refused.per_request / bare_default.per_request:.2f}x")
     if out_dir:
         print(f"  per function: callgrind_annotate {out_dir}/atopen.callgrind.1")
 
