@@ -22,7 +22,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from itertools import chain, compress, count, repeat
+from itertools import compress, count, repeat
 from operator import eq, is_not, itemgetter
 
 from content_sources.client import ClientKind, classify_client
@@ -89,21 +89,22 @@ end
 return total
 """
 
-# Adds human opens and clicks to their recipients' engagement sets: KEYS[k] gets the
-# member ARGV[2k + 4] scored ARGV[2k + 3] (ms). A set whose time to live is below ARGV[4]
-# (ms: `ENGAGEMENT_DAYS`) is set to expire at ARGV[1] (a day later than that): the set
-# outlives its last action by `ENGAGEMENT_DAYS` at least, and a set written again the
-# same day is not renewed again (the check does not go to the append-only file; a
-# renewal does). A key whose place k plus ARGV[3] is a multiple of
-# `ENGAGEMENT_TRIM_EVERY` is trimmed to its newest members, ranks up to ARGV[2]
-# (-1 - `ENGAGEMENT_MAX`) removed; the writer moves ARGV[3] on at each call, so every set
-# is trimmed at about one write in that many, wherever its recipient comes in the batch.
-# A recipient with several actions in a batch has their key several times.
+# Adds one kind of action on one block to its readers' engagement sets: the member
+# ARGV[5] (type, block, and what makes it unique), scored ARGV[5 + k] (ms) in KEYS[k].
+# A set whose time to live is below ARGV[4] (ms: `ENGAGEMENT_DAYS`) is set to expire at
+# ARGV[1] (a day later than that): the set outlives its last action by `ENGAGEMENT_DAYS`
+# at least, and a set written again the same day is not renewed again (the check does
+# not go to the append-only file; a renewal does). A key whose place k plus ARGV[3] is a
+# multiple of `ENGAGEMENT_TRIM_EVERY` is trimmed to its newest members, ranks up to
+# ARGV[2] (-1 - `ENGAGEMENT_MAX`) removed; the writer moves ARGV[3] on at each call, so
+# every set is trimmed at about one write in that many, wherever its reader comes in
+# the batch.
 ENGAGEMENT_SCRIPT = f"""
 local offset = tonumber(ARGV[3])
 local renew_below = tonumber(ARGV[4])
+local member = ARGV[5]
 for k = 1, #KEYS do
-  redis.call('ZADD', KEYS[k], ARGV[2 * k + 3], ARGV[2 * k + 4])
+  redis.call('ZADD', KEYS[k], ARGV[5 + k], member)
   if redis.call('PTTL', KEYS[k]) < renew_below then
     redis.call('PEXPIREAT', KEYS[k], ARGV[1])
   end
@@ -133,8 +134,8 @@ PendingOpen = tuple[float, str, int, str, str | None, str | None, str | None, st
 PendingClick = tuple[float, str, int, str | None, str, str | None, bool]
 
 # Members of the engagement sets are unique across processes and flushes: the type and
-# block, the process, the flush's number in it (and the record's place in the flush when
-# one reader did the same twice in it).
+# block, the process, the flush's number in it (and, for a reader who did the same twice
+# in one flush, which time it was).
 _MEMBER_PREFIX = f"{os.getpid():x}"
 _member_numbers = count()
 # `engagement_key(recipient)` is this, the recipient, and "}": made so for thousands a flush.
@@ -303,50 +304,93 @@ class RecordWriter:
     def _engagement_commands(
         self, signed: Sequence[RecordFields], now: float, one_slot: bool
     ) -> list[RedisCommand]:
-        """`signed`'s human opens and clicks into their recipients' engagement sets."""
-        if not signed:
-            return []
-        keys = [f"{_ENGAGEMENT_KEY_HEAD}{r}}}" for r in map(_RECIPIENT, signed)]
-        # One member per kind of action and block in this flush: unique in every set,
-        # made once for the thousands of readers who did the same.
+        """`signed`'s human opens and clicks into their recipients' engagement sets: one
+        script call per kind of action and block (and slot, on a cluster), whose member
+        is sent once for the thousands of readers who did the same in this flush."""
         unique = f"{_MEMBER_PREFIX}.{next(_member_numbers)}"
-        actions = list(map(_ACTION, signed))
-        names = {action: f"{action[0][0]}\t{action[1]}\t{unique}" for action in set(actions)}
-        members = list(map(names.__getitem__, actions))
-        if len(set(zip(keys, members, strict=True))) < len(members):
-            # A reader did the same twice in one flush (opened one block twice): each
-            # action its own member, or the second would only move the first.
-            members = [f"{member}.{index}" for index, member in enumerate(members)]
-        pairs: list[str | bytes | int] = list(
-            chain.from_iterable(zip(map(_TS, signed), members, strict=True))
-        )
-        places: list[list[int]] = [list(range(len(keys)))]
-        if one_slot:
-            by_slot: defaultdict[int, list[int]] = defaultdict(list)
-            for index, key in enumerate(keys):
-                by_slot[slot_of(key)].append(index)
-            places = list(by_slot.values())
         kept_ms = ENGAGEMENT_DAYS * 86_400_000
-        expire_at = int(now * 1000) + kept_ms + 86_400_000
+        head: list[str | bytes | int] = [
+            int(now * 1000) + kept_ms + 86_400_000,
+            -1 - ENGAGEMENT_MAX,
+            0,  # the trim offset, below
+            kept_ms,
+        ]
         commands: list[RedisCommand] = []
-        for group in places:
-            for start in range(0, len(group), RECORDS_PER_ENGAGEMENT_CALL):
-                part = group[start : start + RECORDS_PER_ENGAGEMENT_CALL]
-                self._trim_offset = (self._trim_offset + 1) % ENGAGEMENT_TRIM_EVERY
-                args: list[str | bytes | int] = [
-                    expire_at,
-                    -1 - ENGAGEMENT_MAX,
-                    self._trim_offset,
-                    kept_ms,
-                ]
-                if len(part) == len(keys):  # the usual case: every key, in order
-                    part_keys, args = keys, args + pairs
-                else:
-                    part_keys = [keys[i] for i in part]
-                    for i in part:
-                        args.extend(pairs[2 * i : 2 * i + 2])
-                commands.append(("EVAL", ENGAGEMENT_SCRIPT, len(part_keys), *part_keys, *args))
+        for (type_, block), group in _by_action(signed):
+            member = f"{type_[0]}\t{block}\t{unique}"
+            keys = [f"{_ENGAGEMENT_KEY_HEAD}{r}}}" for r in map(_RECIPIENT, group)]
+            scores: list[int] = list(map(_TS, group))
+            for name, part_keys, part_scores in _one_member_each(member, keys, scores):
+                for call_keys, call_scores in _calls(part_keys, part_scores, one_slot):
+                    self._trim_offset = (self._trim_offset + 1) % ENGAGEMENT_TRIM_EVERY
+                    head[2] = self._trim_offset
+                    commands.append(
+                        (
+                            "EVAL",
+                            ENGAGEMENT_SCRIPT,
+                            len(call_keys),
+                            *call_keys,
+                            *head,
+                            name,
+                            *call_scores,
+                        )
+                    )
         return commands
+
+
+def _by_action(
+    signed: Sequence[RecordFields],
+) -> list[tuple[tuple[str, str], Sequence[RecordFields]]]:
+    """The records by type and block: a flush's are of a few blocks, read apart in C."""
+    actions = set(map(_ACTION, signed))
+    if len(actions) == 1:
+        return [(actions.pop(), signed)]
+    return [
+        (action, list(compress(signed, map(eq, map(_ACTION, signed), repeat(action)))))
+        for action in actions
+    ]
+
+
+def _one_member_each(
+    member: str, keys: list[str], scores: list[int]
+) -> list[tuple[str, list[str], list[int]]]:
+    """`member` for every key, but a reader who did the same twice in one flush (opened
+    one block twice) gets `member.1` for the second time, and so on: each action its
+    own member, or the second would only move the first."""
+    if len(set(keys)) == len(keys):
+        return [(member, keys, scores)]
+    times: Counter[str] = Counter()
+    parts: defaultdict[int, tuple[list[str], list[int]]] = defaultdict(lambda: ([], []))
+    for key, score in zip(keys, scores, strict=True):
+        part_keys, part_scores = parts[times[key]]
+        times[key] += 1
+        part_keys.append(key)
+        part_scores.append(score)
+    return [
+        (member if n == 0 else f"{member}.{n}", part_keys, part_scores)
+        for n, (part_keys, part_scores) in parts.items()
+    ]
+
+
+def _calls(keys: list[str], scores: list[int], one_slot: bool) -> list[tuple[list[str], list[int]]]:
+    """`keys` with their scores in parts of `RECORDS_PER_ENGAGEMENT_CALL`; with `one_slot`,
+    each part's keys of one slot (a script on Redis Cluster writes one slot's keys)."""
+    groups = [(keys, scores)]
+    if one_slot:
+        by_slot: defaultdict[int, tuple[list[str], list[int]]] = defaultdict(lambda: ([], []))
+        for key, score in zip(keys, scores, strict=True):
+            slot_keys, slot_scores = by_slot[slot_of(key)]
+            slot_keys.append(key)
+            slot_scores.append(score)
+        groups = list(by_slot.values())
+    return [
+        (
+            group_keys[start : start + RECORDS_PER_ENGAGEMENT_CALL],
+            group_scores[start : start + RECORDS_PER_ENGAGEMENT_CALL],
+        )
+        for group_keys, group_scores in groups
+        for start in range(0, len(group_keys), RECORDS_PER_ENGAGEMENT_CALL)
+    ]
 
 
 def _report_commands(
