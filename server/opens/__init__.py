@@ -12,6 +12,10 @@
 4. draw: the image, pre-rendered, cached, or rendered off the event loop.
 5. answer: the open is remembered (for the click, the impression, the last place seen).
 
+An open of a block drawn per recipient is admitted first (`admit`), before its query is
+even decoded: under overload most are refused, and a refusal then costs a lookup and
+the default's bytes.
+
 An open of a block whose rules read nothing but reads shared by all its opens (its
 inventory items) skips gather and decide while the same replies are kept: it takes the
 choice an earlier open made from them (shared.py). When that choice's image is in memory
@@ -47,13 +51,13 @@ from renderers.plan import ImageFormat
 from server.blocks.experiments import assign
 from server.blocks.selection import Choice, safe_link
 from server.blocks.snapshot import PreparedBlock
-from server.opens.admit import Admission
+from server.opens.admit import Admission, Admitted
 from server.opens.answer import Recorder, country_of, fallback, link_of
 from server.opens.decide import ChoiceMemo, Chosen, Decision, decide, decide_unsigned
 from server.opens.draw import Drawer
 from server.opens.gather import Gathered, Gatherer
 from server.opens.loop_lag import LoopLag
-from server.opens.query import ImageAnswer, OpenQuery
+from server.opens.query import ImageAnswer, OpenQuery, dpr_of
 from server.opens.remote_images import RemoteImages
 from server.opens.render_cache import RenderCache
 from server.opens.render_pool import OverloadedError, RenderPool
@@ -152,6 +156,18 @@ class Opens:
         signer = self._signer
         return signer.verify_request(path, raw_query, pairs) or signer.verify_recipient(pairs)
 
+    def admit(
+        self, prepared: PreparedBlock, fmt: ImageFormat, raw_query: str
+    ) -> Admitted | ImageAnswer:
+        """Stage 1 of an open of a block drawn per recipient, before anything else: its
+        place in the render queue (for `image`), or the pre-rendered default at once
+        when the renders ahead would not leave it time (unsigned as far as anyone
+        checked: its signature is not checked)."""
+        admitted = self._admission.admit(prepared)
+        if admitted is None:
+            return fallback(prepared, fmt, dpr_of(raw_query), FallbackReason.OVERLOADED)
+        return admitted
+
     def image_now(
         self,
         prepared: PreparedBlock,
@@ -207,13 +223,15 @@ class Opens:
         user_agent: str | None,
         client_ip: str | None = None,
         verified: bool | None = None,
+        admitted: Admitted | None = None,
     ) -> ImageAnswer:
         """The image for this open; the pre-rendered default on any failure or overrun.
-        `verified` is whether the open is signed, when `image_now` found out already."""
-        try:
+        `verified` is whether the open is signed, when `image_now` found out already;
+        `admitted`, what `admit` gave it, if it was asked."""
+        if admitted is None:
             admitted = self._admission.admit(prepared)
-        except OverloadedError:
-            return fallback(prepared, fmt, query.dpr, FallbackReason.OVERLOADED)
+            if admitted is None:
+                return fallback(prepared, fmt, query.dpr, FallbackReason.OVERLOADED)
         recipient: str | None = None
         try:
             if verified is None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from server.blocks.snapshot import PreparedBlock
 from server.opens.loop_lag import LoopLag
-from server.opens.render_pool import OverloadedError, Place, RenderPool
+from server.opens.render_pool import Place, RenderPool
 
 # What the open leaves of its deadline for writing the answer, which under three times
 # capacity took 15-70 ms (a busy event loop's turns); at most a fifth of a short one.
@@ -55,14 +55,19 @@ class Admission:
         deadline): such an open may be answered at once when its image is in memory."""
         return not prepared.personal_variants and self._loop_lag.seconds < self._work_s
 
-    def admit(self, prepared: PreparedBlock) -> Admitted:
-        """Let the open in, or OverloadedError: the default, at once.
+    def admit(self, prepared: PreparedBlock) -> Admitted | None:
+        """Let the open in, or None: the default, at once (the open waited out its
+        deadline for the event loop, or the renders ahead would not leave it time).
 
         The time the open already waited for the event loop counts against its
         deadline."""
         now = time.monotonic()
         deadline = now + self._work_s - self._loop_lag.seconds
         if deadline <= now:
-            raise OverloadedError("the open waited out its deadline before it began")
-        place = self._pool.admit(deadline) if prepared.personal_variants else None
+            return None
+        place = None
+        if prepared.personal_variants:
+            place = self._pool.place(deadline)
+            if place is None:
+                return None
         return Admitted(deadline, deadline + self._grace_s, place)

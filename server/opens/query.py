@@ -55,6 +55,14 @@ class OpenQuery:
         return OpenQuery(recipient, params, tz, dpr)
 
 
+def dpr_of(raw_query: str) -> int:
+    """The `dpr` an open asks for (as `OpenQuery.parse` reads it) from its raw query: all
+    a refused open needs of it, without decoding the rest. A query names `dpr` only if
+    it holds those letters, or one of them percent-encoded."""
+    named = "dpr" in raw_query or "%64" in raw_query or "%70" in raw_query or "%72" in raw_query
+    return OpenQuery.parse(query_pairs(raw_query)).dpr if named else 1
+
+
 @dataclass(slots=True)
 class ImageAnswer:
     body: bytes

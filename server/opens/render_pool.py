@@ -118,9 +118,16 @@ class RenderPool:
 
     def admit(self, deadline: float | None = None) -> Place:
         """A place in the queue for a render to come; OverloadedError as `run` would."""
-        refusal = self.refusal(deadline)
-        if refusal is not None:
-            raise OverloadedError(refusal)
+        place = self.place(deadline)
+        if place is None:
+            raise OverloadedError(self.refusal(deadline) or "no room")
+        return place
+
+    def place(self, deadline: float | None = None) -> Place | None:
+        """`admit`, but None for a refusal: refusing is the common case under overload,
+        and the caller answers at once without an exception's cost."""
+        if self.refusal(deadline) is not None:
+            return None
         self._places += 1
         metrics.QUEUE_DEPTH.inc()
         return Place(self)

@@ -76,26 +76,37 @@ async def image(request: web.Request) -> web.Response:
     started = time.perf_counter()
     url = request.rel_url
     raw_query = url.raw_query_string
-    pairs = query_pairs(raw_query)
     opens = app[OPENS]
-    query = OpenQuery.parse(pairs)
-    path = url.raw_path
     user_agent = request.headers.get("User-Agent")  # for the open, and for its record
-    now = opens.image_now(prepared, fmt, query, path=path, raw_query=raw_query, pairs=pairs)
-    if isinstance(now, ImageAnswer):
-        answer = now
+    admitted = None
+    if prepared.personal_variants:
+        # Drawn per recipient: admitted before its query is decoded, since under overload
+        # most such opens are refused, and a refusal should cost little more than a lookup.
+        admitted = opens.admit(prepared, fmt, raw_query)
+    if isinstance(admitted, ImageAnswer):
+        answer = admitted
     else:
-        answer = await opens.image(
-            prepared,
-            fmt,
-            query,
-            path=path,
-            raw_query=raw_query,
-            pairs=pairs,
-            user_agent=user_agent,
-            client_ip=_client_ip(request) if prepared.reads_address else None,
-            verified=now,
-        )
+        pairs = query_pairs(raw_query)
+        query = OpenQuery.parse(pairs)
+        path = url.raw_path
+        now = None
+        if admitted is None:
+            now = opens.image_now(prepared, fmt, query, path=path, raw_query=raw_query, pairs=pairs)
+        if isinstance(now, ImageAnswer):
+            answer = now
+        else:
+            answer = await opens.image(
+                prepared,
+                fmt,
+                query,
+                path=path,
+                raw_query=raw_query,
+                pairs=pairs,
+                user_agent=user_agent,
+                client_ip=_client_ip(request) if prepared.reads_address else None,
+                verified=now,
+                admitted=admitted,
+            )
     request[OUTCOME] = answer.outcome
     metrics.count_image(answer.outcome, time.perf_counter() - started)
     app[OPEN_LOG].answered(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from yarl import URL
 
-from server.opens.query import OpenQuery, query_pairs
+from server.opens.query import OpenQuery, dpr_of, query_pairs
 
 QUERIES = [
     "",
@@ -33,3 +33,22 @@ def test_the_reader_and_merge_fields_come_decoded() -> None:
     assert query.recipient == "ann@example.com"
     assert query.params == {"first": "Jürgen K"}
     assert query.dpr == 2
+
+
+@pytest.mark.parametrize(
+    ("raw_query", "dpr"),
+    [
+        ("r=u1&sig=abc", 1),
+        ("r=u1&dpr=2&sig=abc", 2),
+        ("dpr=3", 3),
+        ("dpr=9", 1),  # not a scale atopen draws: ignored, as OpenQuery.parse does
+        ("m.dpr=2&r=u1", 1),  # a merge field named dpr is not the scale
+        ("r=dpr&dpr=2", 2),
+        ("%64pr=2", 2),  # percent-encoded, as a proxy may send it
+        ("d%70r=3&r=a%40b.example", 3),
+        ("r=a%40b.example", 1),
+    ],
+)
+def test_a_refused_open_reads_only_its_scale_from_the_query(raw_query: str, dpr: int) -> None:
+    assert dpr_of(raw_query) == dpr
+    assert dpr_of(raw_query) == OpenQuery.parse(query_pairs(raw_query)).dpr
