@@ -30,6 +30,7 @@ from redis.exceptions import RedisError
 
 from content_sources import active_sources, anonymous_context, names_of
 from content_sources.clock import zone
+from content_sources.poll import delete_tally
 from content_sources.source import OpenRequest, Reach, Source
 from renderers.encode import ByteBudgetError
 from renderers.fields import Resources
@@ -281,6 +282,10 @@ class BlockStore:
         self._note_change(block_id)
         if removed:
             await self.presence.until_everywhere(int(change), block_id)
+        # Its poll's tally goes too, even when the block was already gone (a vote that
+        # raced an earlier delete may have left one): a block made again with this id
+        # starts a new tally.
+        await delete_tally(self._redis, block_id)
         return bool(removed)
 
     async def sync_all(self) -> int:

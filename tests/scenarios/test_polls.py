@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
 from support import AUTH, decode, put_block, signed
 
-from content_sources.poll import percentages
+from content_sources.poll import BALLOT_FIELD, POLL_TTL_S, PollVotes, percentages
 from content_sources.redis_keys import poll_tally_key, poll_votes_key
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,8 +72,12 @@ async def red_pixels(client: TestClient[Any, Any], recipient: str) -> tuple[int,
 async def tally(redis_url: str, block: str = "poll") -> dict[str, int]:
     async with aioredis.from_url(redis_url) as store:
         stored = await store.hgetall(poll_tally_key(block))
-    # The client answers bytes: it does not decode responses.
-    return {k.decode(): int(v) for k, v in cast(dict[bytes, bytes], stored).items()}
+    # The client answers bytes: it does not decode responses. The ballot is no count.
+    return {
+        k.decode(): int(v)
+        for k, v in cast(dict[bytes, bytes], stored).items()
+        if k.decode() != BALLOT_FIELD
+    }
 
 
 async def test_a_signed_vote_goes_to_the_results_and_shows_in_the_image(
@@ -111,7 +115,7 @@ async def test_votes_arriving_at_once_count_the_recipient_once(
     async with aioredis.from_url(redis_url) as store:
         stored = await store.hget(poll_votes_key("u1"), "poll")
     assert isinstance(stored, bytes)
-    mine = stored.decode()
+    mine = stored.decode().rpartition(":")[2]  # stored as BALLOT:OPTION
     assert counts[mine] == 1
 
 
@@ -322,3 +326,56 @@ async def test_a_default_that_reads_the_tally_is_refused(client: TestClient[Any,
     [detail] = (await response.json())["error"]["details"]
     assert detail["field"] == "default"
     assert "the tally is read on signed opens only" in detail["message"]
+
+
+async def test_deleting_a_block_deletes_its_tally_and_a_new_block_starts_afresh(
+    client: TestClient[Any, Any], redis_url: str
+) -> None:
+    await put_block(client, "poll", bar_block(results=RESULTS))
+    await vote(client, "u1", "yes")
+    await vote(client, "u2", "yes")
+    response = await client.delete("/api/v1/blocks/poll", headers=AUTH)
+    assert response.status == 204
+    async with aioredis.from_url(redis_url) as store:
+        assert await store.exists(poll_tally_key("poll")) == 0
+    # The same id again: an empty bar, and u1's old vote no longer counts as theirs.
+    await put_block(client, "poll", bar_block(results=RESULTS))
+    assert await red_pixels(client, "u1") == (0, "tally")
+    # u1 changes to no: their old yes is not taken off the new tally, which holds only
+    # the votes cast since.
+    await vote(client, "u1", "no")
+    assert await tally(redis_url) == {"no": 1}
+    await vote(client, "u2", "yes")
+    assert await tally(redis_url) == {"no": 1, "yes": 1}
+    assert await red_pixels(client, "u2") == (100, "voted")
+
+
+async def test_a_tally_left_by_a_vote_after_its_block_was_deleted_is_deleted_again(
+    client: TestClient[Any, Any], redis_url: str
+) -> None:
+    """A click already past the block's lookup when the block is deleted may still land."""
+    await put_block(client, "poll", bar_block(results=RESULTS))
+    response = await client.delete("/api/v1/blocks/poll", headers=AUTH)
+    assert response.status == 204
+    async with aioredis.from_url(redis_url) as store:
+        await PollVotes(store).vote("poll", "u1", "yes")
+        assert 0 < await store.ttl(poll_tally_key("poll")) <= POLL_TTL_S
+        response = await client.delete("/api/v1/blocks/poll", headers=AUTH)
+        assert response.status == 404
+        assert await store.exists(poll_tally_key("poll")) == 0
+
+
+async def test_votes_and_tallies_expire_a_while_after_the_last_vote(
+    client: TestClient[Any, Any], redis_url: str
+) -> None:
+    await put_block(client, "poll", bar_block(results=RESULTS))
+    keys = (poll_votes_key("u1"), poll_tally_key("poll"))
+    await vote(client, "u1", "yes")
+    async with aioredis.from_url(redis_url) as store:
+        for key in keys:
+            assert POLL_TTL_S - 60 < await store.ttl(key) <= POLL_TTL_S
+            await store.expire(key, 60)
+        # A new vote renews both.
+        await vote(client, "u1", "no")
+        for key in keys:
+            assert POLL_TTL_S - 60 < await store.ttl(key) <= POLL_TTL_S
