@@ -8,10 +8,11 @@ in the open's one round trip.
 
 A vote is kept once per recipient and block, the latest winning. It is recorded in three
 atomic steps: a script on the tally answers its ballot, a script swaps the recipient's
-vote and answers the one it replaced, then a script on the tally moves the count from that option to the new one. Each change of a
-vote is handed to exactly one writer, so however many clicks arrive at once, a recipient
-counts once. (Two keys in one script would not do: on Redis Cluster the tally and the
-recipient's keys live in different slots.)
+vote and answers the one it replaced, then a script on the tally moves the count from
+that option to the new one. Each change of a vote is handed to exactly one writer, so
+however many clicks arrive at once, a recipient counts once. (Two keys in one script
+would not do: on Redis Cluster the tally and the recipient's keys live in different
+slots.)
 
 A tally holds its ballot: a random name made with its first vote, and written into each
 vote counted in it (`BALLOT:OPTION`). Deleting the block deletes its tally, and with it
