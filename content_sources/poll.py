@@ -3,8 +3,8 @@
 Rules and templates see `poll.total`, `poll.options.KEY.count`, `poll.options.KEY.percent`
 and `poll.mine` (the recipient's vote; missing when they have not voted). The tally is
 one hash per block (option -> count), shared by every open; a recipient's votes are one
-hash per recipient (block -> ballot and option), erased with the rest of their data. Both are read
-in the open's one round trip.
+hash per recipient (block -> ballot and option), erased with the rest of their data.
+Both are read in the open's one round trip.
 
 A vote is kept once per recipient and block, the latest winning. It is recorded in three
 atomic steps: a script on the tally answers its ballot, a script swaps the recipient's
