@@ -153,19 +153,34 @@ CLIENT_CLASSES: tuple[ClientClass, ...] = (
     ),
     ClientClass(
         "outlook_desktop",
-        # Outlook for Windows renders mail with Word and fetches images with Office's own UA.
-        Detector(tokens=("microsoft outlook", "msoffice", "ms-office", "outlook-express")),
+        # Outlook for Windows renders mail with Word and fetches images with Office's own UA:
+        # `Microsoft Outlook 16.0...` or `MSOffice 16` in an IE-like header, and
+        # `Microsoft Office Outlook` in Outlook 2007's and in Office's newer app header.
+        Detector(
+            tokens=(
+                "microsoft outlook",
+                "microsoft office outlook",
+                "msoffice",
+                "ms-office",
+                "outlook-express",
+            )
+        ),
         is_proxy=False,
         address_tells=AddressTells.PLACE,
     ),
     ClientClass(
         "browser",
         # A platform in parentheses, then a rendering engine or browser token. Mail apps
-        # that render in a web view (Apple Mail, Android and iOS apps) look like this too.
+        # that render in a web view (Apple Mail, Android and iOS apps) look like this too,
+        # and so do the Outlook apps that render with the platform's web engine, not Word:
+        # Outlook for Mac (`MacOutlook/`, or `Outlook/` after the platform) and Outlook
+        # for iOS and Android, which fetch images with their own app header.
         Detector(
+            tokens=("macoutlook/", "outlook-ios", "outlook-android"),
             pattern=re.compile(
-                r"^Mozilla/5\.0 \([^)]+\).*\b(?:AppleWebKit|Gecko|Chrome|Safari|Firefox|Edge?)\b"
-            )
+                r"^Mozilla/5\.0 \([^)]+\).*"
+                r"\b(?:AppleWebKit|Gecko|Chrome|Safari|Firefox|Edge?|Outlook)\b"
+            ),
         ),
         is_proxy=False,
         address_tells=AddressTells.PLACE,

@@ -42,6 +42,18 @@ UA_TABLE: list[tuple[ClientKind, str]] = [
         "Outlook-Express/7.0 (MSIE 7.0; Windows NT 10.0; WOW64; Trident/7.0; .NET4.0C; "
         ".NET4.0E; TmstmpExt)",
     ),
+    # Office's newer app header and Outlook 2007's
+    # (https://github.com/browscap/browscap/issues/2468,
+    # https://github.com/ua-parser/uap-core/blob/master/tests/test_ua.yaml).
+    (
+        "outlook_desktop",
+        "Microsoft Office Outlook/16.0.12527.21378 (Windows/10.0; Desktop x64; en-GB; "
+        "Desktop app; Hewlett-Packard/HP ProBook 650 G1)",
+    ),
+    (
+        "outlook_desktop",
+        "Microsoft Office/12.0 (Windows NT 6.1; Microsoft Office Outlook 12.0.6739; Pro)",
+    ),
     # Crawlers, HTTP libraries and headless browsers.
     ("bot", "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"),
     ("bot", "Mozilla/5.0 (compatible; bingbot/2.0; +http://www.bing.com/bingbot.htm)"),
@@ -98,6 +110,17 @@ UA_TABLE: list[tuple[ClientKind, str]] = [
         "Mozilla/5.0 (Linux; Android 10; K; wv) AppleWebKit/537.36 (KHTML, like Gecko) "
         "Version/4.0 Chrome/120.0.6099.144 Mobile Safari/537.36",
     ),
+    # The Outlook apps that render with the platform's web engine, not Word: Outlook for Mac
+    # (https://github.com/ua-parser/uap-core/blob/master/tests/test_ua.yaml,
+    # https://github.com/browscap/browscap/issues/1634) and Outlook for iOS fetching an
+    # email's image (https://github.com/3rd-Eden/useragent/issues/146).
+    ("browser", "MacOutlook/15.27.0.161010 (Intelx64 Mac OS X Version 10.11.6 (Build 15G1108))"),
+    ("browser", "Mozilla/5.0 (Macintosh; Intel Mac OS X) Outlook/0.0.0"),
+    ("browser", "Outlook-iOS/711.2304115.prod.iphone (3.26.0)"),
+    # The two apps' own header, in Microsoft's "Securing Outlook for iOS and Android in
+    # Exchange Online", and as a header arrives in another case.
+    ("browser", "Outlook-Android/2.0"),
+    ("browser", "outlook-android/2.0"),
     # "bot" inside a phone model name must not make a reader a bot.
     (
         "browser",

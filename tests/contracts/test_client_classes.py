@@ -75,6 +75,13 @@ EXAMPLES: dict[str, list[str]] = {
         # https://github.com/tobie/ua-parser/issues/498 (Outlook 2007)
         "Mozilla/4.0 (compatible; MSIE 7.0; Windows NT 5.1; Trident/4.0; GTB7.5; InfoPath.2; "
         ".NET CLR 2.0.50727; .NET CLR 3.0.4506.2152; .NET CLR 3.5.30729; MSOffice 12)",
+        # https://github.com/ua-parser/uap-core/blob/master/tests/test_ua.yaml (Outlook 2007)
+        "Microsoft Office/12.0 (Windows NT 6.1; Microsoft Office Outlook 12.0.6739; Pro)",
+        # https://github.com/ua-parser/uap-core/blob/master/tests/test_ua.yaml (Outlook 2016)
+        "Microsoft Office/16.0 (Microsoft Outlook Mail 16.0.6525; Pro)",
+        # https://github.com/browscap/browscap/issues/2468 (Outlook for Microsoft 365)
+        "Microsoft Office Outlook/16.0.12527.21378 (Windows/10.0; Desktop x64; en-GB; "
+        "Desktop app; Hewlett-Packard/HP ProBook 650 G1)",
     ],
     "bot": [
         # https://gist.github.com/JoeyBurzynski/9953198b825b9a8675715220586fb494
@@ -118,14 +125,32 @@ EXAMPLES: dict[str, list[str]] = {
         "Chrome/78.0.3904.97 Safari/537.36",
         # https://github.com/Igalia/wolvic/pull/1751
         "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
+        # Outlook's apps that render with the platform's web engine, not Word:
+        # https://github.com/browscap/browscap/issues/1634 (Outlook for Mac)
+        "Mozilla/5.0 (Macintosh; Intel Mac OS X) Outlook/0.0.0",
+        # https://github.com/ua-parser/uap-core/blob/master/tests/test_ua.yaml (Outlook for Mac)
+        "MacOutlook/15.27.0.161010 (Intelx64 Mac OS X Version 10.11.6 (Build 15G1108))",
+        # https://github.com/ua-parser/uap-core/blob/master/tests/test_os.yaml (Outlook for Mac)
+        "MacOutlook/16.12.0.180401 (Intelx64 Mac OS X Version 10.12.6 (build 16G29))",
+        # https://github.com/3rd-Eden/useragent/issues/146 (an image in an email opened in
+        # Outlook for iOS)
+        "Outlook-iOS/711.2304115.prod.iphone (3.26.0)",
+        # https://github.com/ua-parser/uap-core/blob/master/tests/test_ua.yaml (Outlook for iOS)
+        "Outlook-iOS/665.29827.prod.iphone (2.63.0)",
+        # https://github.com/ua-parser/uap-core/blob/master/tests/test_ua.yaml (Outlook's
+        # web view on an iPhone; the file's entry ends with a stray `")`, left out here)
+        "Mozilla/5.0 (iPhone; CPU iPhone OS 9_3_4 like Mac OS X) AppleWebKit/601.1 "
+        "(KHTML, like Gecko) Outlook-iOS-Android/1.0 Mobile/13G35 Safari/601.1.46",
+        # Microsoft's "Securing Outlook for iOS and Android in Exchange Online"
+        # (learn.microsoft.com, the UserAgent characteristic of the two apps)
+        "Outlook-Android/2.0",
+        "Outlook-iOS/2.0",
     ],
     "unknown": [
         # https://github.com/ua-parser/uap-core/issues/32 (Word, not a mail client)
         "Microsoft Office Word 2013 (15.0.4693) Windows NT 6.2",
         # https://github.com/ua-parser/uap-core/issues/32 (Excel)
         "Microsoft Office/15.0 (Windows NT 6.2; Microsoft Excel 15.0.4693; Pro)",
-        # https://github.com/browscap/browscap/issues/1634 (Outlook for Mac: no engine token)
-        "Mozilla/5.0 (Macintosh; Intel Mac OS X) Outlook/0.0.0",
         # https://github.com/matomo-org/device-detector/issues/5585 (an Android app)
         "Dalvik/0.0.0 (Linux; U; Android 7.1.1 Build/ABCDEF)",
     ],
