@@ -43,11 +43,11 @@ from loadtest.bench_serve import (
     PERSONAL_BLOCK,
     SECRET,
     SHARED_BLOCK,
-    TOKEN,
     api,
     fetch,
     free_port,
     seed,
+    server_env,
     wait_for_port,
 )
 from server.datastore.embedded_redis import EmbeddedRedis
@@ -240,20 +240,15 @@ def refused_block(data_url: str) -> dict[str, object]:
 
 
 def worker_env(store_url: str, port: int, data_dir: Path, **settings: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ATOPEN_")}
-    env.update(
-        ATOPEN_SECRET=SECRET,
-        ATOPEN_API_TOKEN=TOKEN,
-        ATOPEN_REDIS_URL=store_url,
-        ATOPEN_PORT=str(port),
-        ATOPEN_DATA_DIR=str(data_dir),
-        ATOPEN_LOG_LEVEL="WARNING",
+    return server_env(
+        store_url,
+        port,
+        data_dir,
         # The loop-lag timer sees the slowdown as lag; no open may fall back for it.
         ATOPEN_RENDER_DEADLINE_MS="60000",
         ATOPEN_INVENTORY_MAX_AGE_MS=str(INVENTORY_MAX_AGE_MS),
         **settings,
     )
-    return env
 
 
 def signed_paths(signer: Signer, block: str, path: Path) -> Path:

@@ -167,6 +167,29 @@ class Server(NamedTuple):
         return tuple(process.pid for process in self.processes)
 
 
+def server_env(
+    redis_url: str,
+    port: int,
+    data_dir: Path,
+    secret: str = SECRET,
+    token: str = TOKEN,
+    **settings: str,
+) -> dict[str, str]:
+    """This process's environment without its `ATOPEN_*` variables, and atopen's settings
+    for a benchmark's server; `settings` are further `ATOPEN_*` variables, and win."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ATOPEN_")}
+    env.update(
+        ATOPEN_SECRET=secret,
+        ATOPEN_API_TOKEN=token,
+        ATOPEN_REDIS_URL=redis_url,
+        ATOPEN_PORT=str(port),
+        ATOPEN_DATA_DIR=str(data_dir),
+        ATOPEN_LOG_LEVEL="WARNING",
+    )
+    env.update(settings)
+    return env
+
+
 @contextmanager
 def atopen_server(
     redis_url: str,
@@ -178,16 +201,7 @@ def atopen_server(
 ) -> Iterator[Server]:
     """`atopen serve`; `settings` are further `ATOPEN_*` variables, and win over these."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ATOPEN_")}
-    env.update(
-        ATOPEN_SECRET=secret,
-        ATOPEN_API_TOKEN=token,
-        ATOPEN_REDIS_URL=redis_url,
-        ATOPEN_PORT=str(port),
-        ATOPEN_DATA_DIR=str(data_dir),
-        ATOPEN_LOG_LEVEL="WARNING",
-    )
-    env.update(settings)
+    env = server_env(redis_url, port, data_dir, secret, token, **settings)
     process = subprocess.Popen(  # noqa: S603 - our own command
         [sys.executable, "-m", "server", "serve", "--workers", str(workers)], env=env
     )
