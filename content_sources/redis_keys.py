@@ -49,7 +49,8 @@ def last_click_key(recipient: str) -> str:
 
 
 def poll_votes_key(recipient: str) -> str:
-    """The recipient's poll votes: a hash of block id -> the option they chose."""
+    """The recipient's poll votes: a hash of block id -> `BALLOT:OPTION`, the option they
+    chose in that tally's ballot (content_sources/poll.py)."""
     return f"{PREFIX}poll-votes:{{{recipient}}}"
 
 
