@@ -342,12 +342,12 @@ def _by_action(
     signed: Sequence[RecordFields],
 ) -> list[tuple[tuple[str, str], Sequence[RecordFields]]]:
     """The records by type and block: a flush's are of a few blocks, read apart in C."""
-    actions = set(map(_ACTION, signed))
-    if len(actions) == 1:
-        return [(actions.pop(), signed)]
+    actions = list(map(_ACTION, signed))
+    distinct = set(actions)
+    if len(distinct) == 1:
+        return [(distinct.pop(), signed)]
     return [
-        (action, list(compress(signed, map(eq, map(_ACTION, signed), repeat(action)))))
-        for action in actions
+        (action, list(compress(signed, map(eq, actions, repeat(action))))) for action in distinct
     ]
 
 
