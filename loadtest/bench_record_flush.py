@@ -20,6 +20,7 @@ write happens) and measures, apart from any server:
 from __future__ import annotations
 
 import argparse
+import asyncio
 import random
 import shutil
 import tempfile
@@ -29,8 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import redis
+import redis.asyncio as aioredis
 from redis.connection import AbstractConnection
 
+from content_sources.redis_batch import execute_raw
 from content_sources.redis_pipe import pack
 from loadtest.bench_instructions import callgrind_control, dump_total, running, valgrind
 from loadtest.bench_serve import HOST, free_port
@@ -96,6 +99,7 @@ def flush_bytes(records: RecordWriter, pending: PendingRecords) -> tuple[bytes, 
 class FlushCost:
     records: int
     worker_s: float  # thread CPU time turning them into bytes
+    round_trips_s: float  # and with sending them and reading the replies, on an event loop
     store_s: float  # the store's CPU running them
     commands: int
     sent_bytes: int
@@ -104,8 +108,9 @@ class FlushCost:
         per = 1e6 / self.records
         return (
             f"records at flush time ({self.records:,} opens, {OPENS_PER_FLUSH:,} a flush): "
-            f"worker {self.worker_s * per:.2f} us, store {self.store_s * per:.2f} us, "
-            f"together {(self.worker_s + self.store_s) * per:.2f} us of CPU a record; "
+            f"worker {self.worker_s * per:.2f} us ({self.round_trips_s * per:.2f} us with its "
+            f"round trips), store {self.store_s * per:.2f} us, together "
+            f"{(self.round_trips_s + self.store_s) * per:.2f} us of CPU a record; "
             f"{self.commands / (self.records / OPENS_PER_FLUSH):.0f} commands and "
             f"{self.sent_bytes / self.records:.0f} bytes sent a record"
         )
@@ -141,26 +146,40 @@ def worker_cpu_s(pending: list[PendingRecords], passes: int) -> float:
 def measure(flushes: int, readers: int, passes: int = 3) -> FlushCost:
     pending = list(batches(flushes, readers, WARM_FLUSHES))
     worker_s = worker_cpu_s(pending, passes)
-    records = writer()
-    commands = sent = 0
     with (
         tempfile.TemporaryDirectory(prefix="atopen-flush-") as tmp,
         EmbeddedRedis(Path(tmp) / "store", persistent=True) as store,
     ):
-        client = redis.Redis.from_url(store.url)
-        connection = client.connection_pool.get_connection()
+        return asyncio.run(_round_trips(store.url, pending, readers, worker_s))
+
+
+async def _round_trips(
+    url: str, pending: list[PendingRecords], readers: int, worker_s: float
+) -> FlushCost:
+    """`pending` written as the open log writes them (`execute_raw`, on an event loop):
+    the store's CPU, and the worker's with its round trips (sending, reading replies)."""
+    records = writer()
+    commands = sent = 0
+    async with aioredis.from_url(url) as client:
         for batch in batches(WARM_FLUSHES, readers):
-            send(connection, *flush_bytes(records, batch))
-        payloads = [flush_bytes(records, batch) for batch in pending]
-        before = store_cpu_s(client)
-        for payload, in_flush in payloads:
-            send(connection, payload, in_flush)
-            commands += in_flush
-            sent += len(payload)
-        store_s = store_cpu_s(client) - before
-        client.connection_pool.release(connection)
-        client.close()
-    return FlushCost(flushes * OPENS_PER_FLUSH, worker_s, store_s, commands, sent)
+            await execute_raw(client, records.flush_commands(batch, ()))
+        info = redis.Redis.from_url(url)
+        before = store_cpu_s(info)
+        round_trips_s = 0.0
+        for batch in pending:
+            started = time.thread_time()
+            flush = records.flush_commands(batch, ())
+            replies = await execute_raw(client, flush)
+            round_trips_s += time.thread_time() - started
+            if any(isinstance(reply, Exception) for reply in replies):
+                raise RuntimeError(f"the store refused a write: {replies}")
+            commands += len(flush)
+            sent += len(pack(flush))
+        store_s = store_cpu_s(info) - before
+        info.close()
+    return FlushCost(
+        len(pending) * OPENS_PER_FLUSH, worker_s, round_trips_s, store_s, commands, sent
+    )
 
 
 def count_store_instructions(flushes: int, readers: int) -> float | None:
