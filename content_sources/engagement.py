@@ -3,7 +3,8 @@
 Counted from the records' human opens and clicks (server/records/classify.py): Apple's
 prefetches and security scanners never count, so a frequency cap holds for readers and
 not for machines. The open log adds them to one sorted set per recipient, scored by
-time, keeping the newest 1,000 in a set that expires 400 days after the last:
+time, keeping the newest 1,000 (a few more between trims) in a set that lasts at least
+400 days after the last:
 
     engagement.opens(days=30, block=None)    human opens in the last `days` days, of
                                              every block or of the one named

@@ -60,6 +60,8 @@ INVENTORY_MAX_AGE_MS = 100 * SLOWDOWN
 BLOCK = "shared"
 SHARED_VARIANT = str(SHARED_BLOCK["variants"][0]["name"])  # type: ignore[index]
 REFUSED_BLOCK = "refused"
+# A worker started under callgrind: `slowed_worker` below.
+SLOWED_WORKER = (sys.executable, "-m", "loadtest.bench_instructions", "--slowed-worker")
 # How long the open let in waits for the live data that never comes: longer than a run.
 HELD_MS = 30_000
 # A path per reader: more than a counted run sends under callgrind, so none repeats.
@@ -258,6 +260,42 @@ def signed_paths(signer: Signer, block: str, path: Path) -> Path:
     return path
 
 
+def count_shared(
+    store_url: str, paths_file: Path, out_file: Path, args: argparse.Namespace, **settings: str
+) -> tuple[Count, bytes]:
+    """A worker answering the shared block's opens, counted; and the bytes it answers."""
+    tmp = paths_file.parent
+    port = free_port()
+    env = worker_env(store_url, port, tmp / out_file.stem, **settings)
+    with running(valgrind(SLOWED_WORKER, out_file), env, port, tmp / f"{out_file.stem}.log") as pid:
+        api(port, "PUT", f"/api/v1/blocks/{BLOCK}", SHARED_BLOCK)
+        body = fetch(port, Signer([SECRET]).sign_url(f"/i/{BLOCK}.png?r=r0"))
+        return count(pid, port, paths_file, out_file, args), body
+
+
+def count_refused(
+    store_url: str, paths_file: Path, out_file: Path, args: argparse.Namespace
+) -> tuple[Count, bytes]:
+    """A worker refusing every open but the first (see the docstring), counted; and the
+    default's bytes it answers."""
+    tmp = paths_file.parent
+    with socket.create_server((HOST, 0)) as never_answers:
+        port = free_port()
+        env = worker_env(
+            store_url,
+            port,
+            tmp / out_file.stem,
+            ATOPEN_RENDER_THREADS="1",
+            ATOPEN_RENDER_QUEUE="0",
+            ATOPEN_FETCH_ALLOW=f"{HOST}/32",
+        )
+        block = refused_block(f"http://{HOST}:{never_answers.getsockname()[1]}/")
+        with running(valgrind(SLOWED_WORKER, out_file), env, port, tmp / "refused.log") as pid:
+            api(port, "PUT", f"/api/v1/blocks/{REFUSED_BLOCK}", block)
+            default = fetch(port, f"/i/{REFUSED_BLOCK}.png")  # unsigned: the default
+            return count(pid, port, paths_file, out_file, args, "default"), default
+
+
 def count_floor(body: bytes, paths_file: Path, out_file: Path, args: argparse.Namespace) -> Count:
     """The bare aiohttp handler answering `body`, counted like the worker."""
     tmp = paths_file.parent
@@ -275,7 +313,6 @@ def measure(args: argparse.Namespace) -> None:
             sys.exit(f"{tool} is not installed: run `sh loadtest/install_tools.sh`")
     signer = Signer([SECRET])
     out_dir = Path(args.out) if args.out else None
-    worker = [sys.executable, "-m", "loadtest.bench_instructions", "--slowed-worker"]
     with tempfile.TemporaryDirectory(prefix="atopen-instructions-") as tmp_name:
         tmp = Path(tmp_name)
         dumps = out_dir or tmp
@@ -284,29 +321,17 @@ def measure(args: argparse.Namespace) -> None:
         refused_paths = signed_paths(signer, REFUSED_BLOCK, tmp / "refused-paths.txt")
         with EmbeddedRedis(tmp / "store", persistent=False) as store:
             seed(store.url, READERS)
-            port = free_port()
-            env = worker_env(store.url, port, tmp / "data")
-            atopen_out = dumps / "atopen.callgrind"
-            with running(valgrind(worker, atopen_out), env, port, tmp / "atopen.log") as pid:
-                api(port, "PUT", f"/api/v1/blocks/{BLOCK}", SHARED_BLOCK)
-                body = fetch(port, signer.sign_url(f"/i/{BLOCK}.png?r=r0"))
-                atopen = count(pid, port, shared_paths, atopen_out, args)
-            with socket.create_server((HOST, 0)) as never_answers:
-                port = free_port()
-                env = worker_env(
-                    store.url,
-                    port,
-                    tmp / "data-refused",
-                    ATOPEN_RENDER_THREADS="1",
-                    ATOPEN_RENDER_QUEUE="0",
-                    ATOPEN_FETCH_ALLOW=f"{HOST}/32",
-                )
-                data_url = f"http://{HOST}:{never_answers.getsockname()[1]}/"
-                refused_out = dumps / "refused.callgrind"
-                with running(valgrind(worker, refused_out), env, port, tmp / "refused.log") as pid:
-                    api(port, "PUT", f"/api/v1/blocks/{REFUSED_BLOCK}", refused_block(data_url))
-                    default = fetch(port, f"/i/{REFUSED_BLOCK}.png")  # unsigned: the default
-                    refused = count(pid, port, refused_paths, refused_out, args, "default")
+            atopen, body = count_shared(store.url, shared_paths, dumps / "atopen.callgrind", args)
+            unrecorded, _ = count_shared(
+                store.url,
+                shared_paths,
+                dumps / "unrecorded.callgrind",
+                args,
+                ATOPEN_RECORDS_MAX="0",
+            )
+            refused, default = count_refused(
+                store.url, refused_paths, dumps / "refused.callgrind", args
+            )
         bare = count_floor(body, shared_paths, dumps / "floor.callgrind", args)
         bare_default = count_floor(default, shared_paths, dumps / "floor-default.callgrind", args)
     print(
@@ -321,6 +346,12 @@ def measure(args: argparse.Namespace) -> None:
         f"  bare aiohttp, same bytes       {bare.per_request:>10,.0f}  ({bare.answers:,} answers)"
     )
     print(f"  ratio {atopen.per_request / bare.per_request:.2f}x")
+    print(
+        f"  shared open, recording off     {unrecorded.per_request:>10,.0f}  "
+        f"({unrecorded.answers:,} answers; ATOPEN_RECORDS_MAX=0, ratio "
+        f"{unrecorded.per_request / bare.per_request:.2f}x: the record costs "
+        f"{atopen.per_request / unrecorded.per_request - 1:+.1%})"
+    )
     print(
         f"  refused open (the default)     {refused.per_request:>10,.0f}  "
         f"({refused.answers:,} answers, {refused.shared:,} the default)"
