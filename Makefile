@@ -63,8 +63,9 @@ bench: $(STAMP)
 	$(BIN)/python -m loadtest.soak --warmup 45 --seconds 20
 
 ## A bounded soak at a steady mixed load: memory and open files per worker, store keys
-## and keys without TTL, after a warm-up that fills the bounded caches (60 s) and then
-## at the middle and end of SOAK_SECONDS (default 120: 3 minutes in all).
+## and keys without TTL, after a warm-up that fills the bounded caches (60 s, with a
+## burst) and then at the middle and end of SOAK_SECONDS (default 120: 3 minutes in
+## all); a trace every 10 s, and a verdict from the trend of the window's last half.
 SOAK_SECONDS ?= 120
 soak: $(STAMP)
 	$(BIN)/python -m loadtest.soak --seconds $(SOAK_SECONDS)

@@ -685,15 +685,15 @@ def trace_report(trace: list[MemoryPoint], found: list[Trend], halfway: float) -
         f"{FLAT_MIB_PER_MINUTE:+.2f} MiB a minute over its last half (from {halfway:.0f} s); "
         f"own fds are flat if no more in it than before"
     )
-    lines.append(f"{'':12}{'whole window':>16}{'last half':>16}{'own fds, most':>16}{'':2}verdict")
-    lines.append(f"{'':12}{'MiB a minute':>16}{'MiB a minute':>16}{'before/last half':>16}")
+    lines.append(f"{'':12}{'whole window':>16}{'last half':>16}{'own fds, most':>20}{'':2}verdict")
+    lines.append(f"{'':12}{'MiB a minute':>16}{'MiB a minute':>16}{'before/last half':>20}")
     for trend in found:
         memory = "memory flat" if trend.memory_flat else "memory growing"
         fds = "fds flat" if trend.fds_flat else "fds growing"
         halves = f"{trend.fds_before}/{trend.fds_last_half}"
         lines.append(
             f"{f'worker {trend.worker}':12}{trend.whole_mib_per_minute:>+16.2f}"
-            f"{trend.last_half_mib_per_minute:>+16.2f}{halves:>16}  {memory}, {fds}"
+            f"{trend.last_half_mib_per_minute:>+16.2f}{halves:>20}  {memory}, {fds}"
         )
     return "\n".join(lines)
 
