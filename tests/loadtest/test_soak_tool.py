@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -104,7 +105,9 @@ def test_the_cache_report_tells_full_from_settled_from_still_filling() -> None:
     assert "450.0" in lines[1]
 
 
-def _trace(rss: list[tuple[float, float]], fds: list[int] | None = None) -> list[MemoryPoint]:
+def _trace(
+    rss: Sequence[tuple[float, float]], fds: Sequence[int] | None = None
+) -> list[MemoryPoint]:
     """One worker (pid 7) at (second, MiB) points, with its own fds at each."""
     fds = fds or [40] * len(rss)
     return [

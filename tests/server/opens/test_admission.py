@@ -129,6 +129,7 @@ async def test_an_open_whose_turn_came_may_finish_half_its_deadline_late(
     pool = RenderPool(threads=1, max_waiting=4)
     try:
         admitted = Admission(pool, LoopLag(), deadline_ms=2000).admit(prepared)
+        assert admitted is not None
         assert admitted.place is not None  # drawn per recipient: it waits for a turn
         assert admitted.finish_by - admitted.deadline == pytest.approx(1.0)
         admitted.release()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
 import redis
 import redis.asyncio as aioredis
@@ -49,7 +50,9 @@ def test_an_engagement_set_keeps_about_the_newest_thousand(store: redis.Redis) -
         sizes.append(store.zcard(engagement_key("u1")))
     assert max(sizes) < ENGAGEMENT_MAX + ENGAGEMENT_TRIM_EVERY
     assert min(sizes[-ENGAGEMENT_TRIM_EVERY:]) == ENGAGEMENT_MAX  # trimmed, and only so far
-    scores = [score for _, score in store.zrange(engagement_key("u1"), 0, -1, withscores=True)]
+    stored = store.zrange(engagement_key("u1"), 0, -1, withscores=True)
+    pairs = cast(list[tuple[bytes, float]], stored)
+    scores = [score for _, score in pairs]
     newest = (start + timedelta(seconds=ENGAGEMENT_MAX + 199)).timestamp() * 1000
     assert max(scores) == int(newest)
     assert min(scores) > start.timestamp() * 1000 + 150_000  # the oldest went first
@@ -79,7 +82,7 @@ def test_every_action_of_one_reader_in_one_flush_counts(store: redis.Redis) -> N
     records += [human_record("open", "hero", "a", f"other-{i}", now) for i in range(50)]
     records.append(human_record("click", "offer", "a", "u1", now))
     write(store, writer(), records, now.timestamp())
-    members = [m.decode() for m in store.zrange(engagement_key("u1"), 0, -1)]
+    members = [m.decode() for m in cast(list[bytes], store.zrange(engagement_key("u1"), 0, -1))]
     assert sorted(m.split("\t")[:2] for m in members) == [
         ["c", "offer"],
         ["o", "footer"],
