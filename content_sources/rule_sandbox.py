@@ -17,16 +17,18 @@ from __future__ import annotations
 
 import operator
 import re
+import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from functools import update_wrapper
 from string import Formatter
 from time import monotonic, thread_time
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from jinja2 import (
     ChainableUndefined,
     StrictUndefined,
+    TemplateSyntaxError,
     Undefined,
     UndefinedError,
     nodes,
@@ -320,6 +322,25 @@ class _BoundedSandbox(SandboxedEnvironment):
     # What the generated code calls as `environment.metered` and `environment.sized`.
     metered = staticmethod(_metered)
     sized = staticmethod(_sized)
+
+    def handle_exception(self, source: str | None = None) -> NoReturn:
+        """A rule's error at run time, raised without its traceback.
+
+        Rules fail over on missing data all the time (a variant for readers with a first
+        name, a reader without one), and the traceback Jinja2 rewrites for templates
+        holds a made-up frame that holds the error: a reference cycle that kept each such
+        open's objects (its frames, context, gathered data) alive until the cyclic
+        collector's oldest generations ran, minutes later, and the process's memory grew
+        meanwhile. Nothing reads a rule's traceback (the message says what was missing).
+        A syntax error keeps Jinja2's handling: it names the template's line."""
+        error = sys.exc_info()[1]
+        if error is None or isinstance(error, TemplateSyntaxError):
+            super().handle_exception(source)
+        try:
+            raise error.with_traceback(None)
+        finally:
+            # This frame would be in the error's new traceback, and it holds the error.
+            error = None
 
     # `obj.attribute` and `obj[argument]` where the rule calls them `path`.
     def getattr_at(self, obj: Any, attribute: str, path: str) -> Any:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
 from typing import Any
 
 import pytest
@@ -356,3 +358,26 @@ def test_a_block_of_straight_line_rules_does_not_run_long(resources: LocalResour
         "b", _block("profile.points > 100", "{{ profile.first_name }}"), 1, resources
     )
     assert not block.rules_may_run_long
+
+
+class _Profile(dict[str, object]):
+    """A profile that a weak reference can watch."""
+
+
+def test_a_template_that_fails_over_leaves_nothing_for_the_cyclic_collector() -> None:
+    """Once its error is handled, what the open read is freed at once: a reference cycle
+    (Jinja2's rewritten traceback holds the error that holds it) would keep the open's
+    data until the collector's oldest generations run, minutes later under load."""
+    profile = _Profile(city="Lyon")
+    watched = weakref.ref(profile)
+    template = Template("Hello {{ profile.first_name }}")
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        with pytest.raises(MissingValueError, match=r"profile\.first_name is missing") as caught:
+            template.render({"profile": profile})
+        del caught, profile
+        assert watched() is None
+    finally:
+        if collecting:
+            gc.enable()
