@@ -73,7 +73,6 @@ LASTING_KINDS = frozenset(
         "records",
         "{atopen:records}",
         "rfm-cuts",
-        "poll-tally",
     }
 )
 SKUS = ("sku-tee", "sku-boots", "sku-cap")
