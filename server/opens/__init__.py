@@ -159,10 +159,10 @@ class Opens:
     def admit(
         self, prepared: PreparedBlock, fmt: ImageFormat, raw_query: str
     ) -> Admitted | ImageAnswer:
-        """Stage 1 of an open of a block drawn per recipient, before anything else: its
-        place in the render queue (for `image`), or the pre-rendered default at once
+        """Stage 1 of an open: its deadline and, for a block drawn per recipient, its
+        place in the render queue (for `image`); or the pre-rendered default at once
         when the renders ahead would not leave it time (unsigned as far as anyone
-        checked: its signature is not checked)."""
+        checked: its signature is not checked). Called before the query is decoded."""
         admitted = self._admission.admit(prepared)
         if admitted is None:
             return fallback(prepared, fmt, dpr_of(raw_query), FallbackReason.OVERLOADED)
@@ -228,10 +228,10 @@ class Opens:
         """The image for this open; the pre-rendered default on any failure or overrun.
         `verified` is whether the open is signed, when `image_now` found out already;
         `admitted`, what `admit` gave it, if it was asked."""
-        if admitted is None:
-            admitted = self._admission.admit(prepared)
-            if admitted is None:
-                return fallback(prepared, fmt, query.dpr, FallbackReason.OVERLOADED)
+        let_in = self.admit(prepared, fmt, raw_query) if admitted is None else admitted
+        if isinstance(let_in, ImageAnswer):
+            return let_in
+        admitted = let_in
         recipient: str | None = None
         try:
             if verified is None:

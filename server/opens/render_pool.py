@@ -118,16 +118,17 @@ class RenderPool:
 
     def admit(self, deadline: float | None = None) -> Place:
         """A place in the queue for a render to come; OverloadedError as `run` would."""
-        place = self.place(deadline)
-        if place is None:
-            raise OverloadedError(self.refusal(deadline) or "no room")
-        return place
+        refusal = self.refusal(deadline)
+        if refusal is not None:
+            raise OverloadedError(refusal)
+        return self._take()
 
     def place(self, deadline: float | None = None) -> Place | None:
         """`admit`, but None for a refusal: refusing is the common case under overload,
         and the caller answers at once without an exception's cost."""
-        if self.refusal(deadline) is not None:
-            return None
+        return None if self.refusal(deadline) is not None else self._take()
+
+    def _take(self) -> Place:
         self._places += 1
         metrics.QUEUE_DEPTH.inc()
         return Place(self)
