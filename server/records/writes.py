@@ -225,7 +225,11 @@ class RecordWriter:
         commands.extend(_report_commands(records, signed))
         commands.extend(self._engagement_commands(signed, now, one_slot))
         if "click" in map(_TYPE, records):
-            last_clicks = {r[5]: r[0] for r in records if r[1] == "click" and r[5] is not None}
+            last_clicks = {
+                _RECIPIENT(r): _TS(r)
+                for r in records
+                if _TYPE(r) == "click" and _RECIPIENT(r) is not None
+            }
             commands.extend(
                 ("SET", last_click_key(recipient), ts_ms, "PX", LAST_CLICK_TTL_MS)
                 for recipient, ts_ms in last_clicks.items()
