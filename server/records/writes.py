@@ -59,6 +59,9 @@ LAST_CLICK_TTL_MS = 60_000
 # per engagement script call.
 RECORDS_PER_ENTRY = 1_000
 RECORDS_PER_ENGAGEMENT_CALL = 1_000
+# Actions this close together are scored alike in the engagement sets (rules count them
+# by days, and `engagement.last_open` is a time to the second).
+MOMENT_MS = 1_000
 # The most entries one flush trims: a lowered limit is reached over several flushes.
 _MAX_TRIM = 1_000
 
@@ -90,7 +93,9 @@ return total
 """
 
 # Adds one kind of action on one block to its readers' engagement sets: the member
-# ARGV[5] (type, block, and what makes it unique), scored ARGV[5 + k] (ms) in KEYS[k].
+# ARGV[5] (type, block, and what makes it unique), scored ARGV[6] (ms) in every KEYS[k]:
+# the newest of the actions' times, all of one `MOMENT_MS` (a flush's are its interval
+# apart at most), one time sent for thousands of readers instead of one each.
 # A set whose time to live is below ARGV[4] (ms: `ENGAGEMENT_DAYS`) is set to expire at
 # ARGV[1] (a day later than that): the set outlives its last action by `ENGAGEMENT_DAYS`
 # at least, and a set written again the same day is not renewed again (the check does
@@ -103,8 +108,9 @@ ENGAGEMENT_SCRIPT = f"""
 local offset = tonumber(ARGV[3])
 local renew_below = tonumber(ARGV[4])
 local member = ARGV[5]
+local score = ARGV[6]
 for k = 1, #KEYS do
-  redis.call('ZADD', KEYS[k], ARGV[5 + k], member)
+  redis.call('ZADD', KEYS[k], score, member)
   if redis.call('PTTL', KEYS[k]) < renew_below then
     redis.call('PEXPIREAT', KEYS[k], ARGV[1])
   end
@@ -323,22 +329,22 @@ class RecordWriter:
         for (type_, block), group in _by_action(signed):
             member = f"{type_[0]}\t{block}\t{unique}"
             keys = [f"{_ENGAGEMENT_KEY_HEAD}{r}}}" for r in map(_RECIPIENT, group)]
-            scores: list[int] = list(map(_TS, group))
-            for name, part_keys, part_scores in _one_member_each(member, keys, scores):
-                for call_keys, call_scores in _calls(part_keys, part_scores, one_slot):
-                    self._trim_offset = (self._trim_offset + 1) % ENGAGEMENT_TRIM_EVERY
-                    head[2] = self._trim_offset
-                    commands.append(
-                        (
-                            "EVAL",
-                            ENGAGEMENT_SCRIPT,
-                            len(call_keys),
-                            *call_keys,
-                            *head,
-                            name,
-                            *call_scores,
+            for newest, moment, moment_keys in _by_moment(member, keys, list(map(_TS, group))):
+                for name, part_keys in _one_member_each(moment, moment_keys):
+                    for call_keys in _calls(part_keys, one_slot):
+                        self._trim_offset = (self._trim_offset + 1) % ENGAGEMENT_TRIM_EVERY
+                        head[2] = self._trim_offset
+                        commands.append(
+                            (
+                                "EVAL",
+                                ENGAGEMENT_SCRIPT,
+                                len(call_keys),
+                                *call_keys,
+                                *head,
+                                name,
+                                newest,
+                            )
                         )
-                    )
         return commands
 
 
@@ -355,45 +361,54 @@ def _by_action(
     ]
 
 
-def _one_member_each(
-    member: str, keys: list[str], scores: list[int]
-) -> list[tuple[str, list[str], list[int]]]:
+def _by_moment(
+    member: str, keys: list[str], stamps: list[int]
+) -> list[tuple[int, str, list[str]]]:
+    """`keys` by the second of their action (`stamps`, ms), each second's with the newest
+    of its times and `member` made its own (`member~1`, ...): a flush's actions are all
+    of one moment (its interval apart at most), and a set's member carries a time to the
+    second, not to the millisecond."""
+    newest = max(stamps)
+    if newest - min(stamps) < MOMENT_MS:
+        return [(newest, member, keys)]
+    moments: defaultdict[int, tuple[list[int], list[str]]] = defaultdict(lambda: ([], []))
+    for key, stamp in zip(keys, stamps, strict=True):
+        moment_stamps, moment_keys = moments[stamp // MOMENT_MS]
+        moment_stamps.append(stamp)
+        moment_keys.append(key)
+    return [
+        (max(moment_stamps), f"{member}~{n}", moment_keys)
+        for n, (moment_stamps, moment_keys) in enumerate(moments.values())
+    ]
+
+
+def _one_member_each(member: str, keys: list[str]) -> list[tuple[str, list[str]]]:
     """`member` for every key, but a reader who did the same twice in one flush (opened
     one block twice) gets `member.1` for the second time, and so on: each action its
     own member, or the second would only move the first."""
     if len(set(keys)) == len(keys):
-        return [(member, keys, scores)]
+        return [(member, keys)]
     times: Counter[str] = Counter()
-    parts: defaultdict[int, tuple[list[str], list[int]]] = defaultdict(lambda: ([], []))
-    for key, score in zip(keys, scores, strict=True):
-        part_keys, part_scores = parts[times[key]]
+    parts: defaultdict[int, list[str]] = defaultdict(list)
+    for key in keys:
+        parts[times[key]].append(key)
         times[key] += 1
-        part_keys.append(key)
-        part_scores.append(score)
-    return [
-        (member if n == 0 else f"{member}.{n}", part_keys, part_scores)
-        for n, (part_keys, part_scores) in parts.items()
-    ]
+    return [(member if n == 0 else f"{member}.{n}", part) for n, part in parts.items()]
 
 
-def _calls(keys: list[str], scores: list[int], one_slot: bool) -> list[tuple[list[str], list[int]]]:
-    """`keys` with their scores in parts of `RECORDS_PER_ENGAGEMENT_CALL`; with `one_slot`,
-    each part's keys of one slot (a script on Redis Cluster writes one slot's keys)."""
-    groups = [(keys, scores)]
+def _calls(keys: list[str], one_slot: bool) -> list[list[str]]:
+    """`keys` in parts of `RECORDS_PER_ENGAGEMENT_CALL`; with `one_slot`, each part's keys
+    of one slot (a script on Redis Cluster writes one slot's keys)."""
+    groups = [keys]
     if one_slot:
-        by_slot: defaultdict[int, tuple[list[str], list[int]]] = defaultdict(lambda: ([], []))
-        for key, score in zip(keys, scores, strict=True):
-            slot_keys, slot_scores = by_slot[slot_of(key)]
-            slot_keys.append(key)
-            slot_scores.append(score)
+        by_slot: defaultdict[int, list[str]] = defaultdict(list)
+        for key in keys:
+            by_slot[slot_of(key)].append(key)
         groups = list(by_slot.values())
     return [
-        (
-            group_keys[start : start + RECORDS_PER_ENGAGEMENT_CALL],
-            group_scores[start : start + RECORDS_PER_ENGAGEMENT_CALL],
-        )
-        for group_keys, group_scores in groups
-        for start in range(0, len(group_keys), RECORDS_PER_ENGAGEMENT_CALL)
+        group[start : start + RECORDS_PER_ENGAGEMENT_CALL]
+        for group in groups
+        for start in range(0, len(group), RECORDS_PER_ENGAGEMENT_CALL)
     ]
 
 

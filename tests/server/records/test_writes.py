@@ -92,6 +92,22 @@ def test_every_action_of_one_reader_in_one_flush_counts(store: redis.Redis) -> N
     ]
 
 
+def test_actions_are_scored_by_their_second(store: redis.Redis) -> None:
+    """One time goes with the actions of one second (the newest of them); actions seconds
+    apart in one batch keep their own times, and each its own member."""
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    stamps = [start + timedelta(milliseconds=ms) for ms in (100, 400, 5_000, 5_200)]
+    records = [human_record("open", "news", "a", "u1", at) for at in stamps]
+    write(store, writer(), records, stamps[-1].timestamp())
+    stored = cast(
+        list[tuple[bytes, float]], store.zrange(engagement_key("u1"), 0, -1, withscores=True)
+    )
+    assert len({member for member, _ in stored}) == 4
+    assert sorted(int(score) for _, score in stored) == [
+        int(stamps[i].timestamp() * 1000) for i in (1, 1, 3, 3)
+    ]
+
+
 async def test_a_flush_around_midnight_counts_each_record_on_its_own_day(
     store: redis.Redis, redis_url: str
 ) -> None:
