@@ -92,6 +92,7 @@ class Outcome:
     unmatched: int  # answers without the request number they were sent with
     max_thread_sent: int
     right_latencies_us: tuple[float, ...]
+    default_latencies_us: tuple[float, ...]
 
     @property
     def sent_rate(self) -> float:
@@ -118,21 +119,32 @@ class Outcome:
 
     def right_ms(self, percentile: float) -> float:
         """A percentile of the right images' latency (send to answer), in milliseconds."""
-        if not self.right_latencies_us:
-            return math.nan
-        ordered = sorted(self.right_latencies_us)
-        index = min(len(ordered) - 1, int(percentile / 100 * len(ordered)))
-        return ordered[index] / 1000
+        return _percentile_ms(self.right_latencies_us, percentile)
+
+    def default_ms(self, percentile: float) -> float:
+        """A percentile of the defaults' latency: what cannot be drawn in time is meant to
+        get the default at once, not at the end of its deadline."""
+        return _percentile_ms(self.default_latencies_us, percentile)
 
     def lines_used(self, available: int) -> int:
         """How many lines of the paths file the run used (thread k sends lines k, k+n, ...)."""
         return min(available, self.threads * self.max_thread_sent)
 
 
+def _percentile_ms(latencies_us: Sequence[float], percentile: float) -> float:
+    if not latencies_us:
+        return math.nan
+    ordered = sorted(latencies_us)
+    index = min(len(ordered) - 1, int(percentile / 100 * len(ordered)))
+    return ordered[index] / 1000
+
+
 def parse_outcome(text: str) -> Outcome:
     """The result file goodput.lua's done() writes: `name=value` pairs on the first line,
-    then the right images' latencies in microseconds, one a line."""
+    then the latencies in microseconds, one a line: the right images' bare, the
+    defaults' after a `d`."""
     first, _, rest = text.partition("\n")
+    latencies = rest.split()
     pairs = (pair.partition("=") for pair in first.split())
     fields = {name: int(float(value)) for name, _, value in pairs}
     return Outcome(
@@ -151,7 +163,8 @@ def parse_outcome(text: str) -> Outcome:
         repeats=fields["repeats"],
         unmatched=fields["unmatched"],
         max_thread_sent=fields["max_thread_sent"],
-        right_latencies_us=tuple(float(line) for line in rest.split()),
+        right_latencies_us=tuple(float(line) for line in latencies if line[0] != "d"),
+        default_latencies_us=tuple(float(line[1:]) for line in latencies if line[0] == "d"),
     )
 
 
@@ -173,7 +186,9 @@ def capacity(rows: Sequence[Row]) -> float:
 
 HEADER = (
     f"{'load':<22} {'offered/s':>9} {'sent/s':>8} {'late':>6} {'answered/s':>10} "
-    f"{'right/s':>8} {'right':>6} {'p50 right':>10} {'p99 right':>10} {'non-200':>7} "
+    f"{'right/s':>8} {'right':>6} {'p50 right':>10} {'p99 right':>10} "
+    f"{'p50 default':>11} {'p99 default':>11} "
+    f"{'non-200':>7} "
     f"{'errors':>6} {'timeouts':>8} {'wrk CPU':>7} {'atopen CPU':>10}"
 )
 
@@ -186,7 +201,8 @@ def format_row(row: Row) -> str:
     line = (
         f"{row.label:<22} {offered:>9} {out.sent_rate:>8,.0f} {late:>6} "
         f"{out.answered_rate:>10,.0f} {out.right_rate:>8,.0f} {out.share_right:>6.1%} "
-        f"{_ms(out.right_ms(50)):>10} {_ms(out.right_ms(99)):>10} {out.non200:>7} "
+        f"{_ms(out.right_ms(50)):>10} {_ms(out.right_ms(99)):>10} "
+        f"{_ms(out.default_ms(50)):>11} {_ms(out.default_ms(99)):>11} {out.non200:>7} "
         f"{out.errors:>6} {out.timeouts:>8} {row.wrk_cores:>7.2f} {atopen:>10}"
     )
     notes = []

@@ -10,8 +10,9 @@
 --                       as soon as its previous answer arrives (closed loop)
 --   GOODPUT_TIMEOUT_MS  an answer later than this counts as a timeout, not as a right one
 --
--- wrk's own latency covers every answer; only the right images' latency matters here, and
--- response() is not told which connection (so which request) it answers. Each request
+-- wrk's own latency covers every answer; the right images' and the defaults' latencies
+-- matter here (a default is meant to come at once), and response() is not told which
+-- connection (so which request) it answers. Each request
 -- therefore carries its number in X-Request-Id, which atopen echoes, and its send time
 -- is kept under that number.
 
@@ -42,6 +43,7 @@ counts = {
   timeouts_answered = 0, unmatched = 0, repeats = 0, late = 0,
 }
 right_us = {}
+default_us = {}
 pending = {}
 
 local paths = {}
@@ -118,6 +120,9 @@ function response(status, headers, body)
     end
   elseif variant == "default" then
     counts.default = counts.default + 1
+    if sent_at then
+      default_us[#default_us + 1] = at - sent_at
+    end
   else
     counts.other = counts.other + 1
   end
@@ -165,6 +170,9 @@ function done(summary, latency, requests)
     end
     for _, value in ipairs(thread:get("right_us")) do
       latencies[#latencies + 1] = string.format("%.0f", value)
+    end
+    for _, value in ipairs(thread:get("default_us")) do
+      latencies[#latencies + 1] = string.format("d%.0f", value)
     end
   end
   local out = assert(io.open(os.getenv("GOODPUT_OUT"), "w"))

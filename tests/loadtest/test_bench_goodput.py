@@ -42,6 +42,7 @@ OVERLOADED_RESULT = (
     "read_errors=6 write_errors=0 sent=18000 answered=16976 right=2000 default=14970 other=0 "
     "non200=0 timeouts_answered=6 unmatched=0 repeats=0 late=0\n"
     + "".join(f"{200_000 + 1000 * i}\n" for i in range(100))
+    + "".join(f"d{1000 + 10 * i}\n" for i in range(100))
 )
 
 
@@ -77,6 +78,14 @@ def test_the_share_right_counts_every_open_that_ended() -> None:
     assert out.share_right == pytest.approx(2000 / (16976 + 6 + 24))
     assert out.right_ms(50) == pytest.approx(250.0)
     assert math.isnan(parse_outcome(OPEN_RESULT.split("\n")[0] + "\n\n").right_ms(99))
+
+
+def test_the_defaults_latencies_are_read_apart_from_the_right_ones() -> None:
+    out = parse_outcome(OVERLOADED_RESULT)
+    assert len(out.right_latencies_us) == len(out.default_latencies_us) == 100
+    assert out.default_ms(50) == pytest.approx(1.5)
+    assert out.default_ms(99) == pytest.approx(1.99)
+    assert math.isnan(parse_outcome(OPEN_RESULT).default_ms(99))
 
 
 def row(label: str, result: str, target: float | None) -> Row:
@@ -151,6 +160,7 @@ async def test_the_script_counts_what_the_server_answers(
     assert out.right + out.default == out.answered
     assert out.right > out.default > 0
     assert len(out.right_latencies_us) == out.right
+    assert len(out.default_latencies_us) == out.default
     assert out.sent - out.answered <= 8  # at most one in flight per connection at the end
     assert out.errors == out.non200 == out.unmatched == out.repeats == out.timeouts == 0
 
