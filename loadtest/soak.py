@@ -87,8 +87,11 @@ MAX_IN_FLIGHT = 256
 # halfway through a shorter warm-up), so that its requests are done when it starts.
 BURST_SETTLE_S = 10.0
 # A worker's memory is flat when its least-squares slope over the last half of the
-# measured window is at most this (docs/soak.md, "The verdict").
+# measured window is at most this, or its rise along that slope is at most the next:
+# a last half shorter than a minute (the short soak of `make bench`) cannot tell a slope
+# that small from one step of the allocator (docs/soak.md, "The verdict").
 FLAT_MIB_PER_MINUTE = 0.25
+FLAT_RISE_MIB = 0.25
 MEMORY_MISS = {"tier": "memory", "result": "miss"}
 # The mix, by weight: what one request of the steady load is. Most of it opens the
 # countdowns of running campaigns (a sale's last day); the rest is everything else.
@@ -170,6 +173,7 @@ class Trend:
     worker: int  # 1, 2, ... in the order of their pids
     whole_mib_per_minute: float
     last_half_mib_per_minute: float
+    last_half_minutes: float
     # The most open fds (less the load's connections) before the last half of the
     # window (the warm-up's burst included), and in it.
     fds_before: int
@@ -177,7 +181,8 @@ class Trend:
 
     @property
     def memory_flat(self) -> bool:
-        return self.last_half_mib_per_minute <= FLAT_MIB_PER_MINUTE
+        slope = self.last_half_mib_per_minute
+        return slope <= FLAT_MIB_PER_MINUTE or slope * self.last_half_minutes <= FLAT_RISE_MIB
 
     @property
     def fds_flat(self) -> bool:
@@ -348,6 +353,7 @@ def trends(trace: list[MemoryPoint], warmup: float, seconds: float) -> list[Tren
                 worker=number,
                 whole_mib_per_minute=round(slope(window), 2),
                 last_half_mib_per_minute=round(slope(last_half), 2),
+                last_half_minutes=last_half[-1][0] - last_half[0][0],
                 fds_before=max(before),
                 fds_last_half=max(p.own_fds[pid] for p in mine if p.at_s >= halfway),
             )
@@ -681,7 +687,8 @@ def trace_report(trace: list[MemoryPoint], found: list[Trend], halfway: float) -
     lines.append("")
     lines.append(
         f"trend of the measured window, least squares: memory is flat at most "
-        f"{FLAT_MIB_PER_MINUTE:+.2f} MiB a minute over its last half (from {halfway:.0f} s); "
+        f"{FLAT_MIB_PER_MINUTE:+.2f} MiB a minute over its last half (from {halfway:.0f} s), "
+        f"or rising at most {FLAT_RISE_MIB:.2f} MiB in it; "
         f"own fds are flat if no more in it than before"
     )
     lines.append(f"{'':12}{'whole window':>16}{'last half':>16}{'own fds, most':>20}{'':2}verdict")

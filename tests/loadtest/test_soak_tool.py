@@ -136,6 +136,19 @@ def test_memory_that_keeps_growing_is_growing_and_so_said() -> None:
     assert verdict(found, last, workers=1) == "verdict: worker 1 memory growing"
 
 
+def test_a_short_window_calls_one_small_step_flat_and_a_big_one_growing() -> None:
+    """A last half of 10 s (the short soak of `make bench`): a step of 0.1 MiB is a
+    slope of +0.6 MiB a minute, but no more than one step of the allocator; 1 MiB is
+    not."""
+    small = [(45, 190.0), (55, 190.0), (65, 190.1)]
+    (trend,) = trends(_trace(small), 45, 20)
+    assert trend.last_half_mib_per_minute == pytest.approx(0.6)
+    assert trend.memory_flat
+    big = [(45, 190.0), (55, 190.0), (65, 191.0)]
+    (trend,) = trends(_trace(big), 45, 20)
+    assert not trend.memory_flat
+
+
 def test_the_warm_up_is_left_out_of_the_trend() -> None:
     # Steep during the warm-up (caches filling), flat from its end on.
     rss = [(10 * n, 100 + 5 * n if n <= 6 else 130) for n in range(19)]
