@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import geoip2.database
 import pytest
 import redis
 from aiohttp.test_utils import TestClient
+from playwright import sync_api as playwright_api
 from support import CITY_DB, SCOPED_TOKENS, SECRET, TOKEN
 
 from content_sources.geo import open_geoip
@@ -24,6 +26,9 @@ from server.api_tokens import parse_scoped_tokens
 from server.datastore.embedded_redis import EmbeddedRedis
 from server.settings import Settings
 from server.web.app import create_app
+
+# The reason a browser test is skipped with, which the session's summary looks for.
+BROWSER_MISSING = "NO BROWSER: the browser tests need Chromium"
 
 
 @pytest.fixture(scope="session")
@@ -121,12 +126,25 @@ def reader() -> Iterator[geoip2.database.Reader]:
     opened.close()
 
 
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """The system's Chromium, headless, driven by Playwright (skipped without it, and the
+    session's summary says so loudly)."""
+    chromium_path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium_path is None:
+        pytest.skip(f"{BROWSER_MISSING}: apt-get install chromium")
+    with playwright_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=chromium_path, headless=True)
+        yield chromium
+        chromium.close()
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """Say loudly when the studio's browser tests could not run (no Chromium here)."""
+    """Say loudly when the browser tests could not run (no Chromium here)."""
     skipped = terminalreporter.stats.get("skipped", [])
-    if any("NO BROWSER" in str(report.longrepr) for report in skipped):
+    if any(BROWSER_MISSING in str(report.longrepr) for report in skipped):
         terminalreporter.write_sep(
-            "!", "the studio's browser tests were SKIPPED: no Chromium", red=True, bold=True
+            "!", "the browser tests were SKIPPED: no Chromium", red=True, bold=True
         )
         terminalreporter.write_line(
             "  install it to run them: apt-get install chromium (CI's .ci/run does)", red=True

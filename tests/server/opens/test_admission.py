@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,17 +29,20 @@ from server.settings import Settings
 BURST = 60
 
 
-def _spin(stop_at: float) -> None:
+def _spin(stop_at: float, cores: set[int] | None) -> None:
+    if cores is not None:
+        os.sched_setaffinity(0, cores)
     while time.monotonic() < stop_at:
         pass
 
 
 @contextmanager
-def other_work(processes: int, seconds: float) -> Iterator[None]:
-    """The machine busy with something else: processes that take a core each."""
+def other_work(processes: int, seconds: float, cores: set[int] | None = None) -> Iterator[None]:
+    """The machine busy with something else: processes that take a core each, of `cores`
+    if given (else of any)."""
     context = multiprocessing.get_context("spawn")
     stop_at = time.monotonic() + seconds
-    workers = [context.Process(target=_spin, args=(stop_at,)) for _ in range(processes)]
+    workers = [context.Process(target=_spin, args=(stop_at, cores)) for _ in range(processes)]
     for worker in workers:
         worker.start()
     try:

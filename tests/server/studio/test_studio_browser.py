@@ -5,14 +5,13 @@ signs in, opens a block, checks that every preview decodes at its size, saves a 
 with a mistake and finds the mistake at its field, saves a good one and sees the
 previews change, and copies a snippet. Screenshots are kept under `.artifacts/studio/`.
 
-Without Chromium these tests are skipped, and the session's summary says so loudly
-(tests/conftest.py): `.ci/run` installs it, so CI always runs them.
+Without Chromium these tests are skipped (the `browser` fixture, tests/conftest.py), and
+the session's summary says so loudly: `.ci/run` installs it, so CI always runs them.
 """
 
 from __future__ import annotations
 
 import io
-import shutil
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -23,7 +22,6 @@ import pytest
 import redis
 import requests
 from PIL import Image
-from playwright import sync_api as playwright_api
 from sample_blocks import one_variant_block
 from support import AUTH, SECRET, TOKEN, LiveApp, signed
 
@@ -33,8 +31,6 @@ from server.settings import Settings
 # Slow, left out of `make test-fast`: they drive the studio in Chromium.
 pytestmark = pytest.mark.slow
 
-BROWSER_MISSING = "NO BROWSER: the studio's browser tests need Chromium"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = Path(__file__).resolve().parents[3] / ".artifacts" / "studio"
 BLOCK = "hero"
 READER = "u1"
@@ -82,16 +78,6 @@ def seeded(studio: LiveApp) -> LiveApp:
         answer = requests.put(studio.base_url + path, json=body, headers=AUTH, timeout=30)
         assert answer.status_code < 300, answer.text
     return studio
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if CHROMIUM is None:
-        pytest.skip(f"{BROWSER_MISSING}: apt-get install chromium")
-    with playwright_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture
