@@ -364,7 +364,7 @@ def _by_action(
 def _by_moment(member: str, keys: list[str], stamps: list[int]) -> list[tuple[int, str, list[str]]]:
     """`keys` by the second of their action (`stamps`, ms), each second's with the newest
     of its times and `member` made its own (`member~1`, ...): a flush's actions are all
-    of one moment (its interval apart at most), and a set's member carries a time to the
+    of one moment (its interval apart at most), and a set's scores are times to the
     second, not to the millisecond."""
     newest = max(stamps)
     if newest - min(stamps) < MOMENT_MS:
