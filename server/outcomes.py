@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from enum import Enum, StrEnum
+from enum import StrEnum
 
 
-class FallbackReason(Enum):
-    """Why an open was answered with the block's pre-rendered default."""
+class FallbackReason(StrEnum):
+    """Why an open was answered with the block's pre-rendered default. A `str`, as
+    `Outcome` is: every refused open looks it up twice (its metric, its outcome), and a
+    plain `Enum` hashes in Python."""
 
     DEADLINE = "deadline"  # the open's deadline passed before its image was ready
     OVERLOADED = "overloaded"  # the render queue was full
