@@ -50,6 +50,7 @@ from loadtest.bench_serve import (
 )
 from loadtest.cpu import tree_cpu_s
 from server.datastore.embedded_redis import EmbeddedRedis
+from server.settings import Settings
 from server.signing import Signer
 
 CLOSED_CONNECTIONS = (1, 8, 32, 128, 512, 1024)
@@ -65,11 +66,15 @@ LUA_SCRIPT = Path(__file__).with_name("goodput.lua")
 # A row that runs out sends some again and says so.
 CLOSED_READERS_PER_S = 16_000
 SEED_CHUNK = 5_000
-# A connection of the open loop is busy for one answer at a time: an admitted open may take
-# up to the render deadline (2 s), a refused one comes back at once. At ten times a
-# capacity of 1,400/s, about 2,800 connections wait on admitted opens; fewer connections
-# would cap the arrival rate below the target (the rows print it).
-OPEN_CONNECTIONS = 4096
+# A connection of the open loop is busy for one answer at a time, and wrk keeps a timer
+# for each idle one that it walks at every event: idle connections cost the load
+# generator CPU that the server shares. Each row gets what Little's law says it holds,
+# with room: the admitted opens, at most the capacity's worth a second, each answered
+# within the render deadline; the refused ones, answered at once, or within the deadline
+# when refused only as their turn came. A row short of connections shows as late sends.
+REFUSED_HOLD_S = 0.15
+SPARE_CONNECTIONS = 256
+MAX_OPEN_CONNECTIONS = 4096
 
 
 @dataclass(frozen=True)
@@ -179,6 +184,13 @@ class Row:
     atopen_cores: float | None
 
 
+def open_connections(rate: float, capacity_rate: float, deadline_s: float) -> int:
+    """Connections enough for an open-loop row of `rate` sends a second (see
+    REFUSED_HOLD_S), in whole multiples of the spare ones."""
+    held = min(rate, capacity_rate) * deadline_s + rate * REFUSED_HOLD_S + SPARE_CONNECTIONS
+    return min(MAX_OPEN_CONNECTIONS, math.ceil(held / SPARE_CONNECTIONS) * SPARE_CONNECTIONS)
+
+
 def capacity(rows: Sequence[Row]) -> float:
     """The most right images per second any closed-loop row achieved."""
     return max((row.outcome.right_rate for row in rows if row.target_rate is None), default=0.0)
@@ -272,7 +284,8 @@ class Bench:
     readers: Readers
     tmp: Path
     seconds: int
-    open_connections: int
+    deadline_s: float
+    open_connections: int | None = None  # a fixed count for every open-loop row
 
     def closed(self, connections: int) -> Row:
         return self._row(
@@ -285,9 +298,12 @@ class Bench:
     def open(self, multiple: float, capacity_rate: float) -> Row:
         rate = max(multiple * capacity_rate, 1.0)
         # The sends the schedule makes, and a margin for the schedule's start.
-        readers = math.ceil(rate * self.seconds * 1.1) + self.open_connections
-        label = f"open {multiple:>4g}x {self.open_connections} conn"
-        return self._row(label, self.open_connections, readers=readers, rate=rate)
+        connections = self.open_connections or open_connections(
+            rate, capacity_rate, self.deadline_s
+        )
+        readers = math.ceil(rate * self.seconds * 1.1) + connections
+        label = f"open {multiple:>4g}x {connections} conn"
+        return self._row(label, connections, readers=readers, rate=rate)
 
     def _row(self, label: str, connections: int, *, readers: int, rate: float | None) -> Row:
         paths = self.readers.take(readers)
@@ -396,7 +412,9 @@ def measure(args: argparse.Namespace) -> None:
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: run `sh loadtest/install_tools.sh` (make bench does)")
     # Two ends per connection in this machine, and room for the store and the workers.
-    raise_open_files(2 * max(args.open_connections, *CLOSED_CONNECTIONS) + 4096)
+    most_connections = args.open_connections or MAX_OPEN_CONNECTIONS
+    raise_open_files(2 * max(most_connections, *CLOSED_CONNECTIONS) + 4096)
+    deadline_s = Settings().render_deadline_ms / 1000
     signer = Signer([SECRET])
     with tempfile.TemporaryDirectory(prefix="atopen-goodput-") as tmp_name:
         tmp = Path(tmp_name)
@@ -407,7 +425,12 @@ def measure(args: argparse.Namespace) -> None:
             api(server.port, "PUT", f"/api/v1/blocks/{BLOCK}", PERSONAL_BLOCK)
             time.sleep(1.5)  # every worker has the block (pub/sub)
             bench = Bench(
-                server, Readers(signer, store.url), tmp, args.seconds, args.open_connections
+                server,
+                Readers(signer, store.url),
+                tmp,
+                args.seconds,
+                deadline_s,
+                args.open_connections,
             )
             print(
                 f"goodput: {args.workers} workers, every request a different reader, "
@@ -451,8 +474,8 @@ def main() -> None:
     parser.add_argument(
         "--open-connections",
         type=int,
-        default=OPEN_CONNECTIONS,
-        help="connections of the open-loop rows: enough that one is free when a send is due",
+        default=None,
+        help="connections of every open-loop row (default: sized to each row's rate)",
     )
     measure(parser.parse_args())
 

@@ -45,11 +45,13 @@ class Settings:
     # clients retry a second or more later. The kernel caps it at net.core.somaxconn.
     listen_backlog: int = 4096
     public_url: str = ""
-    # How long an open may take: how long a mail client or its proxy waits for an
+    # How long an open may take: within what mail clients and their proxies wait for an
     # image (seconds; Camo, GitHub's image proxy, waits 10 s), not a latency target.
     # Below capacity every open is drawn well within it; above, it is how much queue
-    # the pool keeps, and the opens past that get the default at once.
-    render_deadline_ms: int = 2000
+    # the pool keeps, and the opens past that get the default at once. One second: a
+    # burst of up to about two thirds of a second's capacity is drawn whole, and the
+    # right images still come within a second when more opens arrive than the box draws.
+    render_deadline_ms: int = 1000
     # How old the inventory an open sees may be: a worker reads a block's items once
     # for all its opens in this interval (at 6,500 opens a second, a read per open was
     # most of the store's work and a tenth of an open's). 0: every open reads them.

@@ -23,6 +23,7 @@ from loadtest.bench_goodput import (
     capacity,
     ceiling,
     format_row,
+    open_connections,
     parse_outcome,
     run_wrk,
 )
@@ -172,3 +173,14 @@ def test_the_ceiling_is_what_refusals_leave_of_the_box() -> None:
     assert ceiling(1_000, 10_000, 2_000) == pytest.approx(888.9, abs=0.1)
     # Past what even a bare handler answers, nothing is left to draw with.
     assert ceiling(1_000, 10_000, 12_000) == 0
+
+
+def test_an_open_loop_row_gets_the_connections_its_opens_hold() -> None:
+    # Half of a 1,600/s capacity with a 1 s deadline: 800 held by admitted opens, 120 by
+    # refusals' answers, 256 spare, rounded up to a multiple of 256.
+    assert open_connections(800, 1_600, 1.0) == 1_280
+    # Above capacity only the capacity's worth wait on renders; the rest are refused.
+    assert open_connections(3_200, 1_600, 1.0) == 2_560
+    # A longer deadline holds more, up to wrk's useful most.
+    assert open_connections(3_200, 1_600, 2.0) == 4_096
+    assert open_connections(16_000, 1_600, 1.0) == 4_096

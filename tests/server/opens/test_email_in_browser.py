@@ -13,7 +13,7 @@ import pytest
 import requests
 from sample_blocks import greeting
 from support import AUTH, signed
-from test_admission import other_work
+from test_admission import DEFAULT_DEADLINE_MS, other_work
 from test_workers import serving, until_every_worker_serves
 
 # Slow, left out of `make test-fast`: a server of two workers and a browser.
@@ -36,7 +36,9 @@ def test_an_email_of_twenty_dynamic_images_shows_the_reader_every_one(
     browser: Any, redis_url: str, tmp_path: Path
 ) -> None:
     blocks = [f"b{i}" for i in range(IMAGES)]
-    with serving(redis_url, tmp_path / "data", 2, ATOPEN_RENDER_DEADLINE_MS="2000") as served:
+    with serving(
+        redis_url, tmp_path / "data", 2, ATOPEN_RENDER_DEADLINE_MS=DEFAULT_DEADLINE_MS
+    ) as served:
         for path, body in (
             *((f"/api/v1/blocks/{block}", greeting()) for block in blocks),
             (f"/api/v1/profiles/{READER}", {"first_name": "Ann"}),
