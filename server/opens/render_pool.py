@@ -95,11 +95,18 @@ class Place:
 
 class RenderPool:
     """`threads` renders at once, and at most `max_waiting` more opens holding a place (a
-    bound on memory, not on time: time is bounded by each open's deadline)."""
+    bound on memory, not on time: time is bounded by each open's deadline).
 
-    def __init__(self, *, threads: int, max_waiting: int) -> None:
+    The renders share `cpus` CPUs (unless given, one per thread): more threads than CPUs
+    keep the CPUs busy while a render has let go of the interpreter lock, but do not draw
+    faster than the CPUs do, so the wait ahead of an open is predicted at the pace of the
+    fewer of the two."""
+
+    def __init__(self, *, threads: int, max_waiting: int, cpus: int | None = None) -> None:
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="render")
         self._threads = threads
+        # How many renders' CPU time is spent at once: the pace of the queue.
+        self._parallel = min(threads, cpus or threads)
         self._max_places = threads + max_waiting
         self._places = 0  # taken: renders to come, waiting for a thread or running
         self._rendering = 0  # of those, the renders waiting for a thread or running
@@ -178,12 +185,12 @@ class RenderPool:
         ahead = self._places - self._threads + 1
         if ahead <= 0:
             return 0.0
-        return (ahead / self._threads + 1) * self._cpu_s
+        return (ahead / self._parallel + 1) * self._cpu_s
 
     def turn_s(self) -> float:
         """How long from now until an open given its turn now would be drawn: the turns
         ahead of it, then its own render."""
-        by_cpu = ((self._turns_taken - 1) / self._threads + 1) * self._cpu_s
+        by_cpu = ((self._turns_taken - 1) / self._parallel + 1) * self._cpu_s
         if not self._rendering:
             # Only turns that draw can bring down an average that a slow spell pushed
             # past every deadline: with none drawing, the CPU time alone decides.

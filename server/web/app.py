@@ -128,7 +128,11 @@ async def _services(app: web.Application, *, redis_url: str) -> AsyncIterator[No
     """Start the store client, render pool, block snapshot and its change feed; stop in reverse."""
     settings = app[SETTINGS]
     redis = open_store(redis_url, timeout_s=STORE_TIMEOUT_S)
-    pool = RenderPool(threads=settings.render_thread_count, max_waiting=settings.render_queue)
+    pool = RenderPool(
+        threads=settings.render_thread_count,
+        cpus=settings.worker_cpus,
+        max_waiting=settings.render_queue,
+    )
     cache = RenderCache(
         redis,
         memory_bytes=settings.cache_memory_mb * 1024 * 1024,

@@ -98,5 +98,9 @@ def test_workers_and_render_threads_default_to_the_usable_cpus() -> None:
     settings = Settings()
     assert settings.worker_count == usable_cpus()
     assert usable_cpus() <= AVAILABLE
-    assert settings.render_thread_count == 1  # the CPUs shared out among the workers
-    assert Settings(workers=1).render_thread_count == usable_cpus()
+    # The CPUs shared out among the workers, and two render threads for each.
+    assert settings.worker_cpus == 1
+    assert settings.render_thread_count == 2
+    assert Settings(workers=1).worker_cpus == usable_cpus()
+    assert Settings(workers=1).render_thread_count == 2 * usable_cpus()
+    assert Settings(workers=1, render_threads=3).render_thread_count == 3

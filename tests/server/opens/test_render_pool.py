@@ -87,6 +87,30 @@ async def test_an_open_is_let_in_only_with_a_quarter_of_its_time_to_spare(
     await busy
 
 
+async def test_threads_beyond_the_cpus_do_not_make_the_queue_look_faster(
+    release: threading.Event,
+) -> None:
+    """Two threads sharing one CPU draw no faster than one: the wait ahead of an open is
+    predicted at the pace of the CPU, or the queue would let in twice what it can draw
+    in time."""
+    pools = [RenderPool(threads=2, cpus=1, max_waiting=8), RenderPool(threads=2, max_waiting=8)]
+    waits, busy = [], []
+    try:
+        for pool in pools:
+            await pool.run(lambda: burn(0.5))  # the average is 25 ms of CPU
+            busy += [asyncio.ensure_future(pool.run(release.wait)) for _ in range(4)]
+            await asyncio.sleep(0)
+            waits.append(pool.predicted_s())
+        # Four places taken, two threads: three renders ahead of the next, then its own.
+        assert waits[0] == pytest.approx(4 * 0.025, rel=0.01)  # at one CPU's pace
+        assert waits[1] == pytest.approx((3 / 2 + 1) * 0.025, rel=0.01)  # two CPUs'
+    finally:
+        release.set()
+        await asyncio.gather(*busy)
+        for pool in pools:
+            pool.shutdown()
+
+
 async def test_a_full_queue_is_refused_whatever_the_deadline(
     one_thread_pool: PoolMaker, release: threading.Event
 ) -> None:
