@@ -116,10 +116,10 @@ class Settings:
         return self.workers or usable_cpus()
 
     @property
-    def worker_cpus(self) -> int:
+    def worker_cpus(self) -> float:
         """The CPUs each worker's renders may use at once: the usable CPUs shared out
-        among the workers, at least one."""
-        return max(1, usable_cpus() // self.worker_count)
+        among the workers (a share of one when there are more workers than CPUs)."""
+        return usable_cpus() / self.worker_count
 
     @property
     def render_thread_count(self) -> int:
@@ -127,7 +127,7 @@ class Settings:
         go of the interpreter lock while it rasterises text and compresses, and a second
         thread's render goes on meantime: on 2 CPUs and 2 workers, two threads each drew
         10-18 % more images a second than one, for the same CPU (docs/performance.md)."""
-        return self.render_threads or RENDER_THREADS_PER_CPU * self.worker_cpus
+        return self.render_threads or max(1, round(RENDER_THREADS_PER_CPU * self.worker_cpus))
 
     @property
     def sources(self) -> SourceSettings:

@@ -97,12 +97,12 @@ class RenderPool:
     """`threads` renders at once, and at most `max_waiting` more opens holding a place (a
     bound on memory, not on time: time is bounded by each open's deadline).
 
-    The renders share `cpus` CPUs (unless given, one per thread): more threads than CPUs
-    keep the CPUs busy while a render has let go of the interpreter lock, but do not draw
-    faster than the CPUs do, so the wait ahead of an open is predicted at the pace of the
-    fewer of the two."""
+    The renders share `cpus` CPUs (unless given, one per thread; a fraction of one when
+    the worker shares a CPU with others): more threads than CPUs keep the CPUs busy while
+    a render has let go of the interpreter lock, but do not draw faster than the CPUs do,
+    so the wait ahead of an open is predicted at the pace of the fewer of the two."""
 
-    def __init__(self, *, threads: int, max_waiting: int, cpus: int | None = None) -> None:
+    def __init__(self, *, threads: int, max_waiting: int, cpus: float | None = None) -> None:
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="render")
         self._threads = threads
         # How many renders' CPU time is spent at once: the pace of the queue.

@@ -104,3 +104,7 @@ def test_workers_and_render_threads_default_to_the_usable_cpus() -> None:
     assert Settings(workers=1).worker_cpus == usable_cpus()
     assert Settings(workers=1).render_thread_count == 2 * usable_cpus()
     assert Settings(workers=1, render_threads=3).render_thread_count == 3
+    # More workers than CPUs: each has a share of one, and one thread at least.
+    crowded = Settings(workers=4 * usable_cpus())
+    assert crowded.worker_cpus == 0.25
+    assert crowded.render_thread_count == 1
