@@ -302,7 +302,7 @@ function Previews({ token, block }) {
     for (const reader of readers) {
       for (const time of chosenTimes) {
         for (const client of chosenClients) {
-          planned.push({ key: `${reader.label}|${time.key}|${client.kind}`, reader, time, client, state: 'loading' });
+          planned.push({ key: `${reader.label}|${time.key}|${client.kind}`, reader, time, client, version: block.version, state: 'loading' });
         }
       }
     }
@@ -390,7 +390,7 @@ function Previews({ token, block }) {
       ${cells.length === MAX_PREVIEWS && html`<p class="hint">Showing the first ${MAX_PREVIEWS} combinations.</p>`}
       <div class="grid" id="previews">
         ${cells.map((cell) => html`
-          <figure class="preview" key=${cell.key} data-state=${cell.state}
+          <figure class="preview" key=${cell.key} data-state=${cell.state} data-version=${cell.version}
             data-reader=${cell.reader.label} data-time=${cell.time.key} data-client=${cell.client.kind}
             data-variant=${cell.why ? cell.why.variant : ''}>
             <div class="frame">

@@ -122,15 +122,18 @@ def open_block(page: Any) -> None:
     page.wait_for_selector("#block-title")
 
 
-def previews_done(page: Any, count: int, reader: str) -> list[Any]:
-    """The preview figures, once all `count` of them, for `reader`, have rendered."""
+def previews_done(page: Any, count: int, reader: str, version: int | None = None) -> list[Any]:
+    """The preview figures, once all `count` of them, for `reader` (and of the block's
+    `version`, when given: a save shows the new title a moment before new previews), have
+    rendered."""
     page.wait_for_function(
         """wanted => {
             const all = [...document.querySelectorAll('figure.preview')];
             return all.length === wanted.count && all.every(figure =>
-                figure.dataset.state === 'done' && figure.dataset.reader === wanted.reader);
+                figure.dataset.state === 'done' && figure.dataset.reader === wanted.reader
+                && (wanted.version === null || figure.dataset.version === String(wanted.version)));
         }""",
-        arg={"count": count, "reader": reader},
+        arg={"count": count, "reader": reader, "version": version},
     )
     return list(page.query_selector_all("figure.preview"))
 
@@ -253,7 +256,7 @@ def test_a_mistake_shows_at_its_field_and_a_good_save_changes_the_previews(
         "v => document.querySelector('#block-title').textContent.includes(`version ${v}`)",
         arg=version + 1,
     )
-    (figure,) = previews_done(page, 1, READER)
+    (figure,) = previews_done(page, 1, READER, version + 1)
     assert pixel(figure) == (0x33, 0x55, 0xAA)
 
 
