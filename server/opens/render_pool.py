@@ -23,10 +23,6 @@ Sized to three quarters of it, they reach their turn with time to spare. Why not
 measured drain rate instead: refused opens that come straight back slow the drain, a
 queue sized by it shrinks under them, and more are refused (see `_cpu_s`).
 
-An open is also refused at once when, at the pace turns have lately taken, its turn
-would come too late (`paced_s`): at twice capacity, open loop, that took the defaults
-given only after a wait in line from 28 % to 14 %, for as many right images.
-
 An open that will most likely render takes its place in the queue when it starts
 (`admit`), before reading the store: the opens that start in the same moment then see
 each other, instead of all finding room, all doing their reads and rules, and all but
@@ -120,8 +116,7 @@ class RenderPool:
         # wall time of renders grows; a wait predicted from that would refuse more,
         # which brings more back, down to a pool that draws a tenth of its capacity.
         self._cpu_s = 0.0
-        self._turn_count = threads * TURNS_PER_THREAD
-        self._turns = asyncio.Semaphore(self._turn_count)
+        self._turns = asyncio.Semaphore(threads * TURNS_PER_THREAD)
         self._turns_taken = 0
         # How long a turn took, from the moment it began to the image drawn: under load the
         # event loop and the renders share the interpreter and the machine, and this is
@@ -177,24 +172,9 @@ class RenderPool:
             return "render queue full"
         if deadline is not None:
             now = time.monotonic()
-            left = deadline - now
-            if self.predicted_s() > left * WAIT_SHARE or self.paced_s() > left:
+            if self.predicted_s() > (deadline - now) * WAIT_SHARE:
                 return "no time left to render"
         return None
-
-    def paced_s(self) -> float:
-        """How long from now until one more open would be drawn, at the pace turns have
-        lately ended: its turn comes when those of the opens ahead of it have ended.
-
-        The CPU time the queue is sized by leaves out what the event loop and the machine
-        take besides; when turns take longer than that, an open the CPU time lets in would
-        wait out its deadline in line and get the default at its turn. Paced by the
-        turns, it gets the default at once instead. Only the opens that would not be drawn
-        anyway are refused so: the queue still holds what the CPU time says it draws."""
-        if not self._rendering:
-            return 0.0
-        waiting = self._places - self._turns_taken
-        return (waiting / self._turn_count + 1) * self._turn_wall_s
 
     def predicted_s(self) -> float:
         """How long from now until one more render would end, behind the places taken.

@@ -111,33 +111,6 @@ async def test_threads_beyond_the_cpus_do_not_make_the_queue_look_faster(
             pool.shutdown()
 
 
-async def test_an_open_whose_turn_would_come_too_late_is_refused_at_once(
-    one_thread_pool: PoolMaker, release: threading.Event
-) -> None:
-    """Turns that take longer than their renders' CPU time (here renders that sleep):
-    an open the CPU time would let in, but whose turn would come after its deadline at
-    the pace turns end, gets the default at once rather than after waiting in line."""
-    pool = one_thread_pool(64)
-    for _ in range(30):  # turns of 20 ms that take no CPU
-        place = pool.admit()
-        await place.turn(None)
-        await pool.run(lambda: time.sleep(0.02), place=place)
-    holder = pool.admit()
-    await holder.turn(None)
-    busy = asyncio.ensure_future(pool.run(release.wait, place=holder))
-    await asyncio.sleep(0)
-    waiting = [pool.admit() for _ in range(8)]
-    paced = pool.paced_s()
-    assert paced > 0.01
-    assert pool.predicted_s() < paced * 0.1  # by CPU time alone, it would be let in
-    assert pool.refusal(time.monotonic() + paced * 0.8) == "no time left to render"
-    assert pool.refusal(time.monotonic() + paced * 2) is None
-    for place in waiting:
-        place.release()
-    release.set()
-    await busy
-
-
 async def test_a_full_queue_is_refused_whatever_the_deadline(
     one_thread_pool: PoolMaker, release: threading.Event
 ) -> None:
