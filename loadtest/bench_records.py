@@ -46,9 +46,9 @@ from server.datastore.embedded_redis import EmbeddedRedis
 from server.records.record_keys import COUNT_KEY, STREAM_KEY
 from server.signing import Signer
 
+T = TypeVar("T")
 # A reader's own mail app (Apple Mail on an iPhone without MPP): each open is a human one,
 # so it writes every record and the engagement set too.
-T = TypeVar("T")
 READER_UA = (
     "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 "
     "(KHTML, like Gecko) Mobile/15E148"

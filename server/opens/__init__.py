@@ -228,10 +228,12 @@ class Opens:
         """The image for this open; the pre-rendered default on any failure or overrun.
         `verified` is whether the open is signed, when `image_now` found out already;
         `admitted`, what `admit` gave it, if it was asked."""
-        let_in = self.admit(prepared, fmt, raw_query) if admitted is None else admitted
-        if isinstance(let_in, ImageAnswer):
-            return let_in
-        admitted = let_in
+        if admitted is None:
+            # Not admitted by the route (a block drawn the same for all): its query is
+            # decoded already, and its scale is there.
+            admitted = self._admission.admit(prepared)
+            if admitted is None:
+                return fallback(prepared, fmt, query.dpr, FallbackReason.OVERLOADED)
         recipient: str | None = None
         try:
             if verified is None:
