@@ -42,11 +42,13 @@ MAX_SHARED_READS = 4096
 
 
 @dataclass(frozen=True, slots=True)
-class _Kept:
-    """Replies to shared reads, and when they were asked for (`time.monotonic()`)."""
+class KeptReplies:
+    """Replies to shared reads, when they were asked for (`time.monotonic()`), and how
+    many times the batcher had forgotten its shared replies then."""
 
     asked_at: float
     replies: list[object]
+    forgotten: int
 
 
 # An open's commands, where its replies go, and when it stops waiting for them.
@@ -64,7 +66,8 @@ class StoreBatcher:
         )
         self._queue: list[_Waiting] = []
         self._shared_max_age_s = shared_max_age_s
-        self._shared: LRU[tuple[RedisCommand, ...], _Kept] = LRU(MAX_SHARED_READS)
+        self._shared: LRU[tuple[RedisCommand, ...], KeptReplies] = LRU(MAX_SHARED_READS)
+        self._forgotten = 0  # times `forget_shared` was called
 
     async def execute(
         self,
@@ -91,7 +94,7 @@ class StoreBatcher:
             replies = await self._read(commands, deadline)
             # Not if the data changed while the replies were on their way.
             if kept is self._shared:
-                kept.put(tuple(commands), _Kept(asked_at, replies))
+                kept.put(tuple(commands), KeptReplies(asked_at, replies, self._forgotten))
             replies = [_own(reply) for reply in replies]
         return replies
 
@@ -105,10 +108,10 @@ class StoreBatcher:
             return None
         return [_own(reply) for reply in kept.replies]
 
-    def kept_replies(self, commands: tuple[RedisCommand, ...]) -> object | None:
-        """What stands for the kept replies to shared `commands`: the same object for as
-        long as the same replies are kept, None when they are not or are too old. A
-        caller may remember what it made of them under it."""
+    def kept_replies(self, commands: tuple[RedisCommand, ...]) -> KeptReplies | None:
+        """The kept replies to shared `commands`: the same object for as long as the same
+        replies are kept, None when they are not or are too old. A caller may remember
+        what it made of them under it, for as long as they are `still_fresh`."""
         if not self._shared_max_age_s:
             return None
         kept = self._shared.get(commands)
@@ -116,9 +119,20 @@ class StoreBatcher:
             return None
         return kept
 
+    def still_fresh(self, kept: KeptReplies) -> bool:
+        """Whether replies that `kept_replies` gave may still be answered: young enough,
+        and not forgotten since. While they are, `kept_replies` gives the same object
+        (or, once they have made room for others, None), so a caller that remembers
+        what it made of them need not look them up at every open."""
+        return (
+            kept.forgotten == self._forgotten
+            and time.monotonic() - kept.asked_at < self._shared_max_age_s
+        )
+
     def forget_shared(self) -> None:
         """Read shared data afresh from the next open on (this process changed it)."""
         self._shared = LRU(MAX_SHARED_READS)
+        self._forgotten += 1
 
     async def _read(self, commands: Sequence[RedisCommand], deadline: float | None) -> list[object]:
         loop = asyncio.get_running_loop()

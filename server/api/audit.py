@@ -27,7 +27,7 @@ from redis.exceptions import RedisError
 
 from content_sources.redis_keys import PREFIX
 from server.api.access import route_template
-from server.api.app_state import REDIS, REQUEST_ID, SETTINGS
+from server.api.app_state import CURRENT_REQUEST_ID, REDIS, SETTINGS
 from server.api.errors import invalid, json_response
 from server.api_tokens import ApiToken
 
@@ -58,7 +58,7 @@ def entry_of(request: web.Request, token: ApiToken | None, status: int) -> dict[
         "route": route_template(request),
         "id": "/".join(ids) if ids else None,
         "status": status,
-        "request_id": request.get(REQUEST_ID),
+        "request_id": CURRENT_REQUEST_ID.get(),
     }
 
 

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import NamedTuple
 
 from content_sources import active_sources
-from content_sources.redis_batch import StoreBatcher
+from content_sources.redis_batch import KeptReplies, StoreBatcher
 from content_sources.source import OpenRequest, RedisCommand, Source
 from server.blocks.selection import Choice
 from server.blocks.snapshot import PreparedBlock
@@ -67,9 +67,14 @@ class SharedReads:
 
     def decided(self) -> Decided | None:
         """The choice made from the replies kept now, if one was (`now` without the
-        replies; `kept` written out, one call fewer per open)."""
-        kept = self._batcher.kept_replies(self.commands) if self.commands else _NO_READS
-        return self._decided if kept is not None and kept is self._replies else None
+        replies): while the replies it was made from are fresh, they are the ones kept,
+        and nothing needs looking up."""
+        replies = self._replies
+        if replies is _NO_READS or (
+            isinstance(replies, KeptReplies) and self._batcher.still_fresh(replies)
+        ):
+            return self._decided
+        return None
 
     def remember(self, kept: object, choice: Choice, memo: MemoKey) -> None:
         """`choice`, remembered by `memo`, was made from the replies `kept` stands for;

@@ -15,7 +15,7 @@ from multidict import CIMultiDict, istr
 from content_sources.client_address import client_ip
 from renderers.encode import CONTENT_TYPES, TRANSPARENT_GIF
 from server import metrics
-from server.api.app_state import BLOCKS, OPEN_LOG, OPENS, OUTCOME, REDIS, SETTINGS
+from server.api.app_state import BLOCKS, CURRENT_OUTCOME, OPEN_LOG, OPENS, REDIS, SETTINGS
 from server.blocks.compiling import literal_format
 from server.blocks.polls import vote_in, vote_target
 from server.opens import ImageAnswer, OpenQuery
@@ -107,7 +107,7 @@ async def image(request: web.Request) -> web.Response:
                 verified=now,
                 admitted=admitted,
             )
-    request[OUTCOME] = answer.outcome
+    CURRENT_OUTCOME.set(answer.outcome)
     metrics.count_image(answer.outcome, time.perf_counter() - started)
     app[OPEN_LOG].answered(
         prepared.block.id,

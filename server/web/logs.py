@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextvars
 import logging
 import sys
 from datetime import UTC, datetime
@@ -11,11 +10,7 @@ import orjson
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from server.api.app_state import OUTCOME, REQUEST_ID
-
-CURRENT_REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "request_id", default=None
-)
+from server.api.app_state import CURRENT_OUTCOME, CURRENT_REQUEST_ID
 
 
 class JsonFormatter(logging.Formatter):
@@ -60,9 +55,9 @@ class JsonAccessLogger(AbstractAccessLogger):
             "path": request.path,
             "status": response.status,
             "duration_ms": round(time * 1000, 2),
-            "request_id": request.get(REQUEST_ID),
+            "request_id": CURRENT_REQUEST_ID.get(),
         }
-        outcome = request.get(OUTCOME)
+        outcome = CURRENT_OUTCOME.get()
         if outcome is not None:
             fields["outcome"] = outcome
             fields["variant"] = response.headers.get("X-Atopen-Variant")

@@ -19,10 +19,9 @@ from multidict import istr
 
 from server.api import audit
 from server.api.access import API_TOKEN, authenticate, require_scope
-from server.api.app_state import REDIS, REQUEST_ID, SETTINGS
+from server.api.app_state import CURRENT_REQUEST_ID, REDIS, SETTINGS
 from server.api.errors import ApiError, is_store_outage, store_unavailable
 from server.datastore.replication import until_replicated
-from server.web.logs import CURRENT_REQUEST_ID
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 log = logging.getLogger("atopen.api")
@@ -59,7 +58,6 @@ def begin_request(request: web.Request) -> str:
     request_id = (
         incoming if 0 < len(incoming) <= 64 and incoming.isprintable() else new_request_id()
     )
-    request[REQUEST_ID] = request_id
     # aiohttp runs each request in a task of its own: nothing to reset afterwards.
     CURRENT_REQUEST_ID.set(request_id)
     return request_id

@@ -190,6 +190,25 @@ async def test_forgotten_shared_reads_are_read_afresh(redis: Redis) -> None:
         assert await batcher.execute([("GET", "inv:1")], shared=True) == [b"0"]
 
 
+async def test_kept_replies_stay_fresh_until_too_old_or_forgotten(redis: Redis) -> None:
+    read = (("GET", "inv:1"),)
+    await redis.set("inv:1", "5")
+    async with keeping(redis, 0.2) as batcher:
+        assert batcher.kept_replies(read) is None  # nothing read yet
+        await batcher.execute(read, shared=True)
+        kept = batcher.kept_replies(read)
+        assert kept is not None and kept.replies == [b"5"]
+        assert batcher.still_fresh(kept)
+        await asyncio.sleep(0.25)
+        assert not batcher.still_fresh(kept)
+        assert batcher.kept_replies(read) is None
+        await batcher.execute(read, shared=True)
+        fresh = batcher.kept_replies(read)
+        assert fresh is not None and fresh is not kept and batcher.still_fresh(fresh)
+        batcher.forget_shared()
+        assert not batcher.still_fresh(fresh)
+
+
 async def test_a_read_on_its_way_when_the_data_changed_is_not_kept(redis: Redis) -> None:
     await redis.set("inv:1", "5")
     await redis.config_resetstat()
