@@ -197,14 +197,17 @@ async def test_kept_replies_stay_fresh_until_too_old_or_forgotten(redis: Redis) 
         assert batcher.kept_replies(read) is None  # nothing read yet
         await batcher.execute(read, shared=True)
         kept = batcher.kept_replies(read)
-        assert kept is not None and kept.replies == [b"5"]
+        assert kept is not None
+        assert kept.replies == [b"5"]
         assert batcher.still_fresh(kept)
         await asyncio.sleep(0.25)
         assert not batcher.still_fresh(kept)
         assert batcher.kept_replies(read) is None
         await batcher.execute(read, shared=True)
         fresh = batcher.kept_replies(read)
-        assert fresh is not None and fresh is not kept and batcher.still_fresh(fresh)
+        assert fresh is not None
+        assert fresh is not kept
+        assert batcher.still_fresh(fresh)
         batcher.forget_shared()
         assert not batcher.still_fresh(fresh)
 
