@@ -101,12 +101,8 @@ class StoreBatcher:
     def kept(self, commands: Sequence[RedisCommand]) -> list[object] | None:
         """The replies to shared `commands` if they were read recently enough, else None
         (`execute` answers them too; this spares a coroutine when they were)."""
-        if not self._shared_max_age_s:
-            return None
-        kept = self._shared.get(tuple(commands))
-        if kept is None or time.monotonic() - kept.asked_at >= self._shared_max_age_s:
-            return None
-        return [_own(reply) for reply in kept.replies]
+        kept = self.kept_replies(tuple(commands))
+        return None if kept is None else [_own(reply) for reply in kept.replies]
 
     def kept_replies(self, commands: tuple[RedisCommand, ...]) -> KeptReplies | None:
         """The kept replies to shared `commands`: the same object for as long as the same
@@ -115,9 +111,7 @@ class StoreBatcher:
         if not self._shared_max_age_s:
             return None
         kept = self._shared.get(commands)
-        if kept is None or time.monotonic() - kept.asked_at >= self._shared_max_age_s:
-            return None
-        return kept
+        return kept if kept is not None and self.still_fresh(kept) else None
 
     def still_fresh(self, kept: KeptReplies) -> bool:
         """Whether replies that `kept_replies` gave may still be answered: young enough,
