@@ -62,7 +62,8 @@ from server.records.writes import record_writer
 from server.settings import Settings, SettingsError
 from server.signing import Signer
 from server.studio import studio_routes
-from server.web import email_routes, health
+from server.web import health
+from server.web.email_routes import EmailRoutes
 from server.web.request_handling import (
     API_PREFIX,
     api_handler,
@@ -93,7 +94,8 @@ def create_app(settings: Settings, *, redis_url: str) -> web.Application:
     app = web.Application(client_max_size=settings.api_max_body_bytes)
     app[SETTINGS] = settings
     app[SIGNER] = Signer(settings.secrets)
-    app.router.add_routes(email_routes.routes)  # they give and echo request ids themselves
+    email = EmailRoutes(settings.trusted_proxies)
+    app.router.add_routes(email.routes())  # they give and echo request ids themselves
     operations = [*health.routes, metrics.metrics_route(settings.metrics_token_list)]
     app.router.add_routes(routes_with(with_request_id, operations))
     app.router.add_routes(routes_with(with_request_id, studio_routes()))
@@ -116,7 +118,7 @@ def create_app(settings: Settings, *, redis_url: str) -> web.Application:
     app.router.add_route("*", API_PREFIX + "{path:.*}", api_handler(api_not_routed))
     # Last, under `/`: what no route serves (aiohttp's 404 or 405, named `Server: atopen`).
     app.router.add_route("*", "/{path:.*}", not_routed)
-    app.cleanup_ctx.append(partial(_services, redis_url=redis_url))
+    app.cleanup_ctx.append(partial(_services, redis_url=redis_url, email=email))
     if settings.metrics_port:
         app.cleanup_ctx.append(
             partial(metrics.metrics_port, host=settings.host, port=settings.metrics_port)
@@ -124,7 +126,9 @@ def create_app(settings: Settings, *, redis_url: str) -> web.Application:
     return app
 
 
-async def _services(app: web.Application, *, redis_url: str) -> AsyncIterator[None]:
+async def _services(
+    app: web.Application, *, redis_url: str, email: EmailRoutes
+) -> AsyncIterator[None]:
     """Start the store client, render pool, block snapshot and its change feed; stop in reverse."""
     settings = app[SETTINGS]
     redis = open_store(redis_url, timeout_s=STORE_TIMEOUT_S)
@@ -187,6 +191,7 @@ async def _services(app: web.Application, *, redis_url: str) -> AsyncIterator[No
     app[BLOCKS] = blocks
     app[OPENS] = opens
     app[OPEN_LOG] = open_log
+    email.start(blocks=blocks, opens=opens, open_log=open_log, redis=redis)
     app[PROFILES] = DocumentStore(redis, profile_key)
     app[INVENTORY] = DocumentStore(redis, inventory_key, on_change=opens.inventory_changed)
     app[EVENTS] = EventLog(
