@@ -48,6 +48,10 @@ class Settings:
     # first wave opens thousands at once (each proxy many); a full queue drops them and
     # clients retry a second or more later. The kernel caps it at net.core.somaxconn.
     listen_backlog: int = 4096
+    # Connections a process keeps to the store at most (to each node of a cluster): its
+    # commands past them wait for one to come free. The opens' pipelined reads have one
+    # more of their own.
+    redis_max_connections: int = 100
     public_url: str = ""
     # How long an open may take: within what mail clients and their proxies wait for an
     # image (seconds; Camo, GitHub's image proxy, waits 10 s), not a latency target.
@@ -269,6 +273,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "ATOPEN_AUDIT_MAX_ENTRIES": ("audit_max_entries", _int(100, 10_000_000)),
     "ATOPEN_AUDIT_RETENTION_DAYS": ("audit_retention_days", _int(1, 3650)),
     "ATOPEN_REDIS_URL": ("redis_url", _redis_url),
+    "ATOPEN_REDIS_MAX_CONNECTIONS": ("redis_max_connections", _int(8, 10_000)),
     "ATOPEN_DATA_DIR": ("data_dir", lambda _n, raw: Path(raw)),
     "ATOPEN_HOST": ("host", _text),
     "ATOPEN_PORT": ("port", _int(0, 65535)),

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from typing import Any, cast
 from urllib.parse import unquote
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.exceptions import ConnectionError as StoreConnectionError
 from redis.exceptions import RedisClusterUnreachableError
@@ -72,10 +72,24 @@ def _host_port(seed: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
-def open_store(url: str, *, timeout_s: float) -> Redis:
-    """The client for `url`; nothing connects until the first command."""
+def open_store(url: str, *, timeout_s: float, max_connections: int) -> Redis:
+    """The client for `url`; nothing connects until the first command. It holds at most
+    `max_connections` connections (to each node, on a cluster).
+
+    Past that, a command waits up to `timeout_s` for a connection to come free. redis-py's
+    own pool fails it at once instead, so a burst of clicks past its hundred connections
+    sent readers to the default link, where the store would have answered in a
+    millisecond. Its cluster client has no waiting pool: there a command past the limit
+    still fails (docs/cluster.md)."""
     if not is_cluster_url(url):
-        return Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+        pool = BlockingConnectionPool.from_url(
+            url,
+            max_connections=max_connections,
+            timeout=timeout_s,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+        )
+        return Redis.from_pool(pool)
     username, password, seeds = cluster_seeds(url)
     cluster = StoreCluster(
         startup_nodes=[ClusterNode(host, port) for host, port in seeds],
@@ -84,6 +98,7 @@ def open_store(url: str, *, timeout_s: float) -> Redis:
         ssl=url.lower().startswith("rediss+"),
         socket_timeout=timeout_s,
         socket_connect_timeout=timeout_s,
+        max_connections=max_connections,
     )
     # Typed as the plain client it stands in for (see the module's docstring).
     return cast(Redis, cluster)

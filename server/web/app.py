@@ -131,7 +131,9 @@ async def _services(
 ) -> AsyncIterator[None]:
     """Start the store client, render pool, block snapshot and its change feed; stop in reverse."""
     settings = app[SETTINGS]
-    redis = open_store(redis_url, timeout_s=STORE_TIMEOUT_S)
+    redis = open_store(
+        redis_url, timeout_s=STORE_TIMEOUT_S, max_connections=settings.redis_max_connections
+    )
     pool = RenderPool(
         threads=settings.render_thread_count,
         cpus=settings.worker_cpus,

@@ -56,6 +56,10 @@ def test_sign_prints_urls_the_service_verifies(tmp_path: Path) -> None:
         ({"ATOPEN_SECRET": "k", "ATOPEN_RENDER_DEADLINE_MS": "0"}, "ATOPEN_RENDER_DEADLINE_MS"),
         ({"ATOPEN_SECRET": "k,,j"}, "ATOPEN_SECRET"),
         ({"ATOPEN_SECRET": "k", "ATOPEN_FETCH_ALLOW": "10.0.0.1/8"}, "ATOPEN_FETCH_ALLOW"),
+        (
+            {"ATOPEN_SECRET": "k", "ATOPEN_REDIS_MAX_CONNECTIONS": "2"},
+            "ATOPEN_REDIS_MAX_CONNECTIONS",
+        ),
     ],
 )
 def test_serve_refuses_bad_settings_naming_the_variable(
