@@ -132,6 +132,7 @@ class Opens:
         self._memo = ChoiceMemo(self._sources)
         self._shared = SharedChoices(self._sources, self._batcher)
         self._drawer = Drawer(pool, cache)
+        self._cache = cache
         self._recorder = Recorder(open_log, settings.last_seen_s)
         self._open_log = open_log
 
@@ -199,8 +200,14 @@ class Opens:
             decided = None if shared is None else shared.decided()
             if decided is None:
                 return signed
-            choice, memo, link = decided
-            body = self._drawer.kept(prepared, choice, fmt, query.dpr, memo)
+            choice, memo, link, image_keys = decided
+            key = image_keys.get((fmt, query.dpr))
+            if key is None:
+                key = self._drawer.kept_key(prepared, choice, fmt, query.dpr, memo)
+                if key is None:
+                    return signed
+                image_keys[(fmt, query.dpr)] = key
+            body = self._cache.cached(key)
         except Exception:
             return signed  # `image` fails the same way, and serves the default
         if body is None:
@@ -251,7 +258,7 @@ class Opens:
             kept, decided = (None, None) if shared is None else shared.now()
             if decided is not None:
                 # The same shared data as an earlier open: its choice, without the context.
-                choice, memo, link = decided
+                choice, memo, link, _ = decided
             elif not verified and not prepared.block.public:
                 admitted.release()  # the unsigned default is drawn from no data
                 request = self._request(prepared, query, verified, user_agent, client_ip)

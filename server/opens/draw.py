@@ -28,21 +28,21 @@ class Drawer:
             MAX_REMEMBERED_CHOICES
         )
 
-    def kept(
+    def kept_key(
         self,
         prepared: PreparedBlock,
         choice: Choice,
         fmt: ImageFormat,
         dpr: int,
         memo: MemoKey,
-    ) -> bytes | None:
-        """What `draw` answers `cached` for a remembered choice whose plan and image are
-        both kept in memory (the hit counted); None, counting nothing, when `draw` would
-        do more (a static default, a plan to make, an image to fetch or render)."""
+    ) -> str | None:
+        """The render cache's key of a remembered choice's image, when its plan is kept
+        in memory (`RenderCache.cached` then has the image if `draw` would answer it
+        `cached`); None when `draw` would do more (a static default, a plan to make)."""
         if choice.variant == "default" and prepared.default_is_static:
             return None
         planned = self._plans.get((memo, fmt, dpr))
-        return None if planned is None else self._cache.cached(planned[1])
+        return None if planned is None else planned[1]
 
     async def draw(
         self,

@@ -18,6 +18,7 @@ from typing import NamedTuple
 from content_sources import active_sources
 from content_sources.redis_batch import KeptReplies, StoreBatcher
 from content_sources.source import OpenRequest, RedisCommand, Source
+from renderers.plan import ImageFormat
 from server.blocks.selection import Choice
 from server.blocks.snapshot import PreparedBlock
 from server.opens.answer import link_of
@@ -32,11 +33,14 @@ _NO_READS = object()
 
 class Decided(NamedTuple):
     """A choice made from a block's shared reads, the key it is remembered by
-    (`ChoiceMemo`) and where its click goes."""
+    (`ChoiceMemo`), where its click goes, and the render cache's keys of its images by
+    format and scale, as opens find them (`Drawer.kept_key`): an open of the same
+    choice then looks its image up by them, not by hashing the memo key again."""
 
     choice: Choice
     memo: MemoKey
     link: str
+    image_keys: dict[tuple[ImageFormat, int], str]
 
 
 class SharedReads:
@@ -81,7 +85,7 @@ class SharedReads:
         kept unless other replies were read meanwhile."""
         if self.kept() is kept:
             self._replies = kept
-            self._decided = Decided(choice, memo, link_of(self.prepared, choice))
+            self._decided = Decided(choice, memo, link_of(self.prepared, choice), {})
 
 
 class SharedChoices:
