@@ -13,8 +13,9 @@ themselves (the opens' pipelined reads and batched writes) ask
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any, cast
 from urllib.parse import unquote
 
@@ -77,10 +78,9 @@ def open_store(url: str, *, timeout_s: float, max_connections: int) -> Redis:
     `max_connections` connections (to each node, on a cluster).
 
     Past that, a command waits up to `timeout_s` for a connection to come free. redis-py's
-    own pool fails it at once instead, so a burst of clicks past its hundred connections
+    own pools fail it at once instead, so a burst of clicks past their hundred connections
     sent readers to the default link, where the store would have answered in a
-    millisecond. Its cluster client has no waiting pool: there a command past the limit
-    still fails (docs/cluster.md)."""
+    millisecond."""
     if not is_cluster_url(url):
         pool = BlockingConnectionPool.from_url(
             url,
@@ -98,7 +98,7 @@ def open_store(url: str, *, timeout_s: float, max_connections: int) -> Redis:
         ssl=url.lower().startswith("rediss+"),
         socket_timeout=timeout_s,
         socket_connect_timeout=timeout_s,
-        max_connections=max_connections,
+        most_in_flight=max_connections,
     )
     # Typed as the plain client it stands in for (see the module's docstring).
     return cast(Redis, cluster)
@@ -113,9 +113,26 @@ def _unreachable_as_connection_error() -> Iterator[None]:
 
 
 class StoreCluster(RedisCluster):
-    """redis-py's cluster client, but a cluster none of whose nodes answers raises the
-    ConnectionError a plain Redis raises when it is down (redis-py's own error for it is
-    no RedisError), so every place that survives a store outage survives this one."""
+    """redis-py's cluster client, but:
+
+    - a cluster none of whose nodes answers raises the ConnectionError a plain Redis
+      raises when it is down (redis-py's own error for it is no RedisError), so every
+      place that survives a store outage survives this one;
+    - at most `most_in_flight` commands and pipelines run at once, and the others wait
+      for one of them to end (up to the socket timeout), as they wait for a connection of
+      a single Redis's pool. redis-py fails a command at once when its node's pool holds
+      its most connections; with no more in flight than that, no node's pool fills up.
+    """
+
+    def __init__(self, *, most_in_flight: int, socket_timeout: float, **kwargs: Any) -> None:
+        # A node's pool also holds connections that no command waits on: room for them.
+        super().__init__(
+            max_connections=most_in_flight + _ROOM_BESIDE_COMMANDS,
+            socket_timeout=socket_timeout,
+            **kwargs,
+        )
+        self._in_flight = asyncio.Semaphore(most_in_flight)
+        self._wait_s = socket_timeout
 
     async def initialize(self, *args: Any, **kwargs: Any) -> StoreCluster:
         with _unreachable_as_connection_error():
@@ -123,16 +140,36 @@ class StoreCluster(RedisCluster):
         return self
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
-        with _unreachable_as_connection_error():
-            return await super().execute_command(*args, **kwargs)
+        async with self.turn():
+            with _unreachable_as_connection_error():
+                return await super().execute_command(*args, **kwargs)
 
     def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> Any:
         if shard_hint:
             return super().pipeline(transaction, shard_hint)  # refuses it
         return _StorePipeline(self, transaction)  # type: ignore[abstract]  # as redis-py does
 
+    @contextlib.asynccontextmanager
+    async def turn(self) -> AsyncIterator[None]:
+        """A place among the commands in flight, waited for up to the socket timeout."""
+        try:
+            async with asyncio.timeout(self._wait_s):
+                await self._in_flight.acquire()
+        except TimeoutError:
+            raise StoreConnectionError("no connection to the cluster came free") from None
+        try:
+            yield
+        finally:
+            self._in_flight.release()
+
+
+# Connections of a node's pool beside those of commands in flight (a subscription's).
+_ROOM_BESIDE_COMMANDS = 4
+
 
 class _StorePipeline(ClusterPipeline):
     async def execute(self, *args: Any, **kwargs: Any) -> Any:
-        with _unreachable_as_connection_error():
-            return await super().execute(*args, **kwargs)
+        cluster = cast(StoreCluster, self.cluster_client)
+        async with cluster.turn():
+            with _unreachable_as_connection_error():
+                return await super().execute(*args, **kwargs)
