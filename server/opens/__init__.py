@@ -132,7 +132,6 @@ class Opens:
         self._memo = ChoiceMemo(self._sources)
         self._shared = SharedChoices(self._sources, self._batcher)
         self._drawer = Drawer(pool, cache)
-        self._cache = cache
         self._recorder = Recorder(open_log, settings.last_seen_s)
         self._open_log = open_log
 
@@ -201,13 +200,7 @@ class Opens:
             if decided is None:
                 return signed
             choice, memo, link, image_keys = decided
-            key = image_keys.get((fmt, query.dpr))
-            if key is None:
-                key = self._drawer.kept_key(prepared, choice, fmt, query.dpr, memo)
-                if key is None:
-                    return signed
-                image_keys[(fmt, query.dpr)] = key
-            body = self._cache.cached(key)
+            body = self._drawer.kept(prepared, choice, fmt, query.dpr, memo, image_keys)
         except Exception:
             return signed  # `image` fails the same way, and serves the default
         if body is None:

@@ -28,21 +28,31 @@ class Drawer:
             MAX_REMEMBERED_CHOICES
         )
 
-    def kept_key(
+    def kept(
         self,
         prepared: PreparedBlock,
         choice: Choice,
         fmt: ImageFormat,
         dpr: int,
         memo: MemoKey,
-    ) -> str | None:
-        """The render cache's key of a remembered choice's image, when its plan is kept
-        in memory (`RenderCache.cached` then has the image if `draw` would answer it
-        `cached`); None when `draw` would do more (a static default, a plan to make)."""
-        if choice.variant == "default" and prepared.default_is_static:
-            return None
-        planned = self._plans.get((memo, fmt, dpr))
-        return None if planned is None else planned[1]
+        image_keys: dict[tuple[ImageFormat, int], str],
+    ) -> bytes | None:
+        """What `draw` answers `cached` for a remembered choice whose plan and image are
+        both kept in memory (the hit counted); None, counting nothing, when `draw` would
+        do more (a static default, a plan to make, an image to fetch or render).
+
+        `image_keys` are the render cache's keys of the choice's images by format and
+        scale, kept with the choice as they are found: an open of the same choice looks
+        its image up by them, not by hashing the memo key again in the plans' LRU."""
+        key = image_keys.get((fmt, dpr))
+        if key is None:
+            if choice.variant == "default" and prepared.default_is_static:
+                return None
+            planned = self._plans.get((memo, fmt, dpr))
+            if planned is None:
+                return None
+            key = image_keys[(fmt, dpr)] = planned[1]
+        return self._cache.cached(key)
 
     async def draw(
         self,

@@ -34,8 +34,7 @@ _NO_READS = object()
 class Decided(NamedTuple):
     """A choice made from a block's shared reads, the key it is remembered by
     (`ChoiceMemo`), where its click goes, and the render cache's keys of its images by
-    format and scale, as opens find them (`Drawer.kept_key`): an open of the same
-    choice then looks its image up by them, not by hashing the memo key again."""
+    format and scale, as opens find them (`Drawer.kept`)."""
 
     choice: Choice
     memo: MemoKey

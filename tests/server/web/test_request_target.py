@@ -31,31 +31,37 @@ async def raw_get(client: Any, target: str) -> dict[str, str]:
     return headers
 
 
-async def test_a_signed_open_is_the_readers_in_every_form_of_request_target(client: Any) -> None:
+def every_form(client: Any, path: str) -> tuple[str, ...]:
+    """`path` as each kind of request target: itself, a whole URL, and with a fragment."""
+    return (path, f"http://127.0.0.1:{client.server.port}{path}", f"{path}#top")
+
+
+async def with_readers(client: Any) -> None:
+    """The greeting block, and readers u1 (Ann) and u2 (Bob) with profiles."""
     await put_block(client, "names", greeting())
-    await client.put("/api/v1/profiles/u1", json={"first_name": "Ann"}, headers=AUTH)
-    path = signed("/i/names.png?r=u1")
-    port = client.server.port
-    for target in (path, f"http://127.0.0.1:{port}{path}", f"{path}#top"):
+    for reader, name in (("u1", "Ann"), ("u2", "Bob")):
+        await client.put(f"/api/v1/profiles/{reader}", json={"first_name": name}, headers=AUTH)
+
+
+async def test_a_signed_open_is_the_readers_in_every_form_of_request_target(client: Any) -> None:
+    await with_readers(client)
+    for target in every_form(client, signed("/i/names.png?r=u1")):
         answer = await raw_get(client, target)
         assert answer["status"] == "200", target
         assert answer["x-atopen-variant"] == "named", target
 
 
 async def test_a_query_changed_after_signing_is_not_the_readers_in_any_form(client: Any) -> None:
-    await put_block(client, "names", greeting())
-    await client.put("/api/v1/profiles/u2", json={"first_name": "Bob"}, headers=AUTH)
+    await with_readers(client)
     tampered = signed("/i/names.png?r=u1").replace("r=u1", "r=u2")
-    port = client.server.port
-    for target in (tampered, f"http://127.0.0.1:{port}{tampered}", f"{tampered}#top"):
+    for target in every_form(client, tampered):
         answer = await raw_get(client, target)
         assert answer["status"] == "200", target
         assert answer["x-atopen-variant"] == "default", target
 
 
 async def test_a_signed_click_goes_to_the_readers_page_from_a_whole_url(client: Any) -> None:
-    await put_block(client, "names", greeting())
-    await client.put("/api/v1/profiles/u1", json={"first_name": "Ann"}, headers=AUTH)
+    await with_readers(client)
     path = signed("/c/names?r=u1")
     answer = await raw_get(client, f"http://127.0.0.1:{client.server.port}{path}")
     assert answer["status"] == "302"
