@@ -4,6 +4,8 @@ Every key a recipient owns carries the recipient id as a hash tag (`{rid}`), so 
 them live in one Redis Cluster slot and one open can read them in one round trip.
 """
 
+from collections.abc import Iterable
+
 PREFIX = "atopen:"
 
 
@@ -19,8 +21,17 @@ def event_ids_key(recipient: str) -> str:
     return f"{PREFIX}event-ids:{{{recipient}}}"
 
 
+_REMEMBERED = f"{PREFIX}remembered:{{"
+_ENGAGEMENT = f"{PREFIX}engagement:{{"
+
+
 def remembered_key(recipient: str) -> str:
-    return f"{PREFIX}remembered:{{{recipient}}}"
+    return f"{_REMEMBERED}{recipient}}}"
+
+
+def remembered_keys(recipients: Iterable[str]) -> list[str]:
+    """`remembered_key` of each of `recipients`, made in one call for a flush's thousands."""
+    return [f"{_REMEMBERED}{recipient}}}" for recipient in recipients]
 
 
 def purchases_key(recipient: str) -> str:
@@ -40,7 +51,12 @@ def last_seen_key(recipient: str) -> str:
 
 def engagement_key(recipient: str) -> str:
     """The recipient's human opens and clicks (for `engagement`): a sorted set by time."""
-    return f"{PREFIX}engagement:{{{recipient}}}"
+    return f"{_ENGAGEMENT}{recipient}}}"
+
+
+def engagement_keys(recipients: Iterable[str]) -> list[str]:
+    """`engagement_key` of each of `recipients`, made in one call for a flush's thousands."""
+    return [f"{_ENGAGEMENT}{recipient}}}" for recipient in recipients]
 
 
 def last_click_key(recipient: str) -> str:

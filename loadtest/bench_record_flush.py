@@ -80,6 +80,7 @@ def batches(count: int, readers: int, first_flush: int = 0) -> Iterator[PendingR
                     rng.choice(USER_AGENTS),
                     None,
                     "cached",
+                    "https://shop.example.com/",
                 )
             )
         yield PendingRecords(opens=opens)

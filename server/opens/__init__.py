@@ -133,7 +133,6 @@ class Opens:
         self._shared = SharedChoices(self._sources, self._batcher)
         self._drawer = Drawer(pool, cache)
         self._recorder = Recorder(open_log, settings.last_seen_s)
-        self._open_log = open_log
 
     async def connect(self) -> None:
         """Open the opens' own store connection; StoreConnectionError if unreachable."""
@@ -180,8 +179,8 @@ class Opens:
     ) -> ImageAnswer | bool | None:
         """The answer of an open with nothing to wait for, without a coroutine: a signed
         open (or any open of a public block) of a block whose shared choice is made
-        (shared.py) and whose image is in this process's memory, answered, recorded and
-        counted as `image` would.
+        (shared.py) and whose image is in this process's memory, answered as `image`
+        would.
 
         Otherwise what `image` is to be given as `verified`: whether the open is signed,
         or None when that was not checked (admission comes first for the opens that may
@@ -208,8 +207,7 @@ class Opens:
         # No rule context was built: nothing of the reader's place to remember. A shared
         # choice is nobody's: an unsigned open of a public block takes it too, as nobody.
         recipient = query.recipient if signed else None
-        self._open_log.record(prepared.block.id, recipient, choice.variant, link)
-        return ImageAnswer(body, choice.variant, Outcome.CACHED, recipient)
+        return ImageAnswer(body, choice.variant, Outcome.CACHED, recipient, None, link)
 
     async def image(
         self,
@@ -281,8 +279,10 @@ class Opens:
             return fallback(prepared, fmt, query.dpr, FallbackReason.ERROR, recipient)
         finally:
             admitted.release()  # unused: the image came from a cache
-        self._recorder.record(prepared, recipient, choice, context, link)
-        return ImageAnswer(body, choice.variant, outcome, recipient, country_of(context))
+        self._recorder.seen(recipient, context)
+        if link is None:
+            link = link_of(prepared, choice)
+        return ImageAnswer(body, choice.variant, outcome, recipient, country_of(context), link)
 
     async def click(
         self,

@@ -1,7 +1,8 @@
 """Stage 5 of an open, answer: what is remembered of it, and the default when it fails.
 
-Nothing here waits: the open log takes a tuple and writes it with the others of the
-next 50 ms (what the click will follow, the impression, where the reader was seen).
+Nothing here waits: the open log takes the answer as a tuple and writes it with the
+others of the next 50 ms (the record, the impression, what the click will follow, where
+the reader was seen).
 """
 
 from __future__ import annotations
@@ -22,20 +23,14 @@ class Recorder:
         self._open_log = open_log
         self._last_seen_s = last_seen_s
 
-    def record(
-        self,
-        prepared: PreparedBlock,
-        recipient: str | None,
-        choice: Choice,
-        context: RuleContext,
-        link: str | None = None,
-    ) -> None:
-        """Remember the open: its variant and link for the click (`link_of`, given when
-        known already), and the reader's place (from `context`, when one was built)."""
-        seen = remember_commands(recipient, context, self._last_seen_s) if context else ()
-        if link is None:
-            link = link_of(prepared, choice)
-        self._open_log.record(prepared.block.id, recipient, choice.variant, link, seen)
+    def seen(self, recipient: str | None, context: RuleContext) -> None:
+        """Remember where the open placed the reader (from `context`, when one was built).
+        The rest of what an open leaves (its record, impression and the link its click
+        follows) goes with its answer (`OpenLog.answered`)."""
+        if recipient is not None and context:
+            seen = remember_commands(recipient, context, self._last_seen_s)
+            if seen:
+                self._open_log.seen(recipient, seen)
 
 
 def link_of(prepared: PreparedBlock, choice: Choice) -> str:

@@ -69,6 +69,8 @@ class ImageAnswer:
     variant: str
     outcome: Outcome
     # What the open is recorded with: the recipient when the URL was signed for them,
-    # and their country when the open located them.
+    # and their country when the open located them; and where a click on it goes, when
+    # it is remembered for the click (not for a default served for a fault).
     recipient: str | None = None
     country: str | None = None
+    link: str | None = None

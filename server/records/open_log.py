@@ -15,6 +15,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from datetime import date, timedelta
 from functools import lru_cache
+from typing import Protocol
 
 import orjson
 from redis.asyncio import Redis
@@ -22,7 +23,7 @@ from redis.exceptions import RedisError
 
 from content_sources.redis_batch import execute_raw
 from content_sources.redis_cluster_pipe import cluster_client, slot_of
-from content_sources.redis_keys import PREFIX, remembered_key
+from content_sources.redis_keys import PREFIX, remembered_key, remembered_keys
 from content_sources.source import RedisCommand
 from server.records.writes import PendingRecords, RecordWriter
 
@@ -51,8 +52,28 @@ MEMORIES_PER_CALL = 500
 # How often the queued opens are written, unless the log is given its own interval.
 FLUSH_INTERVAL_S = 0.05
 
-# One open: its block, recipient, variant and link.
-_Open = tuple[str, str | None, str, str]
+# An answer that showed a variant: its block, recipient, variant and link.
+_Shown = tuple[str, str | None, str, str]
+
+
+class Answer(Protocol):
+    """What an image request was answered (the opens' `ImageAnswer`)."""
+
+    @property
+    def variant(self) -> str: ...
+    @property
+    def outcome(self) -> str: ...
+    @property
+    def recipient(self) -> str | None:
+        """Whom it was for, when the URL was signed for them."""
+
+    @property
+    def country(self) -> str | None:
+        """Where the open located the reader, if it did."""
+
+    @property
+    def link(self) -> str | None:
+        """What a click on it follows; None when it is not remembered for clicks."""
 
 
 def impressions_key(block_id: str, day: str) -> str:
@@ -79,26 +100,29 @@ class OpenLog:
         self._click_memory_s = click_memory_s
         self._by_slot = cluster_client(redis) is not None
         self._interval_s = FLUSH_INTERVAL_S if interval_s is None else interval_s
-        self._opens: list[_Open] = []
-        self._extras: dict[str, Sequence[RedisCommand]] = {}
+        self._seen: dict[str, Sequence[RedisCommand]] = {}
         self._records = records
         self._pending = PendingRecords()
 
-    def answered(
-        self,
-        block_id: str,
-        version: int,
-        variant: str,
-        recipient: str | None,
-        user_agent: str | None,
-        country: str | None,
-        outcome: str,
-    ) -> None:
-        """Record an answer to an image request (`recipient` only if the URL was signed)."""
-        opens = self._pending.opens
-        if self._records is not None and len(opens) < MAX_QUEUE:
-            opens.append(
-                (time.time(), block_id, version, variant, recipient, user_agent, country, outcome)
+    def answered(self, block_id: str, version: int, answer: Answer, user_agent: str | None) -> None:
+        """Note an answer to an image request of a known block: recorded, and when it has
+        a link (it showed a variant rather than a default served for a fault), counted as
+        an impression and remembered for its recipient's click. One tuple per answer:
+        the flush does the rest."""
+        answers = self._pending.opens
+        if len(answers) < MAX_QUEUE:  # else the store is not keeping up: counts are lost
+            answers.append(
+                (
+                    time.time(),
+                    block_id,
+                    version,
+                    answer.variant,
+                    answer.recipient,
+                    user_agent,
+                    answer.country,
+                    answer.outcome,
+                    answer.link,
+                )
             )
 
     def clicked(
@@ -115,20 +139,10 @@ class OpenLog:
         if self._records is not None and len(clicks) < MAX_QUEUE:
             clicks.append((time.time(), block_id, version, recipient, link, user_agent, head))
 
-    def record(
-        self,
-        block_id: str,
-        recipient: str | None,
-        variant: str,
-        link: str,
-        extra: Sequence[RedisCommand] = (),
-    ) -> None:
-        """Note an open; `extra` are further writes it makes (the last seen location)."""
-        if len(self._opens) >= MAX_QUEUE:
-            return  # the store is not keeping up: losing counts beats losing memory
-        self._opens.append((block_id, recipient, variant, link))
-        if extra and recipient is not None:
-            self._extras[recipient] = extra  # the newest per recipient
+    def seen(self, recipient: str, commands: Sequence[RedisCommand]) -> None:
+        """Further writes an open of `recipient` makes (where the reader was seen): the
+        newest per recipient."""
+        self._seen[recipient] = commands
 
     async def run(self) -> None:
         """Flush forever (until cancelled)."""
@@ -137,9 +151,14 @@ class OpenLog:
             await self.flush()
 
     async def flush(self) -> None:
-        opens, self._opens = self._opens, []
-        extras, self._extras = self._extras, {}
+        seen, self._seen = self._seen, {}
         pending, self._pending = self._pending, PendingRecords()
+        # The answers that showed a variant: impressions, and what clicks follow.
+        shown = [
+            (block_id, recipient, variant, link)
+            for _, block_id, _, variant, recipient, _, _, _, link in pending.opens
+            if link is not None
+        ]
         commands: list[RedisCommand] = []
         if self._records is not None and (pending.opens or pending.clicks):
             try:
@@ -151,26 +170,26 @@ class OpenLog:
                     len(pending.clicks),
                     exc,
                 )
-        if not opens and not commands:
+        if not shown and not seen and not commands:
             return
         at = time.time()
         day = _day(int(at // 86_400))
-        counts = Counter((block_id, variant) for block_id, _, variant, _ in opens)
+        counts = Counter((block_id, variant) for block_id, _, variant, _ in shown)
         counters = set()
         for (block_id, variant), count in counts.items():
             counter = impressions_key(block_id, day)
             commands.append(("HINCRBY", counter, variant, count))
             counters.add(counter)
         commands.extend(("EXPIRE", counter, IMPRESSIONS_TTL_S) for counter in counters)
-        commands.extend(self._remember(opens, at))
-        commands.extend(c for extra in extras.values() for c in extra)
+        commands.extend(self._remember(shown, at))
+        commands.extend(c for writes in seen.values() for c in writes)
         try:
             replies = await execute_raw(self._redis, commands)
             failed = next((r for r in replies if isinstance(r, Exception)), None)
             if failed is not None:
                 raise failed
         except (RedisError, OSError, TimeoutError) as exc:
-            log.warning("could not write %d opens: %r", len(opens), exc)
+            log.warning("could not write %d opens: %r", len(pending.opens), exc)
 
     async def _record_commands(
         self, records: RecordWriter, pending: PendingRecords
@@ -182,18 +201,18 @@ class OpenLog:
             replies = await execute_raw(self._redis, reads)
         return records.flush_commands(pending, replies, one_slot=self._by_slot)
 
-    def _remember(self, opens: list[_Open], at: float) -> list[RedisCommand]:
+    def _remember(self, shown: list[_Shown], at: float) -> list[RedisCommand]:
         """The commands that remember each recipient's last render of each block."""
         latest: dict[tuple[str, str], tuple[str, str]] = {}
-        for block_id, recipient, variant, link in opens:
+        for block_id, recipient, variant, link in shown:
             if recipient is not None:
                 latest[(recipient, block_id)] = (variant, link)  # the newest wins
         if not self._by_slot:
             return self._remember_calls(latest, at)
         # On a Redis Cluster a script's keys must share a slot: one call per slot.
         by_slot: dict[int, dict[tuple[str, str], tuple[str, str]]] = defaultdict(dict)
-        for (recipient, block_id), shown in latest.items():
-            by_slot[slot_of(remembered_key(recipient))][(recipient, block_id)] = shown
+        for (recipient, block_id), entry in latest.items():
+            by_slot[slot_of(remembered_key(recipient))][(recipient, block_id)] = entry
         return [c for part in by_slot.values() for c in self._remember_calls(part, at)]
 
     def _remember_calls(
@@ -202,11 +221,12 @@ class OpenLog:
         """The script calls that write `latest` (recipient, block -> variant, link)."""
         groups: dict[tuple[str, str, str], list[str]] = defaultdict(list)
         for (recipient, block_id), (variant, link) in latest.items():
-            groups[(block_id, variant, link)].append(remembered_key(recipient))
+            groups[(block_id, variant, link)].append(recipient)
         commands: list[RedisCommand] = []
         keys: list[str] = []
         args: list[str | bytes | int] = [self._click_memory_s]
-        for (block_id, variant, link), group_keys in groups.items():
+        for (block_id, variant, link), recipients in groups.items():
+            group_keys = remembered_keys(recipients)
             entry = orjson.dumps({"variant": variant, "link": link, "at": at})
             start = 0
             while start < len(group_keys):

@@ -27,7 +27,7 @@ from operator import eq, is_not, itemgetter
 
 from content_sources.client import ClientKind, classify_client
 from content_sources.redis_cluster_pipe import slot_of
-from content_sources.redis_keys import engagement_key, last_click_key, remembered_key
+from content_sources.redis_keys import engagement_keys, last_click_key, remembered_key
 from content_sources.remembered import decode_memory
 from content_sources.source import RedisCommand
 from server.records.classify import FetchClass, classify_click, classify_open
@@ -133,9 +133,10 @@ return 0
 """
 RECIPIENTS_PER_UNIQUES_CALL = 1_000
 
-# An open as the image route leaves it: time (s), block, version, variant, recipient,
-# User-Agent, country, outcome.
-PendingOpen = tuple[float, str, int, str, str | None, str | None, str | None, str]
+# An answer to an image request as the image route leaves it: time (s), block, version,
+# variant, recipient, User-Agent, country, outcome, and the link a click on it follows
+# (None when the answer is not remembered for clicks: a default served for a fault).
+PendingOpen = tuple[float, str, int, str, str | None, str | None, str | None, str, str | None]
 # A click: time (s), block, version, recipient, link, User-Agent, whether it was a HEAD.
 PendingClick = tuple[float, str, int, str | None, str, str | None, bool]
 
@@ -144,8 +145,6 @@ PendingClick = tuple[float, str, int, str | None, str, str | None, bool]
 # in one flush, which time it was).
 _MEMBER_PREFIX = f"{os.getpid():x}"
 _member_numbers = count()
-# `engagement_key(recipient)` is this, the recipient, and "}": made so for thousands a flush.
-_ENGAGEMENT_KEY_HEAD = engagement_key("")[:-1]
 # A record's fields, by place (see `Record`), read in C over a flush's records.
 _TS, _TYPE, _RECIPIENT, _CLASS = itemgetter(0), itemgetter(1), itemgetter(5), itemgetter(7)
 # An action in an engagement set: type and block.
@@ -193,7 +192,17 @@ class RecordWriter:
         classes: dict[str | None, tuple[ClientKind, FetchClass]] = {}
         out: list[RecordFields] = []
         add = out.append
-        for at, block, version, variant, recipient, user_agent, country, outcome in pending.opens:
+        for (
+            at,
+            block,
+            version,
+            variant,
+            recipient,
+            user_agent,
+            country,
+            outcome,
+            _,
+        ) in pending.opens:
             known = classes.get(user_agent)
             if known is None:
                 kind = classify_client(user_agent).kind
@@ -328,7 +337,7 @@ class RecordWriter:
         commands: list[RedisCommand] = []
         for (type_, block), group in _by_action(signed):
             member = f"{type_[0]}\t{block}\t{unique}"
-            keys = [f"{_ENGAGEMENT_KEY_HEAD}{r}}}" for r in map(_RECIPIENT, group)]
+            keys = engagement_keys(map(_RECIPIENT, group))
             for newest, moment, moment_keys in _by_moment(member, keys, list(map(_TS, group))):
                 for name, part_keys in _one_member_each(moment, moment_keys):
                     for call_keys in _calls(part_keys, one_slot):

@@ -154,16 +154,8 @@ class EmailRoutes:
                     admitted=admitted,
                 )
         CURRENT_OUTCOME.set(answer.outcome)
-        metrics.count_image(answer.outcome, time.perf_counter() - started)
-        self._open_log.answered(
-            prepared.block.id,
-            prepared.block.version,
-            answer.variant,
-            answer.recipient,
-            user_agent,
-            answer.country,
-            answer.outcome,
-        )
+        metrics.IMAGE_ANSWERS.append((answer.outcome, time.perf_counter() - started))
+        self._open_log.answered(prepared.block.id, prepared.block.version, answer, user_agent)
         response = web.Response(body=answer.body, headers=IMAGE_HEADERS[fmt])
         headers = response.headers
         headers.add(VARIANT_HEADER, answer.variant)

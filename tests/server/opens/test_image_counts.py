@@ -27,7 +27,7 @@ def test_opens_are_counted_by_outcome_kind_and_timed_in_their_buckets() -> None:
         (Outcome.FALLBACK_OVERLOADED, 2.4),
         (Outcome.RENDERED, 9.0),
     ]:
-        metrics.count_image(outcome, seconds)
+        metrics.IMAGE_ANSWERS.append((outcome, seconds))
     metrics.flush_local()
     added = {
         o: sample("atopen_requests_total", route="image", outcome=o) - before[o] for o in outcomes

@@ -10,6 +10,8 @@ from redis.asyncio import Redis
 
 from content_sources.redis_keys import remembered_key
 from content_sources.remembered import decode_memory
+from server.opens.query import ImageAnswer
+from server.outcomes import FallbackReason, Outcome
 from server.records.open_log import MEMORIES_PER_CALL, OpenLog, impressions_key
 
 MEMORY_S = 30 * 86_400
@@ -27,6 +29,12 @@ async def memory(redis: Redis, recipient: str, block_id: str) -> dict[str, objec
     return decode_memory(raw, datetime.now(UTC), MEMORY_S)
 
 
+def shown(log: OpenLog, block: str, recipient: str | None, variant: str, link: str) -> None:
+    """An answer that showed `variant` to `recipient`, its click going to `link`."""
+    answer = ImageAnswer(b"", variant, Outcome.CACHED, recipient, None, link)
+    log.answered(block, 1, answer, "Mozilla/5.0")
+
+
 async def test_a_flush_counts_every_open_and_remembers_each_recipients_newest(
     redis: Redis,
 ) -> None:
@@ -35,10 +43,13 @@ async def test_a_flush_counts_every_open_and_remembers_each_recipients_newest(
     recipients = [f"r{i}" for i in range(MEMORIES_PER_CALL + 300)]
     for i, recipient in enumerate(recipients):
         variant = "sale" if i % 3 else "default"
-        log.record("hero", recipient, variant, f"https://shop.example/{variant}")
-    log.record("hero", "r1", "default", "https://shop.example/default")  # r1 again: newest
-    log.record("footer", "r1", "plain", "https://shop.example/")
-    log.record("hero", None, "default", "https://shop.example/default")  # unsigned
+        shown(log, "hero", recipient, variant, f"https://shop.example/{variant}")
+    shown(log, "hero", "r1", "default", "https://shop.example/default")  # r1 again: newest
+    shown(log, "footer", "r1", "plain", "https://shop.example/")
+    shown(log, "hero", None, "default", "https://shop.example/default")  # unsigned
+    # A default served for a fault is neither an impression nor remembered for the click.
+    fault = ImageAnswer(b"", "default", Outcome.fallback(FallbackReason.DEADLINE), "r2")
+    log.answered("hero", 1, fault, None)
     await redis.config_resetstat()
     await log.flush()
 
