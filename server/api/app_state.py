@@ -28,13 +28,9 @@ INVENTORY = web.AppKey("inventory", DocumentStore)
 EVENTS = web.AppKey("events", EventLog)
 RFM_POLICY = web.AppKey("rfm_policy", RfmPolicy)
 
-# aiohttp answers each request in a task of its own and writes its access line from that
-# task: what a handler sets here is its request's alone, and the access line reads it.
-# (The request's own storage would do as well, but costs an image open more to set.)
+# aiohttp answers each request in a task of its own: what a handler sets here is its
+# request's alone, and the log lines written from that task carry it. (The request's
+# own storage would do as well, but costs more to set.)
 CURRENT_REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "request_id", default=None
-)
-# The outcome of the image open being answered (`rendered`, `cached`, `fallback:...`).
-CURRENT_OUTCOME: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "outcome", default=None
 )

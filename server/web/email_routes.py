@@ -20,14 +20,19 @@ from redis.asyncio import Redis
 from content_sources.client_address import IPNetwork, client_ip
 from renderers.encode import CONTENT_TYPES, TRANSPARENT_GIF
 from server import metrics
-from server.api.app_state import CURRENT_OUTCOME
+from server.api.app_state import CURRENT_REQUEST_ID
 from server.blocks.compiling import literal_format
 from server.blocks.polls import vote_in, vote_target
 from server.blocks.snapshot import BlockStore
 from server.opens import ImageAnswer, OpenQuery, Opens
 from server.opens.query import query_pairs
 from server.records.open_log import OpenLog
-from server.web.request_handling import REQUEST_ID_HEADER, SERVER_NAME, begin_request
+from server.web.request_handling import (
+    REQUEST_ID_HEADER,
+    SERVER_NAME,
+    begin_request,
+    request_id_of,
+)
 
 # Every email answer's headers but its own: no caching, and the server named without its
 # versions (aiohttp adds its own `Server` only to a response that has none).
@@ -47,6 +52,13 @@ IMAGE_HEADERS = {
 }
 VARIANT_HEADER = istr("X-Atopen-Variant")
 _REQUEST_ID_HEADER = istr(REQUEST_ID_HEADER)
+
+
+class ImageResponse(web.Response):
+    """An answer to an image request, and its outcome for the access line (None for an
+    unknown block's pixel)."""
+
+    outcome: str | None = None
 
 
 def _unknown_image(request_id: str) -> web.Response:
@@ -111,7 +123,8 @@ class EmailRoutes:
         return client_ip(request.remote, forwarded or None, self._trusted_proxies)
 
     async def image(self, request: web.Request) -> web.Response:
-        request_id = begin_request(request)
+        # Set for log lines only if the open waits (below): until then it logs nothing.
+        request_id = request_id_of(request)
         match_info = request.match_info
         fmt = FORMATS.get(match_info["ext"])
         prepared = self._blocks.get(match_info["block"])
@@ -141,6 +154,8 @@ class EmailRoutes:
             if isinstance(now, ImageAnswer):
                 answer = now
             else:
+                # aiohttp runs each request in a task of its own: nothing to reset.
+                CURRENT_REQUEST_ID.set(request_id)
                 answer = await opens.image(
                     prepared,
                     fmt,
@@ -153,10 +168,10 @@ class EmailRoutes:
                     verified=now,
                     admitted=admitted,
                 )
-        CURRENT_OUTCOME.set(answer.outcome)
         metrics.IMAGE_ANSWERS.append((answer.outcome, time.perf_counter() - started))
         self._open_log.answered(prepared.block.id, prepared.block.version, answer, user_agent)
-        response = web.Response(body=answer.body, headers=IMAGE_HEADERS[fmt])
+        response = ImageResponse(body=answer.body, headers=IMAGE_HEADERS[fmt])
+        response.outcome = answer.outcome
         headers = response.headers
         headers.add(VARIANT_HEADER, answer.variant)
         headers.add(_REQUEST_ID_HEADER, request_id)

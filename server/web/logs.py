@@ -10,7 +10,9 @@ import orjson
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from server.api.app_state import CURRENT_OUTCOME, CURRENT_REQUEST_ID
+from server.api.app_state import CURRENT_REQUEST_ID
+from server.web.email_routes import VARIANT_HEADER, ImageResponse
+from server.web.request_handling import REQUEST_ID_HEADER
 
 
 class JsonFormatter(logging.Formatter):
@@ -55,10 +57,9 @@ class JsonAccessLogger(AbstractAccessLogger):
             "path": request.path,
             "status": response.status,
             "duration_ms": round(time * 1000, 2),
-            "request_id": CURRENT_REQUEST_ID.get(),
+            "request_id": response.headers.get(REQUEST_ID_HEADER),
         }
-        outcome = CURRENT_OUTCOME.get()
-        if outcome is not None:
-            fields["outcome"] = outcome
-            fields["variant"] = response.headers.get("X-Atopen-Variant")
+        if isinstance(response, ImageResponse) and response.outcome is not None:
+            fields["outcome"] = response.outcome
+            fields["variant"] = response.headers.get(VARIANT_HEADER)
         self.logger.info("request", extra={"fields": fields})

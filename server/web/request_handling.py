@@ -51,13 +51,16 @@ new_request_id = _ids().__next__
 _REQUEST_ID_KEY = istr(REQUEST_ID_HEADER)
 
 
-def begin_request(request: web.Request) -> str:
-    """Give the request its id (a sane one from the caller, or a new one) and set it for
-    the logs of this request's task; the caller echoes it in `X-Request-Id`."""
+def request_id_of(request: web.Request) -> str:
+    """The request's id: a sane one from the caller, or a new one. The caller echoes it
+    in `X-Request-Id` (where the access line reads it)."""
     incoming = request.headers.get(_REQUEST_ID_KEY, "")
-    request_id = (
-        incoming if 0 < len(incoming) <= 64 and incoming.isprintable() else new_request_id()
-    )
+    return incoming if 0 < len(incoming) <= 64 and incoming.isprintable() else new_request_id()
+
+
+def begin_request(request: web.Request) -> str:
+    """`request_id_of`, also set for the log lines of this request's task."""
+    request_id = request_id_of(request)
     # aiohttp runs each request in a task of its own: nothing to reset afterwards.
     CURRENT_REQUEST_ID.set(request_id)
     return request_id
