@@ -188,7 +188,10 @@ class Opens:
         if not self._admission.lets_in_placeless(prepared):
             return None
         try:
-            signed = self.verified(prepared, path, raw_query, pairs)
+            # `verified`, written out: the most frequent open saves a call level (about
+            # 500 instructions).
+            signer = self._signer
+            signed = signer.verify_request(path, raw_query, pairs) or signer.verify_recipient(pairs)
         except Exception:
             return None
         if not signed and not prepared.block.public:

@@ -15,6 +15,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from datetime import date, timedelta
 from functools import lru_cache
+from operator import itemgetter
 from typing import Protocol
 
 import orjson
@@ -25,7 +26,7 @@ from content_sources.redis_batch import execute_raw
 from content_sources.redis_cluster_pipe import cluster_client, slot_of
 from content_sources.redis_keys import PREFIX, remembered_key, remembered_keys
 from content_sources.source import RedisCommand
-from server.records.writes import PendingRecords, RecordWriter
+from server.records.writes import PendingOpen, PendingRecords, RecordWriter
 
 log = logging.getLogger("atopen.opens")
 IMPRESSIONS_TTL_S = 400 * 86_400
@@ -52,8 +53,9 @@ MEMORIES_PER_CALL = 500
 # How often the queued opens are written, unless the log is given its own interval.
 FLUSH_INTERVAL_S = 0.05
 
-# An answer that showed a variant: its block, recipient, variant and link.
-_Shown = tuple[str, str | None, str, str]
+# What an impression is counted by: an answer's block, variant, and link (None for a
+# default served for a fault, which is no impression).
+_IMPRESSION = itemgetter(1, 3, 8)
 
 
 class Answer(Protocol):
@@ -153,12 +155,7 @@ class OpenLog:
     async def flush(self) -> None:
         seen, self._seen = self._seen, {}
         pending, self._pending = self._pending, PendingRecords()
-        # The answers that showed a variant: impressions, and what clicks follow.
-        shown = [
-            (block_id, recipient, variant, link)
-            for _, block_id, _, variant, recipient, _, _, _, link in pending.opens
-            if link is not None
-        ]
+        answers = pending.opens
         commands: list[RedisCommand] = []
         if self._records is not None and (pending.opens or pending.clicks):
             try:
@@ -170,18 +167,19 @@ class OpenLog:
                     len(pending.clicks),
                     exc,
                 )
-        if not shown and not seen and not commands:
+        if not answers and not seen and not commands:
             return
         at = time.time()
         day = _day(int(at // 86_400))
-        counts = Counter((block_id, variant) for block_id, _, variant, _ in shown)
         counters = set()
-        for (block_id, variant), count in counts.items():
-            counter = impressions_key(block_id, day)
-            commands.append(("HINCRBY", counter, variant, count))
-            counters.add(counter)
+        # Impressions: the answers that showed a variant (a link to follow), counted in C.
+        for (block_id, variant, link), count in Counter(map(_IMPRESSION, answers)).items():
+            if link is not None:
+                counter = impressions_key(block_id, day)
+                commands.append(("HINCRBY", counter, variant, count))
+                counters.add(counter)
         commands.extend(("EXPIRE", counter, IMPRESSIONS_TTL_S) for counter in counters)
-        commands.extend(self._remember(shown, at))
+        commands.extend(self._remember(answers, at))
         commands.extend(c for writes in seen.values() for c in writes)
         try:
             replies = await execute_raw(self._redis, commands)
@@ -189,7 +187,7 @@ class OpenLog:
             if failed is not None:
                 raise failed
         except (RedisError, OSError, TimeoutError) as exc:
-            log.warning("could not write %d opens: %r", len(pending.opens), exc)
+            log.warning("could not write %d opens: %r", len(answers), exc)
 
     async def _record_commands(
         self, records: RecordWriter, pending: PendingRecords
@@ -201,11 +199,11 @@ class OpenLog:
             replies = await execute_raw(self._redis, reads)
         return records.flush_commands(pending, replies, one_slot=self._by_slot)
 
-    def _remember(self, shown: list[_Shown], at: float) -> list[RedisCommand]:
-        """The commands that remember each recipient's last render of each block."""
+    def _remember(self, answers: list[PendingOpen], at: float) -> list[RedisCommand]:
+        """The commands that remember each recipient's last variant shown of each block."""
         latest: dict[tuple[str, str], tuple[str, str]] = {}
-        for block_id, recipient, variant, link in shown:
-            if recipient is not None:
+        for _, block_id, _, variant, recipient, _, _, _, link in answers:
+            if link is not None and recipient is not None:
                 latest[(recipient, block_id)] = (variant, link)  # the newest wins
         if not self._by_slot:
             return self._remember_calls(latest, at)

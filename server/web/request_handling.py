@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable
 from typing import cast
 
 from aiohttp import hdrs, web
@@ -40,14 +40,14 @@ _ID_PREFIX = os.urandom(8).hex()
 _ID_TAILS = tuple(f"{low:03x}" for low in range(0x1000))
 
 
-def _ids() -> Iterator[str]:
-    for high in itertools.count():
-        head = f"{_ID_PREFIX}{high:013x}"
-        for tail in _ID_TAILS:
-            yield head + tail
+def _ids(high: int) -> list[str]:
+    """The next 4,096 ids: made together, so that giving a request its id is a step of a
+    C iterator rather than a generator's."""
+    head = f"{_ID_PREFIX}{high:013x}"
+    return [head + tail for tail in _ID_TAILS]
 
 
-new_request_id = _ids().__next__
+new_request_id = itertools.chain.from_iterable(map(_ids, itertools.count())).__next__
 _REQUEST_ID_KEY = istr(REQUEST_ID_HEADER)
 
 
