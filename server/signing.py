@@ -29,8 +29,10 @@ from __future__ import annotations
 
 import hashlib
 from binascii import b2a_base64
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from hmac import compare_digest
+from importlib import import_module
+from typing import Protocol, cast
 from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
 SIG_PARAM = "sig"
@@ -64,6 +66,28 @@ def canonical_string(path: str, pairs: Iterable[tuple[str, str]]) -> str:
     return path + "?" + _canonical_query(pairs)
 
 
+class _Sha256State(Protocol):
+    def copy(self) -> _Sha256State: ...
+    def update(self, data: bytes, /) -> None: ...
+    def digest(self) -> bytes: ...
+
+
+def _sha256_states() -> Callable[[bytes], _Sha256State]:
+    """CPython's own SHA-256 (`_sha2` from 3.12, HACL*'s verified code; `_sha256` before),
+    else `hashlib`'s (OpenSSL's). The same digests; but a copy of OpenSSL's state
+    allocates a context through its provider and wipes it when freed, and a signature
+    check makes four: CPython's own checks a signature in about 2,000 fewer
+    instructions (a ninth of the check). Builds without it get OpenSSL's."""
+    for name in ("_sha2", "_sha256"):
+        try:
+            return cast(Callable[[bytes], _Sha256State], import_module(name).sha256)
+        except (ImportError, AttributeError):
+            continue
+    return hashlib.sha256
+
+
+_sha256 = _sha256_states()
+
 # HMAC (RFC 2104) over SHA-256 from its two padded-key hash states, each hashed once per
 # key: a request copies them, which costs less than copying an `hmac.HMAC` (three digest
 # states and a layer of Python). Not `hmac.digest`: its one-shot C path lets go of the
@@ -84,8 +108,8 @@ class _Keyed:
         if len(key) > _BLOCK_SIZE:
             key = hashlib.sha256(key).digest()
         key = key.ljust(_BLOCK_SIZE, b"\0")
-        self.inner = hashlib.sha256(key.translate(_INNER_PAD))
-        self.outer = hashlib.sha256(key.translate(_OUTER_PAD))
+        self.inner = _sha256(key.translate(_INNER_PAD))
+        self.outer = _sha256(key.translate(_OUTER_PAD))
 
     def signature(self, canonical: bytes) -> bytes:
         """The URL signature of `canonical`: its HMAC, base64url without padding."""

@@ -172,7 +172,6 @@ class Opens:
         prepared: PreparedBlock,
         fmt: ImageFormat,
         query: OpenQuery,
-        *,
         path: str,
         raw_query: str,
         pairs: Sequence[tuple[str, str]],
@@ -201,8 +200,7 @@ class Opens:
             decided = None if shared is None else shared.decided()
             if decided is None:
                 return signed
-            choice, memo, link, image_keys = decided
-            body = self._drawer.kept(prepared, choice, fmt, query.dpr, memo, image_keys)
+            body = self._drawer.kept(prepared, decided, fmt, query.dpr)
         except Exception:
             return signed  # `image` fails the same way, and serves the default
         if body is None:
@@ -210,7 +208,8 @@ class Opens:
         # No rule context was built: nothing of the reader's place to remember. A shared
         # choice is nobody's: an unsigned open of a public block takes it too, as nobody.
         recipient = query.recipient if signed else None
-        return ImageAnswer(body, choice.variant, Outcome.CACHED, recipient, None, link)
+        variant = decided.choice.variant
+        return ImageAnswer(body, variant, Outcome.CACHED, recipient, None, decided.link)
 
     async def image(
         self,

@@ -16,6 +16,7 @@ from server.blocks.snapshot import PreparedBlock
 from server.opens.decide import MAX_REMEMBERED_CHOICES, MemoKey
 from server.opens.render_cache import RenderCache, plan_key
 from server.opens.render_pool import Place, RenderPool
+from server.opens.shared import Decided
 from server.outcomes import Outcome
 
 
@@ -29,26 +30,22 @@ class Drawer:
         )
 
     def kept(
-        self,
-        prepared: PreparedBlock,
-        choice: Choice,
-        fmt: ImageFormat,
-        dpr: int,
-        memo: MemoKey,
-        image_keys: dict[tuple[ImageFormat, int], str],
+        self, prepared: PreparedBlock, decided: Decided, fmt: ImageFormat, dpr: int
     ) -> bytes | None:
-        """What `draw` answers `cached` for a remembered choice whose plan and image are
-        both kept in memory (the hit counted); None, counting nothing, when `draw` would
-        do more (a static default, a plan to make, an image to fetch or render).
+        """What `draw` answers `cached` for a choice made from shared reads (`decided`)
+        whose plan and image are both kept in memory (the hit counted); None, counting
+        nothing, when `draw` would do more (a static default, a plan to make, an image to
+        fetch or render).
 
-        `image_keys` are the render cache's keys of the choice's images by format and
-        scale, kept with the choice as they are found: an open of the same choice looks
-        its image up by them, not by hashing the memo key again in the plans' LRU."""
+        The render cache's keys of the choice's images by format and scale are kept with
+        the choice as they are found: an open of the same choice looks its image up by
+        them, not by hashing the memo key again in the plans' LRU."""
+        image_keys = decided.image_keys
         key = image_keys.get((fmt, dpr))
         if key is None:
-            if choice.variant == "default" and prepared.default_is_static:
+            if decided.choice.variant == "default" and prepared.default_is_static:
                 return None
-            planned = self._plans.get((memo, fmt, dpr))
+            planned = self._plans.get((decided.memo, fmt, dpr))
             if planned is None:
                 return None
             key = image_keys[(fmt, dpr)] = planned[1]

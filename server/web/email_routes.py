@@ -148,9 +148,7 @@ class EmailRoutes:
             query = OpenQuery.parse(pairs)
             now = None
             if admitted is None:
-                now = opens.image_now(
-                    prepared, fmt, query, path=path, raw_query=raw_query, pairs=pairs
-                )
+                now = opens.image_now(prepared, fmt, query, path, raw_query, pairs)
             if isinstance(now, ImageAnswer):
                 answer = now
             else:
