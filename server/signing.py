@@ -151,23 +151,28 @@ class Signer:
 
     def verify_request(self, path: str, raw_query: str, pairs: Sequence[tuple[str, str]]) -> bool:
         """`verify` for a request as received: ``raw_query`` as in the request line and
-        its decoded ``pairs``.
+        its decoded ``pairs``. A URL signed as `signed_query` reads it is checked without
+        re-encoding anything; any other query is canonicalised as in `verify`."""
+        return self.signed_query(path, raw_query) is not None or self.verify(path, pairs)
 
-        A URL made by `sign_url` (or by any sender that keeps the canonical order and
-        appends ``sig``) carries the canonical string itself: the query before its last
-        ``&sig=``. If that raw string matches, nothing needs re-encoding; and only a
-        canonical string can match (no signer signs anything else), whose pairs decode
-        to exactly the request's. Any other query is canonicalised as in `verify`.
-        """
+    def signed_query(self, path: str, raw_query: str) -> str | None:
+        """The canonical query of a URL signed as `sign_url` signs (or any sender that
+        keeps the canonical order and appends ``sig``), when its signature matches: the
+        raw query before its last ``&sig=``, which is then the canonical query itself.
+        None when the signature does not match it, or the URL is in no such form (then
+        only `verify_request` can tell). Nothing is decoded.
+
+        Only a canonical string can match (no signer signs anything else), whose pairs
+        decode to exactly the request's."""
         if raw_query.startswith(_SIG_FIRST):
             head, candidate = "", raw_query[len(_SIG_FIRST) :]
         else:
             head, found, candidate = raw_query.rpartition(_SIG_AFTER)
             if not found:
-                return self.verify(path, pairs)
+                return None
         if "&" not in candidate and self._matches(path + "?" + head, candidate):
-            return True
-        return self.verify(path, pairs)
+            return head
+        return None
 
     def _matches(self, canonical: str, signature: str) -> bool:
         # compare_digest only takes ASCII str, and the value is attacker-controlled.

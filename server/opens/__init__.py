@@ -19,8 +19,9 @@ the default's bytes.
 An open of a block whose rules read nothing but reads shared by all its opens (its
 inventory items) skips gather and decide while the same replies are kept: it takes the
 choice an earlier open made from them (shared.py). When that choice's image is in memory
-too, `image_now` answers the open at once, without creating a coroutine; every other
-open goes through `image`.
+too, and the URL is signed as atopen signs URLs, `image_now` answers the open at once,
+without creating a coroutine or decoding its query; every other open goes through
+`image`.
 
 No stage calls back into an earlier one; `Opens` below runs them top to bottom. Any
 failure on the way serves the block's pre-rendered default: an image request never gets
@@ -57,7 +58,7 @@ from server.opens.decide import ChoiceMemo, Chosen, Decision, decide, decide_uns
 from server.opens.draw import Drawer
 from server.opens.gather import Gathered, Gatherer
 from server.opens.loop_lag import LoopLag
-from server.opens.query import ImageAnswer, OpenQuery, dpr_of
+from server.opens.query import ImageAnswer, OpenQuery, dpr_of, reader_of
 from server.opens.remote_images import RemoteImages
 from server.opens.render_cache import RenderCache
 from server.opens.render_pool import OverloadedError, RenderPool
@@ -168,46 +169,37 @@ class Opens:
         return admitted
 
     def image_now(
-        self,
-        prepared: PreparedBlock,
-        fmt: ImageFormat,
-        query: OpenQuery,
-        path: str,
-        raw_query: str,
-        pairs: Sequence[tuple[str, str]],
+        self, prepared: PreparedBlock, fmt: ImageFormat, path: str, raw_query: str
     ) -> ImageAnswer | bool | None:
-        """The answer of an open with nothing to wait for, without a coroutine: a signed
-        open (or any open of a public block) of a block whose shared choice is made
-        (shared.py) and whose image is in this process's memory, answered as `image`
-        would.
+        """The answer of an open with nothing to wait for, without a coroutine and before
+        its query is decoded: an open signed as atopen signs URLs (`Signer.signed_query`)
+        of a block whose shared choice is made (shared.py) and whose image is in this
+        process's memory, answered as `image` would.
 
-        Otherwise what `image` is to be given as `verified`: whether the open is signed,
-        or None when that was not checked (admission comes first for the opens that may
-        render; a signature that cannot even be checked is `image`'s to log)."""
+        Otherwise what `image` is to be given as `verified`: True when the open is
+        signed, None when that is for `image` to tell (a recipient token, a query in
+        another order, an unsigned open of a public block; or admission comes first,
+        for the opens that may render)."""
         if not self._admission.lets_in_placeless(prepared):
             return None
         try:
-            # `verified`, written out: the most frequent open saves a call level (about
-            # 500 instructions).
-            signer = self._signer
-            signed = signer.verify_request(path, raw_query, pairs) or signer.verify_recipient(pairs)
+            canonical = self._signer.signed_query(path, raw_query)
         except Exception:
+            return None  # `image` checks it again, and logs why it cannot
+        if canonical is None:
             return None
-        if not signed and not prepared.block.public:
-            return False
         try:
             shared = self._shared.of(prepared)
             decided = None if shared is None else shared.decided()
             if decided is None:
-                return signed
-            body = self._drawer.kept(prepared, decided, fmt, query.dpr)
+                return True
+            recipient, dpr = reader_of(canonical)
+            body = self._drawer.kept(prepared, decided, fmt, dpr)
         except Exception:
-            return signed  # `image` fails the same way, and serves the default
+            return True  # `image` fails the same way, and serves the default
         if body is None:
-            return signed
-        # No rule context was built: nothing of the reader's place to remember. A shared
-        # choice is nobody's: an unsigned open of a public block takes it too, as nobody.
-        recipient = query.recipient if signed else None
+            return True
+        # No rule context was built: nothing of the reader's place to remember.
         variant = decided.choice.variant
         return ImageAnswer(body, variant, Outcome.CACHED, recipient, None, decided.link)
 

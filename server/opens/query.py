@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote
 
 from server.outcomes import Outcome
 
@@ -53,6 +53,26 @@ class OpenQuery:
             elif key.startswith(MERGE_PREFIX) and len(key) > len(MERGE_PREFIX):
                 params[key[len(MERGE_PREFIX) :]] = value
         return OpenQuery(recipient, params, tz, dpr)
+
+
+def reader_of(canonical_query: str) -> tuple[str | None, int]:
+    """The recipient (`r`) and scale (`dpr`) a canonical query asks for, as `OpenQuery.parse`
+    reads them from its decoded pairs, without decoding the rest: in a canonical query
+    (`Signer.signed_query`) every key and value is percent-encoded but for unreserved
+    characters, so no `&`, `=` or `+` stands for itself inside one, and `r` and `dpr`
+    are written as those letters."""
+    recipient = None
+    dpr = 1
+    for key_value in canonical_query.split("&"):
+        key, _, value = key_value.partition("=")
+        if key == "r":
+            if "%" in value:
+                value = unquote(value)
+            if 0 < len(value) <= MAX_RECIPIENT_LEN:
+                recipient = value
+        elif key == "dpr" and value in ("1", "2", "3"):
+            dpr = int(value)
+    return recipient, dpr
 
 
 def dpr_of(raw_query: str) -> int:

@@ -144,14 +144,14 @@ class EmailRoutes:
         if isinstance(admitted, ImageAnswer):
             answer = admitted
         else:
-            pairs = query_pairs(raw_query)
-            query = OpenQuery.parse(pairs)
             now = None
             if admitted is None:
-                now = opens.image_now(prepared, fmt, query, path, raw_query, pairs)
+                now = opens.image_now(prepared, fmt, path, raw_query)
             if isinstance(now, ImageAnswer):
                 answer = now
             else:
+                pairs = query_pairs(raw_query)
+                query = OpenQuery.parse(pairs)
                 # aiohttp runs each request in a task of its own: nothing to reset.
                 CURRENT_REQUEST_ID.set(request_id)
                 answer = await opens.image(

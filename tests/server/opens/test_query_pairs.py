@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 from yarl import URL
 
-from server.opens.query import OpenQuery, dpr_of, query_pairs
+from server.opens.query import MAX_RECIPIENT_LEN, OpenQuery, dpr_of, query_pairs, reader_of
+from server.signing import Signer
 
 QUERIES = [
     "",
@@ -52,3 +53,43 @@ def test_the_reader_and_merge_fields_come_decoded() -> None:
 def test_a_refused_open_reads_only_its_scale_from_the_query(raw_query: str, dpr: int) -> None:
     assert dpr_of(raw_query) == dpr
     assert dpr_of(raw_query) == OpenQuery.parse(query_pairs(raw_query)).dpr
+
+
+# Queries as a sender writes them before signing: the signer puts them in canonical order.
+SIGNED_QUERIES = [
+    "r=r1",
+    "r=ann@example.com&dpr=2",
+    "r=J%C3%BCrgen K&m.x=a&b&tz=Europe/Paris",
+    "r=a+b%2Bc&dpr=3&m.dpr=2",
+    "r=x%3Dy%26z&r=second",  # repeated: the last in canonical order wins, as in `parse`
+    "r=&dpr=9",  # an empty reader and a scale atopen does not draw: neither read
+    f"r={'x' * (MAX_RECIPIENT_LEN + 1)}&dpr=2",  # too long to be a reader
+    f"r={'é' * MAX_RECIPIENT_LEN}",  # the longest reader, percent-encoded three times over
+    "m.r=1&dpr=1",  # a merge field named r is not the reader
+    "",
+]
+
+
+@pytest.mark.parametrize("query", SIGNED_QUERIES)
+def test_the_reader_of_a_signed_query_is_read_as_from_its_decoded_pairs(query: str) -> None:
+    signer = Signer(["k"])
+    url = signer.sign_url(f"/i/b.png?{query}" if query else "/i/b.png")
+    path, _, raw_query = url.partition("?")
+    canonical = signer.signed_query(path, raw_query)
+    assert canonical is not None
+    decoded = OpenQuery.parse(query_pairs(raw_query))
+    assert reader_of(canonical) == (decoded.recipient, decoded.dpr)
+
+
+def test_a_query_signed_in_another_order_or_not_at_all_has_no_canonical_form() -> None:
+    signer = Signer(["k"])
+    url = signer.sign_url("/i/b.png?r=u1&dpr=2")
+    path, _, raw_query = url.partition("?")
+    dpr, reader, sig = raw_query.split("&")
+    assert signer.signed_query(path, f"{dpr}&{reader}&{sig}") == "dpr=2&r=u1"
+    # The same pairs, reordered: still signed, but only `verify_request` can tell.
+    reordered = f"{reader}&{dpr}&{sig}"
+    assert signer.signed_query(path, reordered) is None
+    assert signer.verify_request(path, reordered, query_pairs(reordered))
+    assert signer.signed_query(path, "r=u1&dpr=2") is None
+    assert signer.signed_query(path, f"r=u2&dpr=2&{sig}") is None

@@ -7,9 +7,10 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 import redis.asyncio as aioredis
-from support import AUTH, decode, put_block, signed
+from support import AUTH, contract_token, decode, put_block, signed
 from test_opens import remembered_renders
 from test_serving import SHARED_BLOCK, StalledLoop, metric
 
@@ -60,6 +61,38 @@ async def test_every_open_from_memory_is_counted_remembered_and_clickable(
     for reader in READERS:
         click = await client.get(signed(f"/c/shared?r={reader}"), allow_redirects=False)
         assert click.headers["Location"] == "https://shop.example.com/p/1"
+
+
+async def test_a_reader_whose_id_is_percent_encoded_is_remembered_by_the_id_itself(
+    make_client: Any, settings: Settings, redis_url: str
+) -> None:
+    client = await shared_client(make_client, settings)
+    first = await client.get(signed("/i/shared.png?r=first&dpr=2"))  # drawn at twice the size
+    assert first.headers["X-Atopen-Variant"] == "stock"
+    reader = "Jürgen K+1@example.com&x=y"
+    url = signed(f"/i/shared.png?r={quote(reader, safe='')}&dpr=2")
+    response = await client.get(url)
+    assert response.headers["X-Atopen-Variant"] == "stock"
+    assert decode(await response.read()).size == (600, 200)
+    remembered = await remembered_renders(redis_url, "shared", [reader])
+    assert b'"variant":"stock"' in remembered[0]
+
+
+async def test_a_reader_signed_other_ways_gets_the_shared_choice_too(
+    make_client: Any, settings: Settings, redis_url: str
+) -> None:
+    """A query in another order than atopen signs it, and a recipient token: answered
+    through the full path, with the same image."""
+    client = await shared_client(make_client, settings)
+    in_order = signed("/i/shared.png?dpr=2&r=u-ordered")
+    path, _, query = in_order.partition("?")
+    dpr, reader, sig = query.split("&")
+    token = contract_token(settings.secrets[0], "u-token")
+    for url in (f"{path}?{reader}&{sig}&{dpr}", f"/i/shared.png?r=u-token&t={token}"):
+        response = await client.get(url)
+        assert response.headers["X-Atopen-Variant"] == "stock", url
+    remembered = await remembered_renders(redis_url, "shared", ["u-ordered", "u-token"])
+    assert all(b'"variant":"stock"' in entry for entry in remembered)
 
 
 async def test_each_format_and_scale_is_its_own_image(make_client: Any, settings: Settings) -> None:
