@@ -157,13 +157,13 @@ class OpenLog:
         pending, self._pending = self._pending, PendingRecords()
         answers = pending.opens
         commands: list[RedisCommand] = []
-        if self._records is not None and (pending.opens or pending.clicks):
+        if self._records is not None and (answers or pending.clicks):
             try:
                 commands = await self._record_commands(self._records, pending)
             except Exception as exc:  # a record lost is logged; the opens' writes go on
                 log.warning(
                     "could not record %d opens and %d clicks: %r",
-                    len(pending.opens),
+                    len(answers),
                     len(pending.clicks),
                     exc,
                 )

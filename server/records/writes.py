@@ -192,17 +192,8 @@ class RecordWriter:
         classes: dict[str | None, tuple[ClientKind, FetchClass]] = {}
         out: list[RecordFields] = []
         add = out.append
-        for (
-            at,
-            block,
-            version,
-            variant,
-            recipient,
-            user_agent,
-            country,
-            outcome,
-            _,
-        ) in pending.opens:
+        opens = pending.opens
+        for at, block, version, variant, recipient, user_agent, country, outcome, _ in opens:
             known = classes.get(user_agent)
             if known is None:
                 kind = classify_client(user_agent).kind
