@@ -80,6 +80,10 @@ class Settings:
     # bound on memory. Time is bounded by the deadline, which refuses at once the opens
     # the queue could not draw in time.
     render_queue: int = 4096
+    # How long a connection whose open was refused at admission is not read from: a
+    # client that asks again as soon as it is answered would otherwise turn each refusal
+    # into the next (server/web/backpressure.py). 0: read at once.
+    refusal_pause_ms: int = 100
     cache_memory_mb: int = 64
     cache_ttl_s: int = 3600
     metrics_tokens: tuple[str, ...] = ()
@@ -291,6 +295,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "ATOPEN_WORKERS": ("workers", _int(0, 256)),
     "ATOPEN_RENDER_THREADS": ("render_threads", _int(0, 256)),
     "ATOPEN_RENDER_QUEUE": ("render_queue", _int(0, 100_000)),
+    "ATOPEN_REFUSAL_PAUSE_MS": ("refusal_pause_ms", _int(0, 10_000)),
     "ATOPEN_CACHE_MEMORY_MB": ("cache_memory_mb", _int(1, 1_000_000)),
     "ATOPEN_CACHE_TTL_S": ("cache_ttl_s", _int(1, 30 * 86_400)),
     "ATOPEN_METRICS_TOKEN": ("metrics_tokens", _csv),

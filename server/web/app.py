@@ -63,6 +63,7 @@ from server.settings import Settings, SettingsError
 from server.signing import Signer
 from server.studio import studio_routes
 from server.web import health
+from server.web.backpressure import RefusalPause
 from server.web.email_routes import EmailRoutes
 from server.web.request_handling import (
     API_PREFIX,
@@ -94,7 +95,7 @@ def create_app(settings: Settings, *, redis_url: str) -> web.Application:
     app = web.Application(client_max_size=settings.api_max_body_bytes)
     app[SETTINGS] = settings
     app[SIGNER] = Signer(settings.secrets)
-    email = EmailRoutes(settings.trusted_proxies)
+    email = EmailRoutes(settings.trusted_proxies, RefusalPause(settings.refusal_pause_ms / 1000))
     app.router.add_routes(email.routes())  # they give and echo request ids themselves
     operations = [*health.routes, metrics.metrics_route(settings.metrics_token_list)]
     app.router.add_routes(routes_with(with_request_id, operations))

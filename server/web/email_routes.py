@@ -27,6 +27,7 @@ from server.blocks.snapshot import BlockStore
 from server.opens import ImageAnswer, OpenQuery, Opens
 from server.opens.query import query_pairs
 from server.records.open_log import OpenLog
+from server.web.backpressure import RefusalPause
 from server.web.request_handling import (
     REQUEST_ID_HEADER,
     SERVER_NAME,
@@ -100,8 +101,9 @@ class EmailRoutes:
     _open_log: OpenLog
     _redis: Redis
 
-    def __init__(self, trusted_proxies: Sequence[IPNetwork]) -> None:
+    def __init__(self, trusted_proxies: Sequence[IPNetwork], refusal_pause: RefusalPause) -> None:
         self._trusted_proxies = trusted_proxies
+        self._refusal_pause = refusal_pause
 
     def start(self, *, blocks: BlockStore, opens: Opens, open_log: OpenLog, redis: Redis) -> None:
         self._blocks = blocks
@@ -143,6 +145,7 @@ class EmailRoutes:
             admitted = opens.admit(prepared, fmt, raw_query)
         if isinstance(admitted, ImageAnswer):
             answer = admitted
+            self._refusal_pause.after_refusal(request.transport)
         else:
             now = None
             if admitted is None:
