@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from aiohttp import web
 
 from content_sources.redis_keys import profile_key
 from loadtest.bench_goodput import (
+    Layout,
     Outcome,
     Readers,
     Row,
@@ -153,8 +155,10 @@ async def test_the_script_counts_what_the_server_answers(
     server = await aiohttp_server(app)
     paths = tmp_path / "paths.txt"
     paths.write_text("".join(f"/i/x.png?r={i}\n" for i in range(100_000)))
+    # On a CPU of its own, as the benchmark runs it where there are two or more.
+    generator = Layout.split(1).generator
     out, _, _ = await asyncio.to_thread(
-        run_wrk, server.port, paths, tmp_path / "out.txt", 1, 8, rate
+        run_wrk, server.port, paths, tmp_path / "out.txt", 1, 8, rate, generator
     )
     assert isinstance(out, Outcome)
     assert out.answered > 0
@@ -184,3 +188,18 @@ def test_an_open_loop_row_gets_the_connections_its_opens_hold() -> None:
     # A longer deadline holds more, up to wrk's useful most.
     assert open_connections(3_200, 1_600, 2.0) == 4_096
     assert open_connections(16_000, 1_600, 1.0) == 4_096
+
+
+def test_the_load_generator_gets_cpus_of_its_own_when_some_are_left_for_the_server() -> None:
+    usable = frozenset(os.sched_getaffinity(0))
+    assert Layout.split(0) == Layout(None, None)
+    assert Layout.split(len(usable)) == Layout(None, None)  # none left for the server
+    assert Layout.split(0).server_cpu_count() == len(usable)
+    if len(usable) >= 2:
+        layout = Layout.split(1)
+        assert layout.server is not None
+        assert layout.generator is not None
+        assert len(layout.generator) == 1
+        assert layout.server | layout.generator == usable
+        assert not layout.server & layout.generator
+        assert layout.server_cpu_count() == len(usable) - 1
