@@ -413,24 +413,51 @@ def run_wrk(
     return parse_outcome(out_file.read_text()), used_s / wall_s, wall_s
 
 
-def bare_rate(server: Server, bench: Bench, workers: int) -> float:
-    """Answers per second of a bare aiohttp handler serving the block's default image, with
-    as many processes as the server, loaded by the same wrk: what one refusal costs at
-    the least."""
-    default = fetch(server.port, f"/i/{BLOCK}.png")  # unsigned: the default
-    paths_file = bench.tmp / "bare-paths.txt"
-    paths_file.write_text("/\n" * 64)  # every wrk thread takes lines of its own
-    with floor_server(default, workers, bench.tmp) as floor:
-        outcome, _, _ = run_wrk(
-            floor.port,
-            paths_file,
+class BareHandler:
+    """What a refusal costs at the least: `floor`, a bare aiohttp handler answering the
+    block's default image with as many processes as the server, on its CPUs, loaded by
+    the same wrk, closed loop and at each open-loop row's arrival rate."""
+
+    # Enough for answers that leave at once, at any row's rate.
+    OPEN_CONNECTIONS = 256
+
+    def __init__(self, floor: Server, bench: Bench, cpus: int) -> None:
+        self._floor = floor
+        self._bench = bench
+        self._cpus = cpus
+        self._paths = bench.tmp / "bare-paths.txt"
+        self._paths.write_text("/\n" * 64)  # every wrk thread takes lines of its own
+
+    def closed_rate(self) -> float:
+        """Answers per second in a closed loop of 128 connections: each a few microseconds
+        of CPU, the requests arriving several to a turn of the event loop."""
+        outcome, _ = self._run(128, None)
+        return outcome.answered_rate
+
+    def open_rate(self, arrivals: float) -> float:
+        """The answers per second the server's CPUs would give at the CPU each answer took
+        when `arrivals` came a second on a schedule, one by one: each wakes the process,
+        and costs more than in a closed loop (the more so the fewer come)."""
+        outcome, cores = self._run(self.OPEN_CONNECTIONS, arrivals)
+        if not cores or not outcome.answered_rate:
+            return math.inf
+        return self._cpus * outcome.answered_rate / cores
+
+    def _run(self, connections: int, rate: float | None) -> tuple[Outcome, float]:
+        bench = self._bench
+        before = tree_cpu_s(self._floor.pids)
+        outcome, _, wall_s = run_wrk(
+            self._floor.port,
+            self._paths,
             bench.tmp / "bare-out.txt",
             bench.seconds,
-            128,
-            None,
+            connections,
+            rate,
             bench.generator_cpus,
         )
-    return outcome.answered_rate
+        after = tree_cpu_s(self._floor.pids)
+        cores = 0.0 if before is None or after is None else (after - before) / wall_s
+        return outcome, cores
 
 
 def settle(server: Server, *, idle_cores: float = 0.15, longest_s: float = 10.0) -> None:
@@ -508,22 +535,29 @@ def measure(args: argparse.Namespace) -> None:
                 # Nothing to scale the open loop by: every answer was the default.
                 print("no reader got their own image: the open loop is not run")
                 return
-            bare = bare_rate(server, bench, workers)
-            print(
-                f"a bare aiohttp handler answering the default's bytes: {bare:,.0f}/s "
-                "(the least a refusal can cost; ceiling = the most right/s possible then)",
-                flush=True,
-            )
-            for multiple in OPEN_MULTIPLES:
-                row = bench.open(multiple, top)
-                most = ceiling(top, bare, row.outcome.sent_rate)
-                reached = f"{row.outcome.right_rate / most:.0%}" if most else "-"
-                print(format_row(row), flush=True)
+            default = fetch(server.port, f"/i/{BLOCK}.png")  # unsigned: the default
+            with floor_server(default, workers, tmp) as floor:
+                bare = BareHandler(floor, bench, layout.server_cpu_count())
                 print(
-                    f"  ceiling {most:,.0f} right/s at {row.outcome.sent_rate:,.0f} sent/s: "
-                    f"{reached} of it reached",
+                    f"a bare aiohttp handler answering the default's bytes: "
+                    f"{bare.closed_rate():,.0f}/s in a closed loop (ceiling = the most "
+                    "right/s possible if each refusal cost what that handler's answer "
+                    "costs at the row's arrival rate)",
                     flush=True,
                 )
+                for multiple in OPEN_MULTIPLES:
+                    row = bench.open(multiple, top)
+                    print(format_row(row), flush=True)
+                    sent = row.outcome.sent_rate
+                    bare_rate = bare.open_rate(sent)
+                    most = ceiling(top, bare_rate, sent)
+                    reached = f"{row.outcome.right_rate / most:.0%}" if most else "-"
+                    print(
+                        f"  ceiling {most:,.0f} right/s at {sent:,.0f} sent/s (a bare answer "
+                        f"at this rate: {1e6 * layout.server_cpu_count() / bare_rate:.0f} us "
+                        f"of CPU): {reached} of it reached",
+                        flush=True,
+                    )
 
 
 def main() -> None:
