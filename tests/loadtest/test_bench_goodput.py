@@ -18,6 +18,8 @@ from aiohttp import web
 
 from content_sources.redis_keys import profile_key
 from loadtest.bench_goodput import (
+    BareHandler,
+    Bench,
     Layout,
     Outcome,
     Readers,
@@ -29,6 +31,7 @@ from loadtest.bench_goodput import (
     parse_outcome,
     run_wrk,
 )
+from loadtest.bench_serve import floor_server
 from server.signing import Signer
 
 # A result file as goodput.lua's done() writes it (an open-loop row at 500/s for 2 s,
@@ -203,3 +206,21 @@ def test_the_load_generator_gets_cpus_of_its_own_when_some_are_left_for_the_serv
         assert layout.server | layout.generator == usable
         assert not layout.server & layout.generator
         assert layout.server_cpu_count() == len(usable) - 1
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="needs wrk (loadtest/install_tools.sh)")
+@pytest.mark.slow
+def test_the_bare_handler_prices_an_answer_in_a_closed_and_an_open_loop(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """A closed loop's rate, and an open loop's rate at its CPU per answer: both of the
+    real floor server under wrk, an open loop's answers dearer (each wakes the process)."""
+    layout = Layout.split(1)
+    with floor_server(b"\x89PNG default", 1, tmp_path) as floor:
+        readers = Readers(Signer(["k"]), redis_url)
+        bench = Bench(floor, readers, tmp_path, 1, 1.0, None, layout.generator)
+        bare = BareHandler(floor, bench, layout.server_cpu_count())
+        closed = bare.closed_rate()
+        opened = bare.open_rate(200)
+    assert closed > 200
+    assert 0 < opened < closed
