@@ -67,6 +67,10 @@ HELD_MS = 30_000
 # A path per reader: more than a counted run sends under callgrind, so none repeats.
 READERS = 20_000
 CONNECTIONS = 8
+# The refused opens' runs (and their bare handler's): a connection whose open is refused
+# is not read for `ATOPEN_REFUSAL_PAUSE_MS` (100 ms), so 8 would send 80 opens a second,
+# and the worker's periodic work would be spread over too few of them. 256 keep it busy.
+REFUSED_CONNECTIONS = 256
 # One thread: wrk's `done()` reads this thread's counts. It sends paths in turn, counts
 # the answers that are 200 with the shared variant, and writes the counts to a file.
 WRK_SCRIPT = """
@@ -160,7 +164,12 @@ def running(command: list[str], env: dict[str, str], port: int, log: Path) -> It
 
 
 def run_wrk(
-    port: int, paths_file: Path, tmp: Path, seconds: float, variant: str = SHARED_VARIANT
+    port: int,
+    paths_file: Path,
+    tmp: Path,
+    seconds: float,
+    variant: str = SHARED_VARIANT,
+    connections: int = CONNECTIONS,
 ) -> tuple[int, int]:
     """One wrk run: the answers, and those that were `variant`."""
     script, out = tmp / "paths.lua", tmp / "wrk.out"
@@ -175,7 +184,7 @@ def run_wrk(
     command = [
         "wrk",
         "-t1",
-        f"-c{CONNECTIONS}",
+        f"-c{connections}",
         f"-d{seconds:g}s",
         "--timeout=30s",
         f"--script={script}",
@@ -197,12 +206,13 @@ def count(
     out_file: Path,
     args: argparse.Namespace,
     variant: str = SHARED_VARIANT,
+    connections: int = CONNECTIONS,
 ) -> Count:
     """Warm up, then count the instructions of a fixed wrk run."""
     tmp = paths_file.parent
-    run_wrk(port, paths_file, tmp, args.warmup, variant)
+    run_wrk(port, paths_file, tmp, args.warmup, variant, connections)
     callgrind_control("-i", "on", pid)
-    answers, matched = run_wrk(port, paths_file, tmp, args.seconds, variant)
+    answers, matched = run_wrk(port, paths_file, tmp, args.seconds, variant, connections)
     callgrind_control("-i", "off", pid)
     return Count(dump_total(pid, out_file), answers, matched)
 
@@ -293,10 +303,17 @@ def count_refused(
         with running(valgrind(SLOWED_WORKER, out_file), env, port, tmp / "refused.log") as pid:
             api(port, "PUT", f"/api/v1/blocks/{REFUSED_BLOCK}", block)
             default = fetch(port, f"/i/{REFUSED_BLOCK}.png")  # unsigned: the default
-            return count(pid, port, paths_file, out_file, args, "default"), default
+            counted = count(pid, port, paths_file, out_file, args, "default", REFUSED_CONNECTIONS)
+            return counted, default
 
 
-def count_floor(body: bytes, paths_file: Path, out_file: Path, args: argparse.Namespace) -> Count:
+def count_floor(
+    body: bytes,
+    paths_file: Path,
+    out_file: Path,
+    args: argparse.Namespace,
+    connections: int = CONNECTIONS,
+) -> Count:
     """The bare aiohttp handler answering `body`, counted like the worker."""
     tmp = paths_file.parent
     body_path = tmp / "body.png"
@@ -304,7 +321,7 @@ def count_floor(body: bytes, paths_file: Path, out_file: Path, args: argparse.Na
     port = free_port()
     floor = [sys.executable, "-m", "loadtest.floors", str(port), str(body_path)]
     with running(valgrind(floor, out_file), dict(os.environ), port, tmp / "floor.log") as pid:
-        return count(pid, port, paths_file, out_file, args)
+        return count(pid, port, paths_file, out_file, args, connections=connections)
 
 
 def measure(args: argparse.Namespace) -> None:
@@ -333,7 +350,9 @@ def measure(args: argparse.Namespace) -> None:
                 store.url, refused_paths, dumps / "refused.callgrind", args
             )
         bare = count_floor(body, shared_paths, dumps / "floor.callgrind", args)
-        bare_default = count_floor(default, shared_paths, dumps / "floor-default.callgrind", args)
+        bare_default = count_floor(
+            default, shared_paths, dumps / "floor-default.callgrind", args, REFUSED_CONNECTIONS
+        )
     print(
         f"instructions per request (callgrind, one process, {args.seconds:g} s of wrk "
         f"-c{CONNECTIONS}):"
@@ -353,7 +372,11 @@ def measure(args: argparse.Namespace) -> None:
         f"{atopen.per_request / unrecorded.per_request - 1:+.1%})"
     )
     print(
-        f"  refused open (the default)     {refused.per_request:>10,.0f}  "
+        f"  refused open (the default; wrk -c{REFUSED_CONNECTIONS}, each refused connection "
+        "paused 100 ms)"
+    )
+    print(
+        f"  refused open                   {refused.per_request:>10,.0f}  "
         f"({refused.answers:,} answers, {refused.shared:,} the default)"
     )
     print(

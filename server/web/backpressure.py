@@ -19,13 +19,20 @@ requests queued faster than they are answered) is left to aiohttp.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 
 
 class RefusalPause:
-    """Pauses reading a connection for `seconds` after a refusal (0: never)."""
+    """Pauses reading a connection for `seconds` after a refusal (0: never).
+
+    The pause is the same for every connection, so they end in the order they began: one
+    timer, set for the oldest, resumes every connection whose pause is over when it
+    fires. A timer per refusal cost about a tenth of a refusal's instructions."""
 
     def __init__(self, seconds: float) -> None:
         self._seconds = seconds
+        self._paused: deque[tuple[float, asyncio.Transport]] = deque()
+        self._timer: asyncio.TimerHandle | None = None
 
     def after_refusal(self, transport: asyncio.Transport | None) -> None:
         if not self._seconds or transport is None:
@@ -33,9 +40,16 @@ class RefusalPause:
         if not transport.is_reading():
             return  # aiohttp holds it unread: its own flow control decides when to read
         transport.pause_reading()
-        asyncio.get_running_loop().call_later(self._seconds, _resume, transport)
+        loop = asyncio.get_running_loop()
+        self._paused.append((loop.time() + self._seconds, transport))
+        if self._timer is None:
+            self._timer = loop.call_at(self._paused[0][0], self._resume_due, loop)
 
-
-def _resume(transport: asyncio.Transport) -> None:
-    if not transport.is_closing():
-        transport.resume_reading()
+    def _resume_due(self, loop: asyncio.AbstractEventLoop) -> None:
+        now = loop.time()
+        paused = self._paused
+        while paused and paused[0][0] <= now:
+            _, transport = paused.popleft()
+            if not transport.is_closing():
+                transport.resume_reading()
+        self._timer = loop.call_at(paused[0][0], self._resume_due, loop) if paused else None

@@ -59,31 +59,34 @@ async def test_a_refused_connection_waits_unread_while_the_others_are_answered(
         )
     )
     await put_block(client, "heavy", heavy_greeting())
-    for i in range(3):
+    for i in range(5):
         await client.put(f"/api/v1/profiles/u{i}", json={"first_name": f"N{i}"}, headers=AUTH)
     busy = await fill_the_pool(client)
-    # A proxy's one connection, fetching one image after another.
-    reader, writer = await asyncio.open_connection(client.host, client.port)
+    # Two proxies' connections, each fetching one image after another.
+    proxies = [await asyncio.open_connection(client.host, client.port) for _ in range(2)]
     try:
-        writer.write(image_request("u1"))
-        status, headers, body = await read_response(reader)
-        assert (status, headers["x-atopen-variant"]) == (200, "default")
-        assert decode(body).size == (2000, 2000)
-        writer.write(image_request("u2"))
-        await writer.drain()
-        following = asyncio.ensure_future(read_response(reader))
+        following = []
+        for n, (reader, writer) in enumerate(proxies):
+            writer.write(image_request(f"u{2 * n + 1}"))
+            status, headers, body = await read_response(reader)
+            assert (status, headers["x-atopen-variant"]) == (200, "default")
+            assert decode(body).size == (2000, 2000)
+            writer.write(image_request(f"u{2 * n + 2}"))
+            await writer.drain()
+            following.append(asyncio.ensure_future(read_response(reader)))
         # Other connections are read and answered meanwhile (the server runs on this
         # loop: each round trip takes it through several turns)...
         for _ in range(3):
             assert (await client.get("/healthz")).status == 200
-        # ...while the refused one's next open waits, unread.
-        assert not following.done()
-        status, headers, body = await following
-        assert status == 200
-        assert headers["x-atopen-variant"] in {"named", "default"}
-        assert decode(body).size == (2000, 2000)
+        # ...while the refused ones' next opens wait, unread; then both are read.
+        assert not any(answer.done() for answer in following)
+        for status, headers, body in await asyncio.gather(*following):
+            assert status == 200
+            assert headers["x-atopen-variant"] in {"named", "default"}
+            assert decode(body).size == (2000, 2000)
     finally:
-        writer.close()
+        for _, writer in proxies:
+            writer.close()
     assert (await busy).headers["X-Atopen-Variant"] == "named"
 
 
