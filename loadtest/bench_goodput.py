@@ -77,10 +77,12 @@ SEED_CHUNK = 5_000
 # generator CPU that the server shares. Each row gets what Little's law says it holds,
 # with room: the admitted opens, at most the capacity's worth a second, each answered
 # within the render deadline; the refused ones, answered at once, or within the deadline
-# when refused only as their turn came. A row short of connections shows as late sends.
+# when refused only as their turn came, and then not read for the refusal pause (wrk
+# sends on such a connection as on any free one, and that send waits out the pause). A
+# row short of connections shows as late sends.
 REFUSED_HOLD_S = 0.15
 SPARE_CONNECTIONS = 256
-MAX_OPEN_CONNECTIONS = 4096
+MAX_OPEN_CONNECTIONS = 6144
 
 
 @dataclass(frozen=True)
@@ -190,10 +192,13 @@ class Row:
     atopen_cores: float | None
 
 
-def open_connections(rate: float, capacity_rate: float, deadline_s: float) -> int:
+def open_connections(
+    rate: float, capacity_rate: float, deadline_s: float, pause_s: float = 0.0
+) -> int:
     """Connections enough for an open-loop row of `rate` sends a second (see
     REFUSED_HOLD_S), in whole multiples of the spare ones."""
-    held = min(rate, capacity_rate) * deadline_s + rate * REFUSED_HOLD_S + SPARE_CONNECTIONS
+    refused_hold_s = REFUSED_HOLD_S + pause_s
+    held = min(rate, capacity_rate) * deadline_s + rate * refused_hold_s + SPARE_CONNECTIONS
     return min(MAX_OPEN_CONNECTIONS, math.ceil(held / SPARE_CONNECTIONS) * SPARE_CONNECTIONS)
 
 
@@ -319,6 +324,7 @@ class Bench:
     deadline_s: float
     open_connections: int | None = None  # a fixed count for every open-loop row
     generator_cpus: frozenset[int] | None = None  # where wrk runs (None: anywhere)
+    pause_s: float = 0.0  # the server's refusal pause (ATOPEN_REFUSAL_PAUSE_MS)
 
     def closed(self, connections: int) -> Row:
         return self._row(
@@ -332,7 +338,7 @@ class Bench:
         rate = max(multiple * capacity_rate, 1.0)
         # The sends the schedule makes, and a margin for the schedule's start.
         connections = self.open_connections or open_connections(
-            rate, capacity_rate, self.deadline_s
+            rate, capacity_rate, self.deadline_s, self.pause_s
         )
         readers = math.ceil(rate * self.seconds * 1.1) + connections
         label = f"open {multiple:>4g}x {connections} conn"
@@ -494,7 +500,8 @@ def measure(args: argparse.Namespace) -> None:
     # Two ends per connection in this machine, and room for the store and the workers.
     most_connections = args.open_connections or MAX_OPEN_CONNECTIONS
     raise_open_files(2 * max(most_connections, *CLOSED_CONNECTIONS) + 4096)
-    deadline_s = Settings().render_deadline_ms / 1000
+    defaults = Settings()
+    deadline_s = defaults.render_deadline_ms / 1000
     signer = Signer([SECRET])
     layout = Layout.split(args.generator_cpus)
     if layout.server is not None:
@@ -517,6 +524,7 @@ def measure(args: argparse.Namespace) -> None:
                 deadline_s,
                 args.open_connections,
                 layout.generator,
+                defaults.refusal_pause_ms / 1000,
             )
             print(
                 f"goodput: {workers} workers, every request a different reader, "

@@ -68,9 +68,9 @@ HELD_MS = 30_000
 READERS = 20_000
 CONNECTIONS = 8
 # The refused opens' runs (and their bare handler's): a connection whose open is refused
-# is not read for `ATOPEN_REFUSAL_PAUSE_MS` (100 ms), so 8 would send 80 opens a second,
-# and the worker's periodic work would be spread over too few of them. 256 keep it busy.
-REFUSED_CONNECTIONS = 256
+# is not read for `ATOPEN_REFUSAL_PAUSE_MS` (250 ms), so 8 would send 32 opens a second,
+# and the worker's periodic work would be spread over too few of them. 512 keep it busy.
+REFUSED_CONNECTIONS = 512
 # One thread: wrk's `done()` reads this thread's counts. It sends paths in turn, counts
 # the answers that are 200 with the shared variant, and writes the counts to a file.
 WRK_SCRIPT = """
@@ -373,7 +373,7 @@ def measure(args: argparse.Namespace) -> None:
     )
     print(
         f"  refused open (the default; wrk -c{REFUSED_CONNECTIONS}, each refused connection "
-        "paused 100 ms)"
+        "paused 250 ms)"
     )
     print(
         f"  refused open                   {refused.per_request:>10,.0f}  "

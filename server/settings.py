@@ -83,7 +83,7 @@ class Settings:
     # How long a connection whose open was refused at admission is not read from: a
     # client that asks again as soon as it is answered would otherwise turn each refusal
     # into the next (server/web/backpressure.py). 0: read at once.
-    refusal_pause_ms: int = 100
+    refusal_pause_ms: int = 250
     cache_memory_mb: int = 64
     cache_ttl_s: int = 3600
     metrics_tokens: tuple[str, ...] = ()

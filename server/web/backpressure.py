@@ -6,7 +6,7 @@ another open to refuse at once. A refusal is cheap, but not free, and the opens 
 brings back are not spread out: measured with the load generator on a CPU of its own,
 1,024 such connections made a worker refuse about 10,000 opens a second, its event loop
 turned over so slowly that the opens it had admitted waited for it between their steps,
-and it drew 5 % of its capacity (docs/performance.md).
+and it drew 5 to 30 % of its capacity (docs/performance.md).
 
 So after a refusal the connection is not read for a moment (`ATOPEN_REFUSAL_PAUSE_MS`):
 the refused reader has the default at once, and the connection's next open waits in the

@@ -92,7 +92,7 @@ async def test_a_refused_connection_waits_unread_while_the_others_are_answered(
 
 def test_the_pause_is_a_setting_that_can_be_off() -> None:
     base = {"ATOPEN_SECRET": "s"}
-    assert load_settings(base).refusal_pause_ms == 100
+    assert load_settings(base).refusal_pause_ms == 250
     assert load_settings({**base, "ATOPEN_REFUSAL_PAUSE_MS": "0"}).refusal_pause_ms == 0
     with pytest.raises(SettingsError, match="ATOPEN_REFUSAL_PAUSE_MS"):
         load_settings({**base, "ATOPEN_REFUSAL_PAUSE_MS": "-1"})
