@@ -435,8 +435,8 @@ class BareHandler:
         self._paths.write_text("/\n" * 64)  # every wrk thread takes lines of its own
 
     def closed_rate(self) -> float:
-        """Answers per second in a closed loop of 128 connections: each a few microseconds
-        of CPU, the requests arriving several to a turn of the event loop."""
+        """Answers per second in a closed loop of 128 connections, the requests arriving
+        several to a turn of the event loop: the cheapest an answer gets."""
         outcome, _ = self._run(128, None)
         return outcome.answered_rate
 
