@@ -348,9 +348,19 @@ class Bench:
         paths = self.readers.take(readers)
         paths_file = self.tmp / "paths.txt"
         paths_file.write_text("\n".join(paths) + "\n")
-        cpu_before = tree_cpu_s(self.server.pids)
+        outcome, wrk_cores, atopen_cores = self.load(self.server, paths_file, connections, rate)
+        self.readers.used(outcome.lines_used(len(paths)))
+        settle(self.server)
+        return Row(label, rate, outcome, wrk_cores, atopen_cores)
+
+    def load(
+        self, server: Server, paths_file: Path, connections: int, rate: float | None
+    ) -> tuple[Outcome, float, float | None]:
+        """One row's wrk run against `server`: what goodput.lua counted, the cores wrk took,
+        and the cores `server` took (None where /proc cannot tell)."""
+        cpu_before = tree_cpu_s(server.pids)
         outcome, wrk_cores, wall_s = run_wrk(
-            self.server.port,
+            server.port,
             paths_file,
             self.tmp / "out.txt",
             self.seconds,
@@ -358,13 +368,10 @@ class Bench:
             rate,
             self.generator_cpus,
         )
-        cpu_after = tree_cpu_s(self.server.pids)
-        self.readers.used(outcome.lines_used(len(paths)))
-        atopen_cores = (
-            None if cpu_before is None or cpu_after is None else (cpu_after - cpu_before) / wall_s
-        )
-        settle(self.server)
-        return Row(label, rate, outcome, wrk_cores, atopen_cores)
+        cpu_after = tree_cpu_s(server.pids)
+        if cpu_before is None or cpu_after is None:
+            return outcome, wrk_cores, None
+        return outcome, wrk_cores, (cpu_after - cpu_before) / wall_s
 
 
 def run_wrk(
@@ -437,33 +444,19 @@ class BareHandler:
     def closed_rate(self) -> float:
         """Answers per second in a closed loop of 128 connections, the requests arriving
         several to a turn of the event loop: the cheapest an answer gets."""
-        outcome, _ = self._run(128, None)
+        outcome, _, _ = self._bench.load(self._floor, self._paths, 128, None)
         return outcome.answered_rate
 
     def open_rate(self, arrivals: float) -> float:
         """The answers per second the server's CPUs would give at the CPU each answer took
         when `arrivals` came a second on a schedule, one by one: each wakes the process,
         and costs more than in a closed loop (the more so the fewer come)."""
-        outcome, cores = self._run(self.OPEN_CONNECTIONS, arrivals)
+        outcome, _, cores = self._bench.load(
+            self._floor, self._paths, self.OPEN_CONNECTIONS, arrivals
+        )
         if not cores or not outcome.answered_rate:
             return math.inf
         return self._cpus * outcome.answered_rate / cores
-
-    def _run(self, connections: int, rate: float | None) -> tuple[Outcome, float]:
-        bench = self._bench
-        before = tree_cpu_s(self._floor.pids)
-        outcome, _, wall_s = run_wrk(
-            self._floor.port,
-            self._paths,
-            bench.tmp / "bare-out.txt",
-            bench.seconds,
-            connections,
-            rate,
-            bench.generator_cpus,
-        )
-        after = tree_cpu_s(self._floor.pids)
-        cores = 0.0 if before is None or after is None else (after - before) / wall_s
-        return outcome, cores
 
 
 def settle(server: Server, *, idle_cores: float = 0.15, longest_s: float = 10.0) -> None:

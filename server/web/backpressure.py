@@ -27,7 +27,7 @@ class RefusalPause:
 
     The pause is the same for every connection, so they end in the order they began: one
     timer, set for the oldest, resumes every connection whose pause is over when it
-    fires. A timer per refusal cost about a tenth of a refusal's instructions."""
+    fires. A timer per refusal cost about 6,000 instructions more a refusal (of 240,000)."""
 
     def __init__(self, seconds: float) -> None:
         self._seconds = seconds
